@@ -1,0 +1,1 @@
+"""Log-replay analyzer: parse VPN session logs, replay cache policies, recommend one."""

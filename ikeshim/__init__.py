@@ -1,0 +1,1 @@
+"""Bridges to IKE daemons and the kernel: XFRM netlink, strongSwan VICI, harvesting."""

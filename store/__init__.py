@@ -1,0 +1,1 @@
+"""The credential cache: policies, SQL models, encryption at rest and the ratchet commit."""
