@@ -1,0 +1,380 @@
+"""Key schedule of the resumption exchange: every derivation, label and byte layout.
+
+Hardened mode (default).  The cached *resumption secret* S never keys anything directly:
+
+    ctx      = lp(ID_I) | lp(ID_R) | lp(handle) | u32(generation) | params_digest
+    PRK      = HKDF-Extract(salt = lp(N_I) | lp(N_R), IKM = S | DH)     DH = X25519 or empty
+    K_mac_i  = HKDF-Expand(PRK, "ikeresume v1 mac i" | ctx, 32)
+    K_mac_r  = HKDF-Expand(PRK, "ikeresume v1 mac r" | ctx, 32)
+    KEYMAT   = HKDF-Expand(PRK, "ikeresume v1 esp keymat" | ctx | u32(SPI_i2r) | u32(SPI_r2i),
+                           2 * keymat_len)        i->r encr|integ, then r->i encr|integ
+    S'       = HKDF-Expand(PRK, "ikeresume v1 successor" | ctx, 32)
+    handle'  = HMAC-SHA256(S', "ikeresume v1 handle")[:16]
+    MAC_2    = HMAC-SHA256(K_mac_r, "ikeresume v1 msg2 responder" | lp(m1) | m2_prefix)
+    MAC_3    = HMAC-SHA256(K_mac_i, "ikeresume v1 msg3 initiator" | lp(m1) | lp(m2) | m3_prefix)
+
+``lp(x)`` is a 2-byte big-endian length then x; ``u32``/``u64`` big-endian.  Why this shape:
+both nonces (and the X25519 secret) enter the extract step so every key of a run is fresh;
+the identities, handle, generation and algorithms enter every expand so a key can never be
+used for another peer, generation or parameter set; the two SPIs bind KEYMAT to the SAs it
+keys; the direction labels make a reflected MAC useless; the successor depends on the run, so
+the ratchet moves forward only through a run both sides authenticated.
+
+Paper mode reproduces the 2007 proposal verbatim (``paper_mac``) and is insecure for ESP:
+see ``specs/protocol.md``.  The implementation uses HKDF and HMAC from ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _stdlib_hmac
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as c_hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from resume.credential import Credential, PaperKeys, ProtocolMode
+from resume.sa import DirectionKeys, Lifetimes, Mode, SAPair, SAParams, TrafficSelector
+
+L_BOOTSTRAP = b"ikeresume v1 bootstrap"
+L_HANDLE = b"ikeresume v1 handle"
+L_PARAMS = b"ikeresume v1 params"
+L_MAC_I = b"ikeresume v1 mac i"
+L_MAC_R = b"ikeresume v1 mac r"
+L_ESP = b"ikeresume v1 esp keymat"
+L_SUCCESSOR = b"ikeresume v1 successor"
+L_MSG2 = b"ikeresume v1 msg2 responder"
+L_MSG3 = b"ikeresume v1 msg3 initiator"
+L_RESPONDER_STATE = b"ikeresume v1 responder state"
+L_RESPONDER_VALUES = b"ikeresume v1 responder values"
+L_FINGERPRINT = b"ikeresume v1 fingerprint"
+
+SECRET_LEN = 32
+HANDLE_LEN = 16
+MIN_ESP_SPI = 256
+
+_SHA256 = hashes.SHA256()
+
+
+def lp(data: bytes) -> bytes:
+    """2-byte big-endian length prefix (every variable-length field in a derivation)."""
+    if len(data) > 0xFFFF:
+        raise ValueError("field too long for a 2-byte length prefix")
+    return struct.pack(">H", len(data)) + data
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    h = c_hmac.HMAC(key, _SHA256)
+    h.update(data)
+    return h.finalize()
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """RFC 5869 HKDF-Extract with SHA-256 (an empty salt means 32 zero bytes)."""
+    return hmac_sha256(salt or b"\x00" * 32, ikm)
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF-Expand with SHA-256."""
+    return HKDFExpand(_SHA256, length, info).derive(prk)
+
+
+def macs_equal(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (every MAC and cookie check goes through here)."""
+    return _stdlib_hmac.compare_digest(a, b)
+
+
+def fingerprint(secret: bytes) -> str:
+    """A short, one-way label safe to print or log in place of a key."""
+    return hashlib.sha256(L_FINGERPRINT + secret).hexdigest()[:16]
+
+
+def handle_for(secret: bytes) -> bytes:
+    """The lookup handle of a hardened credential: public, unlinkable to the previous one."""
+    return hmac_sha256(secret, L_HANDLE)[:HANDLE_LEN]
+
+
+_MODE_CODE = {Mode.TRANSPORT: 1, Mode.TUNNEL: 2}
+
+
+def mode_code(mode: Mode) -> int:
+    return _MODE_CODE[mode]
+
+
+def _ts_bytes(ts: TrafficSelector) -> bytes:
+    a = ipaddress.ip_address(ts.start_addr)
+    b = ipaddress.ip_address(ts.end_addr)
+    ts_type = 7 if a.version == 4 else 8  # TS_IPV4_ADDR_RANGE / TS_IPV6_ADDR_RANGE
+    return (
+        struct.pack(">BBHH", ts_type, ts.protocol, ts.start_port, ts.end_port) + a.packed + b.packed
+    )
+
+
+def params_bytes(params: SAParams) -> bytes:
+    """Canonical encoding of what both peers must agree on (addresses and ports excluded:
+    they may change between sessions, e.g. NAT rebinding; the installer uses observed ones)."""
+    out = [
+        struct.pack(
+            ">BHHH",
+            _MODE_CODE[params.mode],
+            int(params.encr),
+            params.encr_key_bits,
+            int(params.integ),
+        ),
+        struct.pack(">B", len(params.tsi)),
+        *(_ts_bytes(t) for t in params.tsi),
+        struct.pack(">B", len(params.tsr)),
+        *(_ts_bytes(t) for t in params.tsr),
+    ]
+    return b"".join(out)
+
+
+def params_digest(params: SAParams) -> bytes:
+    return hashlib.sha256(L_PARAMS + params_bytes(params)).digest()
+
+
+def context(cred: Credential) -> bytes:
+    """``ctx``: binds identities, handle, generation and algorithms into every derived key."""
+    return (
+        lp(cred.id_i)
+        + lp(cred.id_r)
+        + lp(cred.handle)
+        + struct.pack(">I", cred.generation)
+        + params_digest(cred.params)
+    )
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """Everything one hardened run derives (both sides compute the same values)."""
+
+    prk: bytes = field(repr=False)
+    mac_i: bytes = field(repr=False)
+    mac_r: bytes = field(repr=False)
+    keymat: bytes = field(repr=False)
+    successor_secret: bytes = field(repr=False)
+    successor_handle: bytes
+
+
+def derive_run(
+    cred: Credential,
+    nonce_i: bytes,
+    nonce_r: bytes,
+    dh: bytes,
+    spi_i2r: int,
+    spi_r2i: int,
+) -> RunKeys:
+    """All keys of one hardened run.  ``spi_i2r`` was chosen by the responder, ``spi_r2i``
+    by the initiator (each receiver picks the SPI of the SA it receives on)."""
+    ctx = context(cred)
+    prk = hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh)
+    klen = cred.params.key_material_len
+    keymat = hkdf_expand(prk, L_ESP + ctx + struct.pack(">II", spi_i2r, spi_r2i), 2 * klen)
+    successor = hkdf_expand(prk, L_SUCCESSOR + ctx, SECRET_LEN)
+    return RunKeys(
+        prk=prk,
+        mac_i=hkdf_expand(prk, L_MAC_I + ctx, 32),
+        mac_r=hkdf_expand(prk, L_MAC_R + ctx, 32),
+        keymat=keymat,
+        successor_secret=successor,
+        successor_handle=handle_for(successor),
+    )
+
+
+def mac_msg2(keys: RunKeys, msg1: bytes, msg2_prefix: bytes) -> bytes:
+    return hmac_sha256(keys.mac_r, L_MSG2 + lp(msg1) + msg2_prefix)
+
+
+def mac_msg3(keys: RunKeys, msg1: bytes, msg2: bytes, msg3_prefix: bytes) -> bytes:
+    return hmac_sha256(keys.mac_i, L_MSG3 + lp(msg1) + lp(msg2) + msg3_prefix)
+
+
+def split_keymat(
+    params: SAParams, keymat: bytes, spi_i2r: int, spi_r2i: int
+) -> tuple[DirectionKeys, DirectionKeys]:
+    """KEYMAT -> (i_to_r, r_to_i), each encryption key (salt included) then integrity key."""
+    e, klen = params.encr_key_len, params.key_material_len
+    if len(keymat) != 2 * klen:
+        raise ValueError("KEYMAT length does not match the parameters")
+    a, b = keymat[:klen], keymat[klen:]
+    return (
+        DirectionKeys(spi_i2r, a[:e], a[e:]),
+        DirectionKeys(spi_r2i, b[:e], b[e:]),
+    )
+
+
+def sa_pair(
+    role: str,
+    cred: Credential,
+    keys: RunKeys,
+    spi_i2r: int,
+    spi_r2i: int,
+    lifetimes: Lifetimes,
+) -> SAPair:
+    i2r, r2i = split_keymat(cred.params, keys.keymat, spi_i2r, spi_r2i)
+    return SAPair(role=role, params=cred.params, i_to_r=i2r, r_to_i=r2i, lifetimes=lifetimes)
+
+
+def successor_credential(cred: Credential, keys: RunKeys) -> Credential:
+    """Generation g+1: new secret and handle; identities and parameters carried over."""
+    return Credential(
+        mode=ProtocolMode.HARDENED,
+        handle=keys.successor_handle,
+        generation=cred.generation + 1,
+        secret=keys.successor_secret,
+        id_i=cred.id_i,
+        id_r=cred.id_r,
+        params=cred.params,
+    )
+
+
+def esp_spi_from(raw4: bytes) -> int:
+    """Map 4 random bytes to a usable ESP SPI (values below 256 are reserved): add 256."""
+    spi = int.from_bytes(raw4, "big")
+    return spi + MIN_ESP_SPI if spi < MIN_ESP_SPI else spi
+
+
+def addr_bytes(addr: tuple[str, int]) -> bytes:
+    """u8 IP version | packed address | u16 port (the peer address bound into responder state)."""
+    ip = ipaddress.ip_address(addr[0])
+    return struct.pack(">B", ip.version) + ip.packed + struct.pack(">H", addr[1])
+
+
+@dataclass(frozen=True)
+class ResponderValues:
+    """What the stateless responder recomputes for a message 1 (never stored)."""
+
+    nonce_r: bytes
+    spi_r: bytes
+    esp_spi: int
+    x25519_private: bytes = field(repr=False)
+
+
+def responder_values(
+    server_secret: bytes, tick: int, addr: tuple[str, int], msg1: bytes
+) -> ResponderValues:
+    """N_R, responder IKE SPI, inbound ESP SPI and X25519 private key from (secret, tick,
+    address, message 1): a message-1 flood allocates nothing, message 3 recomputes them."""
+    seed = hmac_sha256(
+        server_secret, L_RESPONDER_STATE + struct.pack(">Q", tick) + addr_bytes(addr) + lp(msg1)
+    )
+    v = hkdf_expand(seed, L_RESPONDER_VALUES, 32 + 8 + 4 + 32)
+    spi_r = v[32:40]
+    if spi_r == b"\x00" * 8:
+        spi_r = b"\x00" * 7 + b"\x01"
+    return ResponderValues(v[:32], spi_r, esp_spi_from(v[40:44]), v[44:76])
+
+
+# --- bootstrap from a daemon-negotiated CHILD_SA (used by ikeshim.harvest) ------------------
+
+
+def _key_ikm(i_to_r: DirectionKeys, r_to_i: DirectionKeys) -> bytes:
+    return i_to_r.encr_key + i_to_r.integ_key + r_to_i.encr_key + r_to_i.integ_key
+
+
+def bootstrap_credential(
+    params: SAParams,
+    i_to_r: DirectionKeys,
+    r_to_i: DirectionKeys,
+    id_i: bytes,
+    id_r: bytes,
+) -> Credential:
+    """Generation 0 of a hardened credential from a CHILD_SA both peers can read.
+
+        S_0      = HKDF-Expand(HKDF-Extract("ikeresume v1 bootstrap", keys),
+                               "ikeresume v1 bootstrap" | u32(SPI_i2r) | u32(SPI_r2i)
+                               | lp(ID_I) | lp(ID_R) | params_digest, 32)
+        keys     = encr_i2r | integ_i2r | encr_r2i | integ_r2i
+        handle_0 = HMAC-SHA256(S_0, "ikeresume v1 handle")[:16]
+
+    Both peers call this independently and get the same secret and handle.
+    """
+    if not id_i or not id_r:
+        raise ValueError("identities are required")
+    prk = hkdf_extract(L_BOOTSTRAP, _key_ikm(i_to_r, r_to_i))
+    info = (
+        L_BOOTSTRAP
+        + struct.pack(">II", i_to_r.spi, r_to_i.spi)
+        + lp(id_i)
+        + lp(id_r)
+        + params_digest(params)
+    )
+    secret = hkdf_expand(prk, info, SECRET_LEN)
+    return Credential(
+        mode=ProtocolMode.HARDENED,
+        handle=handle_for(secret),
+        generation=0,
+        secret=secret,
+        id_i=id_i,
+        id_r=id_r,
+        params=params,
+    )
+
+
+def bootstrap_paper_credential(
+    params: SAParams,
+    i_to_r: DirectionKeys,
+    r_to_i: DirectionKeys,
+    id_i: bytes,
+    id_r: bytes,
+) -> Credential:
+    """Paper mode (INSECURE, 2007 semantics): the CHILD_SA keys themselves are the credential.
+
+    The lookup handle is ID_I (the proposal sends the identity in clear); ``secret`` is empty.
+    """
+    if not id_i or not id_r:
+        raise ValueError("identities are required")
+    return Credential(
+        mode=ProtocolMode.PAPER,
+        handle=id_i,
+        generation=0,
+        secret=b"",
+        id_i=id_i,
+        id_r=id_r,
+        params=params,
+        paper_keys=PaperKeys(i_to_r=i_to_r, r_to_i=r_to_i),
+    )
+
+
+# --- paper mode (2007 proposal, verbatim) ---------------------------------------------------
+
+
+def paper_auth_key(keys: DirectionKeys) -> bytes:
+    """SK of one direction: its IPsec authentication key (the encryption key for AEAD
+    ciphers, which have none; the proposal predates AEAD)."""
+    return keys.integ_key or keys.encr_key
+
+
+def paper_mac(key: bytes, ident: bytes, nonce_i: bytes, nonce_r: bytes) -> bytes:
+    """MAC_SK(ID | N_I | N_R) with plain concatenation, as the proposal writes it."""
+    return hmac_sha256(key, ident + nonce_i + nonce_r)
+
+
+def paper_successor(cred: Credential) -> Credential:
+    """Paper mode has no ratchet: the same keys, the generation counter moves on."""
+    return Credential(
+        mode=ProtocolMode.PAPER,
+        handle=cred.handle,
+        generation=cred.generation + 1,
+        secret=cred.secret,
+        id_i=cred.id_i,
+        id_r=cred.id_r,
+        params=cred.params,
+        paper_keys=cred.paper_keys,
+    )
+
+
+def paper_sa_pair(role: str, cred: Credential, lifetimes: Lifetimes) -> SAPair:
+    """The cached SA reused as-is: same SPIs, same keys (the flaw the hardened mode fixes)."""
+    if cred.paper_keys is None:
+        raise ValueError("not a paper credential")
+    return SAPair(
+        role=role,
+        params=cred.params,
+        i_to_r=cred.paper_keys.i_to_r,
+        r_to_i=cred.paper_keys.r_to_i,
+        lifetimes=lifetimes,
+    )

@@ -1,0 +1,329 @@
+"""The seven messages of the resumption exchange, on top of :mod:`resume.wire` framing.
+
+Payload order is fixed and unknown payloads are rejected: a canonical encoding means the
+transcript MACs cover exactly one byte string per message, and a parser with no options has
+fewer corners for an attacker.  Extensions must use a new exchange type.
+
+=================  ======  =====  ===========================================
+message            flags   MID    payloads (in this order)
+=================  ======  =====  ===========================================
+hardened 1 (I->R)  I       0      RESUME_HANDLE, RESUME_SA, Ni, [KEi]
+hardened 2 (R->I)  R       0      RESUME_SA, Nr, [KEr], RESUME_AUTH
+hardened 3 (I->R)  I       1      RESUME_ECHO(message 1), RESUME_AUTH
+paper 1            I       0      IDi, Ni
+paper 2            R       0      IDr, Nr, RESUME_AUTH
+paper 3            I       1      IDi, RESUME_AUTH
+NACK               R       0/1    N(RESUMPTION_REFUSED)
+=================  ======  =====  ===========================================
+
+``parse_request_untrusted`` (responder side) and ``parse_response_untrusted`` (initiator side)
+raise only :class:`~resume.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from resume.errors import DecodeError
+from resume.wire import (
+    EXCHANGE_IKE_RESUME,
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
+    NOTIFY_RESUMPTION_REFUSED,
+    PT_IDI,
+    PT_IDR,
+    PT_KE,
+    PT_NONCE,
+    PT_NOTIFY,
+    PT_RESUME_AUTH,
+    PT_RESUME_ECHO,
+    PT_RESUME_HANDLE,
+    PT_RESUME_SA,
+    Header,
+    decode_message_untrusted,
+    encode_message,
+)
+
+MAC_LEN = 32
+NONCE_LEN = 32
+NONCE_MIN, NONCE_MAX = 16, 256  # RFC 7296 3.9
+HANDLE_LEN = 16
+HANDLE_MIN, HANDLE_MAX = 8, 64
+ID_MAX = 255
+GROUP_CURVE25519 = 31  # IKEv2 Transform Type 4 ID (RFC 8031)
+X25519_LEN = 32
+ZERO_SPI = b"\x00" * 8
+MIN_ESP_SPI = 256  # SPIs 1-255 are reserved by IANA (RFC 4303 2.1)
+
+_SA = struct.Struct(">IHHHBB")
+_KE_HEAD = struct.Struct(">HH")
+_NACK_BODY = struct.pack(">BBH", 0, 0, NOTIFY_RESUMPTION_REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeSA:
+    """RESUME_SA payload body (12 bytes): the sender's inbound ESP SPI and the algorithms.
+
+    ``spi`` is chosen by the sender for the SA it will *receive* on; the algorithms repeat
+    the cached parameters so a mismatch is caught before keys are derived.
+    """
+
+    spi: int
+    encr: int
+    key_bits: int
+    integ: int
+    mode: int  # 1 = transport, 2 = tunnel
+
+    def encode(self) -> bytes:
+        return _SA.pack(self.spi, self.encr, self.key_bits, self.integ, self.mode, 0)
+
+
+def decode_sa_untrusted(body: bytes) -> ResumeSA:
+    if len(body) != _SA.size:
+        raise DecodeError("RESUME_SA body is not 12 bytes")
+    spi, encr, bits, integ, mode, reserved = _SA.unpack(body)
+    if reserved != 0 or mode not in (1, 2) or spi < MIN_ESP_SPI:
+        raise DecodeError("RESUME_SA has a reserved SPI, mode or non-zero reserved byte")
+    return ResumeSA(spi, encr, bits, integ, mode)
+
+
+def encode_id(ident: bytes) -> bytes:
+    """Credential form (type byte + data) to ID payload body (type, 3 reserved, data)."""
+    if not 2 <= len(ident) <= ID_MAX + 1:
+        raise ValueError("identity must be a type byte plus 1..255 bytes of data")
+    return ident[:1] + b"\x00\x00\x00" + ident[1:]
+
+
+def decode_id_untrusted(body: bytes) -> bytes:
+    if not 5 <= len(body) <= ID_MAX + 4 or body[1:4] != b"\x00\x00\x00":
+        raise DecodeError("bad ID payload")
+    return body[:1] + body[4:]
+
+
+def encode_ke(public: bytes) -> bytes:
+    return _KE_HEAD.pack(GROUP_CURVE25519, 0) + public
+
+
+def decode_ke_untrusted(body: bytes) -> bytes:
+    if len(body) != _KE_HEAD.size + X25519_LEN:
+        raise DecodeError("KE payload is not an X25519 share")
+    group, reserved = _KE_HEAD.unpack_from(body)
+    if group != GROUP_CURVE25519 or reserved != 0:
+        raise DecodeError("KE payload group is not Curve25519")
+    return body[_KE_HEAD.size :]
+
+
+def _nonce_untrusted(body: bytes) -> bytes:
+    if not NONCE_MIN <= len(body) <= NONCE_MAX:
+        raise DecodeError("nonce length out of range")
+    return body
+
+
+def _mac_untrusted(body: bytes) -> bytes:
+    if len(body) != MAC_LEN:
+        raise DecodeError("RESUME_AUTH body is not 32 bytes")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class HardenedInit:
+    raw: bytes
+    header: Header
+    handle: bytes
+    sa: ResumeSA
+    nonce: bytes
+    ke: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class HardenedResp:
+    raw: bytes
+    header: Header
+    sa: ResumeSA
+    nonce: bytes
+    ke: bytes | None
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HardenedAuth:
+    raw: bytes
+    header: Header
+    init: HardenedInit
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PaperInit:
+    raw: bytes
+    header: Header
+    id_i: bytes
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PaperResp:
+    raw: bytes
+    header: Header
+    id_r: bytes
+    nonce: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PaperAuth:
+    raw: bytes
+    header: Header
+    id_i: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    raw: bytes
+    header: Header
+
+
+Request = HardenedInit | HardenedAuth | PaperInit | PaperAuth
+Response = HardenedResp | PaperResp | Nack
+
+_H1 = (PT_RESUME_HANDLE, PT_RESUME_SA, PT_NONCE)
+_H1_KE = (*_H1, PT_KE)
+_H2 = (PT_RESUME_SA, PT_NONCE, PT_RESUME_AUTH)
+_H2_KE = (PT_RESUME_SA, PT_NONCE, PT_KE, PT_RESUME_AUTH)
+_H3 = (PT_RESUME_ECHO, PT_RESUME_AUTH)
+_P1 = (PT_IDI, PT_NONCE)
+_P2 = (PT_IDR, PT_NONCE, PT_RESUME_AUTH)
+_P3 = (PT_IDI, PT_RESUME_AUTH)
+
+
+def _hardened_init(raw: bytes, header: Header, bodies: list[bytes], has_ke: bool) -> HardenedInit:
+    handle = bodies[0]
+    if not HANDLE_MIN <= len(handle) <= HANDLE_MAX:
+        raise DecodeError("handle length out of range")
+    ke = decode_ke_untrusted(bodies[3]) if has_ke else None
+    return HardenedInit(
+        raw, header, handle, decode_sa_untrusted(bodies[1]), _nonce_untrusted(bodies[2]), ke
+    )
+
+
+def _parse_request(data: bytes, nested: bool) -> Request:
+    msg = decode_message_untrusted(data)
+    h = msg.header
+    if h.exchange_type != EXCHANGE_IKE_RESUME:
+        raise DecodeError(f"exchange type {h.exchange_type} is not IKE_RESUME")
+    if h.flags & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR:
+        raise DecodeError("not a request from an initiator")
+    if h.spi_i == ZERO_SPI:
+        raise DecodeError("zero initiator SPI")
+    types = tuple(p.type for p in msg.payloads)
+    bodies = [p.body for p in msg.payloads]
+    raw = bytes(data)
+    if h.message_id == 0:
+        if h.spi_r != ZERO_SPI:
+            raise DecodeError("message 1 with a responder SPI")
+        if types in (_H1, _H1_KE):
+            return _hardened_init(raw, h, bodies, types == _H1_KE)
+        if types == _P1 and not nested:
+            return PaperInit(raw, h, decode_id_untrusted(bodies[0]), _nonce_untrusted(bodies[1]))
+    elif h.message_id == 1 and not nested:
+        if h.spi_r == ZERO_SPI:
+            raise DecodeError("message 3 without a responder SPI")
+        if types == _H3:
+            inner = _parse_request(bodies[0], nested=True)
+            if not isinstance(inner, HardenedInit) or inner.header.spi_i != h.spi_i:
+                raise DecodeError("RESUME_ECHO does not hold this initiator's message 1")
+            return HardenedAuth(raw, h, inner, _mac_untrusted(bodies[1]))
+        if types == _P3:
+            return PaperAuth(raw, h, decode_id_untrusted(bodies[0]), _mac_untrusted(bodies[1]))
+    raise DecodeError(f"unexpected payloads {types} for message id {h.message_id}")
+
+
+def parse_request_untrusted(data: bytes) -> Request:
+    """Message 1 or 3 (either mode) as the responder receives it."""
+    return _parse_request(data, nested=False)
+
+
+def parse_response_untrusted(data: bytes) -> Response:
+    """Message 2 (either mode) or a NACK as the initiator receives it."""
+    msg = decode_message_untrusted(data)
+    h = msg.header
+    if h.exchange_type != EXCHANGE_IKE_RESUME:
+        raise DecodeError(f"exchange type {h.exchange_type} is not IKE_RESUME")
+    if h.flags & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_RESPONSE:
+        raise DecodeError("not a response from a responder")
+    types = tuple(p.type for p in msg.payloads)
+    bodies = [p.body for p in msg.payloads]
+    raw = bytes(data)
+    if types == (PT_NOTIFY,) and h.message_id in (0, 1):
+        if bodies[0] != _NACK_BODY:
+            raise DecodeError("notify is not RESUMPTION_REFUSED")
+        return Nack(raw, h)
+    if h.message_id == 0 and h.spi_r != ZERO_SPI:
+        if types in (_H2, _H2_KE):
+            ke = decode_ke_untrusted(bodies[2]) if types == _H2_KE else None
+            return HardenedResp(
+                raw,
+                h,
+                decode_sa_untrusted(bodies[0]),
+                _nonce_untrusted(bodies[1]),
+                ke,
+                _mac_untrusted(bodies[-1]),
+            )
+        if types == _P2:
+            return PaperResp(
+                raw,
+                h,
+                decode_id_untrusted(bodies[0]),
+                _nonce_untrusted(bodies[1]),
+                _mac_untrusted(bodies[2]),
+            )
+    raise DecodeError(f"unexpected payloads {types} for message id {h.message_id}")
+
+
+# --- builders (trusted inputs; the *_prefix ones stop before the 32-byte MAC value) ---------
+
+
+def build_hardened_init(
+    spi_i: bytes, handle: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+) -> bytes:
+    payloads = [(PT_RESUME_HANDLE, handle), (PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
+    if ke is not None:
+        payloads.append((PT_KE, encode_ke(ke)))
+    return encode_message(spi_i, ZERO_SPI, FLAG_INITIATOR, 0, payloads)
+
+
+def build_hardened_resp_prefix(
+    spi_i: bytes, spi_r: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+) -> bytes:
+    payloads = [(PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
+    if ke is not None:
+        payloads.append((PT_KE, encode_ke(ke)))
+    payloads.append((PT_RESUME_AUTH, b""))
+    return encode_message(spi_i, spi_r, FLAG_RESPONSE, 0, payloads, trailer=MAC_LEN)
+
+
+def build_hardened_auth_prefix(spi_i: bytes, spi_r: bytes, msg1: bytes) -> bytes:
+    payloads = [(PT_RESUME_ECHO, msg1), (PT_RESUME_AUTH, b"")]
+    return encode_message(spi_i, spi_r, FLAG_INITIATOR, 1, payloads, trailer=MAC_LEN)
+
+
+def build_paper_init(spi_i: bytes, id_i: bytes, nonce: bytes) -> bytes:
+    payloads = [(PT_IDI, encode_id(id_i)), (PT_NONCE, nonce)]
+    return encode_message(spi_i, ZERO_SPI, FLAG_INITIATOR, 0, payloads)
+
+
+def build_paper_resp_prefix(spi_i: bytes, spi_r: bytes, id_r: bytes, nonce: bytes) -> bytes:
+    payloads = [(PT_IDR, encode_id(id_r)), (PT_NONCE, nonce), (PT_RESUME_AUTH, b"")]
+    return encode_message(spi_i, spi_r, FLAG_RESPONSE, 0, payloads, trailer=MAC_LEN)
+
+
+def build_paper_auth_prefix(spi_i: bytes, spi_r: bytes, id_i: bytes) -> bytes:
+    payloads = [(PT_IDI, encode_id(id_i)), (PT_RESUME_AUTH, b"")]
+    return encode_message(spi_i, spi_r, FLAG_INITIATOR, 1, payloads, trailer=MAC_LEN)
+
+
+def build_nack(spi_i: bytes, spi_r: bytes, message_id: int) -> bytes:
+    """The one NACK: a function of the request's header only, never of the failure reason."""
+    return encode_message(spi_i, spi_r, FLAG_RESPONSE, message_id, [(PT_NOTIFY, _NACK_BODY)])
