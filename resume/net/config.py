@@ -1,0 +1,280 @@
+"""The ``ikeresume serve`` configuration file (TOML), validated strictly.
+
+Why strict: a typo in a security-relevant option (``alow_paper_mode``) silently ignored is
+worse than a refusal to start, so unknown sections and keys are errors, every value is
+type-checked, and every error names the file, the section and the key.  The documented
+example with every option is ``resume/net/example.toml`` (a test keeps the two in sync).
+:class:`ConfigError` maps to exit code 4 (``EXIT_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from store.policy import Policy, parse_duration, parse_size
+
+DEFAULT_PORT = 4501  # a dedicated port: resumption traffic never collides with the IKE daemon's
+NATT_PORT = 4500
+EXAMPLE = Path(__file__).with_name("example.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class ListenAddr:
+    host: str
+    port: int
+
+    @property
+    def family_v6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.family_v6 else f"{self.host}:{self.port}"
+
+
+def parse_hostport(value: str, default_port: int) -> ListenAddr:
+    """``"0.0.0.0:4501"``, ``"[::]:4501"``, ``"::1"``, ``"127.0.0.1"`` -> :class:`ListenAddr`."""
+    v = value.strip()
+    host, port_s = v, None
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed '[' in {value!r}")
+        host, rest = v[1:end], v[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected ':port' after ']' in {value!r}")
+            port_s = rest[1:]
+    elif v.count(":") == 1:
+        host, port_s = v.split(":")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (names are not resolved)") from None
+    port = default_port
+    if port_s is not None:
+        if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+            raise ValueError(f"bad port {port_s!r} in {value!r}")
+        port = int(port_s)
+    return ListenAddr(host, port)
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    listen: tuple[ListenAddr, ...] = (ListenAddr("0.0.0.0", DEFAULT_PORT),)  # noqa: S104
+    natt_framing: bool = False
+    workers: int = 1
+    recv_batch: int = 64
+    socket_buffer: int = 4 * 2**20
+    server_secret_file: str = "/var/lib/ikeresume/server.key"  # noqa: S105 (a path)
+    shutdown_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    url: str = "sqlite:////var/lib/ikeresume/cache.db"
+    master_key_file: str = ""
+    group_commit_max: int = 256
+    group_commit_delay_ms: float = 1.0
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    per_source_rate: float = 20.0
+    per_source_burst: float = 40.0
+    ipv6_prefix: int = 64
+    max_sources: int = 65536
+    new_exchange_rate: float = 0.0
+    max_pending: int = 4096
+
+
+@dataclass(frozen=True)
+class InstallSection:
+    mode: str = "none"
+    hook: str = ""
+    hook_timeout: float = 5.0
+    max_concurrent: int = 64
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    listen: str = "127.0.0.1:9751"
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    server: ServerSection = field(default_factory=ServerSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    policy: Policy = field(default_factory=Policy)
+    protocol: Mapping[str, Any] = field(default_factory=dict)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    install: InstallSection = field(default_factory=InstallSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: str = "<defaults>"
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerSection,
+    "store": StoreSection,
+    "limits": LimitsSection,
+    "install": InstallSection,
+    "http": HttpSection,
+    "log": LogSection,
+}
+_DURATIONS = {"shutdown_grace", "hook_timeout"}
+_SIZES = {"socket_buffer"}
+_CHOICES = {
+    ("install", "mode"): ("none", "hook", "xfrm"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+    ("log", "format"): ("json", "text"),
+}
+_POSITIVE = {"workers", "recv_batch", "group_commit_max", "max_sources", "max_pending"}
+_POSITIVE |= {"per_source_rate", "per_source_burst", "max_concurrent"}
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"[{section}] {key}"
+    if key in _DURATIONS:
+        try:
+            return parse_duration(value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if key in _SIZES:
+        try:
+            return parse_size(value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if section == "server" and key == "listen":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected an address string or a non-empty list of them")
+        try:
+            return tuple(parse_hostport(i, DEFAULT_PORT) for i in items)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"{where}: must be positive, got {value}")
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value) or value < 0 or (key in _POSITIVE and value == 0):
+            raise ConfigError(f"{where}: out of range: {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    raise ConfigError(f"{where}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _section(name: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    defaults = cls()
+    known = [f.name for f in fields(cls)]
+    kw: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"[{name}] unknown key {key!r}{_suggest(key, known)}")
+        kw[key] = _coerce(name, key, value, getattr(defaults, key))
+    return cls(**kw)
+
+
+def from_mapping(doc: Mapping[str, Any], source: str = "<mapping>") -> ServeConfig:
+    """Validate a parsed TOML document; raise :class:`ConfigError` naming what is wrong."""
+    known = [*_SECTIONS, "policy", "protocol"]
+    kw: dict[str, Any] = {"source": source}
+    for name, table in doc.items():
+        if name not in known:
+            raise ConfigError(f"unknown section [{name}]{_suggest(name, known)}")
+        if name == "policy":
+            if not isinstance(table, dict):
+                raise ConfigError("[policy] must be a table")
+            try:
+                kw["policy"] = Policy.from_mapping(table)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"[policy] {e}") from None
+        elif name == "protocol":
+            if not isinstance(table, dict):
+                raise ConfigError("[protocol] must be a table")
+            kw["protocol"] = dict(table)  # checked against ResponderConfig by the server
+        else:
+            kw[name] = _section(name, _SECTIONS[name], table)
+    cfg = ServeConfig(**kw)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _cross_checks(cfg: ServeConfig) -> None:
+    inst = cfg.install
+    if inst.mode == "hook" and not inst.hook:
+        raise ConfigError(
+            "[install] mode = 'hook' needs hook = '/path/to/exe' or 'python:mod:func'"
+        )
+    if inst.mode != "hook" and inst.hook:
+        raise ConfigError(f"[install] hook is set but mode = {inst.mode!r}; set mode = 'hook'")
+    if not 1 <= cfg.limits.ipv6_prefix <= 128:
+        raise ConfigError("[limits] ipv6_prefix: must be between 1 and 128")
+    if cfg.limits.per_source_burst < 1:
+        raise ConfigError("[limits] per_source_burst: must be at least 1")
+    if cfg.http.listen:
+        try:
+            parse_hostport(cfg.http.listen, 9751)
+        except ValueError as e:
+            raise ConfigError(f"[http] listen: {e}") from None
+    if not cfg.store.url:
+        raise ConfigError("[store] url: must not be empty")
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read and validate a TOML file; every failure is a :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: TOML syntax error: {e}") from None
+    try:
+        return from_mapping(doc, source=str(p))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
