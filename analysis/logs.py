@@ -1,0 +1,105 @@
+"""Reading logs: detect each file's format, stream it through its parser, assemble sessions.
+
+Streaming: files are read line by line (gzip transparently), sessions are yielded as soon
+as they are known, so a month of logs never sits in memory as text.  Problems are collected
+as :class:`Issue` values (file:line, reason) and counted; with ``strict`` the first one
+raises :class:`LogParseError` instead.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from analysis.parsers.base import Assembler, AssemblyStats, Event
+from analysis.parsers.detect import FORMATS, Format, detect
+from analysis.session import Issue, LogParseError, Session
+from analysis.timeparse import TimeContext
+
+MAX_KEPT_ISSUES = 1000
+
+
+@dataclass
+class ReadReport:
+    """What reading produced besides sessions (for the report and ``--json``)."""
+
+    files: dict[str, str] = field(default_factory=dict)  # path -> format name
+    sessions: Counter[str] = field(default_factory=Counter)  # format -> sessions
+    incomplete: int = 0
+    issues: list[Issue] = field(default_factory=list)
+    issue_count: int = 0
+    assembly: AssemblyStats = field(default_factory=AssemblyStats)
+
+    def add_issue(self, issue: Issue, strict: bool) -> None:
+        if strict:
+            raise LogParseError(issue)
+        self.issue_count += 1
+        if len(self.issues) < MAX_KEPT_ISSUES:
+            self.issues.append(issue)
+
+
+def _open_text(path: Path) -> IO[str]:
+    raw = path.open("rb")
+    head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if head == b"\x1f\x8b":
+        raw.close()
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+
+
+def read_sessions(
+    paths: Iterable[str | Path],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    ctx: TimeContext | None = None,
+    report: ReadReport | None = None,
+) -> Iterator[Session]:
+    """Sessions from every file, in file order (the replay sorts them itself)."""
+    ctx = ctx or TimeContext()
+    rep = report if report is not None else ReadReport()
+    assembler = Assembler(stats=rep.assembly)
+    forced = FORMATS[fmt] if fmt else None
+    last_format: Format | None = None
+
+    def take(item: Event | Issue | Session, name: str) -> Iterator[Session]:
+        out = assembler.feed(item) if isinstance(item, Event) else (item,)
+        for x in out:
+            if isinstance(x, Issue):
+                rep.add_issue(x, strict)
+            else:
+                rep.sessions[name] += 1
+                rep.incomplete += not x.complete
+                yield x
+
+    for p in paths:
+        path = Path(p)
+        try:
+            fh = _open_text(path)
+        except OSError as e:
+            raise LogParseError(Issue(str(path), f"cannot read: {e.strerror or e}")) from e
+        with fh:
+            head = list(itertools.islice(fh, 60))
+            f = forced or detect(head)
+            if f is None:
+                rep.files[str(path)] = "unknown"
+                rep.add_issue(Issue(f"{path}:1", "no known log format (use --format)"), strict)
+                continue
+            rep.files[str(path)] = f.name
+            last_format = f
+            ctx.reset_file()
+            lines = itertools.chain(head, fh)
+            for item in f.parse(lines, str(path), ctx):
+                yield from take(item, f.name)
+    for item in assembler.finish():
+        yield from take(item, last_format.name if last_format else "?")
+
+
+def format_names() -> list[str]:
+    return sorted(FORMATS)

@@ -1,0 +1,1 @@
+"""Streaming parsers for VPN session logs, one module per log family (see ``detect``)."""

@@ -1,0 +1,221 @@
+"""Events, the assembler that pairs them into sessions, and small shared line helpers.
+
+Most logs do not write sessions: they write a start here, an interim counter there and a
+stop (sometimes twice, sometimes never).  Parsers turn lines into :class:`Event` values;
+one :class:`Assembler` per run pairs them by session key, so a session that starts in one
+rotated file and stops in the next is still one session.
+
+Pairing rules (the quirks of real logs):
+
+* a stop that carries a duration defines the start (``end - duration``), whatever else;
+* a start repeated for an already-open key within ``merge_window`` is the same session
+  (ASA logs 113039 and 751025 for one connection; Pulse logs login and tunnel start);
+* a stop for a key closed moments ago, or carrying the same counters, is a repeat (RADIUS
+  retransmissions, ISE continuation segments, Pulse logout after session end) and is
+  counted, not replayed twice;
+* interim records carry cumulative counters: the latest wins; ``usage`` records (one
+  transport connection inside a session) add up;
+* whatever is still open at the end becomes an incomplete session ending at the last time
+  the log mentioned it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from analysis.session import Issue, Session
+
+EventKind = Literal["start", "stop", "interim", "usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    key: str
+    user: str
+    time: float | None
+    source: str
+    duration: float | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    bytes_total: int | None = None  # direction unknown (Pulse "Bandwidth consumed")
+
+
+@dataclass(slots=True)
+class _Open:
+    user: str
+    source: str
+    session_id: str
+    start: float | None = None
+    last: float | None = None
+    start_known: bool = False
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    bytes_total: int | None = None
+
+
+@dataclass
+class AssemblyStats:
+    repeated_starts: int = 0
+    repeated_stops: int = 0
+    without_stop: int = 0
+    without_start: int = 0
+    untimed: int = 0
+
+
+@dataclass
+class Assembler:
+    merge_window: float = 300.0
+    stats: AssemblyStats = field(default_factory=AssemblyStats)
+    _open: dict[str, _Open] = field(default_factory=dict)
+    _closed: dict[str, tuple[float, tuple[object, ...]]] = field(default_factory=dict)
+
+    def feed(self, ev: Event) -> Iterator[Session | Issue]:
+        if ev.kind == "stop":
+            yield from self._stop(ev)
+            return
+        cur = self._open.get(ev.key)
+        if cur is not None and ev.user:
+            cur.user = ev.user  # the latest mention names the session best (pluto ids)
+        if ev.kind == "start":
+            if cur is not None:
+                near = (
+                    cur.start is None
+                    or ev.time is None
+                    or abs(ev.time - cur.start) <= self.merge_window
+                )
+                if near:
+                    self.stats.repeated_starts += 1
+                    if cur.start is None or (ev.time is not None and ev.time < cur.start):
+                        cur.start = ev.time
+                        cur.start_known = ev.time is not None
+                    return
+                yield from self._emit(ev.key, cur, end=None, complete=False)
+            self._open[ev.key] = _Open(
+                user=ev.user, source=ev.source, session_id=ev.key, start=ev.time,
+                last=ev.time, start_known=ev.time is not None,
+            )
+            return
+        # interim / usage
+        if cur is None:
+            cur = _Open(user=ev.user, source=ev.source, session_id=ev.key)
+            self._open[ev.key] = cur
+        if ev.time is not None:
+            cur.last = ev.time if cur.last is None else max(cur.last, ev.time)
+            if ev.duration is not None and not cur.start_known:
+                cur.start = ev.time - ev.duration
+                cur.start_known = True
+            elif cur.start is None:
+                cur.start = ev.time
+        if ev.kind == "interim":
+            cur.bytes_in = ev.bytes_in if ev.bytes_in is not None else cur.bytes_in
+            cur.bytes_out = ev.bytes_out if ev.bytes_out is not None else cur.bytes_out
+        else:
+            cur.bytes_in = (cur.bytes_in or 0) + (ev.bytes_in or 0)
+            cur.bytes_out = (cur.bytes_out or 0) + (ev.bytes_out or 0)
+
+    def _stop(self, ev: Event) -> Iterator[Session | Issue]:
+        sig = (ev.duration, ev.bytes_in, ev.bytes_out, ev.bytes_total)
+        cur = self._open.pop(ev.key, None)
+        if cur is None:
+            prev = self._closed.get(ev.key)
+            if prev is not None:
+                close_t, prev_sig = prev
+                same = prev_sig == sig and any(v is not None for v in sig)
+                if same or (ev.time is not None and abs(ev.time - close_t) <= self.merge_window):
+                    self.stats.repeated_stops += 1
+                    return
+            cur = _Open(user=ev.user, source=ev.source, session_id=ev.key)
+        if ev.bytes_in is not None or ev.bytes_out is not None:
+            cur.bytes_in, cur.bytes_out = ev.bytes_in, ev.bytes_out
+        if ev.bytes_total is not None:
+            known = (cur.bytes_in or 0) + (cur.bytes_out or 0)
+            if known == 0:
+                cur.bytes_in, cur.bytes_out = ev.bytes_total, 0
+            cur.bytes_total = ev.bytes_total
+        end = ev.time if ev.time is not None else cur.last
+        if ev.duration is not None and end is not None:
+            cur.start = end - ev.duration
+            cur.start_known = True
+        if end is not None:
+            self._closed[ev.key] = (end, sig)
+        yield from self._emit(ev.key, cur, end=end, complete=True)
+
+    def _emit(
+        self, key: str, cur: _Open, end: float | None, complete: bool
+    ) -> Iterator[Session | Issue]:
+        if end is None:
+            end = cur.last
+        start = cur.start if cur.start is not None else end
+        if start is None or end is None:
+            self.stats.untimed += 1
+            yield Issue(cur.source, "session without any timestamp (skipped)")
+            return
+        if not cur.start_known:
+            self.stats.without_start += 1
+            complete = False
+        if not complete and cur.start_known:
+            self.stats.without_stop += 1
+        if end < start:
+            yield Issue(cur.source, f"stop before start ({end - start:.0f}s); using the start")
+            end = start
+        yield Session(
+            user=cur.user, start=start, end=end,
+            bytes_in=cur.bytes_in or 0, bytes_out=cur.bytes_out or 0,
+            source=cur.source, session_id=key, complete=complete,
+        )
+
+    def finish(self) -> Iterator[Session | Issue]:
+        """Flush sessions the logs never closed (incomplete: they end at their last mention)."""
+        for key, cur in list(self._open.items()):
+            yield from self._emit(key, cur, end=None, complete=False)
+        self._open.clear()
+
+
+_KV = re.compile(r'([\w.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_kv(text: str) -> dict[str, str]:
+    """``key=value key="quoted value"`` pairs (FortiGate, many others)."""
+    out: dict[str, str] = {}
+    for m in _KV.finditer(text):
+        v = m.group(2)
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = v[1:-1]
+        out[m.group(1)] = v
+    return out
+
+
+def strip_pri(line: str) -> str:
+    if line.startswith("<"):
+        end = line.find(">")
+        if 0 < end <= 4 and line[1:end].isdigit():
+            return line[end + 1 :]
+    return line
+
+
+def to_int(text: str, what: str) -> int:
+    t = text.strip().strip("'\"")
+    if not t.isdigit():
+        raise ValueError(f"{what} is not a byte count: {text!r}")
+    return int(t)
+
+
+def peer_host(addr: str) -> str:
+    """``198.51.100.25:50466``, ``2001:db8::2:50470``, ``[AF_INET]1.2.3.4:5``, ``[::1]:5``
+    -> the host part (IPv6 with a port: the last group is the port when it follows ``::``
+    or the address has 8 groups)."""
+    a = addr.strip()
+    a = re.sub(r"^\[AF_INET6?\]", "", a)
+    if a.startswith("["):
+        return a[1 : a.index("]")] if "]" in a else a
+    if a.count(":") == 1:
+        return a.split(":", 1)[0]
+    if a.count(":") > 1:
+        head, _, tail = a.rpartition(":")
+        if tail.isdigit() and len(tail) <= 5 and ("::" in head or head.count(":") == 7):
+            return head
+    return a

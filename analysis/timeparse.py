@@ -1,0 +1,184 @@
+"""Timestamps as VPN devices write them, turned into POSIX seconds.
+
+Logs rarely say everything: BSD syslog has no year and no zone, FreeRADIUS writes zone
+abbreviations (``WIB``), FortiGate splits date, time and offset into three fields.  A
+:class:`TimeContext` carries what the operator knows (the year, the devices' zone) and
+handles the year rollover of long syslog files (December followed by January).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+
+MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
+
+# Abbreviations seen in device logs; ambiguous ones (IST, CST in Asia) take the common reading.
+TZ_ABBREV: dict[str, float] = {
+    "UTC": 0, "GMT": 0, "Z": 0, "UT": 0,
+    "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+    "AKST": -9, "AKDT": -8, "HST": -10,
+    "WET": 0, "WEST": 1, "BST": 1, "CET": 1, "CEST": 2, "EET": 2, "EEST": 3, "MSK": 3,
+    "IST": 5.5, "WIB": 7, "WITA": 8, "WIT": 9, "SGT": 8, "HKT": 8, "JST": 9, "KST": 9,
+    "AEST": 10, "AEDT": 11, "ACST": 9.5, "AWST": 8, "NZST": 12, "NZDT": 13,
+}
+
+
+class TimeFormatError(ValueError):
+    """A timestamp we cannot read."""
+
+
+def parse_offset(text: str) -> tzinfo:
+    """``+0200``, ``-07:00``, ``Z``, ``UTC``, ``WIB`` -> a fixed-offset zone."""
+    t = text.strip().strip('"')
+    if t.upper() in TZ_ABBREV:
+        return timezone(timedelta(hours=TZ_ABBREV[t.upper()]))
+    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", t)
+    if not m:
+        raise TimeFormatError(f"unknown time zone {text!r}")
+    sign = -1 if m.group(1) == "-" else 1
+    return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+
+
+@dataclass
+class TimeContext:
+    """What the operator knows about timestamps that do not say it themselves.
+
+    ``year``: for year-less syslog stamps (default: the year of ``now``, stepping back one
+    year for stamps that would lie more than a day in the future, as rsyslog does).
+    ``tz``: zone for stamps without one (default UTC).
+    """
+
+    year: int | None = None
+    tz: tzinfo = UTC
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _last_month: int = 0
+    _bump: int = 0
+
+    def year_for(self, month: int) -> int:
+        """Year of a year-less stamp; a month far below the previous one means a new year."""
+        if self._last_month and month < self._last_month - 6:
+            self._bump += 1
+        self._last_month = month
+        if self.year is not None:
+            return self.year + self._bump
+        year = self.now.year
+        if self._bump == 0 and month > self.now.month + 1:
+            year -= 1
+        return year + self._bump
+
+    def reset_file(self) -> None:
+        self._last_month = 0
+        self._bump = 0
+
+
+def _epoch(dt: datetime, ctx: TimeContext) -> float:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=ctx.tz)
+    return dt.timestamp()
+
+
+_ISO = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?\s*(Z|[+-]\d\d:?\d\d)?(?![\d])"
+)
+_BSD = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+)?"
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(\d{1,2})\s+"
+    r"(?:(\d{4})\s+)?(\d\d):(\d\d):(\d\d)(\.\d+)?(?:\s+(\d{4}))?(?:\s+([A-Z]{1,5})\b)?",
+    re.IGNORECASE,
+)
+
+
+def parse_iso_match(m: re.Match[str], ctx: TimeContext) -> float:
+    y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    dt = datetime(y, mo, d, h, mi, s)
+    if m.group(8):
+        dt = dt.replace(tzinfo=parse_offset(m.group(8)))
+    return _epoch(dt, ctx) + frac
+
+
+def parse_bsd_match(m: re.Match[str], ctx: TimeContext) -> float:
+    month = MONTHS[m.group(1).lower()]
+    year_s = m.group(3) or m.group(8)
+    year = int(year_s) if year_s else ctx.year_for(month)
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    dt = datetime(year, month, int(m.group(2)), int(m.group(4)), int(m.group(5)), int(m.group(6)))
+    zone = m.group(9)
+    if zone and zone.isupper() and zone in TZ_ABBREV:
+        dt = dt.replace(tzinfo=parse_offset(zone))
+    return _epoch(dt, ctx) + frac
+
+
+def parse_time(text: str, ctx: TimeContext) -> float:
+    """Any single timestamp: POSIX seconds, ISO 8601, ``Tue Mar 21 10:39:14 2017``,
+    ``Feb  1 2015 08:28:58 WIB``, year-less syslog ``Apr 27 11:11:47``."""
+    t = text.strip().strip("'\"")
+    if not t:
+        raise TimeFormatError("empty timestamp")
+    if t[0].isdigit() and re.fullmatch(r"\d+(\.\d+)?", t):
+        v = float(t)
+        if v > 1e17:  # nanoseconds (FortiGate eventtime)
+            v /= 1e9
+        elif v > 1e14:  # microseconds
+            v /= 1e6
+        elif v > 1e11:  # milliseconds
+            v /= 1e3
+        return v
+    m = _ISO.fullmatch(t)
+    if m:
+        return parse_iso_match(m, ctx)
+    m = _BSD.fullmatch(t)
+    if m:
+        return parse_bsd_match(m, ctx)
+    raise TimeFormatError(f"unreadable timestamp {text!r}")
+
+
+def find_time(text: str, ctx: TimeContext) -> float | None:
+    """The most informative timestamp inside a line header.
+
+    Relays and collectors stack headers (``<pri>Sep 25 15:47:07 host : Sep 25 15:47:07 EDT:``,
+    an ISO relay stamp before a BSD one); we prefer a stamp with an explicit zone, then one
+    with a year, then the last one (closest to the device's own message).
+    """
+    best: tuple[int, int, re.Match[str], bool] | None = None
+    for m in _ISO.finditer(text):
+        score = 3 if m.group(8) else 2
+        if best is None or (score, m.start()) >= best[:2]:
+            best = (score, m.start(), m, True)
+    for m in _BSD.finditer(text):
+        zone = m.group(9)
+        has_zone = bool(zone and zone.isupper() and zone in TZ_ABBREV)
+        score = 3 if has_zone else (2 if (m.group(3) or m.group(8)) else 1)
+        if best is None or (score, m.start()) > best[:2]:
+            best = (score, m.start(), m, False)
+    if best is None:
+        return None
+    return parse_iso_match(best[2], ctx) if best[3] else parse_bsd_match(best[2], ctx)
+
+
+_DUR = re.compile(
+    r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*:?\s*)?(?:(\d+)\s*m\s*:?\s*)?(?:(\d+)\s*s)?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_session_duration(text: str) -> float:
+    """Device durations: ``1d 19h:41m:14s``, ``0h:32m:16s``, ``92:24:20``, ``385``."""
+    t = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d)", t)
+    if m:
+        return int(m.group(1)) * 3600.0 + int(m.group(2)) * 60 + int(m.group(3))
+    m = _DUR.match(t)
+    if not m or not any(m.groups()):
+        raise TimeFormatError(f"unreadable duration {text!r}")
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return d * 86400.0 + h * 3600 + mi * 60 + s
