@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as c_hmac
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
+from resume.errors import DecodeError
 from resume.sa import DirectionKeys, Lifetimes, Mode, SAPair, SAParams, TrafficSelector
 
 L_BOOTSTRAP = b"ikeresume v1 bootstrap"
@@ -378,3 +380,24 @@ def paper_sa_pair(role: str, cred: Credential, lifetimes: Lifetimes) -> SAPair:
         r_to_i=cred.paper_keys.r_to_i,
         lifetimes=lifetimes,
     )
+
+
+# --- X25519 (RFC 7748) ------------------------------------------------------------------------
+
+
+def x25519_public(private: bytes) -> bytes:
+    """Public share for a 32-byte private key (clamping is done by the primitive)."""
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+
+def x25519_keypair(private: bytes) -> tuple[X25519PrivateKey, bytes]:
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key, key.public_key().public_bytes_raw()
+
+
+def x25519_shared_untrusted(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """Shared secret with a peer's share; a low-order share (all-zero output) is a DecodeError."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise DecodeError(f"unusable X25519 share: {exc}") from None

@@ -1,0 +1,535 @@
+"""The responder: one sans-I/O object serving every peer, stateless until message 3.
+
+Why stateless: a message 1 costs the responder one credential lookup and a few HMACs, and
+leaves nothing behind once message 2 is sent.  N_R, the responder's IKE SPI, its inbound ESP
+SPI and its X25519 key are recomputed from (server secret, time tick, peer address, message
+1); message 3 echoes message 1, and the responder IKE SPI in its header acts as the cookie
+that proves the peer saw our message 2 at that address in the current or previous tick.
+
+The application answers two requests: ``CredentialNeeded`` (look the handle up; ``None``
+for unknown/refused/store down, which all produce the same NACK) and ``CommitNeeded``
+(compare-and-set the ratchet; only ``ok=True`` completes).  A bounded response cache answers
+retransmitted message 1 without a second lookup.  Nothing here reads the clock: every entry
+point takes ``now``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from resume import keyschedule as ks
+from resume.credential import Credential, ProtocolMode
+from resume.errors import DecodeError, LocalProtocolError
+from resume.events import (
+    Address,
+    CommitNeeded,
+    CredentialNeeded,
+    Event,
+    ResumptionComplete,
+    ResumptionFailed,
+)
+from resume.sa import Lifetimes, SAPair
+from resume.states import (
+    ACCEPTS_COMMIT,
+    ACCEPTS_CREDENTIAL,
+    SlotInput,
+    SlotState,
+    slot_next,
+)
+from resume.wire_messages import MAC_LEN as _MAC_LEN
+from resume.wire_messages import ZERO_SPI as _ZERO_SPI
+from resume.wire_messages import (
+    HardenedAuth,
+    HardenedInit,
+    PaperAuth,
+    PaperInit,
+    Request,
+    ResumeSA,
+    build_hardened_resp_prefix,
+    build_nack,
+    build_paper_resp_prefix,
+    parse_request_untrusted,
+)
+
+MIN_SERVER_SECRET = 32
+
+
+@dataclass(frozen=True)
+class ResponderConfig:
+    """Responder policy knobs.  Paper mode (2007, insecure ESP key reuse) is off by default."""
+
+    allow_paper_mode: bool = False
+    allow_x25519: bool = True
+    require_x25519: bool = False
+    #: Width of a time tick; message 3 is accepted in the tick of message 1 or the next one.
+    cookie_tick_seconds: float = 10.0
+    response_cache_size: int = 4096
+    #: Outstanding CredentialNeeded/CommitNeeded requests; beyond it message 1/3 are dropped.
+    max_pending: int = 1024
+    lookup_timeout: float = 2.0
+    #: Handles recently completed (replayed message 3 dropped before any lookup).
+    completed_cache_size: int = 65536
+    #: Paper mode only: per-peer state between messages 2 and 3 (the proposal needs it).
+    paper_half_open_size: int = 1024
+    default_lifetimes: Lifetimes = field(default_factory=Lifetimes)
+
+    def __post_init__(self) -> None:
+        if self.require_x25519 and not self.allow_x25519:
+            raise LocalProtocolError("require_x25519 needs allow_x25519")
+        if not (math.isfinite(self.cookie_tick_seconds) and self.cookie_tick_seconds > 0):
+            raise LocalProtocolError("cookie_tick_seconds must be positive")
+        if not (math.isfinite(self.lookup_timeout) and self.lookup_timeout > 0):
+            raise LocalProtocolError("lookup_timeout must be positive")
+        for name in (
+            "response_cache_size",
+            "max_pending",
+            "completed_cache_size",
+            "paper_half_open_size",
+        ):
+            if getattr(self, name) < 1:
+                raise LocalProtocolError(f"{name} must be at least 1")
+
+
+@dataclass
+class _Slot:
+    """One outstanding request to the application (the only per-peer state kept)."""
+
+    state: SlotState
+    request: Request
+    addr: Address
+    handle: bytes
+    deadline: float
+    values: ks.ResponderValues | None = None
+    # set once message 3 is verified (AWAIT_COMMIT)
+    sa: SAPair | None = None
+    generation: int = 0
+    successor: Credential | None = None
+
+
+@dataclass
+class _HalfOpen:
+    """Paper mode: what message 3 is checked against."""
+
+    cred: Credential
+    nonce_i: bytes
+    nonce_r: bytes
+    lifetimes: Lifetimes
+    expires: float
+
+
+class Responder:
+    """Serves every initiator; see the module docstring and ``specs/protocol.md``."""
+
+    def __init__(self, config: ResponderConfig, server_secret: bytes) -> None:
+        if not isinstance(config, ResponderConfig):
+            raise LocalProtocolError("config must be a ResponderConfig")
+        if len(server_secret) < MIN_SERVER_SECRET:
+            raise LocalProtocolError(f"server secret must be at least {MIN_SERVER_SECRET} bytes")
+        self.config = config
+        self._secret = bytes(server_secret)
+        self._tick_s = config.cookie_tick_seconds
+        self._slots: OrderedDict[int, _Slot] = OrderedDict()
+        self._next_token = 1
+        self._events: deque[Event] = deque()
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._response_cache: OrderedDict[tuple[Address, bytes], tuple[bytes, float]] = (
+            OrderedDict()
+        )
+        self._completed: OrderedDict[bytes, None] = OrderedDict()
+        self._committing: set[bytes] = set()
+        self._half_open: OrderedDict[tuple[Address, bytes, bytes], _HalfOpen] = OrderedDict()
+        #: Counters for metrics: datagrams by outcome, drops and NACKs by reason.
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # --- application-facing API ---------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one UDP payload (non-ESP marker already stripped).  Never raises for any
+        ``data``: garbage is dropped and counted and changes no state."""
+        self.stats["datagrams"] += 1
+        try:
+            req = parse_request_untrusted(data)
+        except DecodeError:
+            self.stats["drop_malformed"] += 1
+            return
+        if isinstance(req, HardenedInit):
+            self._on_hardened_init(req, addr, now)
+        elif isinstance(req, HardenedAuth):
+            self._on_hardened_auth(req, addr, now)
+        elif isinstance(req, PaperInit):
+            self._on_paper_init(req, addr, now)
+        else:
+            self._on_paper_auth(req, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """Earliest slot deadline (slots are created in ``now`` order, so the first one)."""
+        for slot in self._slots.values():
+            return slot.deadline
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Expire requests the application did not answer in time (dropped, counted)."""
+        while self._slots:
+            token, slot = next(iter(self._slots.items()))
+            if slot.deadline > now:
+                break
+            del self._slots[token]
+            slot_next(slot.state, SlotInput.EXPIRE)
+            if slot.state is SlotState.AWAIT_COMMIT:
+                self._committing.discard(slot.handle)
+            self.stats[f"expired_{slot.state.value}"] += 1
+
+    def provide_credential(
+        self,
+        token: int,
+        credential: Credential | None,
+        lifetimes: Lifetimes | None,
+        now: float,
+    ) -> None:
+        """Answer ``CredentialNeeded``.  ``None`` => the one NACK (fail closed)."""
+        slot = self._take_slot(token, ACCEPTS_CREDENTIAL, "provide_credential")
+        if slot is None:
+            return
+        if credential is not None and credential.handle != slot.handle:
+            self._slots[token] = slot
+            raise LocalProtocolError("credential handle differs from the requested handle")
+        lt = lifetimes if lifetimes is not None else self.config.default_lifetimes
+        req = slot.request
+        if credential is None:
+            self._refuse(slot, "unknown_or_refused")
+        elif isinstance(req, HardenedInit):
+            self._answer_hardened_init(slot, req, credential, lt, now)
+        elif isinstance(req, HardenedAuth):
+            self._answer_hardened_auth(token, slot, req, credential, lt, now)
+        elif isinstance(req, PaperInit):
+            self._answer_paper_init(slot, req, credential, lt, now)
+        else:  # PaperAuth never waits for a credential
+            raise LocalProtocolError("no credential request for this token")
+
+    def commit_result(self, token: int, ok: bool, now: float) -> None:
+        """Answer ``CommitNeeded``: ``ok`` is the outcome of the compare-and-set."""
+        slot = self._take_slot(token, ACCEPTS_COMMIT, "commit_result")
+        if slot is None:
+            return
+        slot_next(slot.state, SlotInput.COMMIT)
+        self._committing.discard(slot.handle)
+        if not ok or slot.sa is None or slot.successor is None:
+            self.stats["commit_failed"] += 1
+            self._refuse(slot, "commit_failed")
+            return
+        self._completed[slot.handle] = None
+        while len(self._completed) > self.config.completed_cache_size:
+            self._completed.popitem(last=False)
+        self.stats["complete"] += 1
+        self._events.append(
+            ResumptionComplete(slot.sa, slot.handle, slot.generation, slot.successor, slot.addr)
+        )
+
+    @property
+    def pending(self) -> int:
+        """Outstanding requests to the application."""
+        return len(self._slots)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> int:
+        return math.floor(now / self._tick_s)
+
+    def _take_slot(self, token: int, accepted: frozenset[SlotState], what: str) -> _Slot | None:
+        slot = self._slots.get(token)
+        if slot is None:
+            if 0 < token < self._next_token:
+                self.stats["late_answer"] += 1  # expired by the timer: not a misuse
+                return None
+            raise LocalProtocolError(f"{what}: token {token} was never issued")
+        if slot.state not in accepted:
+            raise LocalProtocolError(f"{what}: token {token} is in state {slot.state.value}")
+        del self._slots[token]
+        return slot
+
+    def _new_slot(self, slot: _Slot) -> int | None:
+        if len(self._slots) >= self.config.max_pending:
+            self.stats["drop_overload"] += 1
+            return None
+        token = self._next_token
+        self._next_token += 1
+        self._slots[token] = slot
+        return token
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        self._outbox.append((data, addr))
+
+    def _nack(self, req: Request, addr: Address, reason: str, handle: bytes | None) -> None:
+        """The one NACK: same bytes for every reason (a function of the request header)."""
+        h = req.header
+        spi_r = _ZERO_SPI if h.message_id == 0 else h.spi_r
+        self._send(build_nack(h.spi_i, spi_r, h.message_id), addr)
+        self.stats["nack"] += 1
+        self.stats[f"nack_{reason}"] += 1
+        self._events.append(ResumptionFailed(reason, handle, addr))
+
+    def _refuse(self, slot: _Slot, reason: str) -> None:
+        if slot.state in ACCEPTS_CREDENTIAL:
+            slot_next(slot.state, SlotInput.REFUSED)
+        self._nack(slot.request, slot.addr, reason, slot.handle)
+
+    def _cache_response(self, key: tuple[Address, bytes], msg: bytes, expires: float) -> None:
+        self._response_cache[key] = (msg, expires)
+        while len(self._response_cache) > self.config.response_cache_size:
+            self._response_cache.popitem(last=False)
+
+    def _cached_response(self, key: tuple[Address, bytes], addr: Address, now: float) -> bool:
+        hit = self._response_cache.get(key)
+        if hit is None:
+            return False
+        msg, expires = hit
+        if now >= expires:
+            del self._response_cache[key]
+            return False
+        self.stats["retransmit_answered"] += 1
+        self._send(msg, addr)
+        return True
+
+    @staticmethod
+    def _params_match(sa: ResumeSA, cred: Credential) -> bool:
+        p = cred.params
+        return (
+            sa.encr == int(p.encr)
+            and sa.key_bits == p.encr_key_bits
+            and sa.integ == int(p.integ)
+            and sa.mode == ks.mode_code(p.mode)
+        )
+
+    def _build_msg2(
+        self, init: HardenedInit, cred: Credential, values: ks.ResponderValues
+    ) -> tuple[bytes, ks.RunKeys]:
+        """Message 2 and the run keys: a pure function of (message 1, credential, values),
+        so message 3 processing rebuilds the identical bytes."""
+        dh = b""
+        ke_r: bytes | None = None
+        if init.ke is not None and self.config.allow_x25519:
+            priv, ke_r = ks.x25519_keypair(values.x25519_private)
+            dh = ks.x25519_shared_untrusted(priv, init.ke)
+        keys = ks.derive_run(cred, init.nonce, values.nonce_r, dh, values.esp_spi, init.sa.spi)
+        sa_r = ResumeSA(values.esp_spi, init.sa.encr, init.sa.key_bits, init.sa.integ, init.sa.mode)
+        prefix = build_hardened_resp_prefix(
+            init.header.spi_i, values.spi_r, sa_r, values.nonce_r, ke_r
+        )
+        return prefix + ks.mac_msg2(keys, init.raw, prefix), keys
+
+    def _credential_usable(self, req: HardenedInit, cred: Credential) -> str | None:
+        if cred.mode is not ProtocolMode.HARDENED:
+            return "mode_mismatch"
+        if not self._params_match(req.sa, cred):
+            return "params_mismatch"
+        return None
+
+    # --- hardened mode ----------------------------------------------------------------------
+
+    def _on_hardened_init(self, req: HardenedInit, addr: Address, now: float) -> None:
+        if self._cached_response((addr, req.raw), addr, now):
+            return
+        if req.ke is None and self.config.require_x25519:
+            self._nack(req, addr, "x25519_required", req.handle)
+            return
+        slot = _Slot(
+            SlotState.AWAIT_CREDENTIAL_1,
+            req,
+            addr,
+            req.handle,
+            now + self.config.lookup_timeout,
+            values=ks.responder_values(self._secret, self._tick(now), addr, req.raw),
+        )
+        token = self._new_slot(slot)
+        if token is not None:
+            self.stats["msg1"] += 1
+            self._events.append(CredentialNeeded(token, req.handle, addr))
+
+    def _answer_hardened_init(
+        self, slot: _Slot, req: HardenedInit, cred: Credential, lt: Lifetimes, now: float
+    ) -> None:
+        problem = self._credential_usable(req, cred)
+        if problem is not None or slot.values is None:
+            self._refuse(slot, problem or "internal")
+            return
+        try:
+            msg2, _keys = self._build_msg2(req, cred, slot.values)
+        except DecodeError:
+            self._refuse(slot, "bad_key_share")
+            return
+        slot_next(slot.state, SlotInput.CREDENTIAL)
+        self.stats["msg2"] += 1
+        self._send(msg2, slot.addr)
+        expires = (self._tick(now) + 2) * self._tick_s
+        self._cache_response((slot.addr, req.raw), msg2, expires)
+
+    def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
+        init = req.init
+        if init.handle in self._completed or init.handle in self._committing:
+            self.stats["drop_replayed_msg3"] += 1
+            return
+        tick = self._tick(now)
+        values = None
+        for t in (tick, tick - 1):
+            v = ks.responder_values(self._secret, t, addr, init.raw)
+            if ks.macs_equal(v.spi_r, req.header.spi_r):
+                values = v
+                break
+        if values is None:
+            self._nack(req, addr, "stale_or_forged_cookie", init.handle)
+            return
+        slot = _Slot(
+            SlotState.AWAIT_CREDENTIAL_3,
+            req,
+            addr,
+            init.handle,
+            now + self.config.lookup_timeout,
+            values=values,
+        )
+        token = self._new_slot(slot)
+        if token is not None:
+            self.stats["msg3"] += 1
+            self._events.append(CredentialNeeded(token, init.handle, addr))
+
+    def _answer_hardened_auth(
+        self,
+        token: int,
+        slot: _Slot,
+        req: HardenedAuth,
+        cred: Credential,
+        lt: Lifetimes,
+        now: float,
+    ) -> None:
+        init = req.init
+        problem = self._credential_usable(init, cred)
+        if problem is not None or slot.values is None:
+            self._refuse(slot, problem or "internal")
+            return
+        if init.handle in self._completed or init.handle in self._committing:
+            self.stats["drop_replayed_msg3"] += 1
+            slot_next(slot.state, SlotInput.EXPIRE)
+            return
+        try:
+            msg2, keys = self._build_msg2(init, cred, slot.values)
+        except DecodeError:
+            self._refuse(slot, "bad_key_share")
+            return
+        expected = ks.mac_msg3(keys, init.raw, msg2, req.raw[:-_MAC_LEN])
+        if not ks.macs_equal(expected, req.mac):
+            self._refuse(slot, "bad_mac")
+            return
+        slot.state = slot_next(slot.state, SlotInput.VERIFIED)
+        slot.deadline = now + self.config.lookup_timeout
+        slot.sa = ks.sa_pair("responder", cred, keys, slot.values.esp_spi, init.sa.spi, lt)
+        slot.generation = cred.generation
+        slot.successor = ks.successor_credential(cred, keys)
+        self._commit(token, slot)
+
+    def _commit(self, token: int, slot: _Slot) -> None:
+        if slot.successor is None:
+            raise LocalProtocolError("internal: commit without a successor")
+        self._slots[token] = slot
+        self._committing.add(slot.handle)
+        self.stats["commit_requested"] += 1
+        self._events.append(CommitNeeded(token, slot.handle, slot.generation, slot.successor))
+
+    # --- paper mode (2007 proposal; insecure, off by default) -------------------------------
+
+    def _on_paper_init(self, req: PaperInit, addr: Address, now: float) -> None:
+        if not self.config.allow_paper_mode:
+            self._nack(req, addr, "paper_disabled", None)
+            return
+        if self._cached_response((addr, req.raw), addr, now):
+            return
+        slot = _Slot(
+            SlotState.AWAIT_CREDENTIAL_1,
+            req,
+            addr,
+            req.id_i,
+            now + self.config.lookup_timeout,
+            values=ks.responder_values(self._secret, self._tick(now), addr, req.raw),
+        )
+        token = self._new_slot(slot)
+        if token is not None:
+            self.stats["msg1"] += 1
+            self._events.append(CredentialNeeded(token, req.id_i, addr))
+
+    def _answer_paper_init(
+        self, slot: _Slot, req: PaperInit, cred: Credential, lt: Lifetimes, now: float
+    ) -> None:
+        if cred.mode is not ProtocolMode.PAPER or cred.paper_keys is None or slot.values is None:
+            self._refuse(slot, "mode_mismatch")
+            return
+        v = slot.values
+        prefix = build_paper_resp_prefix(req.header.spi_i, v.spi_r, cred.id_r, v.nonce_r)
+        key = ks.paper_auth_key(cred.paper_keys.r_to_i)
+        msg2 = prefix + ks.paper_mac(key, cred.id_r, req.nonce, v.nonce_r)
+        slot_next(slot.state, SlotInput.CREDENTIAL)
+        expires = (self._tick(now) + 2) * self._tick_s
+        self._half_open[(slot.addr, req.header.spi_i, v.spi_r)] = _HalfOpen(
+            cred, req.nonce, v.nonce_r, lt, expires
+        )
+        while len(self._half_open) > self.config.paper_half_open_size:
+            self._half_open.popitem(last=False)
+        self.stats["msg2"] += 1
+        self._send(msg2, slot.addr)
+        self._cache_response((slot.addr, req.raw), msg2, expires)
+
+    def _on_paper_auth(self, req: PaperAuth, addr: Address, now: float) -> None:
+        if not self.config.allow_paper_mode:
+            self._nack(req, addr, "paper_disabled", None)
+            return
+        half = self._half_open.pop((addr, req.header.spi_i, req.header.spi_r), None)
+        pk = None if half is None else half.cred.paper_keys
+        if half is None or pk is None or now >= half.expires:
+            self._nack(req, addr, "no_half_open", None)
+            return
+        cred = half.cred
+        if not ks.macs_equal(req.id_i, cred.id_i):
+            self._nack(req, addr, "bad_mac", cred.handle)
+            return
+        key = ks.paper_auth_key(pk.i_to_r)
+        expected = ks.paper_mac(key, cred.id_i, half.nonce_i, half.nonce_r)
+        if not ks.macs_equal(expected, req.mac):
+            self._nack(req, addr, "bad_mac", cred.handle)
+            return
+        if cred.handle in self._committing:
+            self.stats["drop_replayed_msg3"] += 1
+            return
+        slot = _Slot(
+            SlotState.AWAIT_COMMIT,
+            req,
+            addr,
+            cred.handle,
+            now + self.config.lookup_timeout,
+            sa=ks.paper_sa_pair("responder", cred, half.lifetimes),
+            generation=cred.generation,
+            successor=ks.paper_successor(cred),
+        )
+        if len(self._slots) >= self.config.max_pending:
+            self.stats["drop_overload"] += 1
+            return
+        token = self._next_token
+        self._next_token += 1
+        self.stats["msg3"] += 1
+        self._commit(token, slot)
+
+    def describe(self) -> dict[str, Any]:
+        """Counters and table sizes (no secrets) for metrics endpoints."""
+        return {
+            "stats": dict(self.stats),
+            "pending": len(self._slots),
+            "response_cache": len(self._response_cache),
+            "half_open": len(self._half_open),
+        }
