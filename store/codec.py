@@ -1,0 +1,55 @@
+"""Row <-> object encoding: canonical SA-parameter text and the paper-mode key blob.
+
+The wrapping AAD covers the stored parameter text byte for byte, so the text must be
+canonical (sorted keys, no spaces): the same :class:`SAParams` always serializes the same
+way, and a ratchet commit can check that a successor carries exactly the row's parameters
+by comparing text.  Parsing and serializing are memoized because both sit on the
+per-resumption path and the set of distinct parameter sets is small.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from resume.credential import PaperKeys
+from resume.sa import DirectionKeys, SAParams
+
+_TEXT_BY_ID: dict[int, tuple[SAParams, str]] = {}
+_TEXT_CACHE_MAX = 4096
+
+
+def params_text(p: SAParams) -> str:
+    hit = _TEXT_BY_ID.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    text = json.dumps(p.to_json(), sort_keys=True, separators=(",", ":"))
+    if len(_TEXT_BY_ID) >= _TEXT_CACHE_MAX:
+        _TEXT_BY_ID.clear()
+    _TEXT_BY_ID[id(p)] = (p, text)  # keeps p alive, so the id cannot be reused meanwhile
+    return text
+
+
+@lru_cache(maxsize=4096)
+def parse_params(text: str) -> SAParams:
+    """Decode stored parameters (raises ValueError/KeyError/TypeError on bad text)."""
+    p = SAParams.from_json(json.loads(text))
+    _TEXT_BY_ID.setdefault(id(p), (p, text))
+    return p
+
+
+def paper_keys_bytes(pk: PaperKeys) -> bytes:
+    def d(k: DirectionKeys) -> dict[str, object]:
+        return {"spi": k.spi, "encr_key": k.encr_key.hex(), "integ_key": k.integ_key.hex()}
+
+    return json.dumps({"i_to_r": d(pk.i_to_r), "r_to_i": d(pk.r_to_i)}).encode()
+
+
+def paper_keys_from_bytes(b: bytes) -> PaperKeys:
+    obj = json.loads(b)
+
+    def k(d: dict[str, object]) -> DirectionKeys:
+        spi, ek, ik = int(str(d["spi"])), str(d["encr_key"]), str(d["integ_key"])
+        return DirectionKeys(spi, bytes.fromhex(ek), bytes.fromhex(ik))
+
+    return PaperKeys(k(obj["i_to_r"]), k(obj["r_to_i"]))

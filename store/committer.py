@@ -1,0 +1,187 @@
+"""Group commit: many concurrent ratchet accepts, one durable transaction.
+
+A durable commit costs an fsync (SQLite FULL) or a WAL flush and round trip (PostgreSQL)
+whatever it carries, so one-row-per-transaction caps a responder at the disk's sync rate.
+A single worker thread owns the writes: while one transaction is being made durable, new
+accepts queue up, and the next transaction takes all of them (up to ``max_batch``).  No
+waiter is answered before the transaction holding its row has committed; if the commit
+fails, every waiter of that batch gets the error (StoreError -> the responder refuses).
+
+Callers: plain threads use :meth:`GroupCommitter.submit` (a ``concurrent.futures.Future``)
+or :meth:`commit_ratchet_blocking`; trio code awaits :meth:`commit_ratchet`, which parks
+the task on a ``trio.Event`` set through the trio token -- no thread per waiting task, so
+hundreds of concurrent accepts cost no more threads than one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import trio
+
+from resume.credential import Credential
+from store.errors import StoreUnavailable
+from store.repository import RatchetRequest, Store
+
+
+class _Waiter:
+    """One queued accept; answered through a Future (threads) or a trio Event (tasks)."""
+
+    __slots__ = ("error", "event", "future", "req", "result", "token")
+
+    def __init__(self, req: RatchetRequest) -> None:
+        self.req = req
+        self.result = False
+        self.error: BaseException | None = None
+        self.future: Future[bool] | None = None
+        self.event: trio.Event | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+
+
+@dataclass
+class CommitterStats:
+    transactions: int = 0
+    accepts: int = 0  # requests processed (won or lost)
+    won: int = 0
+    failed_transactions: int = 0
+    largest_batch: int = 0
+
+
+class GroupCommitter:
+    """Batches ``Store.commit_ratchet`` calls from any thread or trio task.
+
+    ``max_batch=1`` turns batching off (one row per transaction: the baseline).
+    Use as a context manager, or call :meth:`close` (waits for queued work).
+    """
+
+    def __init__(self, store: Store, *, max_batch: int = 1024) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.store = store
+        self.max_batch = max_batch
+        self.stats = CommitterStats()
+        self._q: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name="ikeresume-group-commit", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> GroupCommitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._q.put(None)
+        self._thread.join()
+
+    # -- submitting ------------------------------------------------------------------
+    def _enqueue(self, w: _Waiter) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("group committer is closed")
+            self._q.put(w)
+
+    def submit(
+        self, handle: bytes, generation: int, successor: Credential, now: float
+    ) -> Future[bool]:
+        """Queue one compare-and-set; the future resolves once its transaction is durable."""
+        w = _Waiter(RatchetRequest(handle, generation, successor, now))  # validates first
+        w.future = Future()
+        w.future.set_running_or_notify_cancel()
+        self._enqueue(w)
+        return w.future
+
+    def commit_ratchet_blocking(
+        self, handle: bytes, generation: int, successor: Credential, now: float
+    ) -> bool:
+        return self.submit(handle, generation, successor, now).result()
+
+    async def commit_ratchet(
+        self, handle: bytes, generation: int, successor: Credential, now: float
+    ) -> bool:
+        """Trio: the CAS result once durable; raises StoreError if the commit failed.
+
+        The wait is shielded from cancellation: once queued the commit happens anyway, and
+        the caller must learn whether the record moved before it acknowledges anything.
+        """
+        w = _Waiter(RatchetRequest(handle, generation, successor, now))
+        w.event = trio.Event()
+        w.token = trio.lowlevel.current_trio_token()
+        self._enqueue(w)
+        with trio.CancelScope(shield=True):
+            await w.event.wait()
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    # -- the worker ------------------------------------------------------------------
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            if first is None:
+                break
+            batch: list[_Waiter] = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Waiter]) -> None:
+        st = self.stats
+        try:
+            results = self.store.commit_ratchet_many([w.req for w in batch])
+        except BaseException as e:  # the batch did not commit: every waiter gets the error
+            st.failed_transactions += 1
+            for w in batch:
+                w.error = e
+            self._notify(batch)
+            if not isinstance(e, Exception):
+                raise
+            return
+        st.transactions += 1
+        st.accepts += len(batch)
+        st.won += sum(results)
+        st.largest_batch = max(st.largest_batch, len(batch))
+        for w, ok in zip(batch, results, strict=True):
+            w.result = ok
+        self._notify(batch)
+
+    @staticmethod
+    def _notify(batch: list[_Waiter]) -> None:
+        """Wake waiters: one trio-token callback per trio run per batch, not per waiter."""
+        by_token: dict[trio.lowlevel.TrioToken, list[trio.Event]] = {}
+        for w in batch:
+            if w.future is not None:
+                if w.error is not None:
+                    w.future.set_exception(w.error)
+                else:
+                    w.future.set_result(w.result)
+            elif w.token is not None and w.event is not None:
+                by_token.setdefault(w.token, []).append(w.event)
+        for token, events in by_token.items():
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(_set_all, events)
+
+
+def _set_all(events: list[trio.Event]) -> None:
+    for e in events:
+        e.set()

@@ -1,0 +1,132 @@
+"""Engines for the two supported databases, configured for durability, plus migrations.
+
+SQLite (embedded default): WAL journal so lookups never wait for the committer, and
+``synchronous=FULL`` by default: every commit fsyncs the WAL, so an acknowledged ratchet
+survives power loss.  ``NORMAL`` is accepted for operators who trade that away: in WAL
+mode it still survives an application crash (SIGKILL) and keeps the database consistent,
+but the last commits before an OS crash or power loss may be lost -- which for a ratchet
+means a peer may find its newest generation gone and fall back to a full IKE (never that
+an old generation becomes acceptable *after* a newer one was used, unless the rolled-back
+generation was also the one the initiator kept).  ``busy_timeout`` makes concurrent
+writers (two processes) wait instead of failing.
+
+The pysqlite driver's implicit transactions are disabled and every SQLAlchemy transaction
+starts with ``BEGIN IMMEDIATE``: the write lock is taken up front, so two writers never
+deadlock on a lock upgrade (which SQLite reports as SQLITE_BUSY without waiting).
+
+PostgreSQL (shared store for a cluster of responders) goes through psycopg 3 with the
+server's durable defaults (``synchronous_commit=on``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from store.errors import StoreConfigError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SYNC_LEVELS = ("FULL", "NORMAL", "EXTRA")
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Accept SQLAlchemy URLs, ``postgresql://`` (mapped to psycopg 3) and bare file paths."""
+    if isinstance(url, str) and "://" not in url:
+        if url in ("", ":memory:"):
+            raise StoreConfigError("an in-memory SQLite store cannot be shared or durable")
+        url = "sqlite:///" + str(Path(url).expanduser())
+    try:
+        u = make_url(url)
+    except Exception as e:
+        raise StoreConfigError(f"bad database URL: {e}") from None
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+psycopg")
+    if u.drivername == "sqlite":
+        u = u.set(drivername="sqlite+pysqlite")
+    if u.drivername not in ("sqlite+pysqlite", "postgresql+psycopg"):
+        raise StoreConfigError(
+            f"unsupported database {u.drivername!r} (use sqlite:///path or postgresql://...)"
+        )
+    if u.drivername.startswith("sqlite") and (u.database in (None, "", ":memory:")):
+        raise StoreConfigError("an in-memory SQLite store cannot be shared or durable")
+    return u
+
+
+def make_engine(
+    url: str | URL,
+    *,
+    sqlite_synchronous: str = "FULL",
+    busy_timeout_s: float = 5.0,
+    connect_timeout_s: float = 5.0,
+    pool_size: int = 8,
+) -> Engine:
+    u = normalize_url(url)
+    if u.drivername.startswith("sqlite"):
+        sync = sqlite_synchronous.upper()
+        if sync not in SYNC_LEVELS:
+            raise StoreConfigError(f"sqlite synchronous must be one of {', '.join(SYNC_LEVELS)}")
+        engine = create_engine(
+            u,
+            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=32,
+        )
+        busy_ms = int(busy_timeout_s * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        u,
+        connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
+        pool_size=pool_size,
+        max_overflow=32,
+        pool_pre_ping=True,
+    )
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise StoreConfigError(f"no alembic revisions found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest alembic revision (no-op when already there)."""
+    if current_revision(engine) == head_revision():
+        return
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,589 @@
+"""The repository API the responder service, the initiator side and the harvest shim call.
+
+Hot paths (``lookup``, ``commit_ratchet_many``) talk to the driver connection with
+hand-written SQL: they run once per resumption and an ORM round costs more than the
+database does.  Everything else goes through SQLAlchemy Core.
+
+Fail closed: any database, decoding or key problem raises a :class:`StoreError` subclass
+(never returns a credential it could not verify), and nothing is deleted because it
+could not be read.  The ratchet commit is a compare-and-set on (role, handle, generation)
+in one ``UPDATE``: under PostgreSQL's row locking the second of two racing responders
+re-evaluates the ``WHERE`` on the winner's row version and matches nothing, and SQLite
+serializes writers, so two responders can never both accept one generation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import psycopg
+from sqlalchemy import Engine, Table, case, delete, func, insert, literal, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from resume.credential import Credential, PaperKeys, ProtocolMode
+from resume.sa import Lifetimes
+from store.codec import paper_keys_bytes, paper_keys_from_bytes, params_text, parse_params
+from store.engine import make_engine, migrate
+from store.errors import CorruptRecord, MasterKeyError, StoreError, StoreUnavailable
+from store.keys import Keyring, record_aad, record_binding
+from store.models import CredentialRow, MasterKeyCheck
+from store.policy import Counters, Policy, Refusal
+
+Role = Literal["initiator", "responder"]
+ROLES: tuple[Role, ...] = ("initiator", "responder")
+
+_T = cast(Table, CredentialRow.__table__)
+_MK = cast(Table, MasterKeyCheck.__table__)
+
+_COLS = (
+    "uid, role, mode, handle, generation, key_id, secret_wrapped, paper_wrapped, "
+    "prev_handle, prev_generation, prev_key_id, prev_secret_wrapped, prev_paper_wrapped, "
+    "id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, resumptions"
+)
+_SQL_LOOKUP = f"SELECT {_COLS} FROM credentials WHERE role = ? AND handle = ?"  # noqa: S608
+_SQL_PEER = (
+    f"SELECT {_COLS} FROM credentials WHERE role = 'initiator' AND id_r = ? "  # noqa: S608
+    "ORDER BY last_used_at DESC LIMIT 1"
+)
+_SQL_PEER_I = (
+    f"SELECT {_COLS} FROM credentials WHERE role = 'initiator' AND id_r = ? "  # noqa: S608
+    "AND id_i = ? ORDER BY last_used_at DESC LIMIT 1"
+)
+_SQL_RATCHET = (
+    "UPDATE credentials SET handle = ?, generation = ?, secret_wrapped = ?, "
+    "paper_wrapped = ?, key_id = ?, resumptions = resumptions + 1, "
+    "last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END "
+    "WHERE role = 'responder' AND handle = ? AND generation = ? "
+    "AND mode = ? AND id_i = ? AND id_r = ? AND params = ?"
+)
+_SQL_ADVANCE = (
+    "UPDATE credentials SET "
+    "prev_handle = CASE WHEN handle = ? AND generation = ? THEN handle ELSE prev_handle END, "
+    "prev_generation = CASE WHEN handle = ? AND generation = ? THEN generation "
+    "ELSE prev_generation END, "
+    "prev_key_id = CASE WHEN handle = ? AND generation = ? THEN key_id ELSE prev_key_id END, "
+    "prev_secret_wrapped = CASE WHEN handle = ? AND generation = ? THEN secret_wrapped "
+    "ELSE prev_secret_wrapped END, "
+    "prev_paper_wrapped = CASE WHEN handle = ? AND generation = ? THEN paper_wrapped "
+    "ELSE prev_paper_wrapped END, "
+    "handle = ?, generation = ?, secret_wrapped = ?, paper_wrapped = ?, key_id = ?, "
+    "resumptions = resumptions + 1, "
+    "last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END "
+    "WHERE role = 'initiator' AND mode = ? AND id_i = ? AND id_r = ? AND params = ? "
+    "AND ((handle = ? AND generation = ?) OR (prev_handle = ? AND prev_generation = ?))"
+)
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Answer to a lookup: the credential if the policy allows a resumption now.
+
+    ``credential`` is None when ``refusal`` is set (the secret is not even unwrapped);
+    ``lifetimes`` are the kernel SA lifetimes the policy leaves for a resumption now.
+    ``previous`` is the initiator's unconfirmed older generation (lost-message-3 rule).
+    """
+
+    credential: Credential | None
+    counters: Counters
+    refusal: Refusal | None
+    lifetimes: Lifetimes | None
+    uid: str
+    role: str
+    previous: Credential | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None and self.credential is not None
+
+
+@dataclass(frozen=True)
+class RatchetRequest:
+    """Accept ``successor`` in place of (handle, generation) -- one compare-and-set."""
+
+    handle: bytes
+    generation: int
+    successor: Credential
+    now: float
+
+    def __post_init__(self) -> None:
+        if self.successor.generation != self.generation + 1:
+            raise ValueError(
+                f"successor generation {self.successor.generation} does not follow "
+                f"{self.generation}"
+            )
+
+
+class Store:
+    """A credential cache on one SQLite file or PostgreSQL database.
+
+    Thread-safe: every call checks a connection out of the engine's pool.  ``keyring`` may
+    be None for maintenance that never touches secrets (list, stats, purge, revoke).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring | None,
+        policy: Policy | None = None,
+        *,
+        replace_same_peers: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.policy = policy if policy is not None else Policy()
+        self.replace_same_peers = replace_same_peers
+        self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        self._pg = self.dialect == "postgresql"
+        self._sql: dict[str, str] = {}
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        keyring: Keyring | None = None,
+        policy: Policy | None = None,
+        *,
+        sqlite_synchronous: str = "FULL",
+        busy_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        run_migrations: bool = True,
+        verify_keys: bool = True,
+        replace_same_peers: bool = True,
+    ) -> Store:
+        """Open (and by default create/migrate) a store; raises StoreError subclasses."""
+        engine = make_engine(
+            url,
+            sqlite_synchronous=sqlite_synchronous,
+            busy_timeout_s=busy_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        )
+        store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
+        try:
+            with store._errors("open"):
+                if run_migrations:
+                    migrate(engine)
+            if keyring is not None and verify_keys:
+                store.verify_master_keys()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url_display(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- plumbing --------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, op: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as e:
+            orig = getattr(e, "orig", None) or e
+            msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+            raise StoreUnavailable(
+                f"{op}: database {self.url_display} unreachable or failing: {msg}"
+            ) from e
+
+    @contextmanager
+    def _raw(self, op: str) -> Iterator[Any]:
+        """A driver connection from the pool, with driver errors mapped to StoreError."""
+        with self._errors(op), self.engine.connect() as conn:
+            yield conn.connection.driver_connection
+
+    def _q(self, sql: str) -> str:
+        if not self._pg:
+            return sql
+        q = self._sql.get(sql)
+        if q is None:
+            q = self._sql[sql] = sql.replace("?", "%s")
+        return q
+
+    def _need_keyring(self) -> Keyring:
+        if self.keyring is None:
+            raise MasterKeyError("this operation needs the master key (--key-file or env)")
+        return self.keyring
+
+    # -- wrapping --------------------------------------------------------------------
+    def _wrap(self, role: str, c: Credential, ptext: str) -> tuple[str, bytes, bytes | None]:
+        kr = self._need_keyring()
+        binding = record_binding(c.id_i, c.id_r, ptext)
+        mode = c.mode.value
+        kid, wrapped = kr.wrap(
+            c.secret, record_aad(b"secret", role, mode, c.handle, c.generation, binding)
+        )
+        paper = None
+        if c.paper_keys is not None:
+            _, paper = kr.wrap(
+                paper_keys_bytes(c.paper_keys),
+                record_aad(b"paper", role, mode, c.handle, c.generation, binding),
+            )
+        return kid, wrapped, paper
+
+    def _unwrap_credential(
+        self,
+        uid: str,
+        role: str,
+        mode_s: str,
+        handle: bytes,
+        generation: int,
+        key_id: str,
+        wrapped: bytes,
+        paper_wrapped: bytes | None,
+        id_i: bytes,
+        id_r: bytes,
+        ptext: str,
+    ) -> Credential:
+        kr = self._need_keyring()
+        what = f"record {uid} ({role}, generation {generation})"
+        try:
+            mode = ProtocolMode(mode_s)
+            params = parse_params(ptext)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptRecord(f"{what}: undecodable mode/SA parameters: {e}") from None
+        binding = record_binding(id_i, id_r, ptext)
+        secret = kr.unwrap(
+            key_id,
+            wrapped,
+            record_aad(b"secret", role, mode_s, handle, generation, binding),
+            what=f"secret of {what}",
+        )
+        paper: PaperKeys | None = None
+        if paper_wrapped is not None:
+            raw = kr.unwrap(
+                key_id,
+                paper_wrapped,
+                record_aad(b"paper", role, mode_s, handle, generation, binding),
+                what=f"paper keys of {what}",
+            )
+            try:
+                paper = paper_keys_from_bytes(raw)
+            except (ValueError, KeyError, TypeError) as e:
+                raise CorruptRecord(f"{what}: undecodable paper keys: {e}") from None
+        try:
+            return Credential(
+                mode=mode,
+                handle=handle,
+                generation=generation,
+                secret=secret,
+                id_i=id_i,
+                id_r=id_r,
+                params=params,
+                paper_keys=paper,
+            )
+        except (ValueError, TypeError) as e:
+            raise CorruptRecord(f"{what}: {e}") from None
+
+    def _result(self, row: Sequence[Any], now: float) -> LookupResult:
+        (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
+         p_kid, p_wrapped, p_paper, id_i, id_r, ptext, full_ike_at, last_used_at,
+         established_s, bytes_total, resumptions) = row  # fmt: skip
+        try:
+            counters = Counters(
+                full_ike_at=float(full_ike_at),
+                last_used_at=float(last_used_at),
+                established_s=float(established_s),
+                bytes_total=int(bytes_total),
+                resumptions=int(resumptions),
+            )
+        except (TypeError, ValueError) as e:
+            raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
+        refusal = self.policy.check(counters, now)
+        if refusal is not None:
+            return LookupResult(None, counters, refusal, None, uid, role)
+        h, ii, ir = bytes(handle), bytes(id_i), bytes(id_r)
+        cred = self._unwrap_credential(
+            uid, role, mode_s, h, int(generation), key_id, bytes(wrapped),
+            None if paper_w is None else bytes(paper_w), ii, ir, ptext,
+        )  # fmt: skip
+        prev = None
+        if role == "initiator" and p_handle is not None:
+            if p_gen is None or p_kid is None or p_wrapped is None:
+                raise CorruptRecord(f"record {uid}: incomplete previous generation")
+            prev = self._unwrap_credential(
+                uid, role, mode_s, bytes(p_handle), int(p_gen), p_kid, bytes(p_wrapped),
+                None if p_paper is None else bytes(p_paper), ii, ir, ptext,
+            )  # fmt: skip
+        return LookupResult(
+            cred, counters, None, self.policy.sa_lifetimes(counters, now), uid, role, prev
+        )
+
+    # -- reads -----------------------------------------------------------------------
+    def lookup(self, handle: bytes, now: float, *, role: Role = "responder") -> LookupResult | None:
+        """The record whose *current* handle is ``handle``; None if unknown.
+
+        Raises StoreError (unreachable DB, corrupt row, wrong key): answer with a refusal.
+        """
+        with self._raw("lookup") as raw:
+            cur = raw.cursor()
+            try:
+                cur.execute(self._q(_SQL_LOOKUP), (role, handle))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        return None if row is None else self._result(row, now)
+
+    def lookup_peer(
+        self, id_r: bytes, now: float, *, id_i: bytes | None = None
+    ) -> LookupResult | None:
+        """Initiator side: the most recently used credential for responder identity ``id_r``."""
+        with self._raw("lookup_peer") as raw:
+            cur = raw.cursor()
+            try:
+                if id_i is None:
+                    cur.execute(self._q(_SQL_PEER), (id_r,))
+                else:
+                    cur.execute(self._q(_SQL_PEER_I), (id_r, id_i))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        return None if row is None else self._result(row, now)
+
+    # -- the ratchet -----------------------------------------------------------------
+    def commit_ratchet(
+        self, handle: bytes, generation: int, successor: Credential, now: float
+    ) -> bool:
+        """Responder: accept ``successor`` iff the record is still at (handle, generation)."""
+        return self.commit_ratchet_many([RatchetRequest(handle, generation, successor, now)])[0]
+
+    def commit_ratchet_many(self, reqs: Sequence[RatchetRequest]) -> list[bool]:
+        """Many compare-and-sets in ONE transaction; returns only after it is durable.
+
+        Each result says whether that request won its CAS.  Requests for the same
+        (handle, generation) in one batch: the first wins, later ones see the new row.
+        Raises StoreError if the transaction could not be committed (then none was).
+        """
+        if not reqs:
+            return []
+        rows = []
+        for r in reqs:
+            s = r.successor
+            ptext = params_text(s.params)
+            kid, wrapped, paper = self._wrap("responder", s, ptext)
+            rows.append(
+                (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
+                 r.generation, s.mode.value, s.id_i, s.id_r, ptext)
+            )  # fmt: skip
+        if self._pg:
+            return self._ratchet_pg(rows)
+        return self._ratchet_sqlite(rows)
+
+    def _ratchet_sqlite(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        out: list[bool] = []
+        with self._raw("commit_ratchet") as raw:
+            cur = raw.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for p in rows:
+                    try:
+                        cur.execute(_SQL_RATCHET, p)
+                        out.append(cur.rowcount == 1)
+                    except sqlite3.IntegrityError:  # successor handle collides: refuse it
+                        out.append(False)
+                cur.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+            finally:
+                cur.close()
+        return out
+
+    def _ratchet_pg(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        sql = self._q(_SQL_RATCHET) + " RETURNING id"
+        with self._raw("commit_ratchet") as raw:
+            try:
+                out: list[bool] = []
+                with raw.cursor() as cur:
+                    cur.executemany(sql, rows, returning=True)
+                    while True:
+                        out.append(cur.fetchone() is not None)
+                        if not cur.nextset():
+                            break
+                raw.commit()
+                return out
+            except psycopg.IntegrityError:
+                raw.rollback()
+            # A successor handle collided with another row: redo one by one so that only
+            # the offending request is refused.
+            out = []
+            for p in rows:
+                try:
+                    with raw.cursor() as cur:
+                        cur.execute(sql, p)
+                        ok = cur.fetchone() is not None
+                    raw.commit()
+                except psycopg.IntegrityError:
+                    raw.rollback()
+                    ok = False
+                out.append(ok)
+            return out
+
+    def advance_initiator(
+        self, used_handle: bytes, used_generation: int, successor: Credential, now: float
+    ) -> bool:
+        """Initiator: a resumption using (used_handle, used_generation) completed.
+
+        The successor becomes current and the generation just used is kept as ``previous``
+        until :meth:`confirm_initiator` (the responder may not have received message 3).
+        ``used`` may be the current or the kept previous generation.
+        """
+        RatchetRequest(used_handle, used_generation, successor, now)  # validates generation
+        s = successor
+        ptext = params_text(s.params)
+        kid, wrapped, paper = self._wrap("initiator", s, ptext)
+        used = (used_handle, used_generation)
+        p = (*used * 5, s.handle, s.generation, wrapped, paper, kid, now, now,
+             s.mode.value, s.id_i, s.id_r, ptext, *used, *used)  # fmt: skip
+        with self._errors("advance_initiator"), self.engine.begin() as conn:
+            n = conn.exec_driver_sql(self._q(_SQL_ADVANCE), p).rowcount
+        return bool(n == 1)
+
+    def confirm_initiator(self, handle: bytes, generation: int) -> bool:
+        """Initiator: the responder is known to hold (handle, generation); drop the older one."""
+        stmt = (
+            update(_T)
+            .where(_T.c.role == "initiator", _T.c.handle == handle, _T.c.generation == generation)
+            .values(
+                prev_handle=None,
+                prev_generation=None,
+                prev_key_id=None,
+                prev_secret_wrapped=None,
+                prev_paper_wrapped=None,
+            )
+        )
+        with self._errors("confirm_initiator"), self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
+    # -- full IKE and accounting -----------------------------------------------------
+    def upsert_full_ike(
+        self, role: Role, credential: Credential, now: float, *, counters: Counters | None = None
+    ) -> str:
+        """Start a new chain after a full IKE; returns the record uid.
+
+        With ``replace_same_peers`` (default) a full IKE between the same identities
+        replaces that pair's previous chain for this role.  Evicts the least recently used
+        records beyond ``policy.capacity`` in the same transaction.
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        c = credential
+        ctr = counters or Counters.fresh(now)
+        ptext = params_text(c.params)
+        kid, wrapped, paper = self._wrap(role, c, ptext)
+        uid = secrets.token_hex(16)
+        with self._errors("upsert_full_ike"), self.engine.begin() as conn:
+            if self.replace_same_peers:
+                conn.execute(
+                    delete(_T).where(_T.c.role == role, _T.c.id_i == c.id_i, _T.c.id_r == c.id_r)
+                )
+            conn.execute(delete(_T).where(_T.c.role == role, _T.c.handle == c.handle))
+            conn.execute(
+                insert(_T).values(
+                    uid=uid,
+                    role=role,
+                    mode=c.mode.value,
+                    handle=c.handle,
+                    generation=c.generation,
+                    key_id=kid,
+                    secret_wrapped=wrapped,
+                    paper_wrapped=paper,
+                    id_i=c.id_i,
+                    id_r=c.id_r,
+                    params=ptext,
+                    full_ike_at=ctr.full_ike_at,
+                    last_used_at=ctr.last_used_at,
+                    established_s=ctr.established_s,
+                    bytes_total=ctr.bytes_total,
+                    resumptions=ctr.resumptions,
+                    created_at=now,
+                )
+            )
+            cap = self.policy.capacity
+            if cap is not None:
+                n = conn.execute(select(func.count()).select_from(_T)).scalar_one()
+                if n > cap:
+                    victims = (
+                        select(_T.c.id)
+                        .where(_T.c.uid != uid)
+                        .order_by(_T.c.last_used_at.asc(), _T.c.id.asc())
+                        .limit(n - cap)
+                    )
+                    ids = [r[0] for r in conn.execute(victims)]
+                    conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+        return uid
+
+    def record_session(
+        self, role: Role, handle: bytes, *, duration_s: float, nbytes: int, ended_at: float
+    ) -> bool:
+        """Account a finished (or interim) session segment: connected time and bytes.
+
+        ``handle`` may be the record's current or (initiator) kept previous handle.
+        Returns False if no such record (e.g. revoked or replaced meanwhile).
+        """
+        if duration_s < 0 or nbytes < 0:
+            raise ValueError("session duration and bytes must be non-negative")
+        stmt = (
+            update(_T)
+            .where(_T.c.role == role, (_T.c.handle == handle) | (_T.c.prev_handle == handle))
+            .values(
+                established_s=_T.c.established_s + float(duration_s),
+                bytes_total=_T.c.bytes_total + int(nbytes),
+                last_used_at=case(
+                    (_T.c.last_used_at < literal(float(ended_at)), literal(float(ended_at))),
+                    else_=_T.c.last_used_at,
+                ),
+            )
+        )
+        with self._errors("record_session"), self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount >= 1)
+
+    def revoke(self, *, uid: str | None = None, handle: bytes | None = None) -> int:
+        """Delete a record (by uid, or by current handle in any role); returns rows deleted."""
+        if (uid is None) == (handle is None):
+            raise ValueError("revoke by exactly one of uid or handle")
+        cond = _T.c.uid == uid if uid is not None else _T.c.handle == handle
+        with self._errors("revoke"), self.engine.begin() as conn:
+            return int(conn.execute(delete(_T).where(cond)).rowcount)
+
+    # -- master keys -----------------------------------------------------------------
+    def verify_master_keys(self, now: float = 0.0) -> None:
+        """Refuse a master key that does not match the one that wrapped this database.
+
+        Checks each configured key against its stored check value (registering the current
+        key on first use), and that the records' key ids are not all unknown.
+        """
+        kr = self._need_keyring()
+        with self._errors("verify master keys"), self.engine.begin() as conn:
+            stored = {r.key_id: bytes(r.check_blob) for r in conn.execute(select(_MK))}
+            for kid in kr.key_ids:
+                if kid in stored and kr.verify_check(kid, stored[kid]) is False:
+                    raise MasterKeyError(
+                        f"master key {kid!r} is not the key this database was written with "
+                        f"({self.url_display}); refusing to use it"
+                    )
+            if kr.current_id not in stored:
+                kid, blob = kr.key_check()
+                conn.execute(insert(_MK).values(key_id=kid, check_blob=blob, created_at=now))
+            used = {r[0] for r in conn.execute(select(_T.c.key_id).distinct())}
+        if used and not used & set(kr.key_ids):
+            raise MasterKeyError(
+                f"wrong master key: records in {self.url_display} are wrapped under key id(s) "
+                f"{', '.join(sorted(used))}, configured: {', '.join(kr.key_ids)}"
+            )
