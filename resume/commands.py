@@ -1,4 +1,4 @@
-"""Subcommands of the ``resume`` package: demo, serve, resume (filled in by their issues)."""
+"""Subcommands of the ``resume`` package (each module registers its own)."""
 
 from __future__ import annotations
 
@@ -7,4 +7,6 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add this package's subcommands to the ``ikeresume`` parser."""
-    _ = sub
+    from resume import demo
+
+    demo.register(sub)

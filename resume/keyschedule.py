@@ -26,6 +26,7 @@ see ``specs/protocol.md``.  The implementation uses HKDF and HMAC from ``cryptog
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac as _stdlib_hmac
 import ipaddress
@@ -134,7 +135,9 @@ def params_bytes(params: SAParams) -> bytes:
     return b"".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def params_digest(params: SAParams) -> bytes:
+    """SHA-256 over ``params_bytes`` (cached: a responder sees few distinct parameter sets)."""
     return hashlib.sha256(L_PARAMS + params_bytes(params)).digest()
 
 
@@ -252,22 +255,22 @@ class ResponderValues:
     nonce_r: bytes
     spi_r: bytes
     esp_spi: int
-    x25519_private: bytes = field(repr=False)
 
 
 def responder_values(
     server_secret: bytes, tick: int, addr: tuple[str, int], msg1: bytes
 ) -> ResponderValues:
-    """N_R, responder IKE SPI, inbound ESP SPI and X25519 private key from (secret, tick,
-    address, message 1): a message-1 flood allocates nothing, message 3 recomputes them."""
+    """N_R, responder IKE SPI and inbound ESP SPI from (secret, tick, address, message 1):
+    a message-1 flood allocates nothing, message 3 recomputes them.  (The responder's X25519
+    key is *not* derived here: it is random per tick and erased, see ``Responder``.)"""
     seed = hmac_sha256(
         server_secret, L_RESPONDER_STATE + struct.pack(">Q", tick) + addr_bytes(addr) + lp(msg1)
     )
-    v = hkdf_expand(seed, L_RESPONDER_VALUES, 32 + 8 + 4 + 32)
+    v = hkdf_expand(seed, L_RESPONDER_VALUES, 32 + 8 + 4)
     spi_r = v[32:40]
     if spi_r == b"\x00" * 8:
         spi_r = b"\x00" * 7 + b"\x01"
-    return ResponderValues(v[:32], spi_r, esp_spi_from(v[40:44]), v[44:76])
+    return ResponderValues(v[:32], spi_r, esp_spi_from(v[40:44]))
 
 
 # --- bootstrap from a daemon-negotiated CHILD_SA (used by ikeshim.harvest) ------------------

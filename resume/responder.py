@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
@@ -104,6 +108,7 @@ class _Slot:
     handle: bytes
     deadline: float
     values: ks.ResponderValues | None = None
+    tick: int = 0
     # set once message 3 is verified (AWAIT_COMMIT)
     sa: SAPair | None = None
     generation: int = 0
@@ -124,13 +129,22 @@ class _HalfOpen:
 class Responder:
     """Serves every initiator; see the module docstring and ``specs/protocol.md``."""
 
-    def __init__(self, config: ResponderConfig, server_secret: bytes) -> None:
+    def __init__(
+        self,
+        config: ResponderConfig,
+        server_secret: bytes,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         if not isinstance(config, ResponderConfig):
             raise LocalProtocolError("config must be a ResponderConfig")
         if len(server_secret) < MIN_SERVER_SECRET:
             raise LocalProtocolError(f"server secret must be at least {MIN_SERVER_SECRET} bytes")
         self.config = config
         self._secret = bytes(server_secret)
+        self._rng = rng
+        #: tick -> X25519 key of that tick: random, kept for the current and previous tick
+        #: only, then forgotten (forward secrecy even if the server secret leaks later).
+        self._tick_keys: dict[int, tuple[X25519PrivateKey, bytes]] = {}
         self._tick_s = config.cookie_tick_seconds
         self._slots: OrderedDict[int, _Slot] = OrderedDict()
         self._next_token = 1
@@ -311,15 +325,33 @@ class Responder:
             and sa.mode == ks.mode_code(p.mode)
         )
 
+    def _tick_key(self, tick: int, create: bool) -> tuple[X25519PrivateKey, bytes] | None:
+        key = self._tick_keys.get(tick)
+        if key is None and create:
+            key = ks.x25519_keypair(self._rng(32))
+            self._tick_keys[tick] = key
+            for old in [t for t in self._tick_keys if t < tick - 1]:
+                del self._tick_keys[old]  # erase: past runs stay secret
+        return key
+
     def _build_msg2(
-        self, init: HardenedInit, cred: Credential, values: ks.ResponderValues
-    ) -> tuple[bytes, ks.RunKeys]:
-        """Message 2 and the run keys: a pure function of (message 1, credential, values),
-        so message 3 processing rebuilds the identical bytes."""
+        self,
+        init: HardenedInit,
+        cred: Credential,
+        values: ks.ResponderValues,
+        tick: int,
+        create_key: bool,
+    ) -> tuple[bytes, ks.RunKeys] | None:
+        """Message 2 and the run keys: a pure function of (message 1, credential, values,
+        tick key), so message 3 processing rebuilds the identical bytes.  None when the
+        tick's X25519 key is gone (message 3 too late)."""
         dh = b""
         ke_r: bytes | None = None
         if init.ke is not None and self.config.allow_x25519:
-            priv, ke_r = ks.x25519_keypair(values.x25519_private)
+            tk = self._tick_key(tick, create_key)
+            if tk is None:
+                return None
+            priv, ke_r = tk
             dh = ks.x25519_shared_untrusted(priv, init.ke)
         keys = ks.derive_run(cred, init.nonce, values.nonce_r, dh, values.esp_spi, init.sa.spi)
         sa_r = ResumeSA(values.esp_spi, init.sa.encr, init.sa.key_bits, init.sa.integ, init.sa.mode)
@@ -343,13 +375,15 @@ class Responder:
         if req.ke is None and self.config.require_x25519:
             self._nack(req, addr, "x25519_required", req.handle)
             return
+        tick = self._tick(now)
         slot = _Slot(
             SlotState.AWAIT_CREDENTIAL_1,
             req,
             addr,
             req.handle,
             now + self.config.lookup_timeout,
-            values=ks.responder_values(self._secret, self._tick(now), addr, req.raw),
+            values=ks.responder_values(self._secret, tick, addr, req.raw),
+            tick=tick,
         )
         token = self._new_slot(slot)
         if token is not None:
@@ -364,10 +398,14 @@ class Responder:
             self._refuse(slot, problem or "internal")
             return
         try:
-            msg2, _keys = self._build_msg2(req, cred, slot.values)
+            built = self._build_msg2(req, cred, slot.values, slot.tick, create_key=True)
         except DecodeError:
             self._refuse(slot, "bad_key_share")
             return
+        if built is None:
+            self._refuse(slot, "internal")
+            return
+        msg2 = built[0]
         slot_next(slot.state, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
         self._send(msg2, slot.addr)
@@ -384,7 +422,7 @@ class Responder:
         for t in (tick, tick - 1):
             v = ks.responder_values(self._secret, t, addr, init.raw)
             if ks.macs_equal(v.spi_r, req.header.spi_r):
-                values = v
+                values, tick = v, t
                 break
         if values is None:
             self._nack(req, addr, "stale_or_forged_cookie", init.handle)
@@ -396,6 +434,7 @@ class Responder:
             init.handle,
             now + self.config.lookup_timeout,
             values=values,
+            tick=tick,
         )
         token = self._new_slot(slot)
         if token is not None:
@@ -421,10 +460,14 @@ class Responder:
             slot_next(slot.state, SlotInput.EXPIRE)
             return
         try:
-            msg2, keys = self._build_msg2(init, cred, slot.values)
+            built = self._build_msg2(init, cred, slot.values, slot.tick, create_key=False)
         except DecodeError:
             self._refuse(slot, "bad_key_share")
             return
+        if built is None:
+            self._refuse(slot, "stale_or_forged_cookie")
+            return
+        msg2, keys = built
         expected = ks.mac_msg3(keys, init.raw, msg2, req.raw[:-_MAC_LEN])
         if not ks.macs_equal(expected, req.mac):
             self._refuse(slot, "bad_mac")

@@ -10,6 +10,7 @@ touches a socket, a database or the wall clock.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -128,6 +129,9 @@ class ConnectionPair:
     responder: Responder
     table: MemoryTable
     client_addr: Address = CLIENT_ADDR
+    #: CPU-ish wall time spent inside each side (perf_counter; for demo figures, not tests).
+    responder_seconds: float = 0.0
+    initiator_seconds: float = 0.0
 
     @classmethod
     def create(
@@ -148,18 +152,25 @@ class ConnectionPair:
         """Run one attempt to quiescence: (initiator events, responder events, end time)."""
         i_events: list[Event] = []
         r_events: list[Event] = []
+        clock = time.perf_counter
+        t0 = clock()
         initiator.initiate(now)
+        self.initiator_seconds += clock() - t0
         for _ in range(max_steps):
             moved = False
             for data, _addr in initiator.datagrams_to_send(now):
                 moved = True
                 if keep is None or keep("i2r", data):
+                    t0 = clock()
                     self.responder.receive_datagram(data, self.client_addr, now)
-            r_events += answer_events(self.responder, self.table, now)
+                    r_events += answer_events(self.responder, self.table, now)
+                    self.responder_seconds += clock() - t0
             for data, _addr in self.responder.datagrams_to_send(now):
                 moved = True
                 if keep is None or keep("r2i", data):
+                    t0 = clock()
                     initiator.receive_datagram(data, SERVER_ADDR, now)
+                    self.initiator_seconds += clock() - t0
             i_events += drain(initiator)
             if moved:
                 continue
