@@ -1,0 +1,106 @@
+"""What a policy means for a gateway: load peaks, per-user effect, cache occupancy.
+
+All functions take the per-session full-IKE flags of one policy (from the sweep or the
+reference replay) so they describe exactly the replay that produced the totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from analysis.trace import F64, I64, B, Trace
+from store.policy import Policy
+
+# Bytes one cached record costs the store: handle 32, wrapped secret 32+28, identities
+# ~2x64, SA parameters ~48, counters 40, row and index overhead ~200 (SQLite).  An
+# estimate; the store's own benchmark measures the real figure.
+RECORD_BYTES = 512
+
+
+def peak_per_minute(trace: Trace, full: B | None = None) -> int:
+    """Most full IKE exchanges started in any one minute (``full=None``: no cache)."""
+    if len(trace) == 0:
+        return 0
+    minute = np.floor(trace.start / 60.0).astype(np.int64)
+    minute -= minute.min()
+    w = None if full is None else full.astype(np.float64)
+    return int(np.bincount(minute, weights=w).max())
+
+
+def per_user_full(trace: Trace, full: B) -> I64:
+    """Full IKE exchanges per user (index = user id)."""
+    out: I64 = np.bincount(trace.user, weights=full.astype(np.float64),
+                           minlength=trace.n_users).astype(np.int64)
+    return out
+
+
+def sessions_per_user(trace: Trace) -> I64:
+    out: I64 = np.bincount(trace.user, minlength=trace.n_users).astype(np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    times: F64
+    records: I64
+    record_bytes: int
+
+    @property
+    def peak(self) -> int:
+        return int(self.records.max()) if len(self.records) else 0
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.peak * self.record_bytes
+
+
+def occupancy(
+    trace: Trace, full: B, policy: Policy, step: float = 3600.0, record_bytes: int = RECORD_BYTES
+) -> Occupancy:
+    """Cached records alive over time.
+
+    A record lives from its full IKE until the next full IKE of the same user replaces it
+    or the policy's wall-clock limits expire it (:meth:`Policy.expires_at` with the
+    chain's final counters: chain age, clocked, idle after the chain's last session).
+    Records kept only by established/data limits live until the trace ends.  With a
+    capacity the count is capped at the capacity (LRU eviction keeps it there).
+    """
+    if len(trace) == 0:
+        return Occupancy(np.zeros(0), np.zeros(0, dtype=np.int64), record_bytes)
+    order = trace.user_order()
+    u = trace.user[order]
+    f = full[order]
+    s = trace.start[order]
+    e = trace.end[order]
+    chain_idx = np.flatnonzero(f)
+    born = s[chain_idx]
+    # the chain's last use: the latest end among its sessions (they are contiguous)
+    last_end = np.maximum.reduceat(e, chain_idx)
+    death = np.full(len(chain_idx), np.inf)
+    for lim in (policy.max_chain_age, policy.clocked):
+        if lim is not None:
+            death = np.minimum(death, born + lim)
+    if policy.idle is not None:
+        death = np.minimum(death, last_end + policy.idle)
+    nxt_same = np.append(u[chain_idx[1:]] == u[chain_idx[:-1]], False)
+    replaced = np.append(born[1:], np.inf)
+    death = np.where(nxt_same, np.minimum(death, replaced), death)
+    t0, t1 = float(trace.start.min()), float(trace.end.max())
+    times = np.arange(np.floor(t0 / step) * step, t1 + step, step)
+    alive = np.searchsorted(np.sort(born), times, side="right") - np.searchsorted(
+        np.sort(death), times, side="right"
+    )
+    records: I64 = alive.astype(np.int64)
+    if policy.capacity is not None:
+        records = np.minimum(records, policy.capacity)
+    return Occupancy(times, records, record_bytes)
+
+
+def quantiles(values: npt.ArrayLike, qs: tuple[float, ...] = (0.5, 0.9, 0.99, 1.0)) -> list[float]:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return [0.0 for _ in qs]
+    return [float(x) for x in np.quantile(v, qs)]
