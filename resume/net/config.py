@@ -85,7 +85,6 @@ class StoreSection:
     url: str = "sqlite:////var/lib/ikeresume/cache.db"
     master_key_file: str = ""
     group_commit_max: int = 256
-    group_commit_delay_ms: float = 1.0
 
 
 @dataclass(frozen=True)
