@@ -46,6 +46,7 @@ _COLS = (
     "id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, resumptions"
 )
 _SQL_LOOKUP = f"SELECT {_COLS} FROM credentials WHERE role = ? AND handle = ?"  # noqa: S608
+_SQL_BY_UID = f"SELECT {_COLS} FROM credentials WHERE uid = ?"  # noqa: S608
 _SQL_PEER = (
     f"SELECT {_COLS} FROM credentials WHERE role = 'initiator' AND id_r = ? "  # noqa: S608
     "ORDER BY last_used_at DESC LIMIT 1"
@@ -290,7 +291,7 @@ class Store:
         except (ValueError, TypeError) as e:
             raise CorruptRecord(f"{what}: {e}") from None
 
-    def _result(self, row: Sequence[Any], now: float) -> LookupResult:
+    def _result(self, row: Sequence[Any], now: float, *, enforce: bool = True) -> LookupResult:
         (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
          p_kid, p_wrapped, p_paper, id_i, id_r, ptext, full_ike_at, last_used_at,
          established_s, bytes_total, resumptions) = row  # fmt: skip
@@ -304,7 +305,7 @@ class Store:
             )
         except (TypeError, ValueError) as e:
             raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
-        refusal = self.policy.check(counters, now)
+        refusal = self.policy.check(counters, now) if enforce else None
         if refusal is not None:
             return LookupResult(None, counters, refusal, None, uid, role)
         h, ii, ir = bytes(handle), bytes(id_i), bytes(id_r)
@@ -354,6 +355,23 @@ class Store:
             finally:
                 cur.close()
         return None if row is None else self._result(row, now)
+
+    def verify_record(self, uid: str) -> bool:
+        """Unwrap a record's secrets ignoring the policy: False if no such uid.
+
+        Raises CorruptRecord / MasterKeyError exactly as a lookup would.
+        """
+        with self._raw("verify") as raw:
+            cur = raw.cursor()
+            try:
+                cur.execute(self._q(_SQL_BY_UID), (uid,))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        if row is None:
+            return False
+        self._result(row, 0.0, enforce=False)
+        return True
 
     # -- the ratchet -----------------------------------------------------------------
     def commit_ratchet(
