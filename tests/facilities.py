@@ -18,6 +18,7 @@ cheap); benchmarks pass ``fsync=True`` to measure durable commits.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -127,10 +128,8 @@ class PostgresCluster:
 
     def stop(self) -> None:
         if self.started:
-            try:
+            with contextlib.suppress(subprocess.SubprocessError):
                 self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-            except subprocess.SubprocessError:
-                pass
             self.started = False
 
     def cleanup(self) -> None:
