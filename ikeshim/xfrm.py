@@ -173,6 +173,13 @@ class Selector:
     ifindex: int = 0
     user: int = 0
 
+    def __post_init__(self) -> None:
+        # Canonical "any": an unspecified address with prefix length 0 is spelt "".
+        if self.daddr in _UNSPECIFIED and self.prefixlen_d == 0:
+            object.__setattr__(self, "daddr", "")
+        if self.saddr in _UNSPECIFIED and self.prefixlen_s == 0:
+            object.__setattr__(self, "saddr", "")
+
     def pack(self) -> bytes:
         return SELECTOR.pack(
             _pack_addr(self.daddr),
@@ -374,6 +381,11 @@ class Template:
     aalgos: int = 0xFFFFFFFF
     ealgos: int = 0xFFFFFFFF
     calgos: int = 0xFFFFFFFF
+
+    def __post_init__(self) -> None:
+        for name in ("dst", "src"):
+            if getattr(self, name) in _UNSPECIFIED:
+                object.__setattr__(self, name, "")
 
     def pack(self) -> bytes:
         return USER_TMPL.pack(
