@@ -32,7 +32,8 @@ def setup_each() -> None:
             "ip netns add a; ip netns add b;"
             "ip link add va type veth peer name vb; ip link set va netns a; ip link set vb netns b;"
             "ip -n a addr add 192.0.2.1/24 dev va; ip -n b addr add 192.0.2.2/24 dev vb;"
-            "ip -n a addr add 2001:db8::1/64 dev va nodad; ip -n b addr add 2001:db8::2/64 dev vb nodad;"
+            "ip -n a addr add 2001:db8::1/64 dev va nodad;"
+            "ip -n b addr add 2001:db8::2/64 dev vb nodad;"
             "ip -n a link set va up; ip -n b link set vb up;"
             "ip -n a link set lo up; ip -n b link set lo up;"
             # inner networks for tunnel mode
@@ -129,7 +130,7 @@ def check_policy_without_sa_blocks_traffic() -> None:
     """Negative control: the SAs (not luck) carry the ping -- with the responder's SAs
     gone, its policy requires ESP that cannot be built and the ping fails."""
     pair = make_pair(make_params("gcm128"), spis=(0x6001, 0x6002))
-    ia, ib = _install_both(pair)
+    _ia, ib = _install_both(pair)
     with in_netns("b"):
         xb = XfrmSocket()
     with xb:
