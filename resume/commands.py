@@ -10,3 +10,4 @@ def register(sub: Any) -> None:
     from resume import demo
 
     demo.register(sub)
+    from resume.net import cli as net_cli; net_cli.register(sub)  # noqa: E702, I001

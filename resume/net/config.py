@@ -83,7 +83,8 @@ class ServerSection:
 @dataclass(frozen=True)
 class StoreSection:
     url: str = "sqlite:////var/lib/ikeresume/cache.db"
-    master_key_file: str = ""
+    key_file: str = ""
+    sqlite_synchronous: str = "FULL"
     group_commit_max: int = 256
 
 
@@ -143,6 +144,7 @@ _CHOICES = {
     ("install", "mode"): ("none", "hook", "xfrm"),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("json", "text"),
+    ("store", "sqlite_synchronous"): ("FULL", "NORMAL"),
 }
 _POSITIVE = {"workers", "recv_batch", "group_commit_max", "max_sources", "max_pending"}
 _POSITIVE |= {"per_source_rate", "per_source_burst", "max_concurrent"}
