@@ -12,8 +12,8 @@ Use from any test module::
     def test_x(postgres_url: str) -> None: ...   # a fresh, empty database per test
 
 Missing binaries call :func:`tests.conftest.require`: skip on a dev box, fail under CI.
-``fsync`` is off by default (tests check logic, not power loss; it makes CREATE DATABASE
-cheap); benchmarks pass ``fsync=True`` to measure durable commits.
+``fsync`` is off by default (tests check logic and process crashes, not power loss; it
+makes CREATE DATABASE cheap); benchmarks pass ``fsync=True`` to measure durable commits.
 """
 
 from __future__ import annotations
@@ -111,20 +111,30 @@ class PostgresCluster:
                 "initdb", "-D", str(self.data), "-U", PG_USER, "--auth=trust",
                 "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
             )  # fmt: skip
-            opts = (
-                f"-k {self.base} -c listen_addresses='' -c fsync={'on' if self.fsync else 'off'}"
-                " -c max_connections=200 -c shared_buffers=64MB"
-            )
-            if not self.fsync:
-                opts += " -c synchronous_commit=off -c full_page_writes=off"
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts,
-                      "-w", "-t", "60", "start")  # fmt: skip
+            self._pg_ctl_start()
         except subprocess.CalledProcessError as e:
             log = self.log.read_text() if self.log.exists() else ""
             self.cleanup()
             raise RuntimeError(f"PostgreSQL failed to start: {e.stderr}\n{log}") from None
         self.started = True
         return self
+
+    def _pg_ctl_start(self) -> None:
+        opts = (
+            f"-k {self.base} -c listen_addresses='' -c fsync={'on' if self.fsync else 'off'}"
+            " -c max_connections=200 -c shared_buffers=64MB"
+        )
+        if not self.fsync:
+            # WAL still reaches the kernel at every commit (synchronous_commit stays on), so
+            # a server killed with -m immediate keeps every acknowledged commit.
+            opts += " -c full_page_writes=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts,
+                  "-w", "-t", "60", "start")  # fmt: skip
+
+    def start_again(self) -> None:
+        """Restart a stopped server on the same data (outage tests)."""
+        self._pg_ctl_start()
+        self.started = True
 
     def stop(self) -> None:
         if self.started:
