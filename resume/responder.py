@@ -165,6 +165,8 @@ class Responder:
         """Feed one UDP payload (non-ESP marker already stripped).  Never raises for any
         ``data``: garbage is dropped and counted and changes no state."""
         self.stats["datagrams"] += 1
+        if self._tick_keys:
+            self._erase_tick_keys(now)
         try:
             req = parse_request_untrusted(data)
         except DecodeError:
@@ -187,13 +189,18 @@ class Responder:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        """Earliest slot deadline (slots are created in ``now`` order, so the first one)."""
+        """Earliest deadline: an unanswered request (slots are created in ``now`` order, so
+        the first one) or the erasure of an X25519 tick key."""
+        times = [(min(self._tick_keys) + 2) * self._tick_s] if self._tick_keys else []
         for slot in self._slots.values():
-            return slot.deadline
-        return None
+            times.append(slot.deadline)
+            break
+        return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
-        """Expire requests the application did not answer in time (dropped, counted)."""
+        """Expire requests the application did not answer in time (dropped, counted) and
+        erase X25519 tick keys that no message 3 can use any more."""
+        self._erase_tick_keys(now)
         while self._slots:
             token, slot = next(iter(self._slots.items()))
             if slot.deadline > now:
@@ -203,6 +210,11 @@ class Responder:
             if slot.state is SlotState.AWAIT_COMMIT:
                 self._committing.discard(slot.handle)
             self.stats[f"expired_{slot.state.value}"] += 1
+
+    def _erase_tick_keys(self, now: float) -> None:
+        current = self._tick(now)
+        for old in [t for t in self._tick_keys if t < current - 1]:
+            del self._tick_keys[old]
 
     def provide_credential(
         self,
