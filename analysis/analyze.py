@@ -16,7 +16,7 @@ from analysis import metrics
 from analysis.recommend import KINDS, Limits, Row, best, candidate, default_lifetimes, pareto, rows
 from analysis.sweep import SweepResult, run
 from analysis.trace import F64, Trace, split_rekeys
-from store.policy import Policy
+from store.policy import Policy, format_duration, format_size
 
 # Points the 2007 study reports (Figure 6 discussion), replayed for comparison.
 STUDY_POINTS: tuple[tuple[str, float], ...] = (
@@ -38,6 +38,10 @@ class Analysis:
     selected: list[dict[str, Any]] = field(default_factory=list)
     occupancy: metrics.Occupancy | None = None
     rekeyed_segments: int = 0
+
+
+def _label(kind: str, v: float) -> str:
+    return format_size(int(v)) if kind == "data" else format_duration(v)
 
 
 def summary(trace: Trace) -> dict[str, Any]:
@@ -66,7 +70,7 @@ def analyze(
     limits: Limits | None = None,
     *,
     rekey: float | None = 4 * 3600.0,
-    n_lifetimes: int = 40,
+    n_lifetimes: int | None = None,
     record_bytes: int = metrics.RECORD_BYTES,
     progress: Callable[[str], None] | None = None,
 ) -> Analysis:
@@ -89,12 +93,13 @@ def analyze(
     a.front = pareto(a.table)
     a.best = best(a.table)
     picks: list[tuple[str, str, Policy]] = [
-        (f"study: {k} {v:g}", k, candidate(k, v, lim)) for k, v in STUDY_POINTS
+        (f"study: {k} {_label(k, v)}", k, candidate(k, v, lim)) for k, v in STUDY_POINTS
     ]
     if a.best is not None:
         picks.insert(0, ("recommended", a.best.kind, a.best.policy))
     res = run(trace, [p for _, _, p in picks], keep_full=True)
-    assert res.full is not None
+    if res.full is None:  # keep_full=True always fills it
+        raise RuntimeError("sweep did not keep per-session flags")
     base_peak = metrics.peak_per_minute(trace)
     for i, (label, kind, pol) in enumerate(picks):
         full = res.full[:, i]
@@ -114,6 +119,7 @@ def analyze(
             "peak_records": occ.peak, "peak_cache_bytes": occ.peak_bytes,
             "max_age_at_use_s": float(res.max_age_at_use[i]),
             "max_chain_bytes": int(res.max_chain_bytes[i]),
+            "max_bytes_at_use": int(res.max_bytes_at_use[i]),
             "refusals": {k: int(v[i]) for k, v in res.refusals.items() if v[i]},
         })
     tick("selected policies")
@@ -125,6 +131,7 @@ def _row_json(r: Row) -> dict[str, Any]:
         "kind": r.kind, "lifetime": r.lifetime, "policy": r.policy.to_mapping(),
         "saving": r.saving, "full": r.full, "resumed": r.resumed,
         "max_age_at_use_s": r.max_age_at_use, "max_chain_bytes": r.max_chain_bytes,
+        "max_bytes_at_use": r.max_bytes_at_use,
     }
 
 
@@ -139,6 +146,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
             "max_secret_age_s": res.max_secret_age.tolist(),
             "max_age_at_use_s": res.max_age_at_use.tolist(),
             "max_chain_bytes": res.max_chain_bytes.tolist(),
+            "max_bytes_at_use": res.max_bytes_at_use.tolist(),
             "refusals": {k: v.tolist() for k, v in res.refusals.items()},
             "with_rekey": None if rk is None else {
                 "segments": rk.n_sessions, "full": rk.n_full.tolist(),

@@ -40,6 +40,7 @@ class SweepResult:
     max_secret_age: F64  # longest time keys derived from one full IKE stayed in use
     max_chain_bytes: I64  # most bytes protected under one chain
     max_age_at_use: F64  # oldest cached credential a resumption was allowed to use
+    max_bytes_at_use: I64  # most bytes already under a chain when it was resumed again
     full: B | None = None
 
     @property
@@ -87,9 +88,12 @@ def sweep(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> 
     max_age = np.zeros(L)
     max_bytes = np.zeros(L, dtype=np.int64)
     max_use = np.zeros(L)
+    max_buse = np.zeros(L, dtype=np.int64)
     full_out = np.zeros((N, L), dtype=bool) if keep_full else None
     if N == 0:
-        return SweepResult(pols, 0, n_full, reasons, max_age, max_bytes, max_use, full_out)
+        return SweepResult(
+            pols, 0, n_full, reasons, max_age, max_bytes, max_use, max_buse, full_out
+        )
 
     order = trace.user_order()
     u = trace.user[order].astype(np.int64)
@@ -150,6 +154,8 @@ def sweep(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> 
                 refused |= hit
             full = refused
         n_full += full.sum(axis=0)
+        if k:
+            np.maximum(max_buse, np.where(full, 0, byt[:n]).max(axis=0), out=max_buse)
         fa = np.where(full, t, full_at[:n])
         full_at[:n] = fa
         est[:n] = np.where(full, 0.0, est[:n]) + d
@@ -162,7 +168,7 @@ def sweep(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> 
         if full_out is not None:
             full_out[src[lo:hi]] = full
         lo = hi
-    return SweepResult(pols, N, n_full, reasons, max_age, max_bytes, max_use, full_out)
+    return SweepResult(pols, N, n_full, reasons, max_age, max_bytes, max_use, max_buse, full_out)
 
 
 def run(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> SweepResult:
@@ -174,7 +180,7 @@ def run(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> Sw
     out = SweepResult(
         pols, len(trace), np.zeros(L, dtype=np.int64),
         {r: np.zeros(L, dtype=np.int64) for r in REASONS}, np.zeros(L),
-        np.zeros(L, dtype=np.int64), np.zeros(L),
+        np.zeros(L, dtype=np.int64), np.zeros(L), np.zeros(L, dtype=np.int64),
         np.zeros((len(trace), L), dtype=bool) if keep_full else None,
     )
     for j, i in enumerate(plain):
@@ -184,6 +190,7 @@ def run(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> Sw
         out.max_secret_age[i] = res.max_secret_age[j]
         out.max_chain_bytes[i] = res.max_chain_bytes[j]
         out.max_age_at_use[i] = res.max_age_at_use[j]
+        out.max_bytes_at_use[i] = res.max_bytes_at_use[j]
         if out.full is not None and res.full is not None:
             out.full[:, i] = res.full[:, j]
     for i, p in enumerate(pols):
@@ -197,6 +204,8 @@ def run(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> Sw
             out.max_secret_age[i] = float((trace.end - ref.chain_start).max())
             out.max_chain_bytes[i] = int(ref.chain_bytes.max())
             out.max_age_at_use[i] = float((trace.start - ref.chain_start).max())
+            before = np.where(ref.full, 0, ref.chain_bytes - trace.nbytes)
+            out.max_bytes_at_use[i] = int(before.max())
         if out.full is not None:
             out.full[:, i] = ref.full
     return out

@@ -65,7 +65,7 @@ ORIGIN = 1_167_609_600.0  # 2007-01-01T00:00:00Z, a Monday
 
 
 def _warp(days: int) -> tuple[F64, F64]:
-    """Piecewise-linear map from uniform time to diurnally weighted time (hour knots)."""
+    """Cumulative diurnal/weekly intensity at hour knots, scaled to the period's length."""
     w = np.tile(_HOURLY, days) * np.repeat(_WEEKDAY[np.arange(days) % 7], 24)
     raw = np.concatenate(([0.0], np.cumsum(w)))
     cdf: F64 = (raw / raw[-1] * (days * DAY)).astype(np.float64)
@@ -111,8 +111,9 @@ def generate(profile: str | Profile = "wireless", seed: int = 0, scale: float = 
         base = np.repeat(csum[offset_u] - step[offset_u], counts)
         start_u = csum - step + lead - base
         end_u = start_u + dur
-        start: F64 = ORIGIN + np.interp(start_u, knots, cdf)
-        end: F64 = np.maximum(ORIGIN + np.interp(end_u, knots, cdf), start)
+        # inverse of the cumulative intensity: busy hours get more of the sessions
+        start: F64 = ORIGIN + np.interp(start_u, cdf, knots)
+        end: F64 = np.maximum(ORIGIN + np.interp(end_u, cdf, knots), start)
         return start, end
 
     scale_d = p.mean_duration_s
