@@ -1,0 +1,198 @@
+"""h2-style sweep: every state of each machine crossed with every kind of input.
+
+Expected outcomes come from resume.states (the transition tables); this test drives the real
+objects into each state and checks that they follow the table, drop what the table does not
+list, and raise LocalProtocolError only for local API misuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from resume.errors import LocalProtocolError
+from resume.events import CommitNeeded, CredentialNeeded, FallbackToFullIKE, ResumptionComplete
+from resume.initiator import Initiator, InitiatorConfig
+from resume.responder import Responder, ResponderConfig
+from resume.states import (
+    INITIATOR_TRANSITIONS,
+    SLOT_TRANSITIONS,
+    InitiatorInput,
+    InitiatorState,
+)
+from resume.testing import CLIENT_ADDR, SERVER_ADDR, MemoryTable, answer_events, simulated_full_ike
+from resume.wire_messages import build_nack
+
+NOW = 5_000.0
+CRED = simulated_full_ike()
+OTHER = simulated_full_ike()
+
+
+def _initiator_in(state: InitiatorState) -> tuple[Initiator, Responder, bytes]:
+    """An initiator in ``state`` plus a responder and the message 2 it got (or would get)."""
+    resp = Responder(ResponderConfig(), b"R" * 32)
+    table = MemoryTable()
+    table.add(CRED)
+    init = Initiator(CRED, InitiatorConfig(max_retransmits=1, timeout=3.0))
+    if state is InitiatorState.IDLE:
+        return init, resp, b""
+    init.initiate(NOW)
+    [(m1, _)] = init.datagrams_to_send(NOW)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    answer_events(resp, table, NOW)
+    [(m2, _)] = resp.datagrams_to_send(NOW)
+    if state is InitiatorState.DONE:
+        init.receive_datagram(m2, SERVER_ADDR, NOW)
+        init.datagrams_to_send(NOW)
+        init.next_event()
+    elif state is InitiatorState.FALLBACK:
+        init.handle_timer(NOW + 10)
+        init.next_event()
+    assert init.state is state
+    return init, resp, m2
+
+
+def _other_runs_message2() -> bytes:
+    """A valid message 2 of someone else's run (right format, wrong SPI and keys)."""
+    _i, _r, m2 = _initiator_in(InitiatorState.WAIT_RESPONSE)
+    return m2
+
+
+INPUTS: dict[str, Callable[[Initiator, bytes], None]] = {
+    "initiate": lambda i, m2: i.initiate(NOW + 1),
+    "valid_message2": lambda i, m2: i.receive_datagram(m2, SERVER_ADDR, NOW + 1),
+    "nack": lambda i, m2: i.receive_datagram(
+        build_nack(m2[:8] if m2 else b"x" * 8, b"\x00" * 8, 0), SERVER_ADDR, NOW + 1
+    ),
+    "nack_for_message3": lambda i, m2: i.receive_datagram(
+        build_nack(m2[:8] if m2 else b"x" * 8, b"y" * 8, 1), SERVER_ADDR, NOW + 1
+    ),
+    "foreign_message2": lambda i, m2: i.receive_datagram(
+        _other_runs_message2(), SERVER_ADDR, NOW + 1
+    ),
+    "tampered_message2": lambda i, m2: i.receive_datagram(
+        m2[:-1] + bytes([m2[-1] ^ 1]) if m2 else b"", SERVER_ADDR, NOW + 1
+    ),
+    "garbage": lambda i, m2: i.receive_datagram(b"\x01" * 40, SERVER_ADDR, NOW + 1),
+    "retransmit_timer": lambda i, m2: i.handle_timer(NOW + 0.6),
+    "overall_timeout": lambda i, m2: i.handle_timer(NOW + 100),
+}
+
+# input name -> the table input it is (None: must be dropped in every state)
+AS_TABLE_INPUT = {
+    "initiate": InitiatorInput.INITIATE,
+    "valid_message2": InitiatorInput.VALID_RESPONSE,
+    "nack": InitiatorInput.NACK,
+    "retransmit_timer": InitiatorInput.RETRANSMIT,
+    "overall_timeout": InitiatorInput.TIMEOUT,
+}
+
+
+@pytest.mark.parametrize("state", list(InitiatorState))
+@pytest.mark.parametrize("name", list(INPUTS))
+def test_initiator_state_by_input(state: InitiatorState, name: str) -> None:
+    init, _resp, m2 = _initiator_in(state)
+    table_input = AS_TABLE_INPUT.get(name)
+    if name == "valid_message2" and state is InitiatorState.DONE:
+        table_input = InitiatorInput.DUPLICATE_RESPONSE
+    expected = None if table_input is None else INITIATOR_TRANSITIONS[state].get(table_input)
+    if name == "initiate" and expected is None:
+        with pytest.raises(LocalProtocolError):
+            INPUTS[name](init, m2)
+        assert init.state is state
+        return
+    if state is InitiatorState.IDLE and name != "initiate":
+        INPUTS[name](init, m2)
+        assert init.state is InitiatorState.IDLE  # nothing before initiate()
+        assert init.next_event() is None
+        return
+    INPUTS[name](init, m2)
+    events = []
+    while (ev := init.next_event()) is not None:
+        events.append(ev)
+    if expected is None:
+        assert init.state is state, name
+        assert events == []
+        return
+    assert init.state is expected
+    if expected is InitiatorState.DONE and state is InitiatorState.WAIT_RESPONSE:
+        assert [type(e) for e in events] == [ResumptionComplete]
+    elif expected is InitiatorState.FALLBACK:
+        assert [type(e) for e in events] == [FallbackToFullIKE]
+
+
+def test_every_table_state_is_reachable_and_listed() -> None:
+    assert set(INITIATOR_TRANSITIONS) == set(InitiatorState)
+    assert all(v for k, v in SLOT_TRANSITIONS.items() if k.value != "closed")
+
+
+def _responder_with_slot(kind: str) -> tuple[Responder, int]:
+    resp = Responder(ResponderConfig(), b"R" * 32)
+    table = MemoryTable()
+    table.add(CRED)
+    init = Initiator(CRED)
+    init.initiate(NOW)
+    [(m1, _)] = init.datagrams_to_send(NOW)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    if kind == "await_credential_1":
+        return resp, ev.token
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    [(m2, _)] = resp.datagrams_to_send(NOW)
+    init.receive_datagram(m2, SERVER_ADDR, NOW)
+    [(m3, _)] = init.datagrams_to_send(NOW)
+    resp.receive_datagram(m3, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    if kind == "await_credential_3":
+        return resp, ev.token
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CommitNeeded)
+    return resp, ev.token
+
+
+@pytest.mark.parametrize("kind", ["await_credential_1", "await_credential_3", "await_commit"])
+@pytest.mark.parametrize(
+    "answer", ["credential", "none", "wrong_handle", "commit_ok", "commit_fail", "expire"]
+)
+def test_responder_slot_by_local_input(kind: str, answer: str) -> None:
+    resp, token = _responder_with_slot(kind)
+    wants_credential = kind != "await_commit"
+    misuse = (answer in ("credential", "none", "wrong_handle") and not wants_credential) or (
+        answer.startswith("commit") and wants_credential
+    )
+    if answer == "wrong_handle" and wants_credential:
+        misuse = True
+    if misuse:
+        with pytest.raises(LocalProtocolError):
+            if answer.startswith("commit"):
+                resp.commit_result(token, answer == "commit_ok", NOW)
+            else:
+                cred = OTHER if answer == "wrong_handle" else CRED
+                resp.provide_credential(token, None if answer == "none" else cred, None, NOW)
+        assert resp.pending == 1  # the slot is untouched by a misuse
+        return
+    if answer == "expire":
+        resp.handle_timer(NOW + 60)
+        assert resp.pending == 0
+        assert resp.datagrams_to_send(NOW + 60) == []
+        return
+    if answer.startswith("commit"):
+        resp.commit_result(token, answer == "commit_ok", NOW)
+    else:
+        resp.provide_credential(token, None if answer == "none" else CRED, None, NOW)
+    events = []
+    while (ev := resp.next_event()) is not None:
+        events.append(ev)
+    out = resp.datagrams_to_send(NOW)
+    if answer == "none" or answer == "commit_fail":
+        assert len(out) == 1 and not any(isinstance(e, ResumptionComplete) for e in events)
+    elif answer == "commit_ok":
+        assert [type(e) for e in events] == [ResumptionComplete]
+    elif kind == "await_credential_1":
+        assert len(out) == 1 and resp.pending == 0  # message 2, nothing kept
+    else:
+        assert [type(e) for e in events] == [CommitNeeded] and resp.pending == 1
