@@ -98,7 +98,9 @@ def read_sessions(
             for item in f.parse(lines, str(path), ctx):
                 yield from take(item, f.name)
     for item in assembler.finish():
-        yield from take(item, last_format.name if last_format else "?")
+        # sessions left open are attributed to the format of the file that opened them
+        src = item.source.rsplit(":", 1)[0]
+        yield from take(item, rep.files.get(src, last_format.name if last_format else "?"))
 
 
 def format_names() -> list[str]:

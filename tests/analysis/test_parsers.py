@@ -1,0 +1,234 @@
+"""Parser quirks, garbage and truncated input, strict mode, detection."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analysis.logs import ReadReport, read_sessions
+from analysis.parsers.base import peer_host
+from analysis.parsers.detect import detect
+from analysis.session import LogParseError, Session
+from analysis.timeparse import TimeContext, find_time, parse_session_duration, parse_time
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def run(tmp_path: Path, name: str, text: str, **kw: object) -> tuple[list[Session], ReadReport]:
+    p = tmp_path / name
+    p.write_text(text)
+    rep = ReadReport()
+    ctx = TimeContext(year=2024)
+    return list(read_sessions([p], ctx=ctx, report=rep, **kw)), rep  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1d 19h:41m:14s", 157274), ("0h:32m:16s", 1936), ("92:24:20", 332660), ("385", 385),
+     ("2h:00m:01s", 7201)],
+)
+def test_device_durations(text: str, seconds: float) -> None:
+    assert parse_session_duration(text) == seconds
+
+
+def test_bad_duration_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        parse_session_duration("soon")
+
+
+def test_timestamps_zones_and_missing_year() -> None:
+    ctx = TimeContext(year=2020)
+    assert parse_time("Feb  1 2015 08:28:58 WIB", ctx) == ts("2015-02-01T08:28:58+07:00")
+    assert parse_time("1775231926133859373", ctx) == pytest.approx(1775231926.133859)
+    assert parse_time("Apr 27 11:11:47", ctx) == ts("2020-04-27T11:11:47+00:00")
+    # a relay header followed by the device's own stamp with a zone: the zoned one wins
+    t = find_time("Sep 25 15:47:07 host1.example.com : Sep 25 15:47:07 EDT: ", ctx)
+    assert t == ts("2020-09-25T15:47:07-04:00")
+
+
+def test_year_rollover_in_yearless_syslog() -> None:
+    ctx = TimeContext(year=2023)
+    assert parse_time("Dec 31 23:59:00", ctx) == ts("2023-12-31T23:59:00+00:00")
+    assert parse_time("Jan  1 00:01:00", ctx) == ts("2024-01-01T00:01:00+00:00")
+
+
+def test_default_year_never_in_the_future() -> None:
+    ctx = TimeContext(now=datetime(2026, 2, 10, tzinfo=UTC))
+    assert parse_time("Dec 20 10:00:00", ctx) == ts("2025-12-20T10:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("addr", "host"),
+    [("198.51.100.25:50466", "198.51.100.25"), ("2001:db8::2:50470", "2001:db8::2"),
+     ("[2001:db8::5]:4500", "2001:db8::5"), ("[AF_INET]10.1.2.3:1194", "10.1.2.3"),
+     ("2001:db8::1234", "2001:db8::1234"),
+     ("client-01.example.net:50469", "client-01.example.net")],
+)
+def test_peer_host(addr: str, host: str) -> None:
+    assert peer_host(addr) == host
+
+
+def test_garbage_file_is_reported_not_crashed(tmp_path: Path) -> None:
+    ss, rep = run(tmp_path, "junk.log", "\x00\x01 hello\nnot a log at all\n")
+    assert ss == [] and rep.files[str(tmp_path / "junk.log")] == "unknown"
+    assert rep.issue_count == 1
+    with pytest.raises(LogParseError, match=r"junk\.log:1"):
+        run(tmp_path, "junk.log", "\x00\x01 hello\n", strict=True)
+
+
+def test_empty_and_binary_files(tmp_path: Path) -> None:
+    ss, rep = run(tmp_path, "empty.log", "")
+    assert ss == [] and rep.issue_count == 1
+    p = tmp_path / "bin.log"
+    p.write_bytes(bytes(range(256)) * 10)
+    rep = ReadReport()
+    assert list(read_sessions([p], report=rep)) == []
+
+
+ASA = (
+    "<166>Jun 22 2022 13:29:11 fw : %ASA-6-113039: Group <G> User <ann> IP <192.0.2.7> "
+    "AnyConnect parent session started.\n"
+    "<166>Jun 22 2022 15:29:11 fw : %ASA-4-113019: Group = G, Username = ann, IP = 192.0.2.7, "
+    "Session disconnected. Session Type: SSL, Duration: 2h:00m:00s, Bytes xmt: 10, "
+    "Bytes rcv: 20, Reason: User Requested\n"
+)
+
+
+def test_asa_start_and_stop_pair(tmp_path: Path) -> None:
+    ss, rep = run(tmp_path, "asa.log", ASA)
+    assert len(ss) == 1 and rep.issue_count == 0
+    s = ss[0]
+    assert s.start == ts("2022-06-22T13:29:11+00:00") and s.duration == 7200 and s.complete
+    assert (s.bytes_in, s.bytes_out) == (20, 10)
+
+
+def test_truncated_and_malformed_lines_are_skipped_with_location(tmp_path: Path) -> None:
+    text = ASA + ASA.splitlines()[1][:120] + "\n" + "garbage line\n"
+    ss, rep = run(tmp_path, "asa.log", text)
+    assert len(ss) == 1
+    reasons = {i.source.rsplit(":", 1)[1]: i.reason for i in rep.issues}
+    assert "113019" in reasons["3"] and "not a Cisco" in reasons["4"]
+    with pytest.raises(LogParseError, match=r"asa\.log:3"):
+        run(tmp_path, "asa.log", text, strict=True)
+
+
+def test_fortigate_tunnel_up_down(tmp_path: Path) -> None:
+    head = 'date=2024-05-01 time={t} devname="fg" devid="FG1" logid="0101037138" type="event" '
+    text = (
+        head.format(t="10:00:00") + 'subtype="vpn" vd="root" tz="+0200" action="tunnel-up" '
+        'remip=203.0.113.9 user="203.0.113.9" xauthuser="zoe" tunnelid=77\n'
+        + head.format(t="11:00:00") + 'subtype="vpn" vd="root" tz="+0200" action="tunnel-down" '
+        'remip=203.0.113.9 user="203.0.113.9" xauthuser="zoe" tunnelid=77 duration=3600 '
+        "sentbyte=5 rcvdbyte=7\n"
+    )
+    ss, _ = run(tmp_path, "fg.log", text)
+    assert [(s.user, s.start, s.duration, s.bytes_in, s.bytes_out, s.complete) for s in ss] == [
+        ("zoe", ts("2024-05-01T10:00:00+02:00"), 3600, 7, 5, True)
+    ]
+
+
+def test_radius_detail_gigawords_and_repeated_stop(tmp_path: Path) -> None:
+    rec = (
+        "Mon May  6 10:00:00 2024\n\tUser-Name = \"kim\"\n\tAcct-Status-Type = Stop\n"
+        "\tAcct-Session-Id = \"s1\"\n\tAcct-Session-Time = 60\n\tAcct-Input-Octets = 5\n"
+        "\tAcct-Input-Gigawords = 2\n\tAcct-Output-Octets = 1\n\tEvent-Timestamp = 1714989600\n\n"
+    )
+    ss, rep = run(tmp_path, "detail", rec + rec)
+    assert len(ss) == 1 and rep.assembly.repeated_stops == 1
+    assert ss[0].bytes_in == 2 * 2**32 + 5 and ss[0].end == 1714989600.0
+
+
+def test_openvpn_status_snapshots_follow_sessions(tmp_path: Path) -> None:
+    def snap(t: int, rows: list[str]) -> str:
+        head = ("TITLE,OpenVPN\nTIME,x," + str(t) + "\nHEADER,CLIENT_LIST,Common Name,Real Address,"
+                "Virtual Address,Bytes Received,Bytes Sent,Connected Since,"
+                "Connected Since (time_t),Username\n")
+        return head + "".join(rows) + "END\n"
+
+    a = "CLIENT_LIST,al,192.0.2.1:5,10.8.0.2,{},{},x,1000,UNDEF\n"
+    b = "CLIENT_LIST,bo,192.0.2.2:6,10.8.0.3,1,1,x,1500,UNDEF\n"
+    text = snap(2000, [a.format(10, 20), b]) + snap(3000, [b])
+    ss, rep = run(tmp_path, "status", text)
+    got = {s.user: s for s in ss}
+    assert got["al"].complete and (got["al"].start, got["al"].end) == (1000.0, 2000.0)
+    assert got["al"].bytes_in == 10 and not got["bo"].complete and got["bo"].end == 3000.0
+    assert rep.issue_count == 0
+
+
+def test_charon_syslog_sessions_with_bytes(tmp_path: Path) -> None:
+    text = (
+        "Mar  1 10:00:00 gw charon: 09[IKE] <rw|3> IKE_SA rw[3] established between "
+        "198.51.100.1[gw]...203.0.113.5[carol@example.org]\n"
+        "Mar  1 10:30:00 gw charon: 11[IKE] <rw|3> closing CHILD_SA rw{4} with SPIs "
+        "c1a2b3c4_i (1000 bytes) d1e2f3a4_o (2000 bytes) and TS 10.0.0.0/24 === 10.1.0.1/32\n"
+        "Mar  1 10:30:00 gw charon: 11[IKE] <rw|3> deleting IKE_SA rw[3] between "
+        "198.51.100.1[gw]...203.0.113.5[carol@example.org]\n"
+    )
+    ss, _ = run(tmp_path, "charon.log", text)
+    assert [(s.user, s.start, s.duration, s.bytes_in, s.bytes_out) for s in ss] == [
+        ("carol@example.org", ts("2024-03-01T10:00:00+00:00"), 1800, 1000, 2000)
+    ]
+
+
+def test_csv_and_jsonl_generic(tmp_path: Path) -> None:
+    csv_text = (
+        "user,start,end,bytes_in,bytes_out,session_id\n"
+        "ann,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z,5,6,a\n"
+        "ann,2024-01-01T10:00:00Z,2024-01-01T11:00:00Z,5,6,a\n"
+        "bob,1704103200,1704106800,1,2,b\n"
+        "bad,yesterday,1,1,1,c\n"
+        "short,1\n"
+    )
+    ss, rep = run(tmp_path, "s.csv", csv_text)
+    assert [(s.user, s.duration) for s in ss] == [("ann", 3600), ("bob", 3600)]
+    assert rep.issue_count == 2
+    js = '{"username": "cy", "start": 100, "duration": 50, "rx": 3}\n{broken\n'
+    ss, rep = run(tmp_path, "s.jsonl", js)
+    assert [(s.user, s.start, s.end, s.bytes_in) for s in ss] == [("cy", 100.0, 150.0, 3)]
+    assert rep.issue_count == 1
+
+
+def test_gzip_input_and_format_override(tmp_path: Path) -> None:
+    p = tmp_path / "asa.log.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write(ASA)
+    rep = ReadReport()
+    assert len(list(read_sessions([p], report=rep, ctx=TimeContext(year=2022)))) == 1
+    rep = ReadReport()
+    ss = list(read_sessions([p], fmt="csv", report=rep))
+    assert ss == [] and rep.issue_count == 1
+
+
+def test_session_spanning_two_rotated_files(tmp_path: Path) -> None:
+    a, b = ASA.splitlines(keepends=True)
+    (tmp_path / "1.log").write_text(a)
+    (tmp_path / "2.log").write_text(b)
+    ss = list(read_sessions([tmp_path / "1.log", tmp_path / "2.log"]))
+    assert len(ss) == 1 and ss[0].complete
+
+
+def test_detect_picks_the_right_format() -> None:
+    assert detect(ASA.splitlines()).name == "asa"  # type: ignore[union-attr]
+    assert detect(["user,start,end", "a,1,2"]).name == "csv"  # type: ignore[union-attr]
+    assert detect(["hello world"]) is None
+
+
+@given(st.text(max_size=400))
+def test_fuzz_any_text_never_crashes(text: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        for name in ("asa", "fortigate", "radius-detail", "ise", "openvpn-status", "pulse",
+                     "swan", "csv", "jsonl", "paloalto", "openvpn-log"):
+            p = Path(d) / "f.log"
+            p.write_text(text)
+            rep = ReadReport()
+            for s in read_sessions([p], fmt=name, report=rep):
+                assert s.end >= s.start
