@@ -281,8 +281,8 @@ class Initiator:
             except DecodeError:
                 self.stats["drop_bad_ke"] += 1
                 return
-        keys = ks.derive_run(cred, self._nonce_i, resp.nonce, dh, sa.spi, self._esp_spi)
-        expected = ks.mac_msg2(keys, self._msg1, resp.raw[:-MAC_LEN])
+        rs = ks.run_secrets(cred, self._nonce_i, resp.nonce, dh)
+        expected = ks.mac_msg2(rs.mac_r(), self._msg1, resp.raw[:-MAC_LEN])
         if not ks.macs_equal(expected, resp.mac):
             self.stats["drop_bad_mac"] += 1
             return
@@ -292,7 +292,8 @@ class Initiator:
             self._events.append(FallbackToFullIKE("nack"))
             return
         prefix = build_hardened_auth_prefix(self._spi_i, resp.header.spi_r, self._msg1)
-        msg3 = prefix + ks.mac_msg3(keys, self._msg1, resp.raw, prefix)
+        keys = ks.complete_run(cred, rs, sa.spi, self._esp_spi)
+        msg3 = prefix + ks.mac_msg3(keys.mac_i, self._msg1, resp.raw, prefix)
         sa_pair = ks.sa_pair("initiator", cred, keys, sa.spi, self._esp_spi, self._lifetimes)
         event = ResumptionComplete(
             sa_pair, cred.handle, cred.generation, ks.successor_credential(cred, keys), self.peer

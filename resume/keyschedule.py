@@ -30,6 +30,7 @@ import functools
 import hashlib
 import hmac as _stdlib_hmac
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -152,6 +153,42 @@ def context(cred: Credential) -> bytes:
     )
 
 
+class RunSecrets:
+    """PRK and ctx of one run; each key is expanded only when asked for.
+
+    Why lazy: the responder needs only K_mac_r to answer message 1; KEYMAT and the
+    successor are expanded once message 3 has been verified.
+    """
+
+    __slots__ = ("ctx", "prk")
+
+    def __init__(self, prk: bytes, ctx: bytes) -> None:
+        self.prk = prk
+        self.ctx = ctx
+
+    def __repr__(self) -> str:
+        return "RunSecrets(<secret>)"
+
+    def mac_i(self) -> bytes:
+        return hkdf_expand(self.prk, L_MAC_I + self.ctx, 32)
+
+    def mac_r(self) -> bytes:
+        return hkdf_expand(self.prk, L_MAC_R + self.ctx, 32)
+
+    def keymat(self, spi_i2r: int, spi_r2i: int, length: int) -> bytes:
+        return hkdf_expand(
+            self.prk, L_ESP + self.ctx + struct.pack(">II", spi_i2r, spi_r2i), length
+        )
+
+    def successor_secret(self) -> bytes:
+        return hkdf_expand(self.prk, L_SUCCESSOR + self.ctx, SECRET_LEN)
+
+
+def run_secrets(cred: Credential, nonce_i: bytes, nonce_r: bytes, dh: bytes) -> RunSecrets:
+    """``PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH)`` and ``ctx`` of the credential."""
+    return RunSecrets(hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh), context(cred))
+
+
 @dataclass(frozen=True)
 class RunKeys:
     """Everything one hardened run derives (both sides compute the same values)."""
@@ -174,34 +211,41 @@ def derive_run(
 ) -> RunKeys:
     """All keys of one hardened run.  ``spi_i2r`` was chosen by the responder, ``spi_r2i``
     by the initiator (each receiver picks the SPI of the SA it receives on)."""
-    ctx = context(cred)
-    prk = hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh)
-    klen = cred.params.key_material_len
-    keymat = hkdf_expand(prk, L_ESP + ctx + struct.pack(">II", spi_i2r, spi_r2i), 2 * klen)
-    successor = hkdf_expand(prk, L_SUCCESSOR + ctx, SECRET_LEN)
+    rs = run_secrets(cred, nonce_i, nonce_r, dh)
+    return complete_run(cred, rs, spi_i2r, spi_r2i)
+
+
+def complete_run(cred: Credential, rs: RunSecrets, spi_i2r: int, spi_r2i: int) -> RunKeys:
+    successor = rs.successor_secret()
     return RunKeys(
-        prk=prk,
-        mac_i=hkdf_expand(prk, L_MAC_I + ctx, 32),
-        mac_r=hkdf_expand(prk, L_MAC_R + ctx, 32),
-        keymat=keymat,
+        prk=rs.prk,
+        mac_i=rs.mac_i(),
+        mac_r=rs.mac_r(),
+        keymat=rs.keymat(spi_i2r, spi_r2i, 2 * key_lengths(cred.params)[1]),
         successor_secret=successor,
         successor_handle=handle_for(successor),
     )
 
 
-def mac_msg2(keys: RunKeys, msg1: bytes, msg2_prefix: bytes) -> bytes:
-    return hmac_sha256(keys.mac_r, L_MSG2 + lp(msg1) + msg2_prefix)
+def mac_msg2(mac_key_r: bytes, msg1: bytes, msg2_prefix: bytes) -> bytes:
+    return hmac_sha256(mac_key_r, L_MSG2 + lp(msg1) + msg2_prefix)
 
 
-def mac_msg3(keys: RunKeys, msg1: bytes, msg2: bytes, msg3_prefix: bytes) -> bytes:
-    return hmac_sha256(keys.mac_i, L_MSG3 + lp(msg1) + lp(msg2) + msg3_prefix)
+def mac_msg3(mac_key_i: bytes, msg1: bytes, msg2: bytes, msg3_prefix: bytes) -> bytes:
+    return hmac_sha256(mac_key_i, L_MSG3 + lp(msg1) + lp(msg2) + msg3_prefix)
+
+
+@functools.lru_cache(maxsize=1024)
+def key_lengths(params: SAParams) -> tuple[int, int]:
+    """(encryption key length incl. salt, KEYMAT length of one direction)."""
+    return params.encr_key_len, params.key_material_len
 
 
 def split_keymat(
     params: SAParams, keymat: bytes, spi_i2r: int, spi_r2i: int
 ) -> tuple[DirectionKeys, DirectionKeys]:
     """KEYMAT -> (i_to_r, r_to_i), each encryption key (salt included) then integrity key."""
-    e, klen = params.encr_key_len, params.key_material_len
+    e, klen = key_lengths(params)
     if len(keymat) != 2 * klen:
         raise ValueError("KEYMAT length does not match the parameters")
     a, b = keymat[:klen], keymat[klen:]
@@ -244,8 +288,13 @@ def esp_spi_from(raw4: bytes) -> int:
 
 def addr_bytes(addr: tuple[str, int]) -> bytes:
     """u8 IP version | packed address | u16 port (the peer address bound into responder state)."""
-    ip = ipaddress.ip_address(addr[0])
-    return struct.pack(">B", ip.version) + ip.packed + struct.pack(">H", addr[1])
+    host = addr[0]
+    try:
+        return b"\x04" + socket.inet_pton(socket.AF_INET, host) + struct.pack(">H", addr[1])
+    except OSError:
+        # IPv6, possibly with a scope ("fe80::1%eth0"); ipaddress normalises both
+        ip = ipaddress.ip_address(host)
+        return struct.pack(">B", ip.version) + ip.packed + struct.pack(">H", addr[1])
 
 
 @dataclass(frozen=True)

@@ -353,7 +353,7 @@ class Responder:
         values: ks.ResponderValues,
         tick: int,
         create_key: bool,
-    ) -> tuple[bytes, ks.RunKeys] | None:
+    ) -> tuple[bytes, ks.RunSecrets] | None:
         """Message 2 and the run keys: a pure function of (message 1, credential, values,
         tick key), so message 3 processing rebuilds the identical bytes.  None when the
         tick's X25519 key is gone (message 3 too late)."""
@@ -365,12 +365,12 @@ class Responder:
                 return None
             priv, ke_r = tk
             dh = ks.x25519_shared_untrusted(priv, init.ke)
-        keys = ks.derive_run(cred, init.nonce, values.nonce_r, dh, values.esp_spi, init.sa.spi)
+        rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh)
         sa_r = ResumeSA(values.esp_spi, init.sa.encr, init.sa.key_bits, init.sa.integ, init.sa.mode)
         prefix = build_hardened_resp_prefix(
             init.header.spi_i, values.spi_r, sa_r, values.nonce_r, ke_r
         )
-        return prefix + ks.mac_msg2(keys, init.raw, prefix), keys
+        return prefix + ks.mac_msg2(rs.mac_r(), init.raw, prefix), rs
 
     def _credential_usable(self, req: HardenedInit, cred: Credential) -> str | None:
         if cred.mode is not ProtocolMode.HARDENED:
@@ -479,11 +479,12 @@ class Responder:
         if built is None:
             self._refuse(slot, "stale_or_forged_cookie")
             return
-        msg2, keys = built
-        expected = ks.mac_msg3(keys, init.raw, msg2, req.raw[:-_MAC_LEN])
+        msg2, rs = built
+        expected = ks.mac_msg3(rs.mac_i(), init.raw, msg2, req.raw[:-_MAC_LEN])
         if not ks.macs_equal(expected, req.mac):
             self._refuse(slot, "bad_mac")
             return
+        keys = ks.complete_run(cred, rs, slot.values.esp_spi, init.sa.spi)
         slot.state = slot_next(slot.state, SlotInput.VERIFIED)
         slot.deadline = now + self.config.lookup_timeout
         slot.sa = ks.sa_pair("responder", cred, keys, slot.values.esp_spi, init.sa.spi, lt)

@@ -23,7 +23,7 @@ raise only :class:`~resume.errors.DecodeError`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from resume.errors import DecodeError
 from resume.wire import (
@@ -61,8 +61,7 @@ _KE_HEAD = struct.Struct(">HH")
 _NACK_BODY = struct.pack(">BBH", 0, 0, NOTIFY_RESUMPTION_REFUSED)
 
 
-@dataclass(frozen=True, slots=True)
-class ResumeSA:
+class ResumeSA(NamedTuple):
     """RESUME_SA payload body (12 bytes): the sender's inbound ESP SPI and the algorithms.
 
     ``spi`` is chosen by the sender for the SA it will *receive* on; the algorithms repeat
@@ -126,8 +125,7 @@ def _mac_untrusted(body: bytes) -> bytes:
     return body
 
 
-@dataclass(frozen=True, slots=True)
-class HardenedInit:
+class HardenedInit(NamedTuple):
     raw: bytes
     header: Header
     handle: bytes
@@ -136,8 +134,7 @@ class HardenedInit:
     ke: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class HardenedResp:
+class HardenedResp(NamedTuple):
     raw: bytes
     header: Header
     sa: ResumeSA
@@ -146,24 +143,21 @@ class HardenedResp:
     mac: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class HardenedAuth:
+class HardenedAuth(NamedTuple):
     raw: bytes
     header: Header
     init: HardenedInit
     mac: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PaperInit:
+class PaperInit(NamedTuple):
     raw: bytes
     header: Header
     id_i: bytes
     nonce: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PaperResp:
+class PaperResp(NamedTuple):
     raw: bytes
     header: Header
     id_r: bytes
@@ -171,16 +165,14 @@ class PaperResp:
     mac: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PaperAuth:
+class PaperAuth(NamedTuple):
     raw: bytes
     header: Header
     id_i: bytes
     mac: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Nack:
+class Nack(NamedTuple):
     raw: bytes
     header: Header
 
