@@ -226,9 +226,9 @@ class ResponderService:
                 if self.config.http.listen:
                     health = HealthServer(self.config.http.listen, self._routes())
                     self.http_port = await nursery.start(health.serve)
-                recv_scope = trio.CancelScope()
-                for lane in self.lanes:
-                    nursery.start_soon(self._recv_loop, lane, recv_scope)
+                recv_scopes = [trio.CancelScope() for _ in self.lanes]
+                for lane, scope in zip(self.lanes, recv_scopes, strict=True):
+                    nursery.start_soon(self._recv_loop, lane, scope)
                     nursery.start_soon(self._service_loop, lane)
                 nursery.start_soon(self._store_probe)
                 self.metrics.ready.set(1)
@@ -242,7 +242,7 @@ class ResponderService:
                 )
                 task_status.started(self)
                 await self._stop.wait()
-                await self._drain(recv_scope)
+                await self._drain(recv_scopes)
                 nursery.cancel_scope.cancel()
         finally:
             self.metrics.ready.set(0)
@@ -261,7 +261,7 @@ class ResponderService:
             logs.event(logging.INFO, "draining", pending=self.pending)
         self._stop.set()
 
-    async def _drain(self, recv_scope: trio.CancelScope) -> None:
+    async def _drain(self, recv_scopes: list[trio.CancelScope]) -> None:
         grace = self.config.server.shutdown_grace
         with trio.move_on_after(grace) as scope:
             while True:
@@ -274,7 +274,8 @@ class ResponderService:
                 if quiet and not busy:
                     break
                 await trio.sleep(0.02)
-        recv_scope.cancel()
+        for rs in recv_scopes:
+            rs.cancel()
         if scope.cancelled_caught:
             logs.event(logging.WARNING, "drain_timeout", pending=self.pending, grace_s=grace)
 
@@ -484,20 +485,20 @@ class ResponderService:
         self.store_ok = False
 
     async def _store_probe(self) -> None:
-        """Re-check the store every few seconds so readiness recovers after an outage."""
-        from sqlalchemy import text
+        """Re-check the store every few seconds so readiness recovers after an outage.
 
-        def probe() -> None:
-            with self.store.engine.connect() as c:
-                c.execute(text("SELECT 1"))
+        The probe is a real lookup (of a handle no credential has), so it fails exactly
+        when resumptions would: unreachable database, missing table, wrong schema.
+        """
+        probe_handle = b"\x00" * 16
 
         while True:
             try:
-                await trio.to_thread.run_sync(probe)
+                await trio.to_thread.run_sync(self.store.lookup, probe_handle, self.clock())
                 if not self.store_ok:
                     logs.event(logging.INFO, "store_recovered")
                 self.store_ok = True
-            except Exception as e:
+            except StoreError as e:
                 self._store_failed("probe", e)
             await trio.sleep(2.0)
 

@@ -1,0 +1,153 @@
+"""Fixtures for service tests: real SQLite stores, a real service on loopback, a lossy relay."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from resume.credential import Credential
+from resume.net.config import ServeConfig, from_mapping
+from resume.net.hooks import Installer
+from resume.net.server import ResponderService
+from resume.sa import SAPair
+from resume.testing import simulated_full_ike
+from store.keys import Keyring, MasterKey
+from store.repository import Store
+
+ID_R = b"\x02vpn.example.org"
+
+
+def id_i(n: int) -> bytes:
+    return b"\x02client%d.example.org" % n
+
+
+class CaptureInstaller:
+    """Records the SA pairs the service installs (the server half of each resumption)."""
+
+    def __init__(self) -> None:
+        self.pairs: list[SAPair] = []
+
+    async def install(self, sa: SAPair) -> None:
+        self.pairs.append(sa)
+
+
+@dataclass
+class Env:
+    tmp: Path
+    keyring: Keyring
+    server_store: Store
+    client_store: Store
+    creds: list[Credential] = field(default_factory=list)
+
+    def seed(self, n: int, *, server: bool = True, now: float | None = None) -> list[Credential]:
+        """n credential pairs as a full IKE would leave them in both caches."""
+        t = time.time() if now is None else now
+        out = []
+        for i in range(len(self.creds), len(self.creds) + n):
+            c = simulated_full_ike(id_i=id_i(i), id_r=ID_R)
+            if server:
+                self.server_store.upsert_full_ike("responder", c, t)
+            self.client_store.upsert_full_ike("initiator", c, t)
+            out.append(c)
+        self.creds += out
+        return out
+
+    def config(self, **sections: dict[str, Any]) -> ServeConfig:
+        doc: dict[str, Any] = {
+            "server": {
+                "listen": ["127.0.0.1:0"],
+                "server_secret_file": str(self.tmp / "server.key"),
+                "shutdown_grace": 5,
+            },
+            "http": {"listen": "127.0.0.1:0"},
+            "limits": {"per_source_rate": 1000.0, "per_source_burst": 1000.0},
+            "log": {"level": "warning"},
+        }
+        for name, table in sections.items():
+            doc.setdefault(name, {}).update(table)
+        return from_mapping(doc)
+
+    async def start(
+        self,
+        nursery: trio.Nursery,
+        cfg: ServeConfig | None = None,
+        installer: Installer | None = None,
+    ) -> ResponderService:
+        svc = ResponderService(cfg or self.config(), self.server_store, installer=installer)
+        started: ResponderService = await nursery.start(svc.run)
+        return started
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    kr = Keyring([MasterKey.generate()])
+    ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
+    cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
+    try:
+        yield Env(tmp_path, kr, ss, cs)
+    finally:
+        ss.close()
+        cs.close()
+
+
+def message_id(data: bytes) -> int:
+    return int.from_bytes(data[20:24], "big") if len(data) >= 28 else -1
+
+
+Verdict = str  # "pass" | "drop" | "hold"
+
+
+class Relay:
+    """A UDP relay between one client and the service that can drop or hold datagrams.
+
+    ``decide(direction, data)`` returns "pass", "drop" or "hold" ("up" = client to server).
+    Held datagrams are forwarded by :meth:`release`.  Tests use it for loss and restarts.
+    """
+
+    def __init__(self, upstream: tuple[str, int], decide: Callable[[str, bytes], Verdict]):
+        self.upstream = upstream
+        self.decide = decide
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client: tuple[str, int] | None = None
+        self.held: list[bytes] = []
+        self.log: list[tuple[str, int, Verdict]] = []
+        self.up = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    async def start(self, nursery: trio.Nursery) -> tuple[str, int]:
+        await self.sock.bind(("127.0.0.1", 0))
+        await self.up.bind(("127.0.0.1", 0))
+        nursery.start_soon(self._down)
+        nursery.start_soon(self._up)
+        addr: tuple[str, int] = self.sock.getsockname()
+        return addr
+
+    async def _down(self) -> None:  # client -> relay -> server
+        while True:
+            data, addr = await self.sock.recvfrom(65535)
+            self.client = addr
+            v = self.decide("up", data)
+            self.log.append(("up", message_id(data), v))
+            if v == "pass":
+                await self.up.sendto(data, self.upstream)
+            elif v == "hold":
+                self.held.append(data)
+
+    async def _up(self) -> None:  # server -> relay -> client
+        while True:
+            data, _ = await self.up.recvfrom(65535)
+            v = self.decide("down", data)
+            self.log.append(("down", message_id(data), v))
+            if v == "pass" and self.client is not None:
+                await self.sock.sendto(data, self.client)
+
+    async def release(self) -> None:
+        held, self.held = self.held, []
+        for data in held:
+            await self.up.sendto(data, self.upstream)
