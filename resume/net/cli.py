@@ -110,11 +110,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         cfg = _load_serve_config(args)
-        from resume.net.server import responder_config
-
-        responder_config(cfg.protocol)
     except ConfigError as e:
         _err(f"config error: {e}")
+        return EXIT_CONFIG
+    from resume.net.server import responder_config
+
+    try:
+        responder_config(cfg.protocol)
+    except ConfigError as e:
+        _err(f"config error: {cfg.source}: {e}")
         return EXIT_CONFIG
     if args.check:
         print(f"{cfg.source}: ok")
