@@ -160,20 +160,26 @@ class RunSecrets:
     successor are expanded once message 3 has been verified.
     """
 
-    __slots__ = ("ctx", "prk")
+    __slots__ = ("_mac_i", "_mac_r", "ctx", "prk")
 
     def __init__(self, prk: bytes, ctx: bytes) -> None:
         self.prk = prk
         self.ctx = ctx
+        self._mac_i = b""
+        self._mac_r = b""
 
     def __repr__(self) -> str:
         return "RunSecrets(<secret>)"
 
     def mac_i(self) -> bytes:
-        return hkdf_expand(self.prk, L_MAC_I + self.ctx, 32)
+        if not self._mac_i:
+            self._mac_i = hkdf_expand(self.prk, L_MAC_I + self.ctx, 32)
+        return self._mac_i
 
     def mac_r(self) -> bytes:
-        return hkdf_expand(self.prk, L_MAC_R + self.ctx, 32)
+        if not self._mac_r:
+            self._mac_r = hkdf_expand(self.prk, L_MAC_R + self.ctx, 32)
+        return self._mac_r
 
     def keymat(self, spi_i2r: int, spi_r2i: int, length: int) -> bytes:
         return hkdf_expand(

@@ -425,3 +425,20 @@ def test_configuration_errors_are_local() -> None:
     init.initiate(NOW)
     with pytest.raises(LocalProtocolError):
         init.initiate(NOW)
+
+
+def test_low_order_x25519_share_is_refused() -> None:
+    from resume import wire_messages as wm
+
+    cred = simulated_full_ike()
+    resp = Responder(ResponderConfig(), SECRET)
+    p = cred.params
+    sa = wm.ResumeSA(0x1000, int(p.encr), p.encr_key_bits, int(p.integ), 2)
+    m1 = wm.build_hardened_init(b"I" * 8, cred.handle, sa, b"n" * 32, b"\x00" * 32)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    resp.provide_credential(ev.token, cred, None, NOW)
+    [(nack, _)] = resp.datagrams_to_send(NOW)
+    assert nack == build_nack(b"I" * 8, b"\x00" * 8, 0)
+    assert resp.stats["nack_bad_key_share"] == 1
