@@ -148,6 +148,7 @@ async def resume_with_store(
     id_i: bytes | None = None,
     config: InitiatorConfig | None = None,
     natt: bool = False,
+    local: Addr | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """Resume with the cached credential for responder ``id_r`` and ratchet the store.
@@ -170,6 +171,7 @@ async def resume_with_store(
         previous=res.previous,
         lifetimes=res.lifetimes,
         natt=natt,
+        local=local,
         clock=clock,
     )
     if not result.resumed or result.successor is None or result.used_handle is None:

@@ -450,6 +450,8 @@ class ResponderService:
             ok = False
         else:
             self.metrics.commits.inc("ok" if ok else "conflict")
+        if self.committer is not None:
+            self.metrics.commit_batches.values[()] = self.committer.stats.transactions
         lane.responder.commit_result(token, ok, now)
 
     def _completed(self, lane: Lane, ev: ResumptionComplete, now: float) -> None:
