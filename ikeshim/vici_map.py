@@ -1,0 +1,224 @@
+"""strongSwan VICI messages -> typed descriptions of an IKE_SA and its CHILD_SAs.
+
+VICI (strongSwan's control protocol, spoken by the ``vici`` package) reports identities,
+roles, SPIs, traffic selectors, byte counters and timers -- never keys.  Messages are nested
+dicts of bytes; everything here treats them as untrusted input: a missing or malformed field
+raises :class:`~ikeshim.errors.HarvestError` naming the field, never ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ikeshim.errors import HarvestError
+from resume.sa import Mode, TrafficSelector
+
+# RFC 7296 section 3.5 ID types.
+ID_IPV4_ADDR = 1
+ID_FQDN = 2
+ID_RFC822_ADDR = 3
+ID_IPV6_ADDR = 5
+ID_KEY_ID = 11
+
+
+def _s(v: Any, field: str) -> str:
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HarvestError(f"VICI field {field} is not UTF-8") from exc
+    if isinstance(v, str):
+        return v
+    raise HarvestError(f"VICI field {field} missing or not a string")
+
+
+def _get(d: Mapping[str, Any], field: str) -> str:
+    if field not in d:
+        raise HarvestError(f"VICI message lacks {field}")
+    return _s(d[field], field)
+
+
+def _int(d: Mapping[str, Any], field: str, default: int | None = None) -> int:
+    if field not in d and default is not None:
+        return default
+    raw = _get(d, field)
+    try:
+        return int(raw, 10)
+    except ValueError as exc:
+        raise HarvestError(f"VICI field {field}={raw!r} is not a number") from exc
+
+
+def identity_payload(ident: str) -> bytes:
+    """An IKE identity as strongSwan prints it -> RFC 7296 ID payload body (type + data).
+
+    Both peers print the same identity the same way, so both derive the same bytes.
+    Distinguished names are kept as their text form under ID_KEY_ID-like opaque typing would
+    be wrong; we refuse them rather than invent an encoding the peer would not match.
+    """
+    if not ident or ident == "%any":
+        raise HarvestError("empty or wildcard identity")
+    try:
+        ip = ipaddress.ip_address(ident)
+    except ValueError:
+        pass
+    else:
+        return bytes([ID_IPV4_ADDR if ip.version == 4 else ID_IPV6_ADDR, 0, 0, 0]) + ip.packed
+    if ident.startswith("@#"):
+        try:
+            return bytes([ID_KEY_ID, 0, 0, 0]) + bytes.fromhex(ident[2:])
+        except ValueError as exc:
+            raise HarvestError(f"bad key id identity {ident!r}") from exc
+    if "=" in ident and ("," in ident or ident.upper().startswith(("CN=", "C=", "O="))):
+        raise HarvestError(f"distinguished-name identities are not supported yet: {ident!r}")
+    if "@" in ident.lstrip("@"):
+        return bytes([ID_RFC822_ADDR, 0, 0, 0]) + ident.encode()
+    return bytes([ID_FQDN, 0, 0, 0]) + ident.lstrip("@").encode()
+
+
+_TS_RE = re.compile(r"^(?P<net>[^\[\]]+?)(?:\[(?P<proto>[^/\]]*)(?:/(?P<port>[^\]]*))?\])?$")
+
+
+def parse_ts(text: str) -> TrafficSelector:
+    """``10.1.0.0/24``, ``10.0.0.1..10.0.0.9``, ``192.0.2.1/32[udp/4500]``, ``::/0[tcp/80-90]``."""
+    m = _TS_RE.match(text.strip())
+    if not m:
+        raise HarvestError(f"unparsable traffic selector {text!r}")
+    net = m.group("net")
+    proto = 0
+    start_port, end_port = 0, 65535
+    if m.group("proto"):
+        p = m.group("proto")
+        if p.isdigit():
+            proto = int(p)
+        else:
+            try:
+                proto = socket.getprotobyname(p)
+            except OSError as exc:
+                raise HarvestError(f"unknown protocol {p!r} in {text!r}") from exc
+    port = m.group("port")
+    if port and port not in ("any", "%any"):
+        lo, _, hi = port.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            # e.g. named ports or OPAQUE: refuse rather than widen the selector.
+            raise HarvestError(f"unsupported port spec {port!r} in {text!r}")
+        start_port, end_port = int(lo), int(hi or lo)
+    try:
+        if ".." in net:
+            a, b = net.split("..", 1)
+            return TrafficSelector(a, b, proto, start_port, end_port)
+        n = ipaddress.ip_network(net, strict=False)
+        return TrafficSelector(
+            str(n.network_address), str(n.broadcast_address), proto, start_port, end_port
+        )
+    except ValueError as exc:
+        raise HarvestError(f"bad traffic selector {text!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One CHILD_SA as VICI reports it."""
+
+    name: str
+    uniqueid: int
+    reqid: int
+    mode: Mode
+    protocol: str
+    encap: bool
+    spi_in: int
+    spi_out: int
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    bytes_in: int
+    bytes_out: int
+    install_time: int  # seconds since the SA was installed
+
+
+@dataclass(frozen=True)
+class IkeInfo:
+    """One IKE_SA as VICI reports it (only what harvesting needs)."""
+
+    name: str
+    uniqueid: int
+    local_host: str
+    remote_host: str
+    local_port: int
+    remote_port: int
+    local_id: str
+    remote_id: str
+    initiator: bool  # we initiated this IKE_SA
+    children: tuple[ChildInfo, ...]
+
+
+def _parse_child(name: str, d: Mapping[str, Any]) -> ChildInfo:
+    mode_s = _get(d, "mode").upper()
+    if mode_s not in ("TUNNEL", "TRANSPORT"):
+        raise HarvestError(f"CHILD_SA {name}: mode {mode_s} not supported (BEET/PASS/DROP?)")
+
+    def ts_list(field: str) -> tuple[TrafficSelector, ...]:
+        raw = d.get(field)
+        if not isinstance(raw, list) or not raw:
+            raise HarvestError(f"CHILD_SA {name}: {field} missing")
+        return tuple(parse_ts(_s(t, field)) for t in raw)
+
+    def spi(field: str) -> int:
+        raw = _get(d, field)
+        try:
+            return int(raw, 16)
+        except ValueError as exc:
+            raise HarvestError(f"CHILD_SA {name}: {field}={raw!r} is not hex") from exc
+
+    return ChildInfo(
+        name=_get(d, "name") if "name" in d else name,
+        uniqueid=_int(d, "uniqueid"),
+        reqid=_int(d, "reqid", 0),
+        mode=Mode.TUNNEL if mode_s == "TUNNEL" else Mode.TRANSPORT,
+        protocol=_get(d, "protocol").upper(),
+        encap=_s(d.get("encap", b"no"), "encap") == "yes",
+        spi_in=spi("spi-in"),
+        spi_out=spi("spi-out"),
+        local_ts=ts_list("local-ts"),
+        remote_ts=ts_list("remote-ts"),
+        bytes_in=_int(d, "bytes-in", 0),
+        bytes_out=_int(d, "bytes-out", 0),
+        install_time=_int(d, "install-time", 0),
+    )
+
+
+def parse_ike_sas(msg: Mapping[str, Any]) -> list[IkeInfo]:
+    """IKE_SAs in a list-sas / child-updown / ike-updown / child-rekey message.
+
+    Those messages are ``{<ike name>: {...}}`` plus flags such as ``up``; every
+    mapping-valued top-level entry is an IKE_SA.
+    """
+    out = []
+    for ike_name, d in msg.items():
+        if not isinstance(d, Mapping):
+            continue
+        children_raw = d.get("child-sas", {})
+        if not isinstance(children_raw, Mapping):
+            raise HarvestError(f"IKE_SA {ike_name}: child-sas is not a section")
+        children = tuple(
+            _parse_child(str(cname), c)
+            for cname, c in children_raw.items()
+            if isinstance(c, Mapping)
+        )
+        out.append(
+            IkeInfo(
+                name=str(ike_name),
+                uniqueid=_int(d, "uniqueid"),
+                local_host=_get(d, "local-host"),
+                remote_host=_get(d, "remote-host"),
+                local_port=_int(d, "local-port", 500),
+                remote_port=_int(d, "remote-port", 500),
+                local_id=_get(d, "local-id"),
+                remote_id=_get(d, "remote-id"),
+                initiator=_s(d.get("initiator", b"no"), "initiator") == "yes",
+                children=children,
+            )
+        )
+    return out
