@@ -12,15 +12,42 @@ import gzip
 import io
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from analysis.fastcsv import read_csv_trace
 from analysis.parsers.base import Assembler, AssemblyStats, Event
 from analysis.parsers.detect import FORMATS, Format, detect
 from analysis.session import Issue, LogParseError, Session
 from analysis.timeparse import TimeContext
+from analysis.trace import Trace
+
+
+def read_trace(
+    paths: Iterable[str | Path],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    ctx: TimeContext | None = None,
+    report: ReadReport | None = None,
+    on_session: Callable[[int], None] | None = None,
+) -> Trace:
+    """Every input as one trace: CSV through the columnar path, the rest via sessions."""
+    rep = report if report is not None else ReadReport()
+    fast: list[Trace] = []
+    sessions = read_sessions(paths, fmt=fmt, strict=strict, ctx=ctx, report=rep, csv_traces=fast)
+    if on_session is not None:
+        sessions = _counting(sessions, on_session)
+    return Trace.concat([Trace.from_sessions(sessions), *fast])
+
+
+def _counting(it: Iterator[Session], cb: Callable[[int], None]) -> Iterator[Session]:
+    for i, s in enumerate(it, 1):
+        if i % 10000 == 0:
+            cb(i)
+        yield s
 
 MAX_KEPT_ISSUES = 1000
 
@@ -60,8 +87,13 @@ def read_sessions(
     strict: bool = False,
     ctx: TimeContext | None = None,
     report: ReadReport | None = None,
+    csv_traces: list[Trace] | None = None,
 ) -> Iterator[Session]:
-    """Sessions from every file, in file order (the replay sorts them itself)."""
+    """Sessions from every file, in file order (the replay sorts them itself).
+
+    With ``csv_traces``, generic CSV files take the columnar fast path and land there as
+    traces instead of being yielded session by session (see :func:`read_trace`).
+    """
     ctx = ctx or TimeContext()
     rep = report if report is not None else ReadReport()
     assembler = Assembler(stats=rep.assembly)
@@ -94,6 +126,11 @@ def read_sessions(
             rep.files[str(path)] = f.name
             last_format = f
             ctx.reset_file()
+            if csv_traces is not None and f.name == "csv":
+                tr = read_csv_trace(head, fh, str(path), ctx, lambda i: rep.add_issue(i, strict))
+                rep.sessions[f.name] += len(tr)
+                csv_traces.append(tr)
+                continue
             lines = itertools.chain(head, fh)
             for item in f.parse(lines, str(path), ctx):
                 yield from take(item, f.name)

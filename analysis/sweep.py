@@ -25,6 +25,7 @@ from analysis.trace import F64, I64, B, Trace
 from store.policy import Policy, Refusal
 
 _INF = np.inf
+_BLOCK = 1024
 _IMAX = np.iinfo(np.int64).max
 REASONS = (NO_RECORD, *(r.value for r in Refusal))
 
@@ -118,56 +119,78 @@ def sweep(trace: Trace, policies: Sequence[Policy], keep_full: bool = False) -> 
     U = int(active_per_step[0])
 
     full_at = np.zeros((U, L))
-    est = np.zeros((U, L))
+    est = np.zeros((U, L)) if active["established"] else None
     byt = np.zeros((U, L), dtype=np.int64)
-    nres = np.zeros((U, L), dtype=np.int64)
+    nres = np.zeros((U, L), dtype=np.int64) if active["max_resumptions"] else None
+    checks: list[tuple[str, str]] = [
+        (Refusal.CHAIN_AGE.value, "max_chain_age"), (Refusal.CLOCKED.value, "clocked"),
+        (Refusal.ESTABLISHED.value, "established"), (Refusal.DATA.value, "data"),
+        (Refusal.IDLE.value, "idle"), (Refusal.RESUMPTIONS.value, "max_resumptions"),
+    ]
+    checks = [(name, lim_name) for name, lim_name in checks if active[lim_name]]
 
     lo = 0
     for k, n in enumerate(active_per_step.tolist()):
-        hi = lo + n
-        t = t_all[lo:hi, None]
-        d = d_all[lo:hi, None]
-        b = b_all[lo:hi, None]
-        if k == 0:
-            full = np.ones((n, L), dtype=bool)
-            reasons[NO_RECORD] += n
-        else:
-            age = t - full_at[:n]
-            refused = np.zeros((n, L), dtype=bool)
-            checks: list[tuple[str, B]] = []
-            if active["max_chain_age"]:
-                checks.append((Refusal.CHAIN_AGE.value, age >= lim["max_chain_age"]))
-            if active["clocked"]:
-                checks.append((Refusal.CLOCKED.value, age >= lim["clocked"]))
-            if active["established"]:
-                checks.append((Refusal.ESTABLISHED.value, est[:n] >= lim["established"]))
-            if active["data"]:
-                checks.append((Refusal.DATA.value, byt[:n] >= lim["data"]))
-            if active["idle"]:
-                idle = (t - prev_end[lo:hi, None]) >= lim["idle"]
-                checks.append((Refusal.IDLE.value, idle))
-            if active["max_resumptions"]:
-                checks.append((Refusal.RESUMPTIONS.value, nres[:n] >= lim["max_resumptions"]))
-            for name, hit in checks:
-                new = hit & ~refused
-                reasons[name] += new.sum(axis=0)
-                refused |= hit
-            full = refused
-        n_full += full.sum(axis=0)
-        if k:
-            np.maximum(max_buse, np.where(full, 0, byt[:n]).max(axis=0), out=max_buse)
-        fa = np.where(full, t, full_at[:n])
-        full_at[:n] = fa
-        est[:n] = np.where(full, 0.0, est[:n]) + d
-        byt[:n] = np.where(full, 0, byt[:n]) + b
-        if active["max_resumptions"]:
-            nres[:n] = np.where(full, 0, nres[:n] + 1)
-        np.maximum(max_age, (e_all[lo:hi, None] - fa).max(axis=0), out=max_age)
-        np.maximum(max_use, (t - fa).max(axis=0), out=max_use)
-        np.maximum(max_bytes, byt[:n].max(axis=0), out=max_bytes)
-        if full_out is not None:
-            full_out[src[lo:hi]] = full
-        lo = hi
+        # row blocks keep the (rows x policies) temporaries in cache
+        for r0 in range(0, n, _BLOCK):
+            r1 = min(n, r0 + _BLOCK)
+            a0, a1 = lo + r0, lo + r1
+            t = t_all[a0:a1, None]
+            d = d_all[a0:a1, None]
+            b = b_all[a0:a1, None]
+            e = e_all[a0:a1, None]
+            if k == 0:
+                m = r1 - r0
+                reasons[NO_RECORD] += m
+                n_full += m
+                full_at[r0:r1] = t
+                byt[r0:r1] = b
+                if est is not None:
+                    est[r0:r1] = d
+                np.maximum(max_age, float((e - t).max()), out=max_age)
+                np.maximum(max_bytes, int(b.max()), out=max_bytes)
+                if full_out is not None:
+                    full_out[src[a0:a1]] = True
+                continue
+            fa_old = full_at[r0:r1]
+            age = t - fa_old
+            full: B | None = None
+            for name, lim_name in checks:
+                if lim_name in ("max_chain_age", "clocked"):
+                    hit = age >= lim[lim_name]
+                elif lim_name == "established" and est is not None:
+                    hit = est[r0:r1] >= lim[lim_name]
+                elif lim_name == "data":
+                    hit = byt[r0:r1] >= lim[lim_name]
+                elif lim_name == "idle":
+                    hit = (t - prev_end[a0:a1, None]) >= lim[lim_name]
+                elif nres is not None:
+                    hit = nres[r0:r1] >= lim[lim_name]
+                if full is None:
+                    reasons[name] += np.count_nonzero(hit, axis=0)
+                    full = hit
+                else:
+                    reasons[name] += np.count_nonzero(hit & ~full, axis=0)
+                    full |= hit
+            if full is None:
+                full = np.zeros(age.shape, dtype=bool)
+            n_full += np.count_nonzero(full, axis=0)
+            np.maximum(max_use, np.where(full, 0.0, age).max(axis=0), out=max_use)
+            bz = np.where(full, 0, byt[r0:r1])
+            np.maximum(max_buse, bz.max(axis=0), out=max_buse)
+            bz += b
+            byt[r0:r1] = bz
+            np.maximum(max_bytes, bz.max(axis=0), out=max_bytes)
+            fa = np.where(full, t, fa_old)
+            full_at[r0:r1] = fa
+            np.maximum(max_age, (e - fa).max(axis=0), out=max_age)
+            if est is not None:
+                est[r0:r1] = np.where(full, 0.0, est[r0:r1]) + d
+            if nres is not None:
+                nres[r0:r1] = np.where(full, 0, nres[r0:r1] + 1)
+            if full_out is not None:
+                full_out[src[a0:a1]] = full
+        lo += n
     return SweepResult(pols, N, n_full, reasons, max_age, max_bytes, max_use, max_buse, full_out)
 
 

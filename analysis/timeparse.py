@@ -60,6 +60,7 @@ class TimeContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _last_month: int = 0
     _bump: int = 0
+    _days: dict[tuple[int, int, int], float] = field(default_factory=dict)
 
     def year_for(self, month: int) -> int:
         """Year of a year-less stamp; a month far below the previous one means a new year."""
@@ -140,6 +141,37 @@ def parse_time(text: str, ctx: TimeContext) -> float:
     raise TimeFormatError(f"unreadable timestamp {text!r}")
 
 
+_FAST_BSD = re.compile(
+    r"(?:<\d{1,3}>)?(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) "
+    r"(?:(\d{4}) )?(\d\d):(\d\d):(\d\d) (\S*)"
+)
+_CLOCK = re.compile(r"\d:\d\d:\d\d|\d{4}-\d\d-\d\d")
+
+
+def _fast_bsd(text: str, ctx: TimeContext) -> float | None:
+    """The common case, a single zone-less BSD stamp at the start, without datetime objects.
+
+    Anything else (a zone word, a second stamp, a trailing year, fractions, a zone with
+    daylight saving) returns None and takes the general path, which gives the same value.
+    """
+    if not isinstance(ctx.tz, timezone):
+        return None
+    m = _FAST_BSD.match(text)
+    if m is None:
+        return None
+    nxt = m.group(7).rstrip(":,")
+    if nxt in TZ_ABBREV or nxt.isdigit() or _CLOCK.search(text, m.end()):
+        return None
+    month = MONTHS[m.group(1).lower()]
+    year = int(m.group(3)) if m.group(3) else ctx.year_for(month)
+    key = (year, month, int(m.group(2)))
+    base = ctx._days.get(key)
+    if base is None:
+        base = datetime(year, month, key[2], tzinfo=ctx.tz).timestamp()
+        ctx._days[key] = base
+    return base + int(m.group(4)) * 3600 + int(m.group(5)) * 60 + int(m.group(6))
+
+
 def find_time(text: str, ctx: TimeContext) -> float | None:
     """The most informative timestamp inside a line header.
 
@@ -147,6 +179,9 @@ def find_time(text: str, ctx: TimeContext) -> float | None:
     an ISO relay stamp before a BSD one); we prefer a stamp with an explicit zone, then one
     with a year, then the last one (closest to the device's own message).
     """
+    fast = _fast_bsd(text, ctx)
+    if fast is not None:
+        return fast
     best: tuple[int, int, re.Match[str], bool] | None = None
     for m in _ISO.finditer(text):
         score = 3 if m.group(8) else 2
@@ -169,9 +204,16 @@ _DUR = re.compile(
 )
 
 
+_ASA_DUR = re.compile(r"(?:(\d+)d )?(\d+)h:(\d+)m:(\d+)s")
+
+
 def parse_session_duration(text: str) -> float:
     """Device durations: ``1d 19h:41m:14s``, ``0h:32m:16s``, ``92:24:20``, ``385``."""
     t = text.strip()
+    m = _ASA_DUR.fullmatch(t)
+    if m:
+        d = int(m.group(1)) if m.group(1) else 0
+        return d * 86400.0 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
     if re.fullmatch(r"\d+(\.\d+)?", t):
         return float(t)
     m = re.fullmatch(r"(\d+):(\d\d):(\d\d)", t)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -96,6 +97,11 @@ class Trace:
             names, np.ones(n, dtype=bool), np.zeros(n, dtype=bool),
         )
 
+    @staticmethod
+    def concat(parts: list[Trace]) -> Trace:
+        """One trace from several (users matched by name)."""
+        return _concat(parts)
+
     @classmethod
     def from_sessions(cls, sessions: Iterable[Session]) -> Trace:
         ids: dict[str, int] = {}
@@ -119,6 +125,20 @@ class Trace:
             np.asarray(b_out, dtype=np.int64), tuple(ids), np.asarray(complete, dtype=bool),
             np.zeros(n, dtype=bool),
         )
+
+
+def _concat(parts: list[Trace]) -> Trace:
+    names: dict[str, int] = {}
+    cols: list[list[npt.NDArray[Any]]] = [[] for _ in range(7)]
+    for p in parts:
+        remap = np.array([names.setdefault(n, len(names)) for n in p.user_names], dtype=np.int32)
+        cols[0].append(remap[p.user] if len(p) else p.user)
+        for i, name in enumerate(("start", "end", "bytes_in", "bytes_out", "complete", "rekey")):
+            cols[i + 1].append(getattr(p, name))
+    if not parts:
+        return Trace.from_columns([], [], [], [], [])
+    u, s, e, bi, bo, c, r = (np.concatenate(x) for x in cols)
+    return Trace(u.astype(np.int32), s, e, bi, bo, tuple(names), c.astype(bool), r.astype(bool))
 
 
 def split_rekeys(trace: Trace, interval: float) -> Trace:

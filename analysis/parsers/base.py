@@ -31,8 +31,10 @@ from analysis.session import Issue, Session
 EventKind = Literal["start", "stop", "interim", "usage"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
+    """One accounting fact from one line (mutable only because frozen init is slow)."""
+
     kind: EventKind
     key: str
     user: str
@@ -209,7 +211,8 @@ def peer_host(addr: str) -> str:
     -> the host part (IPv6 with a port: the last group is the port when it follows ``::``
     or the address has 8 groups)."""
     a = addr.strip()
-    a = re.sub(r"^\[AF_INET6?\]", "", a)
+    if a.startswith("[AF_INET"):
+        a = a[a.index("]") + 1 :]
     if a.startswith("["):
         return a[1 : a.index("]")] if "]" in a else a
     if a.count(":") == 1:

@@ -112,7 +112,10 @@ def _row(
         return Issue(src, f"bad row: {e}")
 
 
-def parse_csv(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Session | Issue]:
+def parse_csv(
+    lines: Iterable[str], path: str, ctx: TimeContext, seen: set[str] | None = None,
+    first_line: int = 2,
+) -> Iterator[Session | Issue]:
     it = iter(lines)
     header = next(it, "")
     delim = max((",", "\t", ";"), key=header.count)
@@ -120,9 +123,9 @@ def parse_csv(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Ses
     if "user" not in cols or "start" not in cols or not ({"end", "duration"} & cols.keys()):
         yield Issue(f"{path}:1", "CSV header needs user, start and end or duration columns")
         return
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     width = len(header.split(delim))
-    for no, row in enumerate(csv.reader(it, delimiter=delim), 2):
+    for no, row in enumerate(csv.reader(it, delimiter=delim), first_line):
         if not row:
             continue
         src = f"{path}:{no}"

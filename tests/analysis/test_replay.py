@@ -28,7 +28,7 @@ def trace(rows: list[tuple[int, float, float, int]]) -> Trace:
 
 
 def fulls(t: Trace, p: Policy) -> list[bool]:
-    ref = replay_reference(t, p).full.tolist()
+    ref: list[bool] = replay_reference(t, p).full.tolist()
     fast = run(t, [p], keep_full=True).full
     assert fast is not None
     assert fast[:, 0].tolist() == ref

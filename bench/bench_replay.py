@@ -1,0 +1,248 @@
+"""Analyzer benchmarks: policy sweep, CSV ingest, syslog parsing (each vs a plain loop).
+
+Run:  python bench/bench_replay.py [--sessions 1000000] [--lifetimes 50] [--json FILE]
+
+1. Replay: a synthetic trace (Table II wireless shape, scaled to --sessions) replayed under
+   3 policy kinds x --lifetimes lifetimes by the vectorized sweep; baseline: the reference
+   per-session loop calling Policy.check, run on a user subsample (about --loop-sessions
+   sessions) for one lifetime per kind and extrapolated linearly to the full
+   sessions x policies (the loop's cost is per session per policy).  The subsample's
+   vectorized result is checked equal to the loop's.
+2. CSV ingest: the trace written as CSV, read back by the columnar fast path; baseline:
+   the row-by-row parser (csv.reader row -> Session -> Trace) on the first
+   --loop-rows rows.
+3. Syslog: Cisco ASA lines (113039 start, 113019 disconnect, one unrelated message per
+   session) through the ASA parser and the session assembler; baseline: a naive loop
+   (datetime.strptime + one regex per line + dict pairing), same lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from analysis.logs import ReadReport, read_sessions, read_trace
+from analysis.replay import replay_reference
+from analysis.sweep import sweep
+from analysis.synth import PROFILES, Profile, generate, write_csv
+from analysis.timeparse import TimeContext
+from analysis.trace import Trace
+from store.policy import Policy
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def lifetimes(kind: str, n: int) -> np.ndarray:
+    if kind == "data":
+        return np.geomspace(1e6, 1e10, n).round()
+    return np.geomspace(300.0, 7 * 86400.0, n).round()
+
+
+def bench_replay(trace: Trace, n_life: int, loop_sessions: int) -> dict[str, object]:
+    out: dict[str, object] = {"sessions": len(trace), "users": trace.n_users,
+                              "policies": 3 * n_life}
+    total = 0.0
+    per_kind = {}
+    for kind in ("clocked", "established", "data"):
+        pols = [Policy().with_lifetime(kind, v) for v in lifetimes(kind, n_life)]
+        t0 = time.perf_counter()
+        sweep(trace, pols)
+        dt = time.perf_counter() - t0
+        per_kind[kind] = round(dt, 3)
+        total += dt
+    out["vectorized_s"] = round(total, 3)
+    out["vectorized_by_kind_s"] = per_kind
+    # baseline: the per-session loop on a user subsample, one policy per kind
+    rng = np.random.default_rng(0)
+    share = min(1.0, loop_sessions / max(1, len(trace)))
+    keep_users = rng.random(trace.n_users) < share
+    sub = trace.take(keep_users[trace.user])
+    loop = 0.0
+    for kind in ("clocked", "established", "data"):
+        p = Policy().with_lifetime(kind, float(lifetimes(kind, n_life)[n_life // 2]))
+        t0 = time.perf_counter()
+        ref = replay_reference(sub, p)
+        loop += time.perf_counter() - t0
+        fast = sweep(sub, [p], keep_full=True).full
+        if fast is None or not (fast[:, 0] == ref.full).all():
+            raise SystemExit("vectorized sweep disagrees with the reference loop")
+    per_item = loop / (3 * max(1, len(sub)))
+    extrapolated = per_item * len(trace) * 3 * n_life
+    out.update({
+        "loop_subsample_sessions": len(sub), "loop_measured_s": round(loop, 3),
+        "loop_us_per_session_policy": round(per_item * 1e6, 3),
+        "loop_extrapolated_s": round(extrapolated, 1),
+        "speedup": round(extrapolated / total, 1),
+    })
+    return out
+
+
+def bench_csv(trace: Trace, loop_rows: int, tmp: Path) -> dict[str, object]:
+    path = tmp / "trace.csv"
+    write_csv(trace, str(path))
+    size = path.stat().st_size
+    t0 = time.perf_counter()
+    got = read_trace([path])
+    dt = time.perf_counter() - t0
+    if len(got) != len(trace):
+        raise SystemExit("CSV fast path lost rows")
+    small = tmp / "small.csv"
+    with path.open() as src, small.open("w") as dst:
+        for i, line in enumerate(src):
+            if i > loop_rows:
+                break
+            dst.write(line)
+    t0 = time.perf_counter()
+    n = len(Trace.from_sessions(read_sessions([small])))
+    dt_loop = time.perf_counter() - t0
+    return {
+        "rows": len(trace), "mb": round(size / 1e6, 1), "fast_s": round(dt, 3),
+        "fast_rows_per_s": round(len(trace) / dt), "loop_rows": n,
+        "loop_rows_per_s": round(n / dt_loop), "speedup": round((len(trace) / dt) / (n / dt_loop), 1),
+    }
+
+
+def asa_lines(trace: Trace) -> list[str]:
+    lines: list[tuple[float, str]] = []
+    for u, s, e, bi, bo in zip(trace.user.tolist(), trace.start.tolist(), trace.end.tolist(),
+                               trace.bytes_in.tolist(), trace.bytes_out.tolist(), strict=True):
+        name = trace.user_names[u]
+        ip = f"198.51.{(u >> 8) & 255}.{u & 255}"
+        d = int(e - s)
+        dur = f"{d // 86400}d {d % 86400 // 3600}h:{d % 3600 // 60:02d}m:{d % 60:02d}s"
+        lines.append((s, f"%ASA-6-113039: Group <VPN> User <{name}> IP <{ip}> AnyConnect parent "
+                         "session started."))
+        lines.append((s + 1, f"%ASA-6-302013: Built inbound TCP connection 1 for outside:{ip}/"
+                             "443 (10.0.0.1/443)"))
+        lines.append((s + d, f"%ASA-4-113019: Group = VPN, Username = {name}, IP = {ip}, Session "
+                             f"disconnected. Session Type: SSL, Duration: {dur}, Bytes xmt: {bo}, "
+                             f"Bytes rcv: {bi}, Reason: User Requested"))
+    lines.sort(key=lambda x: x[0])
+    out = []
+    for t, msg in lines:
+        stamp = datetime.fromtimestamp(int(t), UTC).strftime("%b %d %H:%M:%S")
+        out.append(f"<166>{stamp} asa-01 : {msg}\n")
+    return out
+
+
+_NAIVE = re.compile(r"^<\d+>(\w{3} \d\d \d\d:\d\d:\d\d) \S+ : %ASA-\d-(\d+): (.*)$")
+_NAIVE_STOP = re.compile(r"Username = (.*?), IP = (.*?), .*Duration: (\d+)d (\d+)h:(\d+)m:(\d+)s"
+                         r", Bytes xmt: (\d+), Bytes rcv: (\d+)")
+_NAIVE_START = re.compile(r"User <(.*?)> IP <(.*?)>")
+
+
+def naive_asa(path: Path, year: int) -> int:
+    """The loop one writes first: strptime every line, one regex, dict pairing."""
+    open_: dict[str, float] = {}
+    sessions = 0
+    with path.open() as fh:
+        for line in fh:
+            m = _NAIVE.match(line)
+            if not m:
+                continue
+            t = datetime.strptime(f"{year} {m.group(1)}", "%Y %b %d %H:%M:%S").replace(
+                tzinfo=UTC).timestamp()
+            if m.group(2) == "113039":
+                s = _NAIVE_START.search(m.group(3))
+                if s:
+                    open_[f"{s.group(1)}@{s.group(2)}"] = t
+            elif m.group(2) == "113019":
+                s = _NAIVE_STOP.search(m.group(3))
+                if s:
+                    open_.pop(f"{s.group(1)}@{s.group(2)}", None)
+                    sessions += 1
+    return sessions + len(open_)
+
+
+def bench_syslog(trace: Trace, tmp: Path) -> dict[str, object]:
+    path = tmp / "asa.log"
+    lines = asa_lines(trace)
+    path.write_text("".join(lines))
+    year = datetime.fromtimestamp(float(trace.start.min()), UTC).year
+    rep = ReadReport()
+    t0 = time.perf_counter()
+    n = sum(1 for _ in read_sessions([path], ctx=TimeContext(year=year), report=rep))
+    dt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    n_naive = naive_asa(path, year)
+    dt_naive = time.perf_counter() - t0
+    return {
+        "lines": len(lines), "sessions": n, "problems": rep.issue_count,
+        "lines_per_s": round(len(lines) / dt), "sessions_per_s": round(n / dt),
+        "naive_lines_per_s": round(len(lines) / dt_naive), "naive_sessions": n_naive,
+        "ratio_vs_naive": round(dt_naive / dt, 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=1_000_000)
+    ap.add_argument("--lifetimes", type=int, default=50)
+    ap.add_argument("--loop-sessions", type=int, default=30_000)
+    ap.add_argument("--loop-rows", type=int, default=200_000)
+    ap.add_argument("--syslog-sessions", type=int, default=100_000)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    w = PROFILES["wireless"]
+    scale = args.sessions / w.connections
+    prof = Profile("bench", args.sessions, max(1, round(w.users * scale)), w.mean_duration_s,
+                   w.mean_in, w.mean_out)
+    t0 = time.perf_counter()
+    trace = generate(prof, seed=1)
+    gen_s = time.perf_counter() - t0
+    res: dict[str, object] = {"machine": machine(), "generate_s": round(gen_s, 2)}
+    print(f"machine: {res['machine']}")
+    print(f"trace: {len(trace):,} sessions, {trace.n_users:,} users (generated in {gen_s:.1f}s)")
+    r = bench_replay(trace, args.lifetimes, args.loop_sessions)
+    res["replay"] = r
+    print(f"replay {r['sessions']:,} sessions x {r['policies']} policies: vectorized "
+          f"{r['vectorized_s']}s {r['vectorized_by_kind_s']}; per-session Policy.check loop "
+          f"{r['loop_us_per_session_policy']} us/session/policy on {r['loop_subsample_sessions']:,}"
+          f" sessions -> extrapolated {r['loop_extrapolated_s']}s; speedup x{r['speedup']}")
+    with tempfile.TemporaryDirectory() as d:
+        c = bench_csv(trace, args.loop_rows, Path(d))
+        res["csv"] = c
+        print(f"CSV ingest {c['rows']:,} rows ({c['mb']} MB): {c['fast_rows_per_s']:,} rows/s "
+              f"({c['fast_s']}s); row-by-row parser {c['loop_rows_per_s']:,} rows/s "
+              f"on {c['loop_rows']:,} rows; x{c['speedup']}")
+        sub = trace.take(np.arange(min(len(trace), args.syslog_sessions)))
+        s = bench_syslog(sub, Path(d))
+        res["syslog"] = s
+        print(f"ASA syslog {s['lines']:,} lines -> {s['sessions']:,} sessions: "
+              f"{s['lines_per_s']:,} lines/s ({s['sessions_per_s']:,} sessions/s); naive "
+              f"strptime loop {s['naive_lines_per_s']:,} lines/s; x{s['ratio_vs_naive']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
