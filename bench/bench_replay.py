@@ -19,6 +19,7 @@ Run:  python bench/bench_replay.py [--sessions 1000000] [--lifetimes 50] [--json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -49,10 +50,8 @@ def machine() -> dict[str, object]:
     except OSError:
         pass
     mem = 0
-    try:
+    with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        pass
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
@@ -127,7 +126,8 @@ def bench_csv(trace: Trace, loop_rows: int, tmp: Path) -> dict[str, object]:
     return {
         "rows": len(trace), "mb": round(size / 1e6, 1), "fast_s": round(dt, 3),
         "fast_rows_per_s": round(len(trace) / dt), "loop_rows": n,
-        "loop_rows_per_s": round(n / dt_loop), "speedup": round((len(trace) / dt) / (n / dt_loop), 1),
+        "loop_rows_per_s": round(n / dt_loop),
+        "speedup": round((len(trace) / dt) / (n / dt_loop), 1),
     }
 
 
