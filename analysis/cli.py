@@ -70,12 +70,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from analysis.analyze import analyze, to_json
-    from analysis.logs import ReadReport, read_sessions
+    from analysis.logs import ReadReport, read_trace
     from analysis.recommend import Limits
     from analysis.report import print_report
     from analysis.session import LogParseError
     from analysis.timeparse import TimeContext
-    from analysis.trace import Trace
     from resume.cli import EXIT_ERROR, EXIT_USAGE
     from store.policy import parse_duration, parse_size
 
@@ -99,18 +98,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         TimeElapsedColumn(), console=err, transient=True,
     ) as prog:
         task = prog.add_task("reading logs (sessions)", total=None)
-
-        def counted() -> Any:
-            for i, sess in enumerate(
-                read_sessions(args.logs, fmt=args.format, strict=args.strict, ctx=ctx,
-                              report=read)
-            ):
-                if i % 5000 == 0:
-                    prog.update(task, completed=i)
-                yield sess
-
         try:
-            trace = Trace.from_sessions(counted())
+            trace = read_trace(
+                args.logs, fmt=args.format, strict=args.strict, ctx=ctx, report=read,
+                on_session=lambda i: prog.update(task, completed=i),
+            )
         except LogParseError as e:
             err.print(f"[red]error:[/] {e}")
             return EXIT_ERROR

@@ -76,8 +76,11 @@ def _chunk_columns(
 def _numbers(col: Sequence[str], dtype: type[np.float64] | type[np.int64]) -> np.ndarray | None:
     """Parse a column of decimal strings in C; None if any value is not a plain number."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        arr = np.fromstring(" ".join(col), dtype=dtype, sep=" ")
+        warnings.simplefilter("ignore")  # older numpy warns and stops at the bad value
+        try:
+            arr = np.fromstring(" ".join(col), dtype=dtype, sep=" ")
+        except ValueError:  # newer numpy raises instead
+            return None
     return arr if len(arr) == len(col) else None
 
 

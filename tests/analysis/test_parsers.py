@@ -232,3 +232,32 @@ def test_fuzz_any_text_never_crashes(text: str) -> None:
             rep = ReadReport()
             for s in read_sessions([p], fmt=name, report=rep):
                 assert s.end >= s.start
+
+
+def test_csv_fast_path_equals_row_parser_and_falls_back(tmp_path: Path) -> None:
+    from analysis.logs import read_trace
+
+    rows = ["user,start,end,bytes_in,bytes_out"]
+    rows += [f"u{i % 7},{1000 + i * 10.5},{1005 + i * 10.5},{i},{2 * i}" for i in range(500)]
+    rows.insert(200, "u1,-,3,4,5")  # a bad row in the middle: that chunk goes row by row
+    rows.insert(300, '"u 2",100,200,1,1')
+    p = tmp_path / "t.csv"
+    p.write_text("\n".join(rows) + "\n")
+    rep = ReadReport()
+    fast = read_trace([p], report=rep)
+    slow = list(read_sessions([p]))
+    assert len(fast) == len(slow) == 501 and rep.issue_count == 1
+    assert "t.csv:201" in str(rep.issues[0])
+    key_fast = sorted(zip([fast.user_names[u] for u in fast.user], fast.start.tolist(),
+                          fast.end.tolist(), fast.nbytes.tolist(), strict=True))
+    key_slow = sorted((s.user, s.start, s.end, s.nbytes) for s in slow)
+    assert key_fast == key_slow
+    import analysis.fastcsv as fc
+
+    old = fc.CHUNK_CHARS
+    fc.CHUNK_CHARS = 64  # many tiny blocks, lines cut across reads
+    try:
+        again = read_trace([p])
+    finally:
+        fc.CHUNK_CHARS = old
+    assert sorted(again.start.tolist()) == sorted(fast.start.tolist())
