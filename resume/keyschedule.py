@@ -26,7 +26,6 @@ see ``specs/protocol.md``.  The implementation uses HKDF and HMAC from ``cryptog
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac as _stdlib_hmac
 import ipaddress
@@ -41,7 +40,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.errors import DecodeError
-from resume.sa import DirectionKeys, Lifetimes, Mode, SAPair, SAParams, TrafficSelector
+from resume.sa import (
+    DirectionKeys,
+    Encr,
+    Integ,
+    Lifetimes,
+    Mode,
+    SAPair,
+    SAParams,
+    TrafficSelector,
+)
 
 L_BOOTSTRAP = b"ikeresume v1 bootstrap"
 L_HANDLE = b"ikeresume v1 handle"
@@ -108,13 +116,17 @@ def mode_code(mode: Mode) -> int:
     return _MODE_CODE[mode]
 
 
+def _packed(addr: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET, addr)
+    except OSError:
+        return ipaddress.ip_address(addr).packed
+
+
 def _ts_bytes(ts: TrafficSelector) -> bytes:
-    a = ipaddress.ip_address(ts.start_addr)
-    b = ipaddress.ip_address(ts.end_addr)
-    ts_type = 7 if a.version == 4 else 8  # TS_IPV4_ADDR_RANGE / TS_IPV6_ADDR_RANGE
-    return (
-        struct.pack(">BBHH", ts_type, ts.protocol, ts.start_port, ts.end_port) + a.packed + b.packed
-    )
+    a, b = _packed(ts.start_addr), _packed(ts.end_addr)
+    ts_type = 7 if len(a) == 4 else 8  # TS_IPV4_ADDR_RANGE / TS_IPV6_ADDR_RANGE
+    return struct.pack(">BBHH", ts_type, ts.protocol, ts.start_port, ts.end_port) + a + b
 
 
 def params_bytes(params: SAParams) -> bytes:
@@ -136,10 +148,21 @@ def params_bytes(params: SAParams) -> bytes:
     return b"".join(out)
 
 
-@functools.lru_cache(maxsize=4096)
+_DIGESTS: dict[int, tuple[SAParams, bytes]] = {}
+
+
 def params_digest(params: SAParams) -> bytes:
-    """SHA-256 over ``params_bytes`` (cached: a responder sees few distinct parameter sets)."""
-    return hashlib.sha256(L_PARAMS + params_bytes(params)).digest()
+    """SHA-256 over ``params_bytes``.  Memoised by object identity (hashing a nested frozen
+    dataclass costs more than the digest); the entry keeps the object alive, so an id is
+    never reused while cached."""
+    hit = _DIGESTS.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    digest = hashlib.sha256(L_PARAMS + params_bytes(params)).digest()
+    if len(_DIGESTS) >= 4096:
+        _DIGESTS.clear()
+    _DIGESTS[id(params)] = (params, digest)
+    return digest
 
 
 def context(cred: Credential) -> bytes:
@@ -241,10 +264,18 @@ def mac_msg3(mac_key_i: bytes, msg1: bytes, msg2: bytes, msg3_prefix: bytes) -> 
     return hmac_sha256(mac_key_i, L_MSG3 + lp(msg1) + lp(msg2) + msg3_prefix)
 
 
-@functools.lru_cache(maxsize=1024)
+_KEY_LENGTHS = {
+    (encr, bits, integ): ((bits // 8) + encr.salt_len, (bits // 8) + encr.salt_len + integ.key_len)
+    for encr in Encr
+    for bits in (128, 192, 256)
+    for integ in Integ
+}
+
+
 def key_lengths(params: SAParams) -> tuple[int, int]:
     """(encryption key length incl. salt, KEYMAT length of one direction)."""
-    return params.encr_key_len, params.key_material_len
+    hit = _KEY_LENGTHS.get((params.encr, params.encr_key_bits, params.integ))
+    return hit if hit is not None else (params.encr_key_len, params.key_material_len)
 
 
 def split_keymat(
