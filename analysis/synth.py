@@ -12,9 +12,9 @@ remote           241,291   15,579       3.14 h       8.52 MB    20.82 MB
 How the generator is built and calibrated:
 
 * visits per user: every user has at least one; the rest of the connections are shared
-  out by a multinomial draw over log-normal user weights (sigma 1.0: a few heavy users,
+  out by a multinomial draw over log-normal user weights (sigma 1.5: a few heavy users,
   many occasional ones).  Connection and user counts are therefore exact.
-* durations: log-normal (sigma 1.3); a user's sessions are laid end to end over the 30
+* durations: log-normal (sigma 1.8); a user's sessions are laid end to end over the 30
   days with uniformly random idle gaps (users busier than 90% of the period have their
   sessions shortened), then time is warped by a diurnal/weekly intensity (office hours
   busy, nights and weekends quiet) so connections per day and per minute look like a
@@ -73,14 +73,22 @@ def _warp(days: int) -> tuple[F64, F64]:
     return cdf, knots
 
 
-def generate(profile: str | Profile = "wireless", seed: int = 0, scale: float = 1.0) -> Trace:
+def generate(
+    profile: str | Profile = "wireless",
+    seed: int = 0,
+    scale: float = 1.0,
+    *,
+    duration_sigma: float = 1.8,
+    rate_sigma: float = 1.2,
+    user_sigma: float = 1.5,
+) -> Trace:
     """A seeded synthetic trace; ``scale`` shrinks users and connections alike."""
     p = PROFILES[profile] if isinstance(profile, str) else profile
     n_users = max(1, round(p.users * scale))
     n_conn = max(n_users, round(p.connections * scale))
     span = p.days * DAY
     rng = np.random.default_rng(seed)
-    weights = rng.lognormal(0.0, 1.0, n_users)
+    weights = rng.lognormal(0.0, user_sigma, n_users)
     counts = 1 + rng.multinomial(n_conn - n_users, weights / weights.sum())
     user = np.repeat(np.arange(n_users, dtype=np.int32), counts)
     z_dur = rng.standard_normal(n_conn)
@@ -89,7 +97,7 @@ def generate(profile: str | Profile = "wireless", seed: int = 0, scale: float = 
     z_out = rng.standard_normal(n_conn)
     offset_u = np.cumsum(counts) - counts
     cdf, knots = _warp(p.days)
-    sigma = 1.3
+    sigma = duration_sigma
 
     def build(mean_target: float) -> tuple[F64, F64]:
         mu = np.log(mean_target) - sigma**2 / 2
@@ -123,7 +131,7 @@ def generate(profile: str | Profile = "wireless", seed: int = 0, scale: float = 
         scale_d *= p.mean_duration_s / measured
     start, end = build(scale_d)
     dur = end - start
-    rate_in = np.exp(1.2 * z_rate)
+    rate_in = np.exp(rate_sigma * z_rate)
     rate_out = rate_in * np.exp(0.5 * z_out)
     b_in = dur * rate_in
     b_out = dur * rate_out
