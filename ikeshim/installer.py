@@ -55,6 +55,9 @@ class InstallOptions:
 
     ``reqid`` None uses ``SAPair.reqid`` or derives one from the SPIs (in a range strongSwan
     does not allocate from).  ``fwd`` None installs FWD policies in tunnel mode only.
+    ``remove_superseded``: once the new pair is in, delete the SAs between the same two
+    hosts that the replaced policies required (the previous session's, whether a daemon or
+    an earlier resumption installed them); they can carry no traffic any more.
     """
 
     reqid: int | None = None
@@ -64,6 +67,7 @@ class InstallOptions:
     policies: bool = True
     fwd: bool | None = None
     esn: bool = False
+    remove_superseded: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class InstalledSA:
     outbound: SAKey
     policies: tuple[PolicyKey, ...] = field(default=())
     reqid: int = 0
+    removed: tuple[SAKey, ...] = field(default=())
 
 
 def lifetime_cfg(lt: Lifetimes) -> LifetimeCfg:
@@ -282,6 +287,7 @@ def install_sa_pair(
     inbound, outbound = build_states(pair, options)
     policies = build_policies(pair, options) if options.policies else []
     undo: list[Callable[[], None]] = []
+    superseded: set[int] = set()
     try:
         for sa in (inbound, outbound):
             x.add_sa(sa)
@@ -292,17 +298,43 @@ def install_sa_pair(
                 x.add_policy(pol)
                 undo.append(partial(x.delete_policy, pol.key()))
             else:
+                superseded.update(t.reqid for t in prior.templates if t.reqid)
                 x.update_policy(pol)
                 undo.append(partial(x.update_policy, replace(prior, curlft=LifetimeCur(), index=0)))
     except BaseException as exc:
         _rollback(undo, exc)
         raise
-    installed = InstalledSA(
-        inbound.key(), outbound.key(), tuple(p.key() for p in policies), _reqid(pair, options)
-    )
+    reqid = _reqid(pair, options)
+    removed: list[SAKey] = []
     if replace_old is not None:
-        remove_sa_pair(x, replace_old, keep_policies=installed.policies)
-    return installed
+        remove_sa_pair(x, replace_old, keep_policies=tuple(p.key() for p in policies))
+        removed += [replace_old.inbound, replace_old.outbound]
+    superseded.discard(reqid)
+    if options.remove_superseded and superseded:
+        removed += _remove_superseded(x, pair, superseded, {inbound.key(), outbound.key()})
+    return InstalledSA(
+        inbound.key(), outbound.key(), tuple(p.key() for p in policies), reqid, tuple(removed)
+    )
+
+
+def _remove_superseded(x: XfrmOps, pair: SAPair, reqids: set[int], keep: set[SAKey]) -> list[SAKey]:
+    """Delete SAs between this pair's hosts whose reqid only the replaced policies used."""
+    hosts = {
+        ipaddress.ip_address(pair.local_addr),
+        ipaddress.ip_address(pair.remote_addr),
+    }
+    removed = []
+    for st in x.dump_sas():
+        if st.reqid not in reqids or st.key() in keep:
+            continue
+        if {ipaddress.ip_address(st.src), ipaddress.ip_address(st.dst)} != hosts:
+            continue
+        try:
+            x.delete_sa(st.key())
+        except XfrmNotFoundError:
+            continue  # expired meanwhile
+        removed.append(st.key())
+    return removed
 
 
 def remove_sa_pair(

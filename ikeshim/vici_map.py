@@ -54,11 +54,12 @@ def _int(d: Mapping[str, Any], field: str, default: int | None = None) -> int:
 
 
 def identity_payload(ident: str) -> bytes:
-    """An IKE identity as strongSwan prints it -> RFC 7296 ID payload body (type + data).
+    """An IKE identity as strongSwan prints it -> the credential's identity: the RFC 7296 ID
+    type byte followed by the identification data (no RESERVED bytes), the form
+    ``ikeresume resume --peer fqdn:NAME`` builds too.
 
     Both peers print the same identity the same way, so both derive the same bytes.
-    Distinguished names are kept as their text form under ID_KEY_ID-like opaque typing would
-    be wrong; we refuse them rather than invent an encoding the peer would not match.
+    Distinguished names are refused rather than given an encoding the peer might not match.
     """
     if not ident or ident == "%any":
         raise HarvestError("empty or wildcard identity")
@@ -67,17 +68,17 @@ def identity_payload(ident: str) -> bytes:
     except ValueError:
         pass
     else:
-        return bytes([ID_IPV4_ADDR if ip.version == 4 else ID_IPV6_ADDR, 0, 0, 0]) + ip.packed
+        return bytes([ID_IPV4_ADDR if ip.version == 4 else ID_IPV6_ADDR]) + ip.packed
     if ident.startswith("@#"):
         try:
-            return bytes([ID_KEY_ID, 0, 0, 0]) + bytes.fromhex(ident[2:])
+            return bytes([ID_KEY_ID]) + bytes.fromhex(ident[2:])
         except ValueError as exc:
             raise HarvestError(f"bad key id identity {ident!r}") from exc
     if "=" in ident and ("," in ident or ident.upper().startswith(("CN=", "C=", "O="))):
         raise HarvestError(f"distinguished-name identities are not supported yet: {ident!r}")
     if "@" in ident.lstrip("@"):
-        return bytes([ID_RFC822_ADDR, 0, 0, 0]) + ident.encode()
-    return bytes([ID_FQDN, 0, 0, 0]) + ident.lstrip("@").encode()
+        return bytes([ID_RFC822_ADDR]) + ident.encode()
+    return bytes([ID_FQDN]) + ident.lstrip("@").encode()
 
 
 _TS_RE = re.compile(r"^(?P<net>[^\[\]]+?)(?:\[(?P<proto>[^/\]]*)(?:/(?P<port>[^\]]*))?\])?$")

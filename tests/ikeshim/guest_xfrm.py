@@ -456,3 +456,36 @@ def check_suites_accepted_by_kernel() -> list[str]:
 
 
 _ = XfrmPermissionError
+
+
+def check_superseded_sas_of_a_replaced_session_are_removed() -> dict[str, Any]:
+    """A daemon's (or an earlier resumption's) SAs for the same selectors go once the new
+    pair holds the policies; unrelated SAs stay."""
+    old = _tunnel_pair(spis=(0xF1, 0xF2))
+    new = _tunnel_pair(spis=(0xF3, 0xF4))
+    with XfrmSocket() as x:
+        install_sa_pair(x, old, InstallOptions(reqid=5))  # e.g. charon's reqid 5
+        other = dataclasses.replace(_states_for_roundtrip()[0], reqid=5)  # other hosts
+        x.add_sa(other)
+        inst = install_sa_pair(x, new, InstallOptions(reqid=6))
+        spis = sorted(s.spi for s in x.dump_sas())
+        assert spis == sorted([0xF3, 0xF4, other.spi]), spis
+        assert sorted(k.spi for k in inst.removed) == [0xF1, 0xF2]
+    return {"removed": len(inst.removed)}
+
+
+def check_service_entry_point_ikeshim_install() -> None:
+    import trio
+
+    from ikeshim.install import install_sa_pair as service_install
+    from ikeshim.install import remove_sa_pair as service_remove
+
+    async def main() -> None:
+        inst = await service_install(_tunnel_pair())
+        with XfrmSocket() as x:
+            assert len(x.dump_sas()) == 2 and len(x.dump_policies()) == 6
+        await service_remove(inst)
+
+    trio.run(main)
+    with XfrmSocket() as x:
+        assert x.dump_sas() == [] and x.dump_policies() == []

@@ -79,3 +79,11 @@ def test_trio_socket_and_async_installer(verdict: Any) -> None:
 
 def test_every_supported_suite_is_accepted_by_the_kernel(verdict: Any) -> None:
     assert len(verdict("check_suites_accepted_by_kernel")) == 12
+
+
+def test_superseded_session_sas_are_removed(verdict: Any) -> None:
+    assert verdict("check_superseded_sas_of_a_replaced_session_are_removed")["removed"] == 2
+
+
+def test_service_entry_point(verdict: Any) -> None:
+    verdict("check_service_entry_point_ikeshim_install")
