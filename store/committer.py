@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import trio
 
 from resume.credential import Credential
-from store.errors import StoreUnavailable
+from store.errors import StoreError, StoreUnavailable
 from store.repository import RatchetRequest, Store
 
 
@@ -58,11 +58,22 @@ class GroupCommitter:
     Use as a context manager, or call :meth:`close` (waits for queued work).
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 1024,
+        sqlite_checkpoint_interval_s: float | None = 0.25,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.store = store
         self.max_batch = max_batch
+        # SQLite: checkpoint the WAL from another thread instead of inside a commit (an
+        # automatic checkpoint would stall every waiter of that batch for its fsyncs).
+        self._checkpointer: _Checkpointer | None = None
+        if store.dialect == "sqlite" and sqlite_checkpoint_interval_s is not None:
+            self._checkpointer = _Checkpointer(store, sqlite_checkpoint_interval_s)
         self.stats = CommitterStats()
         self._q: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
         self._closed = False
@@ -85,6 +96,8 @@ class GroupCommitter:
             self._closed = True
             self._q.put(None)
         self._thread.join()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
     # -- submitting ------------------------------------------------------------------
     def _enqueue(self, w: _Waiter) -> None:
@@ -128,6 +141,8 @@ class GroupCommitter:
 
     # -- the worker ------------------------------------------------------------------
     def _run(self) -> None:
+        if self._checkpointer is not None:
+            self.store.set_thread_autocheckpoint(0)
         stop = False
         while not stop:
             first = self._q.get()
@@ -180,6 +195,44 @@ class GroupCommitter:
         for token, events in by_token.items():
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(_set_all, events)
+
+
+class _Checkpointer:
+    """Background WAL checkpoints for a SQLite store (PASSIVE, then a short RESTART).
+
+    PASSIVE copies WAL frames into the database concurrently with the committer; the
+    RESTART that follows only has the last frames left to copy, then lets the next writer
+    reuse the WAL from its start, so the WAL does not grow without bound under load.
+    Checkpointing never weakens durability: commits are durable in the WAL already.
+    """
+
+    def __init__(self, store: Store, interval_s: float) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.checkpoints = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="ikeresume-wal-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._checkpoint()
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.wal_checkpoint("PASSIVE")
+            self.store.wal_checkpoint("RESTART")
+            self.checkpoints += 1
+        except StoreError:
+            self.errors += 1  # e.g. busy: the next round retries
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _set_all(events: list[trio.Event]) -> None:

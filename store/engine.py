@@ -60,6 +60,26 @@ def normalize_url(url: str | URL) -> URL:
     return u
 
 
+def check_sync(level: str) -> str:
+    sync = level.upper()
+    if sync not in SYNC_LEVELS:
+        raise StoreConfigError(f"sqlite synchronous must be one of {', '.join(SYNC_LEVELS)}")
+    return sync
+
+
+def sqlite_connect(path: str, sync: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """A driver connection with the store's durability settings (pool and hot paths)."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    cur = conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA synchronous={check_sync(sync)}")
+    cur.close()
+    return conn
+
+
 def make_engine(
     url: str | URL,
     *,
@@ -70,25 +90,13 @@ def make_engine(
 ) -> Engine:
     u = normalize_url(url)
     if u.drivername.startswith("sqlite"):
-        sync = sqlite_synchronous.upper()
-        if sync not in SYNC_LEVELS:
-            raise StoreConfigError(f"sqlite synchronous must be one of {', '.join(SYNC_LEVELS)}")
+        path, sync = str(u.database), check_sync(sqlite_synchronous)
         engine = create_engine(
             u,
-            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+            creator=lambda: sqlite_connect(path, sync, busy_timeout_s),
             pool_size=pool_size,
             max_overflow=32,
         )
-        busy_ms = int(busy_timeout_s * 1000)
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: sqlite3.Connection, _rec: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={sync}")
-            cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:

@@ -14,8 +14,10 @@ serializes writers, so two responders can never both accept one generation.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.sa import Lifetimes
 from store.codec import paper_keys_bytes, paper_keys_from_bytes, params_text, parse_params
-from store.engine import make_engine, migrate
+from store.engine import check_sync, make_engine, migrate, sqlite_connect
 from store.errors import CorruptRecord, MasterKeyError, StoreError, StoreUnavailable
 from store.keys import Keyring, record_aad, record_binding
 from store.models import CredentialRow, MasterKeyCheck
@@ -141,6 +143,12 @@ class Store:
         self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
         self._pg = self.dialect == "postgresql"
         self._sql: dict[str, str] = {}
+        # SQLite hot paths use one long-lived driver connection per thread: a pool
+        # checkout costs more than the indexed lookup itself.  (PostgreSQL keeps the pool:
+        # connections are a server resource there and the round trip dominates.)
+        self._local = threading.local()
+        self._hot: list[sqlite3.Connection] = []  # closed by close()
+        self._sqlite_args: tuple[str, str, float] | None = None
 
     @classmethod
     def open(
@@ -164,6 +172,12 @@ class Store:
             connect_timeout_s=connect_timeout_s,
         )
         store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
+        if store.dialect == "sqlite":
+            store._sqlite_args = (
+                str(engine.url.database),
+                check_sync(sqlite_synchronous),
+                busy_timeout_s,
+            )
         try:
             with store._errors("open"):
                 if run_migrations:
@@ -176,6 +190,11 @@ class Store:
         return store
 
     def close(self) -> None:
+        hot, self._hot = self._hot, []
+        for conn in hot:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -204,9 +223,47 @@ class Store:
 
     @contextmanager
     def _raw(self, op: str) -> Iterator[Any]:
-        """A driver connection from the pool, with driver errors mapped to StoreError."""
-        with self._errors(op), self.engine.connect() as conn:
-            yield conn.connection.driver_connection
+        """A driver connection, with driver errors mapped to StoreError."""
+        if self._sqlite_args is None:
+            with self._errors(op), self.engine.connect() as conn:
+                yield conn.connection.driver_connection
+            return
+        with self._errors(op):
+            hot: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if hot is None:
+                hot = sqlite_connect(*self._sqlite_args)
+                autockpt = getattr(self._local, "autocheckpoint", None)
+                if autockpt is not None:
+                    hot.execute(f"PRAGMA wal_autocheckpoint={int(autockpt)}")
+                self._local.conn = hot
+                self._hot.append(hot)
+            try:
+                yield hot
+            except BaseException:
+                # never reuse a connection in an unknown state
+                self._local.conn = None
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    self._hot.remove(hot)
+                    hot.close()
+                raise
+
+    def set_thread_autocheckpoint(self, pages: int) -> None:
+        """SQLite: this thread's hot connection checkpoints after ``pages`` (0 = never)."""
+        if self._sqlite_args is None:
+            return
+        self._local.autocheckpoint = pages
+        with self._raw("set autocheckpoint") as raw:
+            raw.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+
+    def wal_checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int] | None:
+        """SQLite: run a WAL checkpoint (busy, wal frames, checkpointed); None elsewhere."""
+        if self._sqlite_args is None:
+            return None
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"bad checkpoint mode {mode!r}")
+        with self._raw("wal checkpoint") as raw:
+            row = raw.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return (int(row[0]), int(row[1]), int(row[2]))
 
     def _q(self, sql: str) -> str:
         if not self._pg:

@@ -1,0 +1,322 @@
+"""Durable ratchet accepts per second: group commit next to one-row-per-transaction.
+
+For each store (SQLite WAL synchronous=FULL, SQLite synchronous=NORMAL, PostgreSQL with
+fsync on) and each concurrency (1 and 100 accepts in flight), in the SAME run:
+
+* group     -- ``GroupCommitter`` (one worker thread; every transaction takes everything
+               queued; no accept acknowledged before its transaction is durable);
+* baseline  -- the same path with ``max_batch=1``: one row per transaction, the plain way.
+* direct    -- (concurrency 1 only) ``Store.commit_ratchet`` called inline, no thread hop.
+
+Accepts come from trio tasks awaiting ``committer.commit_ratchet`` exactly as the responder
+service does; each accept is a compare-and-set of (handle, generation) with a successor
+wrapped under AES-256-GCM.  Successor credentials are generated before timing.  Each cell
+runs for ``--seconds`` (or until ``--max-accepts``) over ``--records`` cached records.
+
+By default the process is pinned to ONE CPU (``--cpus 1``) so that "accepts/s on one core"
+means what it says: trio, the committer thread, SQLite and the encryption share that core.
+(The PostgreSQL server's own processes are not pinned: it is the shared store.)  Also
+reported: CPU time per accept of this process, transactions and mean batch size, latency
+percentiles, and single-thread lookups/s for scale.
+
+    python bench/bench_store.py [--seconds 3] [--records 10000] [--json] [--no-pg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resume.credential import Credential
+from store.committer import GroupCommitter
+from store.keys import Keyring, MasterKey
+from store.maintenance import export_jsonl, import_jsonl
+from store.policy import Policy
+from store.repository import Store
+from tests.store.helpers import make_credential, successor
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NOW = 1_800_000_000.0
+
+
+def machine(db_dir: str) -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
+    except OSError:
+        pass
+    fs = None
+    try:
+        best = ""
+        for line in Path("/proc/mounts").read_text().splitlines():
+            dev, mnt, typ, *_ = line.split()
+            if db_dir.startswith(mnt) and len(mnt) > len(best):
+                best, fs = mnt, f"{typ} on {dev} (mounted at {mnt})"
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "memory": mem,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": sqlalchemy.__version__,
+        "db_directory": db_dir,
+        "db_filesystem": fs,
+        "pinned_cpus": sorted(os.sched_getaffinity(0)),
+    }
+
+
+def populate(store: Store, n: int) -> list[Credential]:
+    """n records: upserted into a scratch SQLite (NORMAL), moved over by one bulk import."""
+    creds = [make_credential(peer=f"peer{i}.example") for i in range(n)]
+    scratch_dir = tempfile.mkdtemp(prefix="populate-", dir="/var/tmp")
+    scratch = Store.open(f"{scratch_dir}/s.db", store.keyring, sqlite_synchronous="NORMAL")
+    for c in creds:
+        scratch.upsert_full_ike("responder", c, NOW)
+    buf = io.StringIO()
+    export_jsonl(scratch, buf)
+    scratch.close()
+    import_jsonl(store, io.StringIO(buf.getvalue()))
+    return creds
+
+
+def run_cell(
+    store: Store, creds: list[Credential], *, concurrency: int, mode: str, seconds: float,
+    max_accepts: int,
+) -> tuple[dict[str, Any], list[Credential]]:  # fmt: skip
+    """Time one configuration; returns the figures and the chains' new heads."""
+    per_task = max(1, max_accepts // concurrency)
+    groups = [list(range(t, len(creds), concurrency)) for t in range(concurrency)]
+    # successors generated up front: the store is timed, not os.urandom
+    plans: list[list[tuple[int, Credential]]] = []
+    heads = list(creds)
+    for g in groups:
+        plan = []
+        for k in range(per_task):
+            i = g[k % len(g)]
+            nxt = successor(heads[i])
+            plan.append((i, nxt))
+            heads[i] = nxt
+        plans.append(plan)
+    cur = list(creds)
+    lat: list[float] = []
+    done = 0
+    lost = 0
+
+    async def direct_task(plan: list[tuple[int, Credential]], deadline: float) -> None:
+        nonlocal done, lost
+        for i, nxt in plan:
+            if time.perf_counter() >= deadline:
+                return
+            c = cur[i]
+            t0 = time.perf_counter()
+            ok = store.commit_ratchet(c.handle, c.generation, nxt, NOW)
+            lat.append(time.perf_counter() - t0)
+            done += 1
+            lost += not ok
+            cur[i] = nxt
+            await trio.lowlevel.checkpoint()
+
+    async def task(gc: GroupCommitter, plan: list[tuple[int, Credential]], deadline: float) -> None:
+        nonlocal done, lost
+        for i, nxt in plan:
+            if time.perf_counter() >= deadline:
+                return
+            c = cur[i]
+            t0 = time.perf_counter()
+            ok = await gc.commit_ratchet(c.handle, c.generation, nxt, NOW)
+            lat.append(time.perf_counter() - t0)
+            done += 1
+            lost += not ok
+            cur[i] = nxt
+
+    stats: dict[str, Any] = {}
+
+    async def main() -> float:
+        deadline = time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        if mode == "direct":
+            async with trio.open_nursery() as n:
+                for plan in plans:
+                    n.start_soon(direct_task, plan, deadline)
+            return time.perf_counter() - t0
+        with GroupCommitter(store, max_batch=1 if mode == "baseline" else 1024) as gc:
+            async with trio.open_nursery() as n:
+                for plan in plans:
+                    n.start_soon(task, gc, plan, deadline)
+            wall = time.perf_counter() - t0
+            stats.update(gc.stats.__dict__)
+        return wall
+
+    cpu0 = time.process_time()
+    wall = trio.run(main)
+    cpu = time.process_time() - cpu0
+    if lost:
+        raise SystemExit(f"{lost} accepts lost their CAS in an uncontended run: store bug")
+    lat.sort()
+    tx = stats.get("transactions", done)
+    return {
+        "mode": mode,
+        "concurrency": concurrency,
+        "accepts": done,
+        "wall_s": round(wall, 3),
+        "accepts_per_s": round(done / wall, 1),
+        "cpu_us_per_accept": round(cpu / done * 1e6, 1),
+        "transactions": tx,
+        "mean_batch": round(done / tx, 1) if tx else None,
+        "latency_ms_p50": round(lat[len(lat) // 2] * 1e3, 3),
+        "latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3, 3),
+    }, cur
+
+
+def lookups_per_s(store: Store, creds: list[Credential], n: int = 5000) -> dict[str, Any]:
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for k in range(n):
+        r = store.lookup(creds[k % len(creds)].handle, NOW)
+        if r is None or not r.allowed:
+            raise SystemExit("lookup failed during benchmark")
+    wall = time.perf_counter() - t0
+    return {
+        "lookups": n,
+        "lookups_per_s": round(n / wall, 1),
+        "cpu_us_per_lookup": round((time.process_time() - cpu0) / n * 1e6, 1),
+    }
+
+
+def bench_backend(
+    name: str, url: str, args: argparse.Namespace, sync: str = "FULL"
+) -> dict[str, Any]:
+    kr = Keyring([MasterKey.generate()])
+    store = Store.open(url, kr, Policy(max_chain_age=None), sqlite_synchronous=sync)
+    creds = populate(store, args.records)
+    cells = []
+    for conc in (1, 100):
+        modes = ["direct", "baseline", "group"] if conc == 1 else ["baseline", "group"]
+        for mode in modes:
+            cell, creds = run_cell(store, creds, concurrency=conc, mode=mode,
+                                   seconds=args.seconds, max_accepts=args.max_accepts)  # fmt: skip
+            cells.append(cell)
+            print(f"  {name:16} c={conc:<3} {mode:8} {cell['accepts_per_s']:>10,.0f}/s "
+                  f"cpu {cell['cpu_us_per_accept']:6.1f}us  batch {cell['mean_batch']}",
+                  file=sys.stderr)  # fmt: skip
+    look = lookups_per_s(store, creds)
+    store.close()
+    ratios = {}
+    for conc in (1, 100):
+        by = {c["mode"]: c for c in cells if c["concurrency"] == conc}
+        ratios[f"group_vs_baseline_c{conc}"] = round(
+            by["group"]["accepts_per_s"] / by["baseline"]["accepts_per_s"], 2
+        )
+    return {"store": name, "url": url.split("?")[0], "cells": cells, "lookup": look,
+            "ratios": ratios}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="per cell")
+    ap.add_argument("--max-accepts", type=int, default=200_000, help="per cell")
+    ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--cpus", type=int, default=1, help="pin to this many CPUs (0 = no pin)")
+    ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--pg-url", help="use this PostgreSQL instead of a private fsync=on one")
+    ap.add_argument("--dir", help="directory for the SQLite files (default: a temp dir)")
+    ap.add_argument("--json", action="store_true", help="print the JSON result to stdout")
+    args = ap.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cpus]))
+    tmp = tempfile.mkdtemp(prefix="bench-store-", dir=args.dir or "/var/tmp")
+    out: dict[str, Any] = {"benchmark": "store ratchet accepts", "machine": machine(tmp),
+                           "params": vars(args), "results": []}  # fmt: skip
+    for sync in ("FULL", "NORMAL"):
+        out["results"].append(
+            bench_backend(f"sqlite-{sync.lower()}", f"{tmp}/cache-{sync}.db", args, sync)
+        )
+    if not args.no_pg:
+        if args.pg_url:
+            out["results"].append(bench_backend("postgresql", args.pg_url, args))
+        else:
+            from tests.facilities import PostgresCluster
+
+            with PostgresCluster(fsync=True, base=tmp) as pg:
+                import psycopg
+
+                with psycopg.connect(pg.conninfo()) as c:
+                    out["machine"]["postgresql"] = c.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+                out["results"].append(
+                    bench_backend("postgresql-fsync", pg.create_database("bench"), args)
+                )
+    target = 25_000
+    best = max(
+        c["accepts_per_s"]
+        for r in out["results"]
+        if r["store"].startswith("sqlite")
+        for c in r["cells"]
+        if c["mode"] == "group"
+    )
+    out["target"] = {"accepts_per_s": target, "best_sqlite_group": best, "met": best >= target}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_store.json").write_text(json.dumps(out, indent=2))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(_table(out))
+    return 0
+
+
+def _table(out: dict[str, Any]) -> str:
+    m = out["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['logical_cpus']} CPUs (pinned to {m['pinned_cpus']}), "
+        f"{m['memory']}, {m['db_filesystem']}, SQLite {m['sqlite']}"
+        + (f", PostgreSQL {m['postgresql']}" if "postgresql" in m else ""),
+        f"{'store':18}{'conc':>5}{'mode':>10}{'accepts/s':>12}{'cpu us':>9}{'batch':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}",
+    ]
+    for r in out["results"]:
+        for c in r["cells"]:
+            lines.append(
+                f"{r['store']:18}{c['concurrency']:>5}{c['mode']:>10}{c['accepts_per_s']:>12,.0f}"
+                f"{c['cpu_us_per_accept']:>9.1f}{c['mean_batch']!s:>8}"
+                f"{c['latency_ms_p50']:>9.3f}{c['latency_ms_p99']:>9.3f}"
+            )
+        lines.append(
+            f"{'':18} ratios group/baseline: {r['ratios']}; lookups "
+            f"{r['lookup']['lookups_per_s']:,.0f}/s ({r['lookup']['cpu_us_per_lookup']} us cpu)"
+        )
+    t = out["target"]
+    lines.append(
+        f"target {t['accepts_per_s']:,}/s with SQLite group commit: "
+        f"best {t['best_sqlite_group']:,.0f}/s"
+        f" -> {'met' if t['met'] else 'NOT met'}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
