@@ -86,6 +86,7 @@ class StoreSection:
     key_file: str = ""
     sqlite_synchronous: str = "FULL"
     group_commit_max: int = 256
+    lookup_reuse_seconds: float = 2.0
 
 
 @dataclass(frozen=True)

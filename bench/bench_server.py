@@ -1,0 +1,525 @@
+"""Responder service throughput, latency, CPU per resumption vs strongSwan, and a flood test.
+
+One run, side by side, on this machine:
+
+1. **strongSwan baseline** (``bench_strongswan.measure_strongswan``): responder CPU per full
+   IKEv2 handshake, PSK+x25519 and RSA-2048+MODP-2048, childless, in a private netns.
+2. **Capacity**: the real ``ResponderService`` (durable SQLite, ``synchronous=FULL``, group
+   commit) in its own process pinned to CPU 0; a load generator pinned to CPU 1 keeps a
+   window of exchanges outstanding.  Reported: achieved resumptions/s, and the responder's
+   CPU per resumption from ``/proc/PID/task/*/schedstat`` (every thread: event loop, group
+   commit, SQLite) -- ``1e6 / us_per_resumption`` is the one-core capacity even when the
+   generator cannot saturate the server.
+3. **Latency at 50% and 90%** of the measured capacity, open loop: client-observed time to
+   completion (message 1 sent -> valid message 2, when the initiator has its keys) and the
+   responder's message 3 -> durable commit, p50/p99.
+4. **Flood**: legitimate resumptions at a fixed rate from 512 source addresses while another
+   process sends 10x that rate of datagrams from 16 addresses, half random garbage (some with
+   a valid-looking IKE header) and half *replayed* message 1s captured from the legitimate
+   traffic.  Reported: legitimate success ratio and latency p99, drops by reason.
+
+Every accept is durable before it counts.  Only loopback traffic; every loop is bounded.
+
+    python bench/bench_server.py --json bench/results/server.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import selectors
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_strongswan import (
+    machine_description,
+    measure_strongswan,
+    proc_cpu_seconds,
+    strongswan_available,
+)
+
+from resume.credential import Credential
+from resume.events import FallbackToFullIKE, ResumptionComplete
+from resume.initiator import Initiator, InitiatorConfig
+
+ID_R = b"\x02vpn.example.org"
+SERVER_CPU, CLIENT_CPU = 0, 1
+LEGIT_SOURCES = 512
+FLOOD_SOURCES = 16
+PER_SOURCE_RATE = 50.0  # datagrams/s per source allowed by the server in every phase
+WINDOW = 256
+
+
+def _pin(cpu: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        if (os.cpu_count() or 1) > cpu:
+            os.sched_setaffinity(0, {cpu})
+
+
+def _src(i: int, net: int) -> str:
+    last, rest = 1 + i % 254, i // 254
+    return f"127.{net}.{rest & 255}.{last}"
+
+
+# -- the server process ----------------------------------------------------------------------
+def _server_main(workdir: str, key_line: str, conn: Any, sync: str) -> None:
+    _pin(SERVER_CPU)
+    import trio
+
+    from resume.net.config import from_mapping
+    from resume.net.server import ResponderService
+    from store.keys import Keyring
+    from store.repository import Store
+
+    store = Store.open(
+        f"sqlite:///{workdir}/responder.db",
+        Keyring.from_text(key_line),
+        sqlite_synchronous=sync,
+    )
+    cfg = from_mapping(
+        {
+            "server": {
+                "listen": ["127.0.0.1:0"],
+                "server_secret_file": f"{workdir}/server.key",
+                "recv_batch": 64,
+            },
+            "store": {"group_commit_max": 512},
+            "limits": {
+                "per_source_rate": PER_SOURCE_RATE,
+                "per_source_burst": 2 * PER_SOURCE_RATE,
+                "max_pending": 8192,
+            },
+            "protocol": {"max_pending": 8192, "response_cache_size": 65536},
+            "http": {"listen": ""},
+            "log": {"level": "error"},
+        }
+    )
+
+    async def main() -> None:
+        svc = ResponderService(cfg, store)
+        svc.latency_samples = []
+        async with trio.open_nursery() as n:
+            await n.start(svc.run)
+            conn.send({"addr": svc.addresses[0], "pid": os.getpid()})
+            await trio.to_thread.run_sync(conn.recv)  # "stop"
+            svc.shutdown()
+        m = svc.metrics
+        conn.send(
+            {
+                "latency": svc.latency_samples,
+                "resumed": m.exchanges.get("resumed"),
+                "exchanges": {k[0]: v for k, v in m.exchanges.values.items()},
+                "drops": {k[0]: v for k, v in m.drops.values.items()},
+                "commits": m.commits.get("ok"),
+                "transactions": m.commit_batches.get(),
+                "core": {k: v for lane in svc.lanes for k, v in lane.responder.stats.items()},
+            }
+        )
+
+    trio.run(main)
+    store.close()
+
+
+class Server:
+    def __init__(self, workdir: str, key_line: str, sync: str = "FULL") -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_server_main, args=(workdir, key_line, child, sync))
+        self.proc.start()
+        hello = self.conn.recv()
+        self.addr: tuple[str, int] = tuple(hello["addr"])  # type: ignore[assignment]
+        self.pid: int = hello["pid"]
+
+    def cpu(self) -> float:
+        return proc_cpu_seconds(self.pid)
+
+    def stop(self) -> dict[str, Any]:
+        self.conn.send("stop")
+        result: dict[str, Any] = self.conn.recv()
+        self.proc.join(30)
+        return result
+
+
+# -- the load generator ---------------------------------------------------------------------
+@dataclass
+class Slot:
+    cred: Credential
+    prev: Credential | None = None
+
+
+@dataclass
+class Exchange:
+    ini: Initiator
+    sock: socket.socket
+    slot: Slot
+    t0: float
+
+
+@dataclass
+class LoadStats:
+    started: int = 0
+    resumed: int = 0
+    fallback: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    client_cpu_s: float = 0.0
+    lag_s: float = 0.0  # how far the open-loop schedule fell behind (client saturation)
+    captured_msg1: list[bytes] = field(default_factory=list)
+
+
+class LoadGen:
+    """Many concurrent Initiators over non-blocking sockets from distinct loopback sources."""
+
+    def __init__(self, server: tuple[str, int], pool: list[Slot], sources: int) -> None:
+        self.server = server
+        self.pool = pool
+        self.next_slot = 0
+        self.cfg = InitiatorConfig(initial_rto=0.2, max_retransmits=3, timeout=2.0)
+        self.sel = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        for i in range(sources):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((_src(i, 10), 0))
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self.sel.register(s, selectors.EVENT_READ)
+            self.socks.append(s)
+        self.live: dict[tuple[int, bytes], Exchange] = {}
+        self.timers: list[tuple[float, int, tuple[int, bytes]]] = []
+        self.seq = 0
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+        self.sel.close()
+
+    def retarget(self, server: tuple[str, int]) -> None:
+        self.server = server
+
+    def _start(self, st: LoadStats) -> None:
+        slot = self.pool[self.next_slot % len(self.pool)]
+        self.next_slot += 1
+        sock = self.socks[self.seq % len(self.socks)]
+        self.seq += 1
+        ini = Initiator(slot.cred, self.cfg, previous=slot.prev, peer=self.server)
+        now = time.time()
+        ini.initiate(now)
+        out = ini.datagrams_to_send(now)
+        spi = out[0][0][:8]
+        ex = Exchange(ini, sock, slot, time.perf_counter())
+        self.live[(sock.fileno(), spi)] = ex
+        self._send(ex, out)
+        if len(st.captured_msg1) < 64:
+            st.captured_msg1.append(out[0][0])
+        st.started += 1
+        self._arm(ex, (sock.fileno(), spi))
+
+    def _arm(self, ex: Exchange, key: tuple[int, bytes]) -> None:
+        t = ex.ini.get_timer()
+        if t is not None:
+            heapq.heappush(self.timers, (t, id(ex), key))
+
+    def _send(self, ex: Exchange, out: list[tuple[bytes, tuple[str, int]]]) -> None:
+        for data, _ in out:
+            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                ex.sock.sendto(data, self.server)
+
+    def _events(self, ex: Exchange, key: tuple[int, bytes], st: LoadStats) -> None:
+        while (ev := ex.ini.next_event()) is not None:
+            if isinstance(ev, ResumptionComplete):
+                st.resumed += 1
+                st.latencies.append(time.perf_counter() - ex.t0)
+                used = ex.ini.credential
+                ex.slot.prev, ex.slot.cred = used, ev.successor
+                self._send(ex, ex.ini.datagrams_to_send(time.time()))  # message 3
+                self.live.pop(key, None)
+            elif isinstance(ev, FallbackToFullIKE):
+                st.fallback[ev.reason] = st.fallback.get(ev.reason, 0) + 1
+                self.live.pop(key, None)
+
+    def _poll(self, timeout: float, st: LoadStats) -> None:
+        for k, _ in self.sel.select(timeout):
+            sock: socket.socket = k.fileobj  # type: ignore[assignment]
+            fd = sock.fileno()
+            for _ in range(64):
+                try:
+                    data = sock.recv(4096)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                ex = self.live.get((fd, data[:8]))
+                if ex is None:
+                    continue
+                before = ex.ini.credential
+                ex.ini.receive_datagram(data, self.server, time.time())
+                out = ex.ini.datagrams_to_send(time.time())
+                if ex.ini.credential is not before:  # NACK -> retry with previous (new SPI)
+                    self.live.pop((fd, data[:8]), None)
+                    if out:
+                        self.live[(fd, out[0][0][:8])] = ex
+                        self._arm(ex, (fd, out[0][0][:8]))
+                    self._send(ex, out)
+                    continue
+                self._send(ex, out)
+                self._events(ex, (fd, data[:8]), st)
+        now = time.time()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, key = heapq.heappop(self.timers)
+            ex = self.live.get(key)
+            if ex is None:
+                continue
+            ex.ini.handle_timer(now)
+            self._send(ex, ex.ini.datagrams_to_send(now))
+            self._events(ex, key, st)
+            if key in self.live:
+                self._arm(ex, key)
+
+    def run(self, duration: float, rate: float | None, window: int = WINDOW) -> LoadStats:
+        """Open loop at ``rate`` exchanges/s, or closed loop keeping ``window`` outstanding."""
+        st = LoadStats()
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        end = t0 + duration
+        next_start = t0
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if rate is None:
+                while len(self.live) < window:
+                    self._start(st)
+                timeout = 0.01
+            else:
+                n = 0
+                while next_start <= now and n < 256:
+                    self._start(st)
+                    next_start += 1.0 / rate
+                    n += 1
+                st.lag_s = max(st.lag_s, now - next_start)
+                timeout = max(0.0, min(0.01, next_start - time.perf_counter()))
+            self._poll(timeout, st)
+        # let the last exchanges finish (bounded)
+        drain_end = time.perf_counter() + 3.0
+        while self.live and time.perf_counter() < drain_end:
+            self._poll(0.01, st)
+        st.wall_s = duration
+        st.client_cpu_s = time.process_time() - cpu0
+        return st
+
+
+# -- the flood process -----------------------------------------------------------------------
+def _flood_main(server: tuple[str, int], rate: float, duration: float, msg1s: list[bytes]) -> None:
+    _pin(CLIENT_CPU)
+    rnd = random.Random(7)
+    socks = []
+    for i in range(FLOOD_SOURCES):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((_src(i, 20), 0))
+        s.setblocking(False)
+        socks.append(s)
+    header_like = bytes(16) + bytes([33, 0x20, 240, 0x08]) + bytes(4)
+    garbage = [os.urandom(rnd.randrange(28, 400)) for _ in range(512)]
+    garbage += [header_like + (128).to_bytes(4, "big") + os.urandom(100) for _ in range(512)]
+    t0 = time.perf_counter()
+    sent = 0
+    while True:
+        now = time.perf_counter()
+        if now - t0 >= duration:
+            break
+        due = int((now - t0) * rate)
+        while sent < due:
+            s = socks[sent % FLOOD_SOURCES]
+            data = msg1s[sent % len(msg1s)] if sent % 2 else garbage[sent % len(garbage)]
+            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                s.sendto(data, server)
+            sent += 1
+        time.sleep(0.0005)
+
+
+# -- the run --------------------------------------------------------------------------------
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _lat(xs: list[float]) -> dict[str, float]:
+    return {
+        "n": len(xs),
+        "p50_ms": round(_pct(xs, 0.5) * 1e3, 3),
+        "p99_ms": round(_pct(xs, 0.99) * 1e3, 3),
+        "mean_ms": round(statistics.fmean(xs) * 1e3, 3) if xs else math.nan,
+    }
+
+
+def seed(workdir: str, n: int) -> tuple[str, list[Slot]]:
+    from resume.testing import simulated_full_ike
+    from store.keys import Keyring, MasterKey
+    from store.repository import Store
+
+    mk = MasterKey.generate()
+    key_line = mk.to_line()
+    pool = []
+    with Store.open(
+        f"sqlite:///{workdir}/responder.db", Keyring([mk]), sqlite_synchronous="NORMAL"
+    ) as store:
+        now = time.time()
+        for i in range(n):
+            c = simulated_full_ike(id_i=b"\x02client-%06d" % i, id_r=ID_R)
+            store.upsert_full_ike("responder", c, now)
+            pool.append(Slot(c))
+    return key_line, pool
+
+
+def phase(
+    workdir: str,
+    key_line: str,
+    gen: LoadGen,
+    duration: float,
+    rate: float | None,
+    flood: float = 0.0,
+) -> dict[str, Any]:
+    """One fresh server process; warm-up, then the measured window (and the flood, if any).
+
+    Responder CPU covers warm-up and window, divided by every resumption it completed in
+    them, so work and count always match.
+    """
+    server = Server(workdir, key_line)
+    gen.retarget(server.addr)
+    flood_proc = None
+    try:
+        cpu0 = server.cpu()
+        warm = gen.run(0.5, rate)
+        if flood:
+            ctx = mp.get_context("spawn")
+            flood_proc = ctx.Process(
+                target=_flood_main, args=(server.addr, flood, duration, warm.captured_msg1)
+            )
+            flood_proc.start()
+        st = gen.run(duration, rate)
+        time.sleep(0.3)  # the last message 3s reach durable commit
+        cpu1 = server.cpu()
+    finally:
+        if flood_proc is not None:
+            flood_proc.join(duration + 10)
+        result = server.stop()
+    resumed_server = result["resumed"]
+    us = (cpu1 - cpu0) / resumed_server * 1e6 if resumed_server else math.nan
+    return {
+        "offered_rate": rate,
+        "client": {
+            "started": st.started,
+            "resumed": st.resumed,
+            "fallback": st.fallback,
+            "success_ratio": round(st.resumed / st.started, 5) if st.started else math.nan,
+            "rate": round(st.resumed / st.wall_s, 1),
+            "latency_to_keys": _lat(st.latencies),
+            "cpu_util": round(st.client_cpu_s / (st.wall_s + 3.0), 3),
+            "schedule_lag_ms": round(st.lag_s * 1e3, 1),
+        },
+        "server": {
+            "cpu_s": round(cpu1 - cpu0, 4),
+            "resumed_total": resumed_server,
+            "us_cpu_per_resumption": round(us, 1),
+            "commit_transactions": result["transactions"],
+            "msg3_to_durable_commit": _lat(result["latency"]),
+            "drops": result["drops"],
+            "exchanges": result["exchanges"],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    ap.add_argument("--pool", type=int, default=6000, help="credentials seeded")
+    ap.add_argument("--handshakes", type=int, default=300, help="strongSwan handshakes/suite")
+    ap.add_argument(
+        "--flood-legit-rate",
+        type=float,
+        default=0.0,
+        help="legit resumptions/s in the flood test (default 25%% of capacity)",
+    )
+    ap.add_argument("--no-strongswan", action="store_true")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args(argv)
+    _pin(CLIENT_CPU)
+    out: dict[str, Any] = {"machine": machine_description(), "config": vars(args)}
+
+    if not args.no_strongswan and strongswan_available():
+        ss = {s: measure_strongswan(s, args.handshakes) for s in ("psk-x25519", "rsa-modp2048")}
+        out["strongswan"] = {k: asdict(v) for k, v in ss.items()}
+        for k, v in ss.items():
+            print(f"strongSwan {k}: {v.us_per_handshake:.0f} us responder CPU per full handshake")
+    else:
+        ss = {}
+        print("strongSwan baseline skipped (needs root and charon)")
+
+    with tempfile.TemporaryDirectory(prefix="ikr-bench-") as wd:
+        key_line, pool = seed(wd, args.pool)
+        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES)
+        try:
+            cap = phase(wd, key_line, gen, args.duration, None)
+            us = cap["server"]["us_cpu_per_resumption"]
+            achieved = cap["client"]["rate"]
+            cap["one_core_capacity_per_s"] = round(1e6 / us, 0)
+            print(
+                f"capacity: achieved {achieved:.0f} resumptions/s (client cpu "
+                f"{cap['client']['cpu_util']:.0%}); responder {us:.0f} us CPU per resumption "
+                f"=> {1e6 / us:.0f}/s per core; durable commits in "
+                f"{cap['server']['commit_transactions']} transactions"
+            )
+            base = min(achieved, 1e6 / us)
+            loads = {}
+            for frac in (0.5, 0.9):
+                r = phase(wd, key_line, gen, args.duration, base * frac)
+                loads[f"{int(frac * 100)}%"] = r
+                c, s = r["client"], r["server"]["msg3_to_durable_commit"]
+                print(
+                    f"load {frac:.0%} ({base * frac:.0f}/s): success {c['success_ratio']:.4f}, "
+                    f"client to keys p50 {c['latency_to_keys']['p50_ms']} ms p99 "
+                    f"{c['latency_to_keys']['p99_ms']} ms; msg3->durable p50 {s['p50_ms']} ms "
+                    f"p99 {s['p99_ms']} ms"
+                )
+            legit = args.flood_legit_rate or round(base * 0.25)
+            fl = phase(wd, key_line, gen, args.duration, legit, flood=10 * legit)
+            c = fl["client"]
+            print(
+                f"flood: legit {legit:.0f}/s + {10 * legit:.0f}/s garbage & replayed msg1 from "
+                f"{FLOOD_SOURCES} sources: success {c['success_ratio']:.4f}, p99 "
+                f"{c['latency_to_keys']['p99_ms']} ms; drops {fl['server']['drops']}"
+            )
+        finally:
+            gen.close()
+    out["capacity"] = cap
+    out["latency_at_load"] = loads
+    out["flood"] = {"legit_rate": legit, "flood_rate": 10 * legit, **fl}
+    if ss:
+        out["ratio_vs_strongswan"] = {
+            k: round(v.us_per_handshake / cap["server"]["us_cpu_per_resumption"], 2)
+            for k, v in ss.items()
+        }
+        for k, v in out["ratio_vs_strongswan"].items():
+            print(f"strongSwan {k} full handshake costs {v}x a resumption's responder CPU")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
