@@ -60,7 +60,6 @@ L_ESP = b"ikeresume v1 esp keymat"
 L_SUCCESSOR = b"ikeresume v1 successor"
 L_MSG2 = b"ikeresume v1 msg2 responder"
 L_MSG3 = b"ikeresume v1 msg3 initiator"
-L_RESPONDER_STATE = b"ikeresume v1 responder state"
 L_RESPONDER_VALUES = b"ikeresume v1 responder values"
 L_FINGERPRINT = b"ikeresume v1 fingerprint"
 
@@ -69,6 +68,7 @@ HANDLE_LEN = 16
 MIN_ESP_SPI = 256
 
 _SHA256 = hashes.SHA256()
+_SHA512 = hashes.SHA512()
 
 
 def lp(data: bytes) -> bytes:
@@ -343,16 +343,22 @@ class ResponderValues:
     esp_spi: int
 
 
+def responder_prf(server_secret: bytes, tick: int, addr: tuple[str, int], msg1: bytes) -> bytes:
+    """``V = HMAC-SHA-512(server_secret, "ikeresume v1 responder values" | u64(tick) | addr
+    | lp(m1))``: one primitive call for all 44 bytes (the responder computes it for every
+    message 1 and message 3)."""
+    h = c_hmac.HMAC(server_secret, _SHA512)
+    h.update(L_RESPONDER_VALUES + struct.pack(">Q", tick) + addr_bytes(addr) + lp(msg1))
+    return h.finalize()
+
+
 def responder_values(
     server_secret: bytes, tick: int, addr: tuple[str, int], msg1: bytes
 ) -> ResponderValues:
     """N_R, responder IKE SPI and inbound ESP SPI from (secret, tick, address, message 1):
     a message-1 flood allocates nothing, message 3 recomputes them.  (The responder's X25519
     key is *not* derived here: it is random per tick and erased, see ``Responder``.)"""
-    seed = hmac_sha256(
-        server_secret, L_RESPONDER_STATE + struct.pack(">Q", tick) + addr_bytes(addr) + lp(msg1)
-    )
-    v = hkdf_expand(seed, L_RESPONDER_VALUES, 32 + 8 + 4)
+    v = responder_prf(server_secret, tick, addr, msg1)
     spi_r = v[32:40]
     if spi_r == b"\x00" * 8:
         spi_r = b"\x00" * 7 + b"\x01"

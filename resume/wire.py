@@ -120,39 +120,54 @@ def peek_header_untrusted(data: bytes) -> Header:
         raise DecodeError(f"bad header: {exc}") from None
 
 
-def decode_message_untrusted(data: bytes) -> Message:
-    """Header plus the generic payload chain; bodies are left uninterpreted.
-
-    Strict where RFC 7296 is strict (lengths, chain ends exactly at the end of the datagram)
-    and bounded (at most ``MAX_PAYLOADS`` payloads).
-    """
+def decode_chain_untrusted(data: bytes) -> tuple[Header, tuple[int, ...], list[bytes]]:
+    """Header, payload types in order and payload bodies: the responder's hot path (no
+    per-payload objects).  Same checks as :func:`decode_message_untrusted`."""
     try:
         data = bytes(data)
         header = _header_untrusted(data)
         n = header.length
         off = HEADER_LEN
         np_ = header.next_payload
-        payloads: list[Payload] = []
+        types: list[int] = []
+        bodies: list[bytes] = []
+        unpack = _PAYLOAD_HEADER.unpack_from
         while np_ != PT_NONE:
-            if len(payloads) >= MAX_PAYLOADS:
+            if len(types) >= MAX_PAYLOADS:
                 raise DecodeError("too many payloads")
             if off + PAYLOAD_HEADER_LEN > n:
-                raise DecodeError(f"payload {len(payloads)} header runs past the end")
-            nxt, cflags, plen = _PAYLOAD_HEADER.unpack_from(data, off)
-            if plen < PAYLOAD_HEADER_LEN or off + plen > n:
-                raise DecodeError(f"payload {len(payloads)} length {plen} out of bounds")
-            payloads.append(
-                Payload(np_, bool(cflags & 0x80), data[off + PAYLOAD_HEADER_LEN : off + plen])
-            )
+                raise DecodeError(f"payload {len(types)} header runs past the end")
+            nxt, _cflags, plen = unpack(data, off)
+            end = off + plen
+            if plen < PAYLOAD_HEADER_LEN or end > n:
+                raise DecodeError(f"payload {len(types)} length {plen} out of bounds")
+            types.append(np_)
+            bodies.append(data[off + PAYLOAD_HEADER_LEN : end])
             np_ = nxt
-            off += plen
+            off = end
         if off != n:
             raise DecodeError(f"{n - off} bytes after the last payload")
-        return Message(header, tuple(payloads))
+        return header, tuple(types), bodies
     except DecodeError:
         raise
     except (struct.error, TypeError, ValueError) as exc:
         raise DecodeError(f"malformed message: {exc}") from None
+
+
+def decode_message_untrusted(data: bytes) -> Message:
+    """Header plus the generic payload chain; bodies are left uninterpreted.
+
+    Strict where RFC 7296 is strict (lengths, chain ends exactly at the end of the datagram)
+    and bounded (at most ``MAX_PAYLOADS`` payloads).
+    """
+    header, types, bodies = decode_chain_untrusted(data)
+    data = bytes(data)
+    payloads = []
+    off = HEADER_LEN
+    for t, body in zip(types, bodies, strict=True):
+        payloads.append(Payload(t, bool(data[off + 1] & 0x80), body))
+        off += PAYLOAD_HEADER_LEN + len(body)
+    return Message(header, tuple(payloads))
 
 
 def encode_message(

@@ -41,7 +41,7 @@ from resume.wire import (
     PT_RESUME_HANDLE,
     PT_RESUME_SA,
     Header,
-    decode_message_untrusted,
+    decode_chain_untrusted,
     encode_message,
 )
 
@@ -201,16 +201,13 @@ def _hardened_init(raw: bytes, header: Header, bodies: list[bytes], has_ke: bool
 
 
 def _parse_request(data: bytes, nested: bool) -> Request:
-    msg = decode_message_untrusted(data)
-    h = msg.header
+    h, types, bodies = decode_chain_untrusted(data)
     if h.exchange_type != EXCHANGE_IKE_RESUME:
         raise DecodeError(f"exchange type {h.exchange_type} is not IKE_RESUME")
     if h.flags & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR:
         raise DecodeError("not a request from an initiator")
     if h.spi_i == ZERO_SPI:
         raise DecodeError("zero initiator SPI")
-    types = tuple(p.type for p in msg.payloads)
-    bodies = [p.body for p in msg.payloads]
     raw = bytes(data)
     if h.message_id == 0:
         if h.spi_r != ZERO_SPI:
@@ -239,14 +236,11 @@ def parse_request_untrusted(data: bytes) -> Request:
 
 def parse_response_untrusted(data: bytes) -> Response:
     """Message 2 (either mode) or a NACK as the initiator receives it."""
-    msg = decode_message_untrusted(data)
-    h = msg.header
+    h, types, bodies = decode_chain_untrusted(data)
     if h.exchange_type != EXCHANGE_IKE_RESUME:
         raise DecodeError(f"exchange type {h.exchange_type} is not IKE_RESUME")
     if h.flags & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_RESPONSE:
         raise DecodeError("not a response from a responder")
-    types = tuple(p.type for p in msg.payloads)
-    bodies = [p.body for p in msg.payloads]
     raw = bytes(data)
     if types == (PT_NOTIFY,) and h.message_id in (0, 1):
         if bodies[0] != _NACK_BODY:

@@ -192,12 +192,8 @@ def hardened_vector(x25519: bool, cbc: bool) -> dict[str, Any]:
     keys = ks.derive_run(cred, n_i, n_r, dh, values.esp_spi, spi_r2i)
     inter.update(
         {
-            "responder_seed": ks.hmac_sha256(
-                bytes.fromhex(run["server_secret"]),
-                ks.L_RESPONDER_STATE
-                + run["tick"].to_bytes(8, "big")
-                + ks.addr_bytes(CLIENT)
-                + ks.lp(m1),
+            "responder_prf": ks.responder_prf(
+                bytes.fromhex(run["server_secret"]), run["tick"], CLIENT, m1
             ).hex(),
             "nonce_r": values.nonce_r.hex(),
             "spi_r": values.spi_r.hex(),

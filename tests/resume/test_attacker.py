@@ -65,7 +65,7 @@ class AttackedNetwork(RuleBasedStateMachine):
         self.r_sent: set[bytes] = set()
         self.r_completions: list[ResumptionComplete] = []
         self.i_completions: list[ResumptionComplete] = []
-        self.initiator_done_on: dict[int, bytes] = {}
+        self.initiator_done_on: dict[int, tuple[Initiator, bytes]] = {}
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -109,7 +109,8 @@ class AttackedNetwork(RuleBasedStateMachine):
                 # completion only on a message 2 the responder really produced
                 assert pkt.data in self.r_sent
                 assert id(init) not in self.initiator_done_on
-                self.initiator_done_on[id(init)] = pkt.data
+                # keep the object alive so that its id is not reused by a later attempt
+                self.initiator_done_on[id(init)] = (init, pkt.data)
         self._collect()
 
     # --- honest behaviour ------------------------------------------------------------------
