@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from analysis import metrics
 from analysis.recommend import KINDS, Limits, Row, best, candidate, default_lifetimes, pareto, rows
 from analysis.sweep import SweepResult, run
@@ -175,6 +173,3 @@ def to_json(a: Analysis) -> dict[str, Any]:
         },
     }
 
-
-def no_cache_full(trace: Trace) -> int:
-    return int(np.int64(len(trace)))

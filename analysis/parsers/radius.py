@@ -150,8 +150,8 @@ def parse_ise(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Eve
             body = body.split(",", 1)[1] if "," in body else ""
         attrs = {k.strip(): v.strip() for k, v in _ISE_KV.findall(body.strip())}
         try:
-            header_t = find_time(rest.split("Radius-Accounting:")[0], ctx) if m else None
-            if header_t is None:
+            header_t = find_time(rest.split("Radius-Accounting:")[0], ctx)
+            if header_t is None:  # continuation segments carry only the syslog header
                 header_t = find_time(line[: m.start()], ctx)
         except TimeFormatError as e:
             yield Issue(src, str(e))
