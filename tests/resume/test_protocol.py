@@ -442,3 +442,50 @@ def test_low_order_x25519_share_is_refused() -> None:
     [(nack, _)] = resp.datagrams_to_send(NOW)
     assert nack == build_nack(b"I" * 8, b"\x00" * 8, 0)
     assert resp.stats["nack_bad_key_share"] == 1
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_tampered_message3_is_refused_and_nothing_commits(paper: bool) -> None:
+    mode = ProtocolMode.PAPER if paper else ProtocolMode.HARDENED
+    cred = simulated_full_ike(mode=mode)
+    pair = ConnectionPair.create(ResponderConfig(allow_paper_mode=paper), SECRET)
+    pair.table.add(cred)
+    genuine: list[bytes] = []
+
+    def flip_mac(direction: str, data: bytes) -> bool:
+        if direction == "i2r" and data[20:24] == b"\x00\x00\x00\x01":
+            genuine.append(data)
+            bad = data[:-1] + bytes([data[-1] ^ 0x40])
+            pair.responder.receive_datagram(bad, CLIENT_ADDR, NOW)
+            return False
+        return True
+
+    ie, re_, _ = pair.run(Initiator(cred, InitiatorConfig(allow_paper_mode=paper)), NOW, flip_mac)
+    evs = re_ + answer_events(pair.responder, pair.table, NOW)
+    assert len(completes(ie)) == 1 and not completes(evs)
+    assert pair.responder.stats["nack_bad_mac"] == 1
+    assert pair.table.commits == 0 and pair.table.records == {cred.handle: cred}
+    # the genuine message 3 arrives after the forged one
+    pair.responder.receive_datagram(genuine[0], CLIENT_ADDR, NOW + 1)
+    evs = answer_events(pair.responder, pair.table, NOW + 1)
+    if paper:
+        # the proposal's per-peer state was consumed by the forgery: a one-packet DoS
+        assert not completes(evs) and pair.responder.stats["nack_no_half_open"] == 1
+    else:
+        # hardened: nothing was kept, so a forgery cannot spoil the real run
+        [done] = completes(evs)
+        assert (done.sa.i_to_r, done.sa.r_to_i) == (
+            completes(ie)[0].sa.i_to_r,
+            completes(ie)[0].sa.r_to_i,
+        )
+
+
+def test_paper_message3_without_message1_is_refused() -> None:
+    from resume import wire_messages as wm
+
+    resp = Responder(ResponderConfig(allow_paper_mode=True), SECRET)
+    m3 = wm.build_paper_auth_prefix(b"I" * 8, b"R" * 8, b"\x02someone") + b"m" * 32
+    resp.receive_datagram(m3, CLIENT_ADDR, NOW)
+    [(nack, _)] = resp.datagrams_to_send(NOW)
+    assert nack == build_nack(b"I" * 8, b"R" * 8, 1)
+    assert resp.stats["nack_no_half_open"] == 1 and resp.next_event() is not None
