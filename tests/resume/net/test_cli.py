@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,7 +96,7 @@ def _serving_line(proc: subprocess.Popen[str], timeout: float = 20) -> dict[str,
 
 
 def test_serve_resume_and_sigterm(tmp_path: Path) -> None:
-    """The deployed pair: a real `serve` process, `resume` processes, then SIGTERM."""
+    """The deployed pair: `serve` (two SO_REUSEPORT workers), `resume` processes, SIGTERM."""
     key = tmp_path / "master.key"
     key.write_text(MasterKey.generate().to_line() + "\n")
     kr = Keyring.from_file(key)
@@ -111,7 +112,8 @@ def test_serve_resume_and_sigterm(tmp_path: Path) -> None:
     cfg.write_text(
         f"""
 [server]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:{{port}}"]
+workers = 2
 server_secret_file = "{tmp_path}/server.secret"
 [store]
 url = "sqlite:///{tmp_path}/server.db"
@@ -120,6 +122,10 @@ key_file = "{key}"
 listen = ""
 """
     )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # SO_REUSEPORT workers need a fixed port
+    cfg.write_text(cfg.read_text().replace("{port}", str(port)))
     env = dict(os.environ, IKERESUME_MASTER_KEY_FILE=str(key))
     serve = subprocess.Popen(
         [sys.executable, "-m", "resume.cli", "serve", "-c", str(cfg)],
@@ -129,6 +135,7 @@ listen = ""
     )
     try:
         rec = _serving_line(serve)
+        assert _serving_line(serve)["bound"] == rec["bound"]  # the SO_REUSEPORT sibling
         bound = rec["bound"]
         assert isinstance(bound, list)
         server = str(bound[0])
