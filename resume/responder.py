@@ -270,6 +270,8 @@ class Responder:
     # --- helpers --------------------------------------------------------------------------
 
     def _tick(self, now: float) -> int:
+        if not math.isfinite(now):
+            raise LocalProtocolError(f"now must be a finite time, not {now!r}")
         return math.floor(now / self._tick_s)
 
     def _take_slot(self, token: int, accepted: frozenset[SlotState], what: str) -> _Slot | None:
