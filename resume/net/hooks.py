@@ -101,37 +101,27 @@ class PythonHook:
 
 
 class XfrmInstaller:
-    """Adapter to ``ikeshim``'s XFRM installer, imported only when configured.
+    """Adapter to ``ikeshim.installer.install_sa_pair_async``, imported only when configured.
 
-    The ikeshim package owns the kernel side; we look for an async
-    ``install_sa_pair(sa: SAPair)`` in ``ikeshim.install`` (falling back to ``ikeshim.xfrm``)
-    so that the service does not import netlink code unless asked to.
+    ikeshim owns the kernel side (all-or-nothing install of both SAs and their policies);
+    the service does not import netlink code unless ``mode = "xfrm"``.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        fn: Any = None
-        for mod in ("ikeshim.install", "ikeshim.installer", "ikeshim.xfrm"):
-            try:
-                m = importlib.import_module(mod)
-            except ImportError:
-                continue
-            fn = getattr(m, "install_sa_pair", None)
-            if fn is not None:
-                break
-        if fn is None:
-            raise ValueError("install mode 'xfrm' needs ikeshim's install_sa_pair (not available)")
-        self._fn = fn
+        try:
+            from ikeshim.installer import install_sa_pair_async
+        except ImportError as e:
+            raise ValueError(f"install mode 'xfrm' needs ikeshim's installer: {e}") from None
+        self._fn: Callable[[SAPair], Any] = install_sa_pair_async
 
     async def install(self, sa: SAPair) -> None:
         try:
             with trio.fail_after(self.timeout):
-                result = self._fn(sa)
-                if inspect.isawaitable(result):
-                    await result
+                await self._fn(sa)
         except trio.TooSlowError:
             raise InstallError(f"XFRM install timed out after {self.timeout:g}s") from None
-        except Exception as e:
+        except Exception as e:  # ikeshim.errors.XfrmError and friends: counted, not fatal
             raise InstallError(f"XFRM install failed: {e}") from None
 
 

@@ -318,3 +318,40 @@ async def test_shutdown_with_exchanges_in_flight(env: Env, nursery: trio.Nursery
         assert _server_generation(env, i) == 0, i
         assert results[i].outcome == "timeout"  # type: ignore[attr-defined]
     assert svc.metrics.drops.get("draining") >= 1
+
+
+async def test_failed_install_is_counted_not_fatal(env: Env, nursery: trio.Nursery) -> None:
+    """install = "xfrm" on the host kernel, which has no ESP (or no CAP_NET_ADMIN): the
+    kernel refuses, the failure is counted and logged, the service keeps serving."""
+    env.seed(2)
+    svc = await env.start(nursery, env.config(install={"mode": "xfrm", "hook_timeout": 5}))
+    for i in range(2):
+        r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], id_i=id_i(i))
+        assert r.resumed
+    with trio.fail_after(10):
+        while svc.metrics.installs.get("failed") + svc.metrics.installs.get("ok") < 2:
+            await trio.sleep(0.02)
+    assert svc.metrics.installs.get("failed") == 2
+    assert svc.ready
+
+
+async def test_hook_receives_the_responder_sa(env: Env, nursery: trio.Nursery) -> None:
+    env.seed(1)
+    out = env.tmp / "hook.json"
+    script = env.tmp / "hook.py"
+    script.write_text(f"import sys\nopen({str(out)!r}, 'w').write(sys.stdin.read())\n")
+    import sys
+
+    cfg = env.config(install={"mode": "hook", "hook": f"{sys.executable} {script}"})
+    svc = await env.start(nursery, cfg)
+    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], config=FAST)
+    assert r.resumed and r.sa is not None
+    with trio.fail_after(10):
+        while svc.metrics.installs.get("ok") < 1:
+            await trio.sleep(0.02)
+    import json
+
+    desc = json.loads(out.read_text())
+    assert desc["role"] == "responder"
+    assert desc["i_to_r"]["spi"] == r.sa.i_to_r.spi
+    assert desc["i_to_r"]["encr_key"] == r.sa.i_to_r.encr_key.hex()
