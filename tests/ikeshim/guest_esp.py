@@ -140,3 +140,41 @@ def check_policy_without_sa_blocks_traffic() -> None:
         "ip netns exec b ping -c 1 -W 1 192.0.2.1", shell=True, capture_output=True, timeout=30
     )
     assert out.returncode != 0, "ping succeeded without SAs"
+
+
+def check_bypass_socket_keeps_a_channel_clear_under_a_blocking_policy() -> dict[str, Any]:
+    """Policies without SAs block b->a traffic; a bypassed UDP socket pair still talks."""
+    import socket as s
+
+    from ikeshim.xfrm import bypass_socket
+
+    pair = make_pair(make_params("gcm128"), spis=(0x7001, 0x7002))
+    _ia, ib = _install_both(pair)
+    with in_netns("b"):
+        xb = XfrmSocket()
+    with xb:
+        xb.delete_sa(ib.outbound)  # b's policy now requires an SA that does not exist
+
+    def exchange(bypass: bool) -> bool:
+        with in_netns("a"):
+            srv = s.socket(s.AF_INET, s.SOCK_DGRAM)
+        with in_netns("b"):
+            cli = s.socket(s.AF_INET, s.SOCK_DGRAM)
+        with srv, cli:
+            if bypass:
+                bypass_socket(srv)
+                bypass_socket(cli)
+            srv.bind(("192.0.2.1", 0))
+            srv.settimeout(1.0)
+            try:
+                cli.sendto(b"ping", srv.getsockname())
+                data, _addr = srv.recvfrom(100)
+            except OSError:
+                return False
+            return data == b"ping"
+
+    blocked = exchange(False)
+    passed = exchange(True)
+    assert not blocked, "datagram passed a policy whose SA is missing"
+    assert passed, "bypassed socket was blocked"
+    return {"without": blocked, "with": passed}

@@ -34,3 +34,10 @@ def test_ping_flows_and_all_four_sa_counters_grow(verdict: Any, case: str) -> No
 
 def test_negative_control_no_sa_no_traffic(verdict: Any) -> None:
     verdict("check_policy_without_sa_blocks_traffic")
+
+
+def test_bypass_socket_keeps_the_resumption_channel_clear(verdict: Any) -> None:
+    assert verdict("check_bypass_socket_keeps_a_channel_clear_under_a_blocking_policy") == {
+        "without": False,
+        "with": True,
+    }
