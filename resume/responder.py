@@ -423,7 +423,7 @@ class Responder:
         slot_next(slot.state, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
         self._send(msg2, slot.addr)
-        expires = (self._tick(now) + 2) * self._tick_s
+        expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
         self._cache_response((slot.addr, req.raw), msg2, expires)
 
     def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
@@ -510,13 +510,15 @@ class Responder:
             return
         if self._cached_response((addr, req.raw), addr, now):
             return
+        tick = self._tick(now)
         slot = _Slot(
             SlotState.AWAIT_CREDENTIAL_1,
             req,
             addr,
             req.id_i,
             now + self.config.lookup_timeout,
-            values=ks.responder_values(self._secret, self._tick(now), addr, req.raw),
+            values=ks.responder_values(self._secret, tick, addr, req.raw),
+            tick=tick,
         )
         token = self._new_slot(slot)
         if token is not None:
@@ -534,7 +536,7 @@ class Responder:
         key = ks.paper_auth_key(cred.paper_keys.r_to_i)
         msg2 = prefix + ks.paper_mac(key, cred.id_r, req.nonce, v.nonce_r)
         slot_next(slot.state, SlotInput.CREDENTIAL)
-        expires = (self._tick(now) + 2) * self._tick_s
+        expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
         self._half_open[(slot.addr, req.header.spi_i, v.spi_r)] = _HalfOpen(
             cred, req.nonce, v.nonce_r, lt, expires
         )
