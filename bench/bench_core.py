@@ -1,8 +1,9 @@
 """Responder CPU per resumption in the protocol core alone, next to public-key baselines.
 
 What is timed (per exchange, thread CPU time -- ``time.thread_time_ns``, so that other
-processes on a shared machine do not inflate the figures -- around the responder's work only): message 1
-(receive_datagram, CredentialNeeded answered from a dict, message 2 built) plus message 3
+processes on a shared machine do not inflate the figures -- around the responder's work
+only): message 1 (receive_datagram, CredentialNeeded answered from a dict, message 2 built)
+plus message 3
 (receive_datagram, second lookup, MAC check, CommitNeeded answered, ResumptionComplete).
 The initiator's work happens outside the timed regions.  In the same run, the same way:
 one X25519 key generation + exchange, and one RSA-2048 PKCS#1 v1.5 SHA-256 signature with
