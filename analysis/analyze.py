@@ -7,8 +7,10 @@ path, and so ``--json`` holds exactly the numbers the tables and plots were made
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from analysis import metrics
 from analysis.recommend import KINDS, Limits, Row, best, candidate, default_lifetimes, pareto, rows
@@ -36,6 +38,7 @@ class Analysis:
     selected: list[dict[str, Any]] = field(default_factory=list)
     occupancy: metrics.Occupancy | None = None
     rekeyed_segments: int = 0
+    limit_sweeps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _label(kind: str, v: float) -> str:
@@ -71,7 +74,13 @@ def analyze(
     n_lifetimes: int | None = None,
     record_bytes: int = metrics.RECORD_BYTES,
     progress: Callable[[str], None] | None = None,
+    capacity_max_sessions: int = 300_000,
 ) -> Analysis:
+    """Sweeps, Pareto table, recommendation and its neighbourhood.
+
+    Capacity (LRU) is replayed by the reference loop, so its sweep is skipped for traces
+    above ``capacity_max_sessions`` (the report says so).
+    """
     lim = limits or Limits()
     a = Analysis(trace, lim, rekey)
     tick = progress or (lambda _msg: None)
@@ -121,7 +130,63 @@ def analyze(
             "refusals": {k: int(v[i]) for k, v in res.refusals.items() if v[i]},
         })
     tick("selected policies")
+    if a.best is not None:
+        a.limit_sweeps = limit_sweeps(trace, a.best.policy, lim, capacity_max_sessions)
+        peak = a.occupancy.peak if a.occupancy is not None else 0
+        a.selected[0]["per_user_full_histogram"] = _histogram(
+            metrics.per_user_full(trace, res.full[:, 0]), metrics.sessions_per_user(trace)
+        )
+        if peak and len(trace) <= capacity_max_sessions:
+            caps = sorted({max(1, round(peak * f)) for f in CAPACITY_FRACTIONS})
+            a.limit_sweeps["capacity"] = _limit_rows(
+                trace, [replace(a.best.policy, capacity=c) for c in caps], caps
+            )
+        tick("limits around the recommended policy")
     return a
+
+
+# Other limits swept around the recommended policy (never beyond the operator's limits).
+LIMIT_VALUES: dict[str, list[float | None]] = {
+    "max_chain_age": [3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 2 * 86400.0, 7 * 86400.0],
+    "idle": [300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, None],
+    "max_resumptions": [0, 1, 2, 5, 10, 20, 50, 100, None],
+}
+CAPACITY_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def _limit_rows(trace: Trace, pols: list[Policy], values: list[Any]) -> list[dict[str, Any]]:
+    res = run(trace, pols)
+    sav = res.saving()
+    return [
+        {"value": v, "saving": float(sav[i]), "full": int(res.n_full[i]),
+         "max_age_at_use_s": float(res.max_age_at_use[i]),
+         "max_bytes_at_use": int(res.max_bytes_at_use[i])}
+        for i, v in enumerate(values)
+    ]
+
+
+def limit_sweeps(
+    trace: Trace, base: Policy, lim: Limits, capacity_max_sessions: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Savings of ``base`` with each other limit varied (capacity: see :func:`analyze`)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, values in LIMIT_VALUES.items():
+        vals = list(values)
+        if name == "max_chain_age" and lim.max_secret_age is not None:
+            vals = [v for v in vals if v is not None and v <= lim.max_secret_age]
+        if not vals:
+            continue
+        conv: Callable[[float], float | int] = int if name == "max_resumptions" else float
+        changes: list[dict[str, Any]] = [{name: None if v is None else conv(v)} for v in vals]
+        pols = [replace(base, **c) for c in changes]
+        out[name] = _limit_rows(trace, pols, vals)
+    return out
+
+
+def _histogram(per_user: Any, visits: Any, top: int = 50) -> dict[str, Any]:
+    counts = np.bincount(per_user[visits > 0].astype(np.int64))
+    return {"full_ike_per_user": list(range(min(top, len(counts)))),
+            "users": counts[:top].tolist(), "users_above": int(counts[top:].sum())}
 
 
 def _row_json(r: Row) -> dict[str, Any]:
@@ -166,6 +231,7 @@ def to_json(a: Analysis) -> dict[str, Any]:
             **_row_json(a.best), "toml": a.best.policy.to_toml(),
         },
         "selected": a.selected,
+        "limit_sweeps": a.limit_sweeps,
         "occupancy": None if a.occupancy is None else {
             "times": a.occupancy.times.tolist(), "records": a.occupancy.records.tolist(),
             "record_bytes": a.occupancy.record_bytes, "peak": a.occupancy.peak,

@@ -103,6 +103,19 @@ def print_report(a: Analysis, read: ReadReport | None, console: Console) -> None
         t.add_row(r.kind, _life(r.kind, r.lifetime), f"{100 * r.saving:.1f}%",
                   _dur(r.max_age_at_use), _bytes(r.max_bytes_at_use), _bytes(r.max_chain_bytes))
     console.print(t)
+    for name, rows_ in a.limit_sweeps.items():
+        t = Table(title=f"Recommended policy with {name} varied")
+        for col in ("value", "saved", "full IKE", "oldest secret used", "bytes at reuse"):
+            t.add_column(col, justify="right")
+        for lr in rows_:
+            v = lr["value"]
+            shown = ("none" if v is None else str(v) if name in ("max_resumptions", "capacity")
+                     else format_duration(float(v)))
+            t.add_row(shown, f"{100 * lr['saving']:.1f}%", f"{lr['full']:,}",
+                      _dur(lr["max_age_at_use_s"]), _bytes(lr["max_bytes_at_use"]))
+        console.print(t)
+    if "capacity" not in a.limit_sweeps and a.best is not None:
+        console.print("(capacity sweep skipped: trace too large for the reference LRU loop)")
     if a.best is not None:
         console.print("[bold]Recommended policy[/] (paste into the server config):")
         console.print(a.best.policy.to_toml(), markup=False, highlight=False)

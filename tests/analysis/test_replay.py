@@ -3,6 +3,7 @@ loop (which calls Policy.check itself), and structural properties."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -179,3 +180,25 @@ def test_established_never_needs_more_full_ike_than_clocked(t: Trace, life: floa
     # greedy covers of an interval-closed family, hence optimal, hence the inequality.
     r = sweep(t, [Policy(clocked=life), Policy(established=life)])
     assert r.n_full[1] <= r.n_full[0]
+
+
+def test_limit_sweeps_and_capacity_around_recommendation() -> None:
+    from analysis.analyze import analyze
+    from analysis.synth import generate
+
+    t = generate("wireless", seed=2, scale=0.01)
+    a = analyze(t, rekey=None)
+    assert a.best is not None
+    ls = a.limit_sweeps
+    assert set(ls) == {"max_chain_age", "idle", "max_resumptions", "capacity"}
+    # max_resumptions = 0 forbids every resumption; more resumptions never save less
+    saves = [r["saving"] for r in ls["max_resumptions"]]
+    assert saves[0] == 0 and all(x <= y for x, y in itertools.pairwise(saves))
+    # (LRU savings need not be monotone in capacity: an eviction restarts a chain)
+    assert all(0 <= r["saving"] <= 1 for r in ls["capacity"])
+    from dataclasses import replace
+
+    roomy = run(t, [replace(a.best.policy, capacity=t.n_users)])
+    assert roomy.saving()[0] == a.best.saving  # nothing evicted: the plain sweep's answer
+    hist = a.selected[0]["per_user_full_histogram"]
+    assert sum(hist["users"]) + hist["users_above"] == len(set(t.user.tolist()))
