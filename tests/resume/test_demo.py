@@ -22,6 +22,8 @@ def test_demo_report_is_consistent() -> None:
     for s in rep["samples"]:
         assert "key_i2r" not in s or len(s["key_i2r_fp"]) == 16
     assert "encr_key" not in text  # fingerprints only, never keys
+    pc = rep["paper_mode_comparison"]
+    assert pc["resumptions"] == 6 and pc["distinct_esp_keys"] == 1  # the flaw, shown
 
 
 def test_cli_demo_json(capsys: pytest.CaptureFixture[str]) -> None:
