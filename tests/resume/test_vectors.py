@@ -265,3 +265,13 @@ def test_generator_reproduces_the_files() -> None:
         assert (VECTORS / name).read_text() == gen.render(vecs), (
             f"{name} is stale: run specs/make_vectors.py"
         )
+
+
+def test_spec_example_matches_the_vectors() -> None:
+    spec = (ROOT / "specs" / "protocol.md").read_text()
+    v = json.loads((VECTORS / "hardened-x25519.json").read_text())[0]
+    for name in ("msg1", "msg2", "msg3", "nack1"):
+        m = bytes.fromhex(v["messages"][name])
+        header_line = f"{m[:8].hex()} {m[8:16].hex()} {m[16]:02x} {m[17]:02x} {m[18]:02x}"
+        assert header_line in spec, f"specs/protocol.md example for {name} is stale"
+        assert m[-4:].hex() in spec.replace(" ", "") or name == "nack1"
