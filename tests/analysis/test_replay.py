@@ -117,7 +117,9 @@ def traces(draw: st.DrawFn, overlap: bool = True) -> Trace:
             d = float(draw(st.sampled_from([0, 1, 30, 600, 3000, 20000])))
             rows.append((u, t, d, draw(st.integers(0, 10**6))))
             gap = draw(st.sampled_from([0, 1, 100, 1800, 3600, 40000, 700000]))
-            t = t + gap + (0 if overlap and draw(st.booleans()) else d)
+            # without overlap: strictly after the previous end (replay order unambiguous)
+            step = gap + (0 if draw(st.booleans()) else d) if overlap else max(gap, 1) + d
+            t = t + step
     draw(st.randoms()).shuffle(rows)
     return trace(rows)
 
