@@ -21,6 +21,7 @@ Pairing rules (the quirks of real logs):
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class AssemblyStats:
 @dataclass
 class Assembler:
     merge_window: float = 300.0
+    max_closed: int = 200_000  # closed keys remembered for repeat detection (bounded memory)
     stats: AssemblyStats = field(default_factory=AssemblyStats)
     _open: dict[str, _Open] = field(default_factory=dict)
     _closed: dict[str, tuple[float, tuple[object, ...]]] = field(default_factory=dict)
@@ -144,6 +146,10 @@ class Assembler:
             cur.start_known = True
         if end is not None:
             self._closed[ev.key] = (end, sig)
+            if len(self._closed) > self.max_closed:
+                # forget the oldest half: repeats arrive right after the stop they repeat
+                for k in list(itertools.islice(self._closed, len(self._closed) // 2)):
+                    del self._closed[k]
         yield from self._emit(ev.key, cur, end=end, complete=True)
 
     def _emit(

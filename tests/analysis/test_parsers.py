@@ -261,3 +261,15 @@ def test_csv_fast_path_equals_row_parser_and_falls_back(tmp_path: Path) -> None:
     finally:
         fc.CHUNK_CHARS = old
     assert sorted(again.start.tolist()) == sorted(fast.start.tolist())
+
+
+def test_assembler_memory_of_closed_sessions_is_bounded() -> None:
+    from analysis.parsers.base import Assembler, Event
+
+    asm = Assembler(max_closed=10)
+    for i in range(100):
+        list(asm.feed(Event("stop", f"k{i}", "u", float(i * 1000), f"f:{i}", duration=1.0)))
+    assert len(asm._closed) <= 10
+    # a repeat right after its stop is still recognised
+    list(asm.feed(Event("stop", "k99", "u", 99_000.0, "f:100", duration=1.0)))
+    assert asm.stats.repeated_stops == 1
