@@ -255,7 +255,10 @@ class ResponderService:
             self.metrics.ready.set(0)
             committer, self.committer = self.committer, None
             if committer is not None:
-                await trio.to_thread.run_sync(committer.close)
+                # shielded: even when cancelled, flush queued accepts and stop the thread
+                # (a leaked committer would write through a store its owner has closed)
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(committer.close)
             for lane in self.lanes:
                 lane.endpoint.close()
             logs.event(logging.INFO, "stopped", pending=self.pending)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import sqlite3
+import sys
 
+import pytest
 import trio
 
 from resume.initiator import InitiatorConfig
@@ -268,8 +271,6 @@ async def test_ipv6_loopback(env: Env, nursery: trio.Nursery) -> None:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
             s.bind(("::1", 0))
     except OSError:
-        import pytest
-
         pytest.skip("no IPv6 loopback")
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"listen": ["[::1]:0", "127.0.0.1:0"]}))
@@ -340,8 +341,6 @@ async def test_hook_receives_the_responder_sa(env: Env, nursery: trio.Nursery) -
     out = env.tmp / "hook.json"
     script = env.tmp / "hook.py"
     script.write_text(f"import sys\nopen({str(out)!r}, 'w').write(sys.stdin.read())\n")
-    import sys
-
     cfg = env.config(install={"mode": "hook", "hook": f"{sys.executable} {script}"})
     svc = await env.start(nursery, cfg)
     r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], config=FAST)
@@ -349,8 +348,6 @@ async def test_hook_receives_the_responder_sa(env: Env, nursery: trio.Nursery) -
     with trio.fail_after(10):
         while svc.metrics.installs.get("ok") < 1:
             await trio.sleep(0.02)
-    import json
-
     desc = json.loads(out.read_text())
     assert desc["role"] == "responder"
     assert desc["i_to_r"]["spi"] == r.sa.i_to_r.spi
