@@ -108,6 +108,8 @@ def analyze(
     if res.full is None:  # keep_full=True always fills it
         raise RuntimeError("sweep did not keep per-session flags")
     base_peak = metrics.peak_per_minute(trace)
+    warm = metrics.warm_up_end(trace) if len(trace) else 0.0
+    base_peak_warm = metrics.peak_per_minute(trace, after=warm)
     for i, (label, kind, pol) in enumerate(picks):
         full = res.full[:, i]
         per_user = metrics.per_user_full(trace, full)
@@ -121,6 +123,9 @@ def analyze(
             "saving": float(res.saving()[i]),
             "peak_full_per_min": metrics.peak_per_minute(trace, full),
             "peak_full_per_min_no_cache": base_peak,
+            "peak_full_per_min_warm": metrics.peak_per_minute(trace, full, after=warm),
+            "peak_full_per_min_warm_no_cache": base_peak_warm,
+            "warm_after": warm,
             "per_user_full_quantiles": metrics.quantiles(per_user[visits > 0]),
             "users_never_resuming": int(((per_user == visits) & (visits > 0)).sum()),
             "peak_records": occ.peak, "peak_cache_bytes": occ.peak_bytes,

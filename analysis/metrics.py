@@ -20,14 +20,28 @@ from store.policy import Policy
 RECORD_BYTES = 512
 
 
-def peak_per_minute(trace: Trace, full: B | None = None) -> int:
-    """Most full IKE exchanges started in any one minute (``full=None``: no cache)."""
+def peak_per_minute(trace: Trace, full: B | None = None, after: float | None = None) -> int:
+    """Most full IKE exchanges started in any one minute (``full=None``: no cache).
+
+    ``after``: count only sessions starting at or after this time, to leave out the cold
+    start of a replay (every user's first connection is a full IKE, an artefact of the
+    trace beginning, not a load the gateway sees once the cache is warm).
+    """
     if len(trace) == 0:
         return 0
-    minute = np.floor(trace.start / 60.0).astype(np.int64)
+    sel = np.ones(len(trace), dtype=bool) if after is None else trace.start >= after
+    if not sel.any():
+        return 0
+    minute = np.floor(trace.start[sel] / 60.0).astype(np.int64)
     minute -= minute.min()
-    w = None if full is None else full.astype(np.float64)
+    w = None if full is None else full[sel].astype(np.float64)
     return int(np.bincount(minute, weights=w).max())
+
+
+def warm_up_end(trace: Trace) -> float:
+    """When a replay's cache counts as warm: a week in, or a quarter of the trace if shorter."""
+    t0, t1 = float(trace.start.min()), float(trace.end.max())
+    return t0 + min(7 * 86400.0, (t1 - t0) / 4)
 
 
 def per_user_full(trace: Trace, full: B) -> I64:

@@ -81,14 +81,15 @@ def print_report(a: Analysis, read: ReadReport | None, console: Console) -> None
     console.print(t)
 
     t = Table(title="Selected policies")
-    for col in ("policy", "full IKE", "saved", "peak full/min (no cache)", "per-user full p50/p90",
+    for col in ("policy", "full IKE", "saved", "peak full/min warm (no cache)",
+                "per-user full p50/p90",
                 "peak cache", "oldest secret used", "bytes at reuse"):
         t.add_column(col, justify="right")
     for sel in a.selected:
         q = sel["per_user_full_quantiles"]
         t.add_row(
             sel["label"], f"{sel['full']:,}", f"{100 * sel['saving']:.1f}%",
-            f"{sel['peak_full_per_min']} ({sel['peak_full_per_min_no_cache']})",
+            f"{sel['peak_full_per_min_warm']} ({sel['peak_full_per_min_warm_no_cache']})",
             f"{q[0]:.0f} / {q[1]:.0f}",
             f"{sel['peak_records']:,} rec, {_bytes(sel['peak_cache_bytes'])}",
             _dur(sel["max_age_at_use_s"]), _bytes(sel["max_bytes_at_use"]),

@@ -204,3 +204,24 @@ def test_limit_sweeps_and_capacity_around_recommendation() -> None:
     assert roomy.saving()[0] == a.best.saving  # nothing evicted: the plain sweep's answer
     hist = a.selected[0]["per_user_full_histogram"]
     assert sum(hist["users"]) + hist["users_above"] == len(set(t.user.tolist()))
+
+
+def test_peak_rate_and_occupancy() -> None:
+    from analysis import metrics
+
+    day = 86400.0
+    rows = [(u, 10.0 + u, 60, 0) for u in range(3)]  # cold start: three first connections
+    rows += [(u, 8 * day + u, 60, 0) for u in range(3)]  # a week later, same minute
+    t = trace(rows)
+    r = run(t, [Policy(clocked=30 * day, max_chain_age=None)], keep_full=True)
+    assert r.full is not None
+    full = r.full[:, 0]
+    assert metrics.peak_per_minute(t) == 3 and metrics.peak_per_minute(t, full) == 3
+    warm = metrics.warm_up_end(t)
+    assert warm == 10.0 + (8 * day + 2 + 60 - 10.0) / 4  # a quarter of an 8-day trace
+    assert metrics.peak_per_minute(t, full, after=warm) == 0  # all resumed once warm
+    assert metrics.peak_per_minute(t, after=warm) == 3
+    occ = metrics.occupancy(t, full, Policy(clocked=30 * day, max_chain_age=None))
+    assert occ.peak == 3 and occ.peak_bytes == 3 * metrics.RECORD_BYTES
+    occ = metrics.occupancy(t, full, Policy(clocked=day, max_chain_age=None))
+    assert occ.records[-1] == 0  # clocked 1 day: expired long before the trace ends
