@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta, timezone
 from typing import IO
 
 import numpy as np
@@ -27,7 +29,7 @@ CHUNK_CHARS = 8 << 20
 
 def _chunk_columns(
     text: str, lines: list[str], delim: str, cols: dict[str, int], width: int,
-    names: dict[str, int], seen: set[str], counter: Iterator[int],
+    names: dict[str, int], seen: set[str], counter: Iterator[int], ctx: TimeContext,
 ) -> tuple[np.ndarray, ...] | None:
     n = len(lines)
     c: list[Sequence[str]]
@@ -47,8 +49,8 @@ def _chunk_columns(
         return None
     if (" " in text or "\t" in text) and any(u != u.strip() for u in users):
         return None
-    start = _numbers(c[cols["start"]], np.float64)
-    end = _numbers(c[cols["end"]], np.float64) if "end" in cols else None
+    start = _times(c[cols["start"]], ctx)
+    end = _times(c[cols["end"]], ctx) if "end" in cols else None
     dur = _numbers(c[cols["duration"]], np.float64) if "end" not in cols else None
     zeros = np.zeros(n, dtype=np.int64)
     b_in = _numbers(c[cols["bytes_in"]], np.int64) if "bytes_in" in cols else zeros
@@ -71,6 +73,31 @@ def _chunk_columns(
     # new names get distinct (non-contiguous) numbers here; read_csv_trace renumbers
     uid = np.fromiter(map(names.setdefault, users, counter), dtype=np.int64, count=n)
     return uid, start, end, b_in, b_out
+
+
+_ISO_PLAIN = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?Z?")
+
+
+def _times(col: Sequence[str], ctx: TimeContext) -> np.ndarray | None:
+    """POSIX seconds, or ISO 8601 stamps that are UTC (``Z``) or zone-less (operator's zone,
+    when that is a fixed offset); anything else goes row by row (same values, slower)."""
+    nums = _numbers(col, np.float64)
+    if nums is not None or not col:
+        return nums
+    if not isinstance(ctx.tz, timezone):
+        return None
+    zulu = col[0].endswith("Z")
+    if not all(_ISO_PLAIN.fullmatch(v) and v.endswith("Z") == zulu for v in col):
+        return None
+    vals = [v[:-1] for v in col] if zulu else list(col)
+    try:
+        us = np.array(vals, dtype="datetime64[us]").astype(np.int64)
+    except ValueError:
+        return None
+    off = ctx.tz.utcoffset(None)
+    off_us = 0 if zulu or off is None else off // timedelta(microseconds=1)
+    out: np.ndarray = (us - off_us) / 1e6  # datetime.timestamp() does exactly this
+    return out
 
 
 def _numbers(col: Sequence[str], dtype: type[np.float64] | type[np.int64]) -> np.ndarray | None:
@@ -123,7 +150,7 @@ def read_csv_trace(
             body = text[:-1]
         else:
             body = text
-        got = _chunk_columns(body, lines, delim, cols, width, names, seen, counter)
+        got = _chunk_columns(body, lines, delim, cols, width, names, seen, counter, ctx)
         if got is not None:
             parts.append(got)
         else:

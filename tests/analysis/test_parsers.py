@@ -273,3 +273,24 @@ def test_assembler_memory_of_closed_sessions_is_bounded() -> None:
     # a repeat right after its stop is still recognised
     list(asm.feed(Event("stop", "k99", "u", 99_000.0, "f:100", duration=1.0)))
     assert asm.stats.repeated_stops == 1
+
+
+@pytest.mark.parametrize("zone", ["UTC", "+0530"])
+def test_csv_fast_path_iso_times_equal_row_parser(tmp_path: Path, zone: str) -> None:
+    from analysis.logs import read_trace
+    from analysis.timeparse import parse_offset
+
+    rows = ["user,start,end,bytes_in,bytes_out"]
+    rows += [f"u{i % 3},2024-03-0{1 + i % 9}T10:{i % 60:02d}:01.25{'Z' if i < 0 else ''},"
+             f"2024-03-0{1 + i % 9}T11:00:00,{i},{i}" for i in range(300)]
+    p = tmp_path / "iso.csv"
+    p.write_text("\n".join(rows) + "\n")
+    ctx = TimeContext(tz=parse_offset(zone))
+    fast = read_trace([p], ctx=ctx)
+    slow = list(read_sessions([p], ctx=TimeContext(tz=parse_offset(zone))))
+    assert sorted(fast.start.tolist()) == sorted(s.start for s in slow)
+    assert sorted(fast.end.tolist()) == sorted(s.end for s in slow)
+    z = tmp_path / "z.csv"
+    z.write_text("user,start,end\na,2024-01-01T00:00:00Z,2024-01-01T01:00:00.5Z\n")
+    zt = read_trace([z])
+    assert (zt.start[0], zt.end[0]) == (ts("2024-01-01T00:00:00+00:00"), 1704070800.5)
