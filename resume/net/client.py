@@ -27,7 +27,7 @@ import trio
 from resume.credential import Credential
 from resume.events import FallbackToFullIKE, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
-from resume.net.udp import MAX_DATAGRAM, NON_ESP_MARKER, Addr
+from resume.net.udp import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
 from store.errors import StoreError
 from store.repository import Store
@@ -53,11 +53,13 @@ class ResumeResult:
         return self.outcome == "resumed"
 
 
-def _socket_for(server: Addr, local: Addr | None) -> socket.socket:
+def _socket_for(server: Addr, local: Addr | None, bypass: bool) -> socket.socket:
     fam = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     try:
         s.setblocking(False)
+        if bypass:
+            try_bypass_ipsec(s)  # best effort: only matters where policies exist
         if local is not None:
             s.bind(local)
         s.connect(server)  # the kernel drops datagrams from anyone else
@@ -76,13 +78,18 @@ async def resume_once(
     lifetimes: Lifetimes | None = None,
     natt: bool = False,
     local: Addr | None = None,
+    bypass_ipsec: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
-    """One resumption attempt against ``server``; see the module docstring."""
+    """One resumption attempt against ``server``; see the module docstring.
+
+    ``bypass_ipsec`` exempts the socket from IPsec policies (needs CAP_NET_ADMIN; silently
+    skipped without it): a previous session's policies must not capture this attempt.
+    """
     t0 = time.perf_counter()
     ini = Initiator(credential, config, previous=previous, peer=server, lifetimes=lifetimes)
     try:
-        sock = _socket_for(server, local)
+        sock = _socket_for(server, local, bypass_ipsec)
     except OSError as e:
         return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
     with sock:

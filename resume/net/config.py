@@ -78,6 +78,7 @@ class ServerSection:
     socket_buffer: int = 4 * 2**20
     server_secret_file: str = "/var/lib/ikeresume/server.key"  # noqa: S105 (a path)
     shutdown_grace: float = 5.0
+    ipsec_bypass: bool = True
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class PythonHook:
 
 
 class XfrmInstaller:
-    """Adapter to ``ikeshim.installer.install_sa_pair_async``, imported only when configured.
+    """Adapter to ikeshim's ``install_sa_pair`` (``ikeshim.install``), imported when configured.
 
     ikeshim owns the kernel side (all-or-nothing install of both SAs and their policies);
     the service does not import netlink code unless ``mode = "xfrm"``.
@@ -109,11 +109,15 @@ class XfrmInstaller:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        try:
-            from ikeshim.installer import install_sa_pair_async
-        except ImportError as e:
-            raise ValueError(f"install mode 'xfrm' needs ikeshim's installer: {e}") from None
-        self._fn: Callable[[SAPair], Any] = install_sa_pair_async
+        fn: Any = None
+        try:  # the entry point ikeshim provides for the service (session replacement)
+            from ikeshim.install import install_sa_pair as fn
+        except ImportError:
+            try:
+                from ikeshim.installer import install_sa_pair_async as fn
+            except ImportError as e:
+                raise ValueError(f"install mode 'xfrm' needs ikeshim's installer: {e}") from None
+        self._fn: Callable[[SAPair], Any] = fn
 
     async def install(self, sa: SAPair) -> None:
         try:

@@ -54,7 +54,7 @@ from resume.net.health import HealthServer
 from resume.net.hooks import Installer, InstallError, NoInstaller, make_installer
 from resume.net.metrics import ServerMetrics
 from resume.net.ratelimit import SourceLimiter, TokenBucket
-from resume.net.udp import Addr, UdpEndpoint
+from resume.net.udp import Addr, UdpEndpoint, try_bypass_ipsec
 from resume.responder import MIN_SERVER_SECRET, Responder, ResponderConfig
 from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN
 from store.committer import GroupCommitter
@@ -217,6 +217,9 @@ class ResponderService:
                     reuse_port=self.reuse_port,
                     buffer_bytes=cfg.socket_buffer,
                 )
+                if cfg.ipsec_bypass and (why := try_bypass_ipsec(ep.sock)) is not None:
+                    level = logging.WARNING if self.config.install.mode == "xfrm" else logging.DEBUG
+                    logs.event(level, "ipsec_bypass_unavailable", listen=str(addr), error=why)
                 host, port = ep.local_addr
                 name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                 self.lanes.append(
