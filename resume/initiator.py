@@ -43,6 +43,8 @@ from resume.wire_messages import (
 )
 
 IKE_PORT = 500
+#: A replayed message 2 makes a completed initiator resend message 3 at most this often.
+MAX_MSG3_RESENDS = 3
 NATT_PORT = 4500
 
 
@@ -141,7 +143,7 @@ class Initiator:
         """Feed one UDP payload from the responder; never raises for any ``data``."""
         self.stats["datagrams"] += 1
         if self.state is InitiatorState.DONE:
-            if self._msg2 and data == self._msg2:
+            if self._msg2 and data == self._msg2 and self.stats["msg3_resent"] < MAX_MSG3_RESENDS:
                 # our message 3 was lost and we retransmitted message 1: send it again
                 self._advance(InitiatorInput.DUPLICATE_RESPONSE)
                 self.stats["msg3_resent"] += 1
