@@ -260,6 +260,8 @@ def _cross_checks(cfg: ServeConfig) -> None:
             parse_hostport(cfg.http.listen, 9751)
         except ValueError as e:
             raise ConfigError(f"[http] listen: {e}") from None
+    if cfg.server.workers > 1 and any(a.port == 0 for a in cfg.server.listen):
+        raise ConfigError("[server] workers > 1 share one port: listen needs explicit ports")
     if not cfg.store.url:
         raise ConfigError("[store] url: must not be empty")
 

@@ -81,6 +81,7 @@ hook = "/bin/true --x"
         ("[http]\nlisten = 'nowhere'\n", "[http] listen"),
         ("[log]\nlevel = 'loud'\n", "[log] level"),
         ("[server\n", "TOML syntax error"),
+        ("[server]\nworkers = 2\nlisten = ['127.0.0.1:0']\n", "needs explicit ports"),
     ],
 )
 def test_errors_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
