@@ -68,7 +68,7 @@ def _open_store(args: argparse.Namespace) -> Any:
     st = cfg.get("store", {})
     url = args.db or os.environ.get(ENV_DB) or st.get("url")
     if not url:
-        raise SystemExit(f"ikeresume harvest: no database: pass --db or set ${ENV_DB}")
+        raise ValueError(f"no database: pass --db or set ${ENV_DB}")
     policy = Policy.from_mapping(cfg.get("policy", {}))
     keyring = Keyring.load(args.key_file or st.get("key_file"))
     return Store.open(url, keyring, policy)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from ikeshim.algorithms import kernel_algos
-from ikeshim.errors import XfrmError, XfrmNotFoundError
+from ikeshim.errors import XfrmError, XfrmExistsError, XfrmNotFoundError
 from ikeshim.xfrm import (
     XFRM_MODE_TRANSPORT,
     XFRM_MODE_TUNNEL,
@@ -293,14 +293,19 @@ def install_sa_pair(
             x.add_sa(sa)
             undo.append(partial(x.delete_sa, sa.key()))
         for pol in policies:
-            prior = x.find_policy(pol.key())
-            if prior is None:
+            # Common case first: no policy for this selector yet (one round trip).
+            try:
                 x.add_policy(pol)
-                undo.append(partial(x.delete_policy, pol.key()))
+            except XfrmExistsError:
+                pass
             else:
-                superseded.update(t.reqid for t in prior.templates if t.reqid)
-                x.update_policy(pol)
-                undo.append(partial(x.update_policy, replace(prior, curlft=LifetimeCur(), index=0)))
+                undo.append(partial(x.delete_policy, pol.key()))
+                continue
+            # Take over the previous session's policy, remembering it for the rollback.
+            prior = x.get_policy(pol.key())
+            superseded.update(t.reqid for t in prior.templates if t.reqid)
+            x.update_policy(pol)
+            undo.append(partial(x.update_policy, replace(prior, curlft=LifetimeCur(), index=0)))
     except BaseException as exc:
         _rollback(undo, exc)
         raise

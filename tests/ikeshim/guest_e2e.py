@@ -22,7 +22,17 @@ from ikeshim.xfrm import XfrmSocket, XfrmState
 
 WORK = Path("/tmp/e2e")
 CLOCKED_S = 45
-CHILDREN = [Child("host")]
+CHILDREN = [
+    Child("host"),
+    Child(
+        "tun6",
+        mode="tunnel",
+        esp="aes256-sha256",
+        v6=True,
+        local_ts_i="fd02::/64",
+        remote_ts_i="fd01::/64",
+    ),
+]
 _state: dict[str, Any] = {}
 
 
@@ -125,18 +135,23 @@ def _bypass_resumption_port() -> None:
         XfrmPolicy,
     )
 
-    for ns, local, remote in (("a", A.addr, B.addr), ("b", B.addr, A.addr)):
+    for fam, plen, (ns, local, remote) in [
+        (s.AF_INET, 32, ("a", A.addr, B.addr)),
+        (s.AF_INET, 32, ("b", B.addr, A.addr)),
+        (s.AF_INET6, 128, ("a", A.addr6, B.addr6)),
+        (s.AF_INET6, 128, ("b", B.addr6, A.addr6)),
+    ]:
         with in_netns(ns):
             x = XfrmSocket()
         with x:
             for d, src, dst in ((XFRM_POLICY_OUT, local, remote), (XFRM_POLICY_IN, remote, local)):
                 for port_field in ("dport", "sport"):
                     sel = Selector(
-                        s.AF_INET,
+                        fam,
                         dst,
                         src,
-                        32,
-                        32,
+                        plen,
+                        plen,
                         s.IPPROTO_UDP,
                         **{port_field: 4501, f"{port_field}_mask": 0xFFFF},
                     )
@@ -147,7 +162,7 @@ def _start_server() -> None:
     conf = WORK / "serve.toml"
     conf.write_text(
         f"""[server]
-listen = ["{A.addr}:4501"]
+listen = ["{A.addr}:4501", "[{A.addr6}]:4501"]
 server_secret_file = "{WORK}/server.key"
 [store]
 url = "sqlite:///{WORK}/a.db"
@@ -170,14 +185,14 @@ format = "json"
     )
 
 
-def _resume() -> tuple[int, dict[str, Any], float]:
+def _resume(server: str = f"{A.addr}:4501") -> tuple[int, dict[str, Any], float]:
     t0 = time.monotonic()
     out = subprocess.run(
         _cli(
             "b",
             "resume",
             "--server",
-            f"{A.addr}:4501",
+            server,
             "--peer",
             f"fqdn:{A.ident}",
             "--db",
@@ -205,7 +220,7 @@ def _resume() -> tuple[int, dict[str, Any], float]:
 def _wait_server_sas(expect_spis: set[int]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if {s.spi for s in _sas("a")} == expect_spis:
+        if expect_spis <= {s.spi for s in _sas("a")}:
             return
         time.sleep(0.05)
     raise AssertionError(
@@ -214,10 +229,15 @@ def _wait_server_sas(expect_spis: set[int]) -> None:
     )
 
 
-def _traffic_through_new_sas() -> dict[str, Any]:
-    before = {n: {s.spi: s.curlft.bytes for s in _sas(n)} for n in "ab"}
-    sh("ip netns exec b ping -c 3 -i 0.2 -W 2 192.0.2.1")
-    after = {n: {s.spi: s.curlft.bytes for s in _sas(n)} for n in "ab"}
+def _traffic_through_new_sas(
+    spis: set[int], ping: str = "ping -c 3 -i 0.2 -W 2 192.0.2.1"
+) -> dict[str, Any]:
+    def counters(n: str) -> dict[int, int]:
+        return {s.spi: s.curlft.bytes for s in _sas(n) if s.spi in spis}
+
+    before = {n: counters(n) for n in "ab"}
+    sh(f"ip netns exec b {ping}")
+    after = {n: counters(n) for n in "ab"}
     for n in "ab":
         assert len(after[n]) == 2, after
         for spi, b in after[n].items():
@@ -243,7 +263,7 @@ def check_2_resume_installs_fresh_sas_and_traffic_flows() -> dict[str, Any]:
     assert not spis & {s.spi for n in "ab" for s in old[n]}, "an SPI was reused"
     assert not _keys(b_sas) & _keys(old["b"]), "a harvested key was reused for ESP"
     assert _keys(b_sas) == _keys(_sas("a")), "the two ends installed different keys"
-    counters = _traffic_through_new_sas()
+    counters = _traffic_through_new_sas(spis)
     _state["gen1"] = b_sas
     return {"cli_elapsed_s": round(elapsed, 2), "protocol_ms": out["elapsed_ms"], "bytes": counters}
 
@@ -257,7 +277,7 @@ def check_3_second_resumption_ratchets() -> dict[str, Any]:
     assert not spis & {s.spi for s in _state["gen1"]}
     assert not _keys(b_sas) & _keys(_state["gen1"])
     _wait_server_sas(spis)
-    _traffic_through_new_sas()
+    _traffic_through_new_sas(spis)
     return {"generation": out["generation"]}
 
 
@@ -272,7 +292,39 @@ def check_4_after_policy_expiry_nack_and_fallback() -> dict[str, Any]:
     return {"outcome": out["outcome"], "waited_s": round(max(remaining, 0), 1)}
 
 
-def check_5_shutdown() -> None:
+def check_5_tunnel_mode_ipv6_chain() -> dict[str, Any]:
+    """A second connection, tunnel mode over IPv6: harvest, tear down, resume, traffic."""
+    charons: Charons = _state["charons"]
+    n_sessions = {n: sum(o["kind"] == "session" for o in _outcomes(n)) for n in "ab"}
+    charons.initiate("tun6", ike="ike6")
+    _wait(
+        lambda: all(
+            any(o["child"] == "tun6" and o["kind"] == "harvested" for o in _outcomes(n))
+            for n in "ab"
+        ),
+        "harvest of tun6",
+    )
+    full = {n: _sas(n) for n in "ab"}
+    charons.terminate_ike("ike6")
+    _wait(
+        lambda: all(
+            sum(o["kind"] == "session" for o in _outcomes(n)) > n_sessions[n] for n in "ab"
+        ),
+        "tun6 session",
+    )
+    rc, out, _ = _resume(f"[{A.addr6}]:4501")
+    assert rc == 0 and out["mode"] == "tunnel" and out["generation"] == 1, out
+    b_sas = [s for s in _sas("b") if ":" in s.dst]
+    spis = {s.spi for s in b_sas}
+    assert spis == {int(out["spi_in"], 16), int(out["spi_out"], 16)}, b_sas
+    assert all(s.mode == 1 for s in b_sas)
+    assert not _keys(b_sas) & _keys(full["b"])
+    _wait_server_sas(spis)
+    counters = _traffic_through_new_sas(spis, "ping -c 3 -i 0.2 -W 2 -I fd02::1 fd01::1")
+    return {"bytes": counters}
+
+
+def check_6_shutdown() -> None:
     procs = [*_state["harvesters"], _state["server"]]
     for p in procs:
         p.send_signal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 """The whole path on a real kernel (UML): strongSwan full IKEv2 PSK -> ``ikeresume harvest`` on
 both peers -> IKE_SA terminated -> ``ikeresume resume`` against ``ikeresume serve`` -> fresh
 SAs (new SPIs, new keys) installed on both ends, ping flows and their counters grow -> a
-second resumption ratchets -> after the cache policy's clocked lifetime, NACK and exit 3.
+second resumption ratchets -> after the cache policy's clocked lifetime, NACK and exit 3;
+then the same for a tunnel-mode CHILD_SA over IPv6.
 """
 
 from __future__ import annotations
@@ -41,5 +42,10 @@ def test_after_policy_expiry_the_server_nacks(verdict: Any) -> None:
     assert verdict("check_4_after_policy_expiry_nack_and_fallback")["outcome"] == "nack"
 
 
+def test_tunnel_mode_ipv6_chain_resumes(verdict: Any) -> None:
+    detail = verdict("check_5_tunnel_mode_ipv6_chain")
+    assert all(b > 0 for side in detail["bytes"].values() for b in side.values())
+
+
 def test_services_stop_cleanly(verdict: Any) -> None:
-    verdict("check_5_shutdown")
+    verdict("check_6_shutdown")
