@@ -79,6 +79,12 @@ class ResponderConfig:
     completed_cache_size: int = 65536
     #: Paper mode only: per-peer state between messages 2 and 3 (the proposal needs it).
     paper_half_open_size: int = 1024
+    #: Optional: remember the credential answered for message 1 (LRU, until message 3 can
+    #: no longer come) so that message 3 needs no second lookup.  0 disables it.  Safe
+    #: because the commit's compare-and-set, not this copy, decides: a stale copy only
+    #: makes the commit fail.  Only handles the application knew are cached, so a flood of
+    #: made-up handles cannot fill it.
+    credential_cache_size: int = 0
     default_lifetimes: Lifetimes = field(default_factory=Lifetimes)
 
     def __post_init__(self) -> None:
@@ -96,6 +102,8 @@ class ResponderConfig:
         ):
             if getattr(self, name) < 1:
                 raise LocalProtocolError(f"{name} must be at least 1")
+        if self.credential_cache_size < 0:
+            raise LocalProtocolError("credential_cache_size must be non-negative")
 
 
 @dataclass
@@ -156,6 +164,7 @@ class Responder:
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._committing: set[bytes] = set()
         self._half_open: OrderedDict[tuple[Address, bytes, bytes], _HalfOpen] = OrderedDict()
+        self._cred_cache: OrderedDict[bytes, tuple[Credential, Lifetimes, float]] = OrderedDict()
         #: Counters for metrics: datagrams by outcome, drops and NACKs by reason.
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -425,6 +434,11 @@ class Responder:
         self._send(msg2, slot.addr)
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
         self._cache_response((slot.addr, req.raw), msg2, expires)
+        if self.config.credential_cache_size:
+            self._cred_cache[req.handle] = (cred, lt, expires)
+            self._cred_cache.move_to_end(req.handle)
+            while len(self._cred_cache) > self.config.credential_cache_size:
+                self._cred_cache.popitem(last=False)
 
     def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
         init = req.init
@@ -450,10 +464,21 @@ class Responder:
             values=values,
             tick=tick,
         )
-        token = self._new_slot(slot)
-        if token is not None:
+        cached = self._cred_cache.pop(init.handle, None)
+        if cached is not None and now < cached[2]:
+            if len(self._slots) >= self.config.max_pending:
+                self.stats["drop_overload"] += 1
+                return
+            token = self._next_token
+            self._next_token += 1
             self.stats["msg3"] += 1
-            self._events.append(CredentialNeeded(token, init.handle, addr))
+            self.stats["credential_cache_hit"] += 1
+            self._answer_hardened_auth(token, slot, req, cached[0], cached[1], now)
+            return
+        new_token = self._new_slot(slot)
+        if new_token is not None:
+            self.stats["msg3"] += 1
+            self._events.append(CredentialNeeded(new_token, init.handle, addr))
 
     def _answer_hardened_auth(
         self,

@@ -50,10 +50,12 @@ class Packet:
 
 
 class AttackedNetwork(RuleBasedStateMachine):
+    CONFIG = ResponderConfig(lookup_timeout=3.0)
+
     def __init__(self) -> None:
         super().__init__()
         self.now = 1_000_000.0
-        self.responder = Responder(ResponderConfig(lookup_timeout=3.0), b"K" * 32)
+        self.responder = Responder(self.CONFIG, b"K" * 32)
         self.table = MemoryTable()
         self.clients: list[Client] = []
         for i in range(N_CLIENTS):
@@ -223,5 +225,15 @@ class AttackedNetwork(RuleBasedStateMachine):
         assert all(n >= 1 for n in per_id.values())
 
 
+class AttackedNetworkWithCredentialCache(AttackedNetwork):
+    """The same attacker against a responder that skips the second lookup."""
+
+    CONFIG = ResponderConfig(lookup_timeout=3.0, credential_cache_size=4)
+
+
 AttackedNetwork.TestCase.settings = settings(max_examples=80, stateful_step_count=50, deadline=None)
+AttackedNetworkWithCredentialCache.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=50, deadline=None
+)
 TestAttackedNetwork = AttackedNetwork.TestCase
+TestAttackedNetworkWithCredentialCache = AttackedNetworkWithCredentialCache.TestCase

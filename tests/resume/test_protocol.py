@@ -489,3 +489,37 @@ def test_paper_message3_without_message1_is_refused() -> None:
     [(nack, _)] = resp.datagrams_to_send(NOW)
     assert nack == build_nack(b"I" * 8, b"R" * 8, 1)
     assert resp.stats["nack_no_half_open"] == 1 and resp.next_event() is not None
+
+
+def test_credential_cache_saves_the_second_lookup_and_stays_safe() -> None:
+    cred = simulated_full_ike()
+    pair = ConnectionPair.create(ResponderConfig(credential_cache_size=8), SECRET)
+    pair.table.add(cred)
+    ie, re_, _ = pair.run(Initiator(cred), NOW)
+    [ci], [cr] = completes(ie), completes(re_)
+    assert (ci.sa.i_to_r, ci.sa.r_to_i) == (cr.sa.i_to_r, cr.sa.r_to_i)
+    assert pair.responder.stats["credential_cache_hit"] == 1
+
+    # the record moves on between message 1 and message 3 (e.g. a cluster peer committed,
+    # or the operator revoked it): the cached copy verifies, but the commit decides
+    nxt = ci.successor
+    captured: list[bytes] = []
+
+    def revoke_before_msg3(direction: str, data: bytes) -> bool:
+        if direction == "i2r" and data[20:24] == b"\x00\x00\x00\x01":
+            del pair.table.records[nxt.handle]
+            captured.append(data)
+        return True
+
+    ie, re_, _ = pair.run(Initiator(nxt), NOW + 1, revoke_before_msg3)
+    assert len(completes(ie)) == 1 and not completes(re_)
+    assert [e.reason for e in re_ if isinstance(e, ResumptionFailed)] == ["commit_failed"]
+    assert pair.responder.stats["credential_cache_hit"] == 2
+    # the cache entry is used once: a replay goes to the (now empty) table
+    pair.responder.receive_datagram(captured[0], CLIENT_ADDR, NOW + 1)
+    assert not completes(answer_events(pair.responder, pair.table, NOW + 1))
+
+
+def test_credential_cache_size_is_validated() -> None:
+    with pytest.raises(LocalProtocolError):
+        ResponderConfig(credential_cache_size=-1)
