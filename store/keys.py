@@ -115,8 +115,25 @@ def record_aad(
     )
 
 
+_BINDINGS: dict[tuple[bytes, bytes, str], bytes] = {}
+
+
 def record_binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
-    """Digest of the fields a resumption trusts (identities, SA parameters) for the AAD."""
+    """Digest of the fields a resumption trusts (identities, SA parameters) for the AAD.
+
+    Memoized: it is computed on every lookup and commit, for few distinct peers.
+    """
+    key = (id_i, id_r, params_text)
+    hit = _BINDINGS.get(key)
+    if hit is not None:
+        return hit
+    if len(_BINDINGS) >= 65536:
+        _BINDINGS.clear()
+    d = _BINDINGS[key] = _binding(id_i, id_r, params_text)
+    return d
+
+
+def _binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
     h = hashlib.sha256(b"ikeresume-store binding v1\x00")
     h.update(len(id_i).to_bytes(4, "big"))
     h.update(id_i)

@@ -104,7 +104,7 @@ class LookupResult:
         return self.refusal is None and self.credential is not None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RatchetRequest:
     """Accept ``successor`` in place of (handle, generation) -- one compare-and-set."""
 
