@@ -159,17 +159,18 @@ def _fast_bsd(text: str, ctx: TimeContext) -> float | None:
     m = _FAST_BSD.match(text)
     if m is None:
         return None
-    nxt = m.group(7).rstrip(":,")
+    mon, day, year_s, hh, mm, ss, nxt = m.groups()
+    nxt = nxt.rstrip(":,")
     if nxt in TZ_ABBREV or nxt.isdigit() or _CLOCK.search(text, m.end()):
         return None
-    month = MONTHS[m.group(1).lower()]
-    year = int(m.group(3)) if m.group(3) else ctx.year_for(month)
-    key = (year, month, int(m.group(2)))
+    month = MONTHS[mon.lower()]
+    year = int(year_s) if year_s else ctx.year_for(month)
+    key = (year, month, int(day))
     base = ctx._days.get(key)
     if base is None:
         base = datetime(year, month, key[2], tzinfo=ctx.tz).timestamp()
         ctx._days[key] = base
-    return base + int(m.group(4)) * 3600 + int(m.group(5)) * 60 + int(m.group(6))
+    return base + int(hh) * 3600 + int(mm) * 60 + int(ss)
 
 
 def find_time(text: str, ctx: TimeContext) -> float | None:

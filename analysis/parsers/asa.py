@@ -33,6 +33,7 @@ _751025 = re.compile(r"Local:\S+ Remote:(\S+) Username:(\S+)")
 
 START_IDS = {"113039", "751025"}
 STOP_IDS = {"716002"}
+WANTED = START_IDS | STOP_IDS | {"113019"}
 
 
 def sniff(lines: list[str]) -> int:
@@ -52,14 +53,18 @@ def parse(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Event |
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue
-        src = f"{path}:{no}"
-        m = _TAG.search(line)
+        at = line.find("%ASA-")
+        if at < 0:
+            at = line.find("%FTD-")
+        m = _TAG.match(line, at) if at >= 0 else None
         if not m:
-            yield Issue(src, "not a Cisco ASA/FTD syslog line (no %ASA-n-nnnnnn tag)")
+            yield Issue(f"{path}:{no}", "not a Cisco ASA/FTD syslog line (no %ASA-n-nnnnnn tag)")
             continue
-        msg_id, msg = m.group(1), m.group(2)
-        if msg_id not in START_IDS and msg_id not in STOP_IDS and msg_id != "113019":
+        msg_id = m.group(1)
+        if msg_id not in WANTED:
             continue
+        msg = m.group(2)
+        src = f"{path}:{no}"
         try:
             t = find_time(line[: m.start()], ctx)
         except TimeFormatError as e:
@@ -80,8 +85,7 @@ def parse(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Event |
                 yield Issue(src, str(e))
                 continue
             user, ip = d.group(2).strip(), peer_host(d.group(3))
-            yield Event("stop", f"asa:{user}@{ip}", user, t, src, duration=dur,
-                        bytes_in=in_b, bytes_out=out_b)
+            yield Event("stop", "asa:" + user + "@" + ip, user, t, src, dur, in_b, out_b)
             continue
         if msg_id == "751025":
             d = _751025.search(msg)
