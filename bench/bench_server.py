@@ -349,6 +349,70 @@ def _flood_main(server: tuple[str, int], rate: float, duration: float, msg1s: li
         time.sleep(0.0005)
 
 
+# -- UDP loop alone: naive await vs non-blocking first --------------------------------------
+def _echo_main(mode: str, conn: Any, duration: float) -> None:
+    _pin(SERVER_CPU)
+    import trio
+
+    from resume.net.config import ListenAddr
+    from resume.net.udp import UdpEndpoint
+
+    async def naive() -> None:
+        s = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await s.bind(("127.0.0.1", 0))
+        conn.send(s.getsockname())
+        with trio.move_on_after(duration + 2):
+            while True:
+                data, addr = await s.recvfrom(2048)
+                await s.sendto(data, addr)
+
+    async def fast() -> None:
+        ep = UdpEndpoint.bind(ListenAddr("127.0.0.1", 0), buffer_bytes=1 << 22)
+        conn.send(ep.local_addr)
+        with trio.move_on_after(duration + 2):
+            while True:
+                batch = await ep.recv_batch(64)
+                left = ep.send_nowait(batch)
+                if left:
+                    await ep.send_batch(left)
+                await trio.lowlevel.checkpoint()
+
+    trio.run(naive if mode == "naive" else fast)
+
+
+def udp_loop(duration: float = 2.0, window: int = 32) -> dict[str, float]:
+    """Echo datagrams/s through a trio loop: ``await recvfrom`` vs the endpoint's batches."""
+    out = {}
+    ctx = mp.get_context("spawn")
+    for mode in ("naive", "nonblocking_first"):
+        pc, child = ctx.Pipe()
+        proc = ctx.Process(target=_echo_main, args=(mode, child, duration))
+        proc.start()
+        addr = tuple(pc.recv())
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.5)
+        payload = b"x" * 200
+        echoed, t0 = 0, time.perf_counter()
+        try:
+            for _ in range(window):
+                s.sendto(payload, addr)
+            while time.perf_counter() - t0 < duration:
+                try:
+                    s.recv(2048)
+                except TimeoutError:
+                    for _ in range(window):  # refill the window after a loss
+                        s.sendto(payload, addr)
+                    continue
+                echoed += 1
+                s.sendto(payload, addr)
+        finally:
+            s.close()
+            proc.join(duration + 5)
+        out[mode] = round(echoed / (time.perf_counter() - t0))
+    out["ratio"] = round(out["nonblocking_first"] / out["naive"], 2)
+    return out
+
+
 # -- the run --------------------------------------------------------------------------------
 def _pct(xs: list[float], q: float) -> float:
     if not xs:
@@ -468,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ss = {}
         print("strongSwan baseline skipped (needs root and charon)")
+
+    out["udp_loop"] = udp = udp_loop()
+    print(
+        f"UDP echo through trio: await recvfrom {udp['naive']:,}/s, non-blocking first "
+        f"{udp['nonblocking_first']:,}/s ({udp['ratio']}x)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="ikr-bench-") as wd:
         key_line, pool = seed(wd, args.pool)
