@@ -1,4 +1,4 @@
-"""``ikeresume demo``: many resumptions between in-process initiators and one responder.
+"""``ikeresume demo --in-process``: many resumptions, in-process initiators, one responder.
 
 Why in-process: it shows the whole protocol (stateless responder, transcript MACs, fresh
 ESP keys, ratchet, lost-message-3 recovery, NACK fallback) on any machine in a few seconds,
@@ -12,13 +12,10 @@ previous generation, which the client keeps for exactly that case.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
 import statistics
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,7 +196,7 @@ def run_demo(
     }
 
 
-def _print_report(rep: dict[str, Any]) -> None:
+def print_report(rep: dict[str, Any]) -> None:
     sc = rep["scenario"]
     print(
         f"ikeresume demo: {sc['clients']} clients x {sc['rounds']} rounds, hardened mode, "
@@ -247,31 +244,3 @@ def _print_report(rep: dict[str, Any]) -> None:
         f"key(s) ({', '.join(pc['key_fp'])}): the same key, with sequence numbers restarting"
     )
     print("result:", "OK" if rep["ok"] else "FAILED")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.clients < 1 or args.rounds < 1 or not 0.0 <= args.loss < 1.0:
-        print("demo: --clients/--rounds must be >= 1 and 0 <= --loss < 1", file=sys.stderr)
-        return 2
-    rep = run_demo(args.clients, args.rounds, args.loss, not args.no_x25519, args.seed)
-    if args.json:
-        print(json.dumps(rep, indent=2, sort_keys=True))
-    else:
-        _print_report(rep)
-    return 0 if rep["ok"] else 1
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="in-process resumptions (fingerprints, outcomes, timings)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--loss", type=float, default=0.05, help="fraction of messages 3 dropped")
-    p.add_argument("--no-x25519", action="store_true", help="resume without X25519")
-    p.add_argument("--seed", type=int, default=None, help="deterministic run (NOT for real keys)")
-    p.add_argument("--json", action="store_true", help="machine-readable report")
-    p.set_defaults(func=main)

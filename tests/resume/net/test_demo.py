@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from resume.net.demo import client_addr, run_loopback_demo_async
 
 
 async def test_demo_small(tmp_path: Path) -> None:
-    s = await run_loopback_demo_async(25, 2, workdir=tmp_path)
-    assert s.resumed == 50 and s.fallbacks == {}
+    seen: list[int] = []
+    s = await run_loopback_demo_async(
+        25, 2, workdir=tmp_path, progress=lambda n, _t: seen.append(n)
+    )
+    assert s.resumed == 50 and s.fallbacks == {} and s.ok
     assert s.server_commits == 50
     assert 1 <= s.commit_transactions <= 50
-    assert s.generations_match
+    assert s.generations_match and s.keys_match
+    assert s.distinct_keys == 100  # fresh keys every time, both directions
+    assert seen[-1] == 50
     assert (tmp_path / "responder.db").exists()
+    # the exit status follows: one missing resumption or disagreement fails the demo
+    assert not replace(s, resumed=49).ok
+    assert not replace(s, keys_match=False).ok and not replace(s, generations_match=False).ok
 
 
 def test_client_addresses_are_distinct_loopback() -> None:
