@@ -323,16 +323,15 @@ def install_sa_pair(
 
 
 def _remove_superseded(x: XfrmOps, pair: SAPair, reqids: set[int], keep: set[SAKey]) -> list[SAKey]:
-    """Delete SAs between this pair's hosts whose reqid only the replaced policies used."""
-    hosts = {
-        ipaddress.ip_address(pair.local_addr),
-        ipaddress.ip_address(pair.remote_addr),
-    }
+    """Delete SAs between this pair's hosts whose reqid only the replaced policies used.
+
+    Two kernel-filtered dumps (one per direction) instead of a dump of every SA: on a
+    gateway with thousands of tunnels the installer must not walk them all.
+    """
+    local, remote = pair.local_addr, pair.remote_addr
     removed = []
-    for st in x.dump_sas():
+    for st in x.dump_sas(between=(local, remote)) + x.dump_sas(between=(remote, local)):
         if st.reqid not in reqids or st.key() in keep:
-            continue
-        if {ipaddress.ip_address(st.src), ipaddress.ip_address(st.dst)} != hosts:
             continue
         try:
             x.delete_sa(st.key())

@@ -42,6 +42,7 @@ XFRMA_ALG_AUTH_TRUNC = 20
 XFRMA_MARK = 21
 XFRMA_REPLAY_ESN_VAL = 23
 XFRMA_SA_EXTRA_FLAGS = 24
+XFRMA_ADDRESS_FILTER = 26
 XFRMA_PAD = 27
 XFRMA_IF_ID = 31
 
@@ -95,6 +96,8 @@ REPLAY_ESN = struct.Struct("=6I")
 REPLAY_LEGACY = struct.Struct("=3I")
 MARK = struct.Struct("=II")
 U32 = struct.Struct("=I")
+# struct xfrm_address_filter: saddr, daddr, family, splen, dplen
+ADDRESS_FILTER = struct.Struct("=16s16sHBB")
 USER_EXPIRE = struct.Struct("=224sB7x")
 USER_POLEXPIRE = struct.Struct("=168sB7x")
 

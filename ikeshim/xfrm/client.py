@@ -37,6 +37,7 @@ from ikeshim.xfrm.codec import (
     decode_state_untrusted,
     encode_policy,
     encode_policy_id,
+    encode_sa_dump_filter,
     encode_sa_id,
     encode_state,
 )
@@ -146,8 +147,10 @@ class XfrmOps:
         st: XfrmState = _single(msgs, XFRM_MSG_NEWSA, decode_state_untrusted, "get SA")
         return st
 
-    def dump_sas(self) -> list[XfrmState]:
-        msgs = self._run(*self._rb.build("dump SAs", XFRM_MSG_GETSA, b"", dump=True))
+    def dump_sas(self, *, between: tuple[str, str] | None = None) -> list[XfrmState]:
+        """All SAs, or with ``between=(src, dst)`` only those from ``src`` to ``dst``."""
+        req = b"" if between is None else encode_sa_dump_filter(*between)
+        msgs = self._run(*self._rb.build("dump SAs", XFRM_MSG_GETSA, req, dump=True))
         return [decode_state_untrusted(m.payload) for m in msgs if m.type == XFRM_MSG_NEWSA]
 
     def flush_sas(self, proto: int = IPPROTO_ESP) -> None:
@@ -293,8 +296,9 @@ class AsyncXfrmSocket:
         st: XfrmState = _single(msgs, XFRM_MSG_NEWSA, decode_state_untrusted, "get SA")
         return st
 
-    async def dump_sas(self) -> list[XfrmState]:
-        msgs = await self._run(*self._rb.build("dump SAs", XFRM_MSG_GETSA, b"", dump=True))
+    async def dump_sas(self, *, between: tuple[str, str] | None = None) -> list[XfrmState]:
+        req = b"" if between is None else encode_sa_dump_filter(*between)
+        msgs = await self._run(*self._rb.build("dump SAs", XFRM_MSG_GETSA, req, dump=True))
         return [decode_state_untrusted(m.payload) for m in msgs if m.type == XFRM_MSG_NEWSA]
 
     async def add_policy(self, pol: XfrmPolicy, *, update: bool = False) -> None:

@@ -12,6 +12,7 @@ import struct
 from ikeshim import netlink as nl
 from ikeshim.errors import XfrmDecodeError
 from ikeshim.xfrm.abi import (
+    ADDRESS_FILTER,
     ALGO,
     ALGO_AEAD,
     ENCAP_TMPL,
@@ -29,6 +30,7 @@ from ikeshim.xfrm.abi import (
     USERSA_INFO,
     XFRM_ID,
     XFRM_STATE_ESN,
+    XFRMA_ADDRESS_FILTER,
     XFRMA_ALG_AEAD,
     XFRMA_ALG_AUTH,
     XFRMA_ALG_AUTH_TRUNC,
@@ -129,6 +131,22 @@ def encode_state(sa: XfrmState) -> bytes:
         )
     attrs += _common_attrs(sa.mark, sa.if_id)
     return info + attrs
+
+
+def encode_sa_dump_filter(src: str, dst: str) -> bytes:
+    """Attributes of an SA dump that returns only SAs from host ``src`` to host ``dst``.
+
+    The kernel filters while dumping (``XFRMA_ADDRESS_FILTER``, full-length prefixes), so a
+    host with thousands of SAs answers with the few that concern one peer.
+    """
+    fam = _family(src)
+    if _family(dst) != fam:
+        raise ValueError("dump filter addresses are of different families")
+    bits = 32 if fam == socket.AF_INET else 128
+    return nl.encode_attr(
+        XFRMA_ADDRESS_FILTER,
+        ADDRESS_FILTER.pack(_pack_addr(src), _pack_addr(dst), fam, bits, bits),
+    )
 
 
 def encode_sa_id(key: SAKey) -> bytes:

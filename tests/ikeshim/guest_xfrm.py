@@ -220,7 +220,17 @@ def check_dump_many_sas_multipart() -> dict[str, Any]:
         assert ex is not None and ex.datagrams > 1, "2000 SAs fit one datagram?"
         assert sorted(d.spi for d in dumped) == [0x20000 + i for i in range(n)]
         assert all(d.aead is not None and d.aead.key == key for d in dumped)
-    return {"n": n, "datagrams": ex.datagrams, "add_s": round(t_add, 3), "dump_s": round(t_dump, 3)}
+        # The kernel-side address filter (used to find a replaced session's SAs).
+        one = x.dump_sas(between=("10.9.0.1", "10.8.1.7"))
+        assert [d.spi for d in one] == [0x20000 + 0x107], [d.spi for d in one]
+        assert x.dump_sas(between=("10.8.1.7", "10.9.0.1")) == []
+    return {
+        "n": n,
+        "datagrams": ex.datagrams,
+        "add_s": round(t_add, 3),
+        "dump_s": round(t_dump, 3),
+        "filtered": len(one),
+    }
 
 
 def _kernel_snapshot(x: XfrmSocket) -> tuple[list[Any], list[Any]]:

@@ -265,3 +265,31 @@ def test_permission_error_on_the_host_kernel_without_cap_net_admin() -> None:
 
 
 _ = XFRM_POLICY_OUT
+
+
+def test_recv_reply_refuses_a_datagram_longer_than_the_buffer() -> None:
+    from ikeshim.xfrm.client import recv_reply
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        a.send(b"\x01" * 100)
+        a.send(b"\x02" * 5000)
+        buf = bytearray(4096)
+        assert bytes(recv_reply(b, buf, "t")) == b"\x01" * 100
+        with pytest.raises(XfrmError) as info:
+            recv_reply(b, buf, "dump SAs")
+        assert info.value.errno == errno.EMSGSIZE and "5000 bytes" in str(info.value)
+
+
+def test_sa_dump_filter_encodes_struct_xfrm_address_filter() -> None:
+    from ikeshim.xfrm.codec import encode_sa_dump_filter
+
+    raw = encode_sa_dump_filter("192.0.2.1", "192.0.2.2")
+    (atype, value), = nl.iter_attrs_untrusted(raw)
+    assert atype == 26 and len(value) == 36
+    assert value[:4] == bytes([192, 0, 2, 1]) and value[16:20] == bytes([192, 0, 2, 2])
+    assert struct.unpack_from("=HBB", value, 32) == (socket.AF_INET, 32, 32)
+    raw6 = encode_sa_dump_filter("2001:db8::1", "2001:db8::2")
+    assert struct.unpack_from("=HBB", raw6, 4 + 32) == (socket.AF_INET6, 128, 128)
+    with pytest.raises(ValueError):
+        encode_sa_dump_filter("192.0.2.1", "2001:db8::2")
