@@ -64,6 +64,8 @@ _SQL_RATCHET = (
     "WHERE role = 'responder' AND handle = ? AND generation = ? "
     "AND mode = ? AND id_i = ? AND id_r = ? AND params = ?"
 )
+#: Position of the WHERE clause's handle in a _SQL_RATCHET parameter row.
+_RATCHET_HANDLE_PARAM = 7
 _SQL_ADVANCE = (
     "UPDATE credentials SET "
     "prev_handle = CASE WHEN handle = ? AND generation = ? THEN handle ELSE prev_handle END, "
@@ -481,6 +483,21 @@ class Store:
         return out
 
     def _ratchet_pg(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        """Batch CAS on PostgreSQL, rows locked in handle order.
+
+        Two responders committing overlapping batches in different orders would wait on
+        each other's row locks and one would die of a deadlock; a single global order (the
+        handle, as in the WHERE clause) makes the waits acyclic: the later one blocks, then
+        finds the generation moved and refuses.
+        """
+        order = sorted(range(len(rows)), key=lambda i: rows[i][_RATCHET_HANDLE_PARAM])  # stable
+        sorted_out = self._ratchet_pg_ordered([rows[i] for i in order])
+        out = [False] * len(rows)
+        for pos, i in enumerate(order):
+            out[i] = sorted_out[pos]
+        return out
+
+    def _ratchet_pg_ordered(self, rows: list[tuple[Any, ...]]) -> list[bool]:
         sql = self._q(_SQL_RATCHET) + " RETURNING id"
         with self._raw("commit_ratchet") as raw:
             try:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from resume.credential import Credential
 from store.keys import Keyring, MasterKey
-from store.repository import Store
+from store.repository import RatchetRequest, Store
 from tests.store.helpers import make_credential, successor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +135,53 @@ def test_two_processes_racing_on_one_handle_exactly_one_wins(
     if store.dialect == "postgresql":  # row locks interleave; SQLite's busy wait may starve one
         assert min(wins) > 0, f"no real contention: {wins}"
     store.close()
+
+
+@pytest.mark.slow
+def test_overlapping_batches_in_opposite_orders_never_deadlock(db_url: str) -> None:
+    """Two stores commit the same handles, one batch reversed, many times at once.
+
+    Before batches were locked in handle order, PostgreSQL killed one of the two
+    transactions with "deadlock detected" (a StoreUnavailable: fail closed, but a lost batch).
+    """
+    import threading
+
+    store, kr, _line, handles = _setup(db_url, 120)
+    other = Store.open(db_url, kr)
+    wins: list[list[bool]] = [[], []]
+    errors: list[BaseException] = []
+    gate = threading.Barrier(2)
+
+    def run(idx: int, s: Store, order: list[bytes]) -> None:
+        try:
+            creds = [_cred(s, h) for h in order]
+            reqs = [RatchetRequest(c.handle, c.generation, successor(c), NOW + 1) for c in creds]
+            gate.wait()
+            wins[idx] = s.commit_ratchet_many(reqs)
+        except BaseException as e:
+            errors.append(e)
+
+    try:
+        for round_ in range(10):
+            chunk = handles[round_ * 12 : round_ * 12 + 12]
+            threads = [
+                threading.Thread(target=run, args=(0, store, chunk)),
+                threading.Thread(target=run, args=(1, other, chunk[::-1])),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert not errors, errors
+            # exactly one winner per handle across the two batches
+            a, b = wins[0], wins[1][::-1]
+            assert all(x != y for x, y in zip(a, b, strict=True)), (a, b)
+    finally:
+        other.close()
+        store.close()
+
+
+def _cred(s: Store, handle: bytes) -> Credential:
+    found = s.lookup(handle, NOW)
+    assert found is not None and found.credential is not None, found
+    return found.credential
