@@ -1,7 +1,9 @@
 """Columnar fast path for the generic CSV format (the bulk export operators replay).
 
 Turning every row into a :class:`Session` object costs microseconds per row; here a chunk
-of lines becomes numpy columns directly (``csv`` module in C, numpy string conversion).
+of lines becomes numpy columns directly: first at byte level (:mod:`analysis.bytecsv`,
+plain numbers), else from strings (``csv`` module in C, numpy string conversion: quoting,
+ISO times).
 Any chunk with something unusual in it (short rows, blank user, non-numeric bytes, a
 stop before a start, a repeated session id, ISO timestamps) is handed to the row-by-row
 parser instead, so problems are still reported with file:line and nothing is lost.
@@ -19,6 +21,7 @@ from typing import IO
 
 import numpy as np
 
+from analysis import bytecsv
 from analysis.parsers import generic
 from analysis.session import Issue, Session
 from analysis.timeparse import TimeContext
@@ -101,7 +104,11 @@ def _times(col: Sequence[str], ctx: TimeContext) -> np.ndarray | None:
 
 
 def _numbers(col: Sequence[str], dtype: type[np.float64] | type[np.int64]) -> np.ndarray | None:
-    """Parse a column of decimal strings in C; None if any value is not a plain number."""
+    """Parse a column of decimal strings in C; None if any value is not a plain number.
+
+    numpy saturates integers beyond int64 silently: such columns go row by row."""
+    if dtype is np.int64 and max(map(len, col), default=0) > 18:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # older numpy warns and stops at the bad value
         try:
@@ -144,22 +151,13 @@ def read_csv_trace(
             if not block:
                 break
             continue
-        lines = text.split("\n")
-        if lines[-1] == "":
-            lines.pop()
-            body = text[:-1]
-        else:
-            body = text
-        got = _chunk_columns(body, lines, delim, cols, width, names, seen, counter, ctx)
+        got = bytecsv.chunk_columns(text, delim, cols, width, names, seen, counter)
         if got is not None:
             parts.append(got)
+            line_no += text.count("\n") + (not text.endswith("\n"))
         else:
-            for item in _slow([ln + "\n" for ln in lines], line_no, header, path, ctx, seen):
-                if isinstance(item, Issue):
-                    on_issue(item)
-                else:
-                    slow.append(item)
-        line_no += len(lines)
+            line_no += _string_chunk(text, line_no, header, path, delim, cols, width, names,
+                                     seen, counter, ctx, parts, slow, on_issue)
         if not block:
             break
     for s in slow:
@@ -176,6 +174,31 @@ def read_csv_trace(
     dense = np.searchsorted(keys[order], u)  # names' numbers -> 0..len-1 in insertion order
     user = order[dense].astype(np.int32) if len(order) else dense.astype(np.int32)
     return Trace.from_columns(user, st, en, bi, bo, names)
+
+
+def _string_chunk(
+    text: str, line_no: int, header: str, path: str, delim: str, cols: dict[str, int],
+    width: int, names: dict[str, int], seen: set[str], counter: Iterator[int],
+    ctx: TimeContext, parts: list[tuple[np.ndarray, ...]], slow: list[Session],
+    on_issue: Callable[[Issue], None],
+) -> int:
+    """A chunk the byte path declined: string columns, else row by row.  Returns its lines."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+        body = text[:-1]
+    else:
+        body = text
+    got = _chunk_columns(body, lines, delim, cols, width, names, seen, counter, ctx)
+    if got is not None:
+        parts.append(got)
+    else:
+        for item in _slow([ln + "\n" for ln in lines], line_no, header, path, ctx, seen):
+            if isinstance(item, Issue):
+                on_issue(item)
+            else:
+                slow.append(item)
+    return len(lines)
 
 
 def _slow(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_BYTES = 2**63 - 1  # traces hold byte counts as int64 (9.2 EB: larger is a broken log)
+
 
 @dataclass(frozen=True, slots=True)
 class Session:
@@ -30,6 +32,8 @@ class Session:
             raise ValueError(f"session ends before it starts ({self.source})")
         if self.bytes_in < 0 or self.bytes_out < 0:
             raise ValueError(f"negative byte count ({self.source})")
+        if self.bytes_in > MAX_BYTES or self.bytes_out > MAX_BYTES:
+            raise ValueError(f"byte count over 2**63 ({self.source})")
 
     @property
     def duration(self) -> float:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from analysis.session import Issue, Session
+from analysis.session import MAX_BYTES, Issue, Session
 
 EventKind = Literal["start", "stop", "interim", "usage"]
 
@@ -170,6 +170,9 @@ class Assembler:
         if end < start:
             yield Issue(cur.source, f"stop before start ({end - start:.0f}s); using the start")
             end = start
+        if max(cur.bytes_in or 0, cur.bytes_out or 0) > MAX_BYTES:
+            yield Issue(cur.source, "byte count over 2**63 (session skipped)")
+            return
         yield Session(
             user=cur.user, start=start, end=end,
             bytes_in=cur.bytes_in or 0, bytes_out=cur.bytes_out or 0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,8 @@ def _row(
         end_v = get(cols["end"]) if "end" in cols else None
         has_end = end_v not in (None, "")
         end = _time(end_v, ctx) if has_end else start + float(get(cols["duration"]))
+        if not (math.isfinite(start) and math.isfinite(end)):
+            return Issue(src, "bad row: time is not a finite number")
         sid = str(get(cols["session_id"])) if "session_id" in cols else ""
         if sid:
             if sid in seen:
