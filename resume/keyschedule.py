@@ -21,7 +21,15 @@ keys; the direction labels make a reflected MAC useless; the successor depends o
 the ratchet moves forward only through a run both sides authenticated.
 
 Paper mode reproduces the 2007 proposal verbatim (``paper_mac``) and is insecure for ESP:
-see ``specs/protocol.md``.  The implementation uses HKDF and HMAC from ``cryptography``.
+see ``specs/protocol.md``.
+
+HMAC (RFC 2104) and HKDF (RFC 5869) are computed on :mod:`hashlib` (OpenSSL) with the key
+pads absorbed once per key (:class:`HmacKey`): the responder answers every message 1 and 3
+with a dozen HMACs, and a key used several times (the server secret, a run's PRK) then costs
+two hash-state copies per use instead of a new HMAC context.  (``hmac.digest`` and
+``cryptography``'s HMAC were measured slower per call here: both set up a fresh context.)
+The tests prove the bytes equal ``cryptography``'s HMAC/HKDF for arbitrary inputs; X25519
+stays on ``cryptography``.
 """
 
 from __future__ import annotations
@@ -32,11 +40,9 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import hmac as c_hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.errors import DecodeError
@@ -67,21 +73,86 @@ SECRET_LEN = 32
 HANDLE_LEN = 16
 MIN_ESP_SPI = 256
 
-_SHA256 = hashes.SHA256()
-_SHA512 = hashes.SHA512()
+_sha256 = hashlib.sha256
+_sha512 = hashlib.sha512
+_BLOCK = {64: hashlib.sha256, 128: hashlib.sha512}
+#: RFC 2104 pads as integers: XOR on ints has no secret-indexed table lookup (unlike
+#: ``bytes.translate``).
+_IPAD = {n: int.from_bytes(b"\x36" * n, "big") for n in _BLOCK}
+_OPAD = {n: int.from_bytes(b"\x5c" * n, "big") for n in _BLOCK}
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_U32X2 = struct.Struct(">II")
 
 
 def lp(data: bytes) -> bytes:
     """2-byte big-endian length prefix (every variable-length field in a derivation)."""
     if len(data) > 0xFFFF:
         raise ValueError("field too long for a 2-byte length prefix")
-    return struct.pack(">H", len(data)) + data
+    return _U16.pack(len(data)) + data
+
+
+def _pads(key: bytes, block: int) -> tuple[bytes, bytes]:
+    """RFC 2104: the key (hashed first if longer than a block), zero-padded to a block,
+    XORed with ipad and opad."""
+    if len(key) > block:
+        key = _BLOCK[block](key).digest()
+    k = int.from_bytes(key, "big") << (8 * (block - len(key)))
+    return (k ^ _IPAD[block]).to_bytes(block, "big"), (k ^ _OPAD[block]).to_bytes(block, "big")
+
+
+class HmacKey:
+    """HMAC with one key whose pads are absorbed once (RFC 2104 on hashlib).
+
+    Why: a key used several times (a run's PRK: up to six HKDF blocks; the server secret:
+    every message 1 and 3) then costs two hash-state copies per MAC.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, block: int = 64) -> None:
+        ipad, opad = _pads(key, block)
+        new = _BLOCK[block]
+        self._inner = new(ipad)
+        self._outer = new(opad)
+
+    def __repr__(self) -> str:
+        return "HmacKey(<secret>)"
+
+    def with_prefix(self, prefix: bytes) -> HmacKey:
+        """The same key with ``prefix`` absorbed: ``k.with_prefix(p).mac(d) == k.mac(p + d)``."""
+        k = HmacKey.__new__(HmacKey)
+        k._inner = self._inner.copy()
+        k._inner.update(prefix)
+        k._outer = self._outer
+        return k
+
+    def mac(self, data: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def expand(self, info: bytes, length: int) -> bytes:
+        """RFC 5869 HKDF-Expand with this key as PRK."""
+        if length == 32:  # every key but KEYMAT: one block
+            return self.mac(info + b"\x01")
+        if not 0 < length <= 255 * 32:
+            raise ValueError(f"HKDF-Expand cannot produce {length} bytes")
+        out: list[bytes] = []
+        t = b""
+        for i in range(1, (length + 31) // 32 + 1):
+            t = self.mac(t + info + bytes((i,)))
+            out.append(t)
+        return b"".join(out)[:length]
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    h = c_hmac.HMAC(key, _SHA256)
-    h.update(data)
-    return h.finalize()
+    """HMAC-SHA-256 (RFC 2104) for a key used once."""
+    ipad, opad = _pads(key, 64)
+    return _sha256(opad + _sha256(ipad + data).digest()).digest()
 
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
@@ -91,7 +162,7 @@ def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
 
 def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
     """RFC 5869 HKDF-Expand with SHA-256."""
-    return HKDFExpand(_SHA256, length, info).derive(prk)
+    return HmacKey(prk).expand(info, length)
 
 
 def macs_equal(a: bytes, b: bytes) -> bool:
@@ -148,31 +219,53 @@ def params_bytes(params: SAParams) -> bytes:
     return b"".join(out)
 
 
-_DIGESTS: dict[int, tuple[SAParams, bytes]] = {}
+class ParamsInfo(NamedTuple):
+    """What the hot path needs from an ``SAParams``, computed once per object."""
+
+    digest: bytes  # params_digest
+    wire: tuple[int, int, int, int]  # (ENCR, key bits, INTEG, mode code) as in RESUME_SA
+    encr_len: int  # encryption key bytes incl. salt
+    keymat_len: int  # KEYMAT bytes of one direction
+
+
+_PARAMS: dict[int, tuple[SAParams, ParamsInfo]] = {}
+
+
+def params_info(params: SAParams) -> ParamsInfo:
+    """Memoised by object identity (hashing a nested frozen dataclass costs more than the
+    digest); the entry keeps the object alive, so an id is never reused while cached.
+    SAParams holds no secret, so keeping it costs memory only."""
+    hit = _PARAMS.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    e, klen = key_lengths(params)
+    info = ParamsInfo(
+        hashlib.sha256(L_PARAMS + params_bytes(params)).digest(),
+        (int(params.encr), params.encr_key_bits, int(params.integ), _MODE_CODE[params.mode]),
+        e,
+        klen,
+    )
+    if len(_PARAMS) >= 4096:
+        _PARAMS.clear()
+    _PARAMS[id(params)] = (params, info)
+    return info
 
 
 def params_digest(params: SAParams) -> bytes:
-    """SHA-256 over ``params_bytes``.  Memoised by object identity (hashing a nested frozen
-    dataclass costs more than the digest); the entry keeps the object alive, so an id is
-    never reused while cached."""
-    hit = _DIGESTS.get(id(params))
-    if hit is not None and hit[0] is params:
-        return hit[1]
-    digest = hashlib.sha256(L_PARAMS + params_bytes(params)).digest()
-    if len(_DIGESTS) >= 4096:
-        _DIGESTS.clear()
-    _DIGESTS[id(params)] = (params, digest)
-    return digest
+    """SHA-256 over ``params_bytes``."""
+    return params_info(params).digest
 
 
 def context(cred: Credential) -> bytes:
     """``ctx``: binds identities, handle, generation and algorithms into every derived key."""
-    return (
-        lp(cred.id_i)
-        + lp(cred.id_r)
-        + lp(cred.handle)
-        + struct.pack(">I", cred.generation)
-        + params_digest(cred.params)
+    return b"".join(
+        (
+            lp(cred.id_i),
+            lp(cred.id_r),
+            lp(cred.handle),
+            _U32.pack(cred.generation),
+            params_info(cred.params).digest,
+        )
     )
 
 
@@ -180,37 +273,47 @@ class RunSecrets:
     """PRK and ctx of one run; each key is expanded only when asked for.
 
     Why lazy: the responder needs only K_mac_r to answer message 1; KEYMAT and the
-    successor are expanded once message 3 has been verified.
+    successor are expanded once message 3 has been verified.  The PRK's HMAC pads are
+    absorbed on the second expansion (a message 1 needs one, a message 3 five or six).
     """
 
-    __slots__ = ("_mac_i", "_mac_r", "ctx", "prk")
+    __slots__ = ("_key", "_mac_i", "_mac_r", "_used", "ctx", "prk")
 
     def __init__(self, prk: bytes, ctx: bytes) -> None:
         self.prk = prk
         self.ctx = ctx
         self._mac_i = b""
         self._mac_r = b""
+        self._key: HmacKey | None = None
+        self._used = False
 
     def __repr__(self) -> str:
         return "RunSecrets(<secret>)"
 
+    def _expand(self, info: bytes, length: int) -> bytes:
+        key = self._key
+        if key is None:
+            if not self._used and length == 32:
+                self._used = True
+                return hmac_sha256(self.prk, info + b"\x01")
+            key = self._key = HmacKey(self.prk)
+        return key.expand(info, length)
+
     def mac_i(self) -> bytes:
         if not self._mac_i:
-            self._mac_i = hkdf_expand(self.prk, L_MAC_I + self.ctx, 32)
+            self._mac_i = self._expand(L_MAC_I + self.ctx, 32)
         return self._mac_i
 
     def mac_r(self) -> bytes:
         if not self._mac_r:
-            self._mac_r = hkdf_expand(self.prk, L_MAC_R + self.ctx, 32)
+            self._mac_r = self._expand(L_MAC_R + self.ctx, 32)
         return self._mac_r
 
     def keymat(self, spi_i2r: int, spi_r2i: int, length: int) -> bytes:
-        return hkdf_expand(
-            self.prk, L_ESP + self.ctx + struct.pack(">II", spi_i2r, spi_r2i), length
-        )
+        return self._expand(L_ESP + self.ctx + _U32X2.pack(spi_i2r, spi_r2i), length)
 
     def successor_secret(self) -> bytes:
-        return hkdf_expand(self.prk, L_SUCCESSOR + self.ctx, SECRET_LEN)
+        return self._expand(L_SUCCESSOR + self.ctx, SECRET_LEN)
 
 
 def run_secrets(cred: Credential, nonce_i: bytes, nonce_r: bytes, dh: bytes) -> RunSecrets:
@@ -250,7 +353,7 @@ def complete_run(cred: Credential, rs: RunSecrets, spi_i2r: int, spi_r2i: int) -
         prk=rs.prk,
         mac_i=rs.mac_i(),
         mac_r=rs.mac_r(),
-        keymat=rs.keymat(spi_i2r, spi_r2i, 2 * key_lengths(cred.params)[1]),
+        keymat=rs.keymat(spi_i2r, spi_r2i, 2 * params_info(cred.params).keymat_len),
         successor_secret=successor,
         successor_handle=handle_for(successor),
     )
@@ -317,6 +420,41 @@ def successor_credential(cred: Credential, keys: RunKeys) -> Credential:
     )
 
 
+def finish_run(
+    role: str,
+    cred: Credential,
+    rs: RunSecrets,
+    spi_i2r: int,
+    spi_r2i: int,
+    lifetimes: Lifetimes,
+) -> tuple[SAPair, Credential]:
+    """The SA pair and the successor credential of a verified run: what ``complete_run``,
+    ``sa_pair`` and ``successor_credential`` give, without the intermediate ``RunKeys``
+    (the responder's message 3 path)."""
+    params = cred.params
+    info = params_info(params)
+    e, klen = info.encr_len, info.keymat_len
+    keymat = rs.keymat(spi_i2r, spi_r2i, 2 * klen)
+    successor = rs.successor_secret()
+    sa = SAPair(
+        role,
+        params,
+        DirectionKeys(spi_i2r, keymat[:e], keymat[e:klen]),
+        DirectionKeys(spi_r2i, keymat[klen : klen + e], keymat[klen + e :]),
+        lifetimes,
+    )
+    succ = Credential(
+        ProtocolMode.HARDENED,
+        handle_for(successor),
+        cred.generation + 1,
+        successor,
+        cred.id_i,
+        cred.id_r,
+        params,
+    )
+    return sa, succ
+
+
 def esp_spi_from(raw4: bytes) -> int:
     """Map 4 random bytes to a usable ESP SPI (values below 256 are reserved): add 256."""
     spi = int.from_bytes(raw4, "big")
@@ -327,29 +465,43 @@ def addr_bytes(addr: tuple[str, int]) -> bytes:
     """u8 IP version | packed address | u16 port (the peer address bound into responder state)."""
     host = addr[0]
     try:
-        return b"\x04" + socket.inet_pton(socket.AF_INET, host) + struct.pack(">H", addr[1])
+        return b"\x04" + socket.inet_pton(socket.AF_INET, host) + _U16.pack(addr[1])
     except OSError:
         # IPv6, possibly with a scope ("fe80::1%eth0"); ipaddress normalises both
         ip = ipaddress.ip_address(host)
-        return struct.pack(">B", ip.version) + ip.packed + struct.pack(">H", addr[1])
+        return struct.pack(">B", ip.version) + ip.packed + _U16.pack(addr[1])
 
 
-@dataclass(frozen=True)
-class ResponderValues:
-    """What the stateless responder recomputes for a message 1 (never stored)."""
+class ResponderValues(NamedTuple):
+    """What the stateless responder computes for a message 1 and recomputes for its message 3
+    (all three values are public: they appear in message 2)."""
 
     nonce_r: bytes
     spi_r: bytes
     esp_spi: int
 
 
+_ZERO8 = b"\x00" * 8
+_ONE8 = b"\x00" * 7 + b"\x01"
+
+
+def _values_from(v: bytes) -> ResponderValues:
+    spi_r = v[32:40]
+    if spi_r == _ZERO8:
+        spi_r = _ONE8
+    spi = int.from_bytes(v[40:44], "big")
+    return ResponderValues(v[:32], spi_r, spi + MIN_ESP_SPI if spi < MIN_ESP_SPI else spi)
+
+
+def _prf_input(tick: int, addr: tuple[str, int], msg1: bytes) -> bytes:
+    return L_RESPONDER_VALUES + _U64.pack(tick) + addr_bytes(addr) + lp(msg1)
+
+
 def responder_prf(server_secret: bytes, tick: int, addr: tuple[str, int], msg1: bytes) -> bytes:
     """``V = HMAC-SHA-512(server_secret, "ikeresume v1 responder values" | u64(tick) | addr
     | lp(m1))``: one primitive call for all 44 bytes (the responder computes it for every
     message 1 and message 3)."""
-    h = c_hmac.HMAC(server_secret, _SHA512)
-    h.update(L_RESPONDER_VALUES + struct.pack(">Q", tick) + addr_bytes(addr) + lp(msg1))
-    return h.finalize()
+    return HmacKey(server_secret, 128).mac(_prf_input(tick, addr, msg1))
 
 
 def responder_values(
@@ -358,11 +510,37 @@ def responder_values(
     """N_R, responder IKE SPI and inbound ESP SPI from (secret, tick, address, message 1):
     a message-1 flood allocates nothing, message 3 recomputes them.  (The responder's X25519
     key is *not* derived here: it is random per tick and erased, see ``Responder``.)"""
-    v = responder_prf(server_secret, tick, addr, msg1)
-    spi_r = v[32:40]
-    if spi_r == b"\x00" * 8:
-        spi_r = b"\x00" * 7 + b"\x01"
-    return ResponderValues(v[:32], spi_r, esp_spi_from(v[40:44]))
+    return _values_from(responder_prf(server_secret, tick, addr, msg1))
+
+
+class ResponderPrf:
+    """``responder_values`` for one server secret, for a responder's hot path.
+
+    The secret's HMAC-SHA-512 pads are absorbed once, and the label and ``u64(tick)`` once
+    per tick (the input starts with them), so a message 1 or 3 hashes only
+    ``addr | lp(m1)``.  Same bytes as :func:`responder_values`.
+    """
+
+    __slots__ = ("_key", "_ticks")
+
+    #: Ticks whose prefixed state is kept (message 3 needs the current and previous one).
+    KEEP_TICKS = 3
+
+    def __init__(self, server_secret: bytes) -> None:
+        self._key = HmacKey(server_secret, 128)
+        self._ticks: dict[int, HmacKey] = {}
+
+    def __repr__(self) -> str:
+        return "ResponderPrf(<secret>)"
+
+    def values(self, tick: int, addr: tuple[str, int], msg1: bytes) -> ResponderValues:
+        key = self._ticks.get(tick)
+        if key is None:
+            key = self._key.with_prefix(L_RESPONDER_VALUES + _U64.pack(tick))
+            self._ticks[tick] = key
+            while len(self._ticks) > self.KEEP_TICKS:
+                del self._ticks[min(self._ticks)]
+        return _values_from(key.mac(addr_bytes(addr) + lp(msg1)))
 
 
 # --- bootstrap from a daemon-negotiated CHILD_SA (used by ikeshim.harvest) ------------------

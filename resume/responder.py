@@ -61,6 +61,11 @@ from resume.wire_messages import (
 
 MIN_SERVER_SECRET = 32
 
+_AWAIT_CREDENTIAL_1 = SlotState.AWAIT_CREDENTIAL_1
+_AWAIT_CREDENTIAL_3 = SlotState.AWAIT_CREDENTIAL_3
+#: A response cache entry: message 2 as sent, expiry, tick of message 1, responder values.
+_CachedResponse = tuple[bytes, float, int, ks.ResponderValues]
+
 
 @dataclass(frozen=True)
 class ResponderConfig:
@@ -106,21 +111,50 @@ class ResponderConfig:
             raise LocalProtocolError("credential_cache_size must be non-negative")
 
 
-@dataclass
 class _Slot:
-    """One outstanding request to the application (the only per-peer state kept)."""
+    """One outstanding request to the application (the only per-peer state kept).
 
-    state: SlotState
-    request: Request
-    addr: Address
-    handle: bytes
-    deadline: float
-    values: ks.ResponderValues | None = None
-    tick: int = 0
-    # set once message 3 is verified (AWAIT_COMMIT)
-    sa: SAPair | None = None
-    generation: int = 0
-    successor: Credential | None = None
+    A plain ``__slots__`` class: one is built for every message 1 and 3.
+    """
+
+    __slots__ = (
+        "addr",
+        "deadline",
+        "generation",
+        "handle",
+        "msg2",
+        "request",
+        "sa",
+        "state",
+        "successor",
+        "tick",
+        "values",
+    )
+
+    def __init__(
+        self,
+        state: SlotState,
+        request: Request,
+        addr: Address,
+        handle: bytes,
+        deadline: float,
+        values: ks.ResponderValues | None = None,
+        tick: int = 0,
+        msg2: bytes | None = None,
+    ) -> None:
+        self.state = state
+        self.request = request
+        self.addr = addr
+        self.handle = handle
+        self.deadline = deadline
+        self.values = values
+        self.tick = tick
+        #: message 2 as sent, from the response cache (message 3 then needs not rebuild it)
+        self.msg2 = msg2
+        # set once message 3 is verified (AWAIT_COMMIT)
+        self.sa: SAPair | None = None
+        self.generation = 0
+        self.successor: Credential | None = None
 
 
 @dataclass
@@ -148,19 +182,23 @@ class Responder:
         if len(server_secret) < MIN_SERVER_SECRET:
             raise LocalProtocolError(f"server secret must be at least {MIN_SERVER_SECRET} bytes")
         self.config = config
-        self._secret = bytes(server_secret)
+        #: HMAC-SHA-512 of the server secret with its pads (and per tick, the tick) absorbed.
+        self._prf = ks.ResponderPrf(bytes(server_secret))
         self._rng = rng
         #: tick -> X25519 key of that tick: random, kept for the current and previous tick
         #: only, then forgotten (forward secrecy even if the server secret leaks later).
         self._tick_keys: dict[int, tuple[X25519PrivateKey, bytes]] = {}
+        #: When the oldest tick key must go (checked per datagram: one float comparison).
+        self._erase_at = math.inf
         self._tick_s = config.cookie_tick_seconds
+        self._lookup_timeout = config.lookup_timeout
         self._slots: OrderedDict[int, _Slot] = OrderedDict()
         self._next_token = 1
         self._events: deque[Event] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
-        self._response_cache: OrderedDict[tuple[Address, bytes], tuple[bytes, float]] = (
-            OrderedDict()
-        )
+        #: (address, message 1) -> message 2 as sent, when it expires, its tick and values
+        #: (all public: they are in message 2).
+        self._response_cache: OrderedDict[tuple[Address, bytes], _CachedResponse] = OrderedDict()
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._committing: set[bytes] = set()
         self._half_open: OrderedDict[tuple[Address, bytes, bytes], _HalfOpen] = OrderedDict()
@@ -174,7 +212,9 @@ class Responder:
         """Feed one UDP payload (non-ESP marker already stripped).  Never raises for any
         ``data``: garbage is dropped and counted and changes no state."""
         self.stats["datagrams"] += 1
-        if self._tick_keys:
+        if not math.isfinite(now):
+            raise LocalProtocolError(f"now must be a finite time, not {now!r}")
+        if now >= self._erase_at:
             self._erase_tick_keys(now)
         try:
             req = parse_request_untrusted(data)
@@ -200,7 +240,7 @@ class Responder:
     def get_timer(self) -> float | None:
         """Earliest deadline: an unanswered request (slots are created in ``now`` order, so
         the first one) or the erasure of an X25519 tick key."""
-        times = [(min(self._tick_keys) + 2) * self._tick_s] if self._tick_keys else []
+        times = [self._erase_at] if self._tick_keys else []
         for slot in self._slots.values():
             times.append(slot.deadline)
             break
@@ -221,9 +261,13 @@ class Responder:
             self.stats[f"expired_{slot.state.value}"] += 1
 
     def _erase_tick_keys(self, now: float) -> None:
-        current = self._tick(now)
-        for old in [t for t in self._tick_keys if t < current - 1]:
+        self._forget_tick_keys_before(self._tick(now) - 1)
+
+    def _forget_tick_keys_before(self, tick: int) -> None:
+        """Erase X25519 keys of ticks before ``tick`` (past runs stay secret)."""
+        for old in [t for t in self._tick_keys if t < tick]:
             del self._tick_keys[old]
+        self._erase_at = (min(self._tick_keys) + 2) * self._tick_s if self._tick_keys else math.inf
 
     def provide_credential(
         self,
@@ -321,52 +365,51 @@ class Responder:
             slot_next(slot.state, SlotInput.REFUSED)
         self._nack(slot.request, slot.addr, reason, slot.handle)
 
-    def _cache_response(self, key: tuple[Address, bytes], msg: bytes, expires: float) -> None:
-        self._response_cache[key] = (msg, expires)
-        while len(self._response_cache) > self.config.response_cache_size:
-            self._response_cache.popitem(last=False)
+    def _cache_response(
+        self,
+        key: tuple[Address, bytes],
+        msg: bytes,
+        expires: float,
+        tick: int,
+        values: ks.ResponderValues,
+    ) -> None:
+        cache = self._response_cache
+        cache[key] = (msg, expires, tick, values)
+        if len(cache) > self.config.response_cache_size:
+            cache.popitem(last=False)
 
     def _cached_response(self, key: tuple[Address, bytes], addr: Address, now: float) -> bool:
         hit = self._response_cache.get(key)
         if hit is None:
             return False
-        msg, expires = hit
-        if now >= expires:
+        if now >= hit[1]:
             del self._response_cache[key]
             return False
         self.stats["retransmit_answered"] += 1
-        self._send(msg, addr)
+        self._send(hit[0], addr)
         return True
 
     @staticmethod
     def _params_match(sa: ResumeSA, cred: Credential) -> bool:
-        p = cred.params
-        return (
-            sa.encr == int(p.encr)
-            and sa.key_bits == p.encr_key_bits
-            and sa.integ == int(p.integ)
-            and sa.mode == ks.mode_code(p.mode)
-        )
+        return sa[1:] == ks.params_info(cred.params).wire
 
     def _tick_key(self, tick: int, create: bool) -> tuple[X25519PrivateKey, bytes] | None:
         key = self._tick_keys.get(tick)
         if key is None and create:
             key = ks.x25519_keypair(self._rng(32))
             self._tick_keys[tick] = key
-            for old in [t for t in self._tick_keys if t < tick - 1]:
-                del self._tick_keys[old]  # erase: past runs stay secret
+            self._forget_tick_keys_before(tick - 1)
         return key
 
-    def _build_msg2(
+    def _run(
         self,
         init: HardenedInit,
         cred: Credential,
         values: ks.ResponderValues,
         tick: int,
         create_key: bool,
-    ) -> tuple[bytes, ks.RunSecrets] | None:
-        """Message 2 and the run keys: a pure function of (message 1, credential, values,
-        tick key), so message 3 processing rebuilds the identical bytes.  None when the
+    ) -> tuple[ks.RunSecrets, bytes | None] | None:
+        """The run's secrets and our X25519 share (None without X25519).  None when the
         tick's X25519 key is gone (message 3 too late)."""
         dh = b""
         ke_r: bytes | None = None
@@ -376,17 +419,25 @@ class Responder:
                 return None
             priv, ke_r = tk
             dh = ks.x25519_shared_untrusted(priv, init.ke)
-        rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh)
-        sa_r = ResumeSA(values.esp_spi, init.sa.encr, init.sa.key_bits, init.sa.integ, init.sa.mode)
+        return ks.run_secrets(cred, init.nonce, values.nonce_r, dh), ke_r
+
+    @staticmethod
+    def _msg2(
+        init: HardenedInit, values: ks.ResponderValues, rs: ks.RunSecrets, ke_r: bytes | None
+    ) -> bytes:
+        """Message 2: a pure function of (message 1, credential, values, tick key), so
+        message 3 processing can rebuild the identical bytes."""
+        sa = init.sa
+        sa_r = ResumeSA(values.esp_spi, sa.encr, sa.key_bits, sa.integ, sa.mode)
         prefix = build_hardened_resp_prefix(
             init.header.spi_i, values.spi_r, sa_r, values.nonce_r, ke_r
         )
-        return prefix + ks.mac_msg2(rs.mac_r(), init.raw, prefix), rs
+        return prefix + ks.mac_msg2(rs.mac_r(), init.raw, prefix)
 
     def _credential_usable(self, req: HardenedInit, cred: Credential) -> str | None:
         if cred.mode is not ProtocolMode.HARDENED:
             return "mode_mismatch"
-        if not self._params_match(req.sa, cred):
+        if req.sa[1:] != ks.params_info(cred.params).wire:
             return "params_mismatch"
         return None
 
@@ -400,13 +451,13 @@ class Responder:
             return
         tick = self._tick(now)
         slot = _Slot(
-            SlotState.AWAIT_CREDENTIAL_1,
+            _AWAIT_CREDENTIAL_1,
             req,
             addr,
             req.handle,
-            now + self.config.lookup_timeout,
-            values=ks.responder_values(self._secret, tick, addr, req.raw),
-            tick=tick,
+            now + self._lookup_timeout,
+            self._prf.values(tick, addr, req.raw),
+            tick,
         )
         token = self._new_slot(slot)
         if token is not None:
@@ -417,54 +468,78 @@ class Responder:
         self, slot: _Slot, req: HardenedInit, cred: Credential, lt: Lifetimes, now: float
     ) -> None:
         problem = self._credential_usable(req, cred)
-        if problem is not None or slot.values is None:
+        values = slot.values
+        if problem is not None or values is None:
             self._refuse(slot, problem or "internal")
             return
         try:
-            built = self._build_msg2(req, cred, slot.values, slot.tick, create_key=True)
+            run = self._run(req, cred, values, slot.tick, create_key=True)
         except DecodeError:
             self._refuse(slot, "bad_key_share")
             return
-        if built is None:
+        if run is None:
             self._refuse(slot, "internal")
             return
-        msg2 = built[0]
+        msg2 = self._msg2(req, values, *run)
         slot_next(slot.state, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
-        self._send(msg2, slot.addr)
+        self._outbox.append((msg2, slot.addr))
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
-        self._cache_response((slot.addr, req.raw), msg2, expires)
+        self._cache_response((slot.addr, req.raw), msg2, expires, slot.tick, values)
         if self.config.credential_cache_size:
             self._cred_cache[req.handle] = (cred, lt, expires)
             self._cred_cache.move_to_end(req.handle)
             while len(self._cred_cache) > self.config.credential_cache_size:
                 self._cred_cache.popitem(last=False)
 
+    def _cookie(
+        self, req: HardenedAuth, addr: Address, now: float
+    ) -> tuple[ks.ResponderValues, int, bytes | None] | None:
+        """Check the responder SPI of a message 3 (the cookie); return the values, the tick
+        of message 1 and, when still cached, message 2 as sent.
+
+        The response cache holds message 2 for (address, message 1) exactly while the
+        cookie is valid, with the values it was built from: a hit whose SPI matches spares
+        recomputing them and rebuilding message 2.  Otherwise (evicted, or another process
+        of the cluster answered message 1) they are recomputed for the current and the
+        previous tick.  Either way the SPI is compared in constant time.
+        """
+        init = req.init
+        tick = self._tick(now)
+        hit = self._response_cache.get((addr, init.raw))
+        if (
+            hit is not None
+            and tick - 1 <= hit[2] <= tick
+            and ks.macs_equal(hit[3].spi_r, req.header.spi_r)
+        ):
+            return hit[3], hit[2], hit[0]
+        for t in (tick, tick - 1):
+            v = self._prf.values(t, addr, init.raw)
+            if ks.macs_equal(v.spi_r, req.header.spi_r):
+                return v, t, None
+        return None
+
     def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
         init = req.init
         if init.handle in self._completed or init.handle in self._committing:
             self.stats["drop_replayed_msg3"] += 1
             return
-        tick = self._tick(now)
-        values = None
-        for t in (tick, tick - 1):
-            v = ks.responder_values(self._secret, t, addr, init.raw)
-            if ks.macs_equal(v.spi_r, req.header.spi_r):
-                values, tick = v, t
-                break
-        if values is None:
+        cookie = self._cookie(req, addr, now)
+        if cookie is None:
             self._nack(req, addr, "stale_or_forged_cookie", init.handle)
             return
+        values, tick, msg2 = cookie
         slot = _Slot(
-            SlotState.AWAIT_CREDENTIAL_3,
+            _AWAIT_CREDENTIAL_3,
             req,
             addr,
             init.handle,
-            now + self.config.lookup_timeout,
-            values=values,
-            tick=tick,
+            now + self._lookup_timeout,
+            values,
+            tick,
+            msg2,
         )
-        cached = self._cred_cache.pop(init.handle, None)
+        cached = self._cred_cache.pop(init.handle, None) if self._cred_cache else None
         if cached is not None and now < cached[2]:
             if len(self._slots) >= self.config.max_pending:
                 self.stats["drop_overload"] += 1
@@ -491,7 +566,8 @@ class Responder:
     ) -> None:
         init = req.init
         problem = self._credential_usable(init, cred)
-        if problem is not None or slot.values is None:
+        values = slot.values
+        if problem is not None or values is None:
             self._refuse(slot, problem or "internal")
             return
         if init.handle in self._completed or init.handle in self._committing:
@@ -499,24 +575,25 @@ class Responder:
             slot_next(slot.state, SlotInput.EXPIRE)
             return
         try:
-            built = self._build_msg2(init, cred, slot.values, slot.tick, create_key=False)
+            run = self._run(init, cred, values, slot.tick, create_key=False)
         except DecodeError:
             self._refuse(slot, "bad_key_share")
             return
-        if built is None:
+        if run is None:
             self._refuse(slot, "stale_or_forged_cookie")
             return
-        msg2, rs = built
+        rs = run[0]
+        msg2 = slot.msg2 if slot.msg2 is not None else self._msg2(init, values, *run)
         expected = ks.mac_msg3(rs.mac_i(), init.raw, msg2, req.raw[:-_MAC_LEN])
         if not ks.macs_equal(expected, req.mac):
             self._refuse(slot, "bad_mac")
             return
-        keys = ks.complete_run(cred, rs, slot.values.esp_spi, init.sa.spi)
         slot.state = slot_next(slot.state, SlotInput.VERIFIED)
-        slot.deadline = now + self.config.lookup_timeout
-        slot.sa = ks.sa_pair("responder", cred, keys, slot.values.esp_spi, init.sa.spi, lt)
+        slot.deadline = now + self._lookup_timeout
+        slot.sa, slot.successor = ks.finish_run(
+            "responder", cred, rs, values.esp_spi, init.sa.spi, lt
+        )
         slot.generation = cred.generation
-        slot.successor = ks.successor_credential(cred, keys)
         self._commit(token, slot)
 
     def _commit(self, token: int, slot: _Slot) -> None:
@@ -541,9 +618,9 @@ class Responder:
             req,
             addr,
             req.id_i,
-            now + self.config.lookup_timeout,
-            values=ks.responder_values(self._secret, tick, addr, req.raw),
-            tick=tick,
+            now + self._lookup_timeout,
+            self._prf.values(tick, addr, req.raw),
+            tick,
         )
         token = self._new_slot(slot)
         if token is not None:
@@ -569,7 +646,7 @@ class Responder:
             self._half_open.popitem(last=False)
         self.stats["msg2"] += 1
         self._send(msg2, slot.addr)
-        self._cache_response((slot.addr, req.raw), msg2, expires)
+        self._cache_response((slot.addr, req.raw), msg2, expires, slot.tick, v)
 
     def _on_paper_auth(self, req: PaperAuth, addr: Address, now: float) -> None:
         if not self.config.allow_paper_mode:
@@ -592,16 +669,10 @@ class Responder:
         if cred.handle in self._committing:
             self.stats["drop_replayed_msg3"] += 1
             return
-        slot = _Slot(
-            SlotState.AWAIT_COMMIT,
-            req,
-            addr,
-            cred.handle,
-            now + self.config.lookup_timeout,
-            sa=ks.paper_sa_pair("responder", cred, half.lifetimes),
-            generation=cred.generation,
-            successor=ks.paper_successor(cred),
-        )
+        slot = _Slot(SlotState.AWAIT_COMMIT, req, addr, cred.handle, now + self._lookup_timeout)
+        slot.sa = ks.paper_sa_pair("responder", cred, half.lifetimes)
+        slot.generation = cred.generation
+        slot.successor = ks.paper_successor(cred)
         if len(self._slots) >= self.config.max_pending:
             self.stats["drop_overload"] += 1
             return

@@ -33,6 +33,10 @@ from resume.errors import LocalProtocolError
 
 
 class InitiatorState(enum.Enum):
+    # Members are singletons compared by identity: hash them by identity too (in C), not
+    # by name (Enum.__hash__ is Python code, run for every table lookup on the hot path).
+    __hash__ = object.__hash__
+
     IDLE = "idle"
     WAIT_RESPONSE = "wait_response"
     DONE = "done"
@@ -40,6 +44,8 @@ class InitiatorState(enum.Enum):
 
 
 class InitiatorInput(enum.Enum):
+    __hash__ = object.__hash__
+
     INITIATE = "initiate"  # local
     VALID_RESPONSE = "valid_response"
     NACK_RETRY_PREVIOUS = "nack_retry_previous"
@@ -64,6 +70,8 @@ INITIATOR_TRANSITIONS: dict[InitiatorState, dict[InitiatorInput, InitiatorState]
 
 
 class SlotState(enum.Enum):
+    __hash__ = object.__hash__
+
     AWAIT_CREDENTIAL_1 = "await_credential_1"
     AWAIT_CREDENTIAL_3 = "await_credential_3"
     AWAIT_COMMIT = "await_commit"
@@ -71,6 +79,8 @@ class SlotState(enum.Enum):
 
 
 class SlotInput(enum.Enum):
+    __hash__ = object.__hash__
+
     CREDENTIAL = "credential"  # local: provide_credential
     VERIFIED = "verified"  # message 3 checked against the credential
     REFUSED = "refused"  # None, mismatch or bad MAC: NACK

@@ -58,6 +58,7 @@ MAX_MESSAGE_LEN = 2048
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 
 _HEADER = struct.Struct(">8s8sBBBBII")
+_new_tuple = tuple.__new__
 _PAYLOAD_HEADER = struct.Struct(">BBH")
 
 
@@ -102,12 +103,13 @@ def _header_untrusted(data: bytes) -> Header:
         raise DecodeError(f"datagram of {n} bytes is shorter than an IKE header")
     if n > MAX_MESSAGE_LEN:
         raise DecodeError(f"datagram of {n} bytes exceeds {MAX_MESSAGE_LEN}")
-    spi_i, spi_r, np_, ver, ex, flags, mid, length = _HEADER.unpack_from(data, 0)
-    if ver >> 4 != 2:
-        raise DecodeError(f"IKE major version {ver >> 4} is not 2")
-    if length != n:
-        raise DecodeError(f"header length {length} != datagram length {n}")
-    return Header(spi_i, spi_r, np_, ver, ex, flags, mid, length)
+    # tuple.__new__ builds the NamedTuple straight from the unpacked fields (no Python frame)
+    h = _new_tuple(Header, _HEADER.unpack_from(data, 0))
+    if h[3] >> 4 != 2:
+        raise DecodeError(f"IKE major version {h[3] >> 4} is not 2")
+    if h[7] != n:
+        raise DecodeError(f"header length {h[7]} != datagram length {n}")
+    return h
 
 
 def peek_header_untrusted(data: bytes) -> Header:
@@ -126,13 +128,13 @@ def decode_chain_untrusted(data: bytes) -> tuple[Header, tuple[int, ...], list[b
     try:
         data = bytes(data)
         header = _header_untrusted(data)
-        n = header.length
+        n = header[7]
         off = HEADER_LEN
-        np_ = header.next_payload
+        np_ = header[2]
         types: list[int] = []
         bodies: list[bytes] = []
         unpack = _PAYLOAD_HEADER.unpack_from
-        while np_ != PT_NONE:
+        while np_:  # PT_NONE ends the chain
             if len(types) >= MAX_PAYLOADS:
                 raise DecodeError("too many payloads")
             if off + PAYLOAD_HEADER_LEN > n:

@@ -30,6 +30,7 @@ from resume.wire import (
     EXCHANGE_IKE_RESUME,
     FLAG_INITIATOR,
     FLAG_RESPONSE,
+    IKE_VERSION,
     NOTIFY_RESUMPTION_REFUSED,
     PT_IDI,
     PT_IDR,
@@ -59,6 +60,7 @@ MIN_ESP_SPI = 256  # SPIs 1-255 are reserved by IANA (RFC 4303 2.1)
 _SA = struct.Struct(">IHHHBB")
 _KE_HEAD = struct.Struct(">HH")
 _NACK_BODY = struct.pack(">BBH", 0, 0, NOTIFY_RESUMPTION_REFUSED)
+_new_tuple = tuple.__new__
 
 
 class ResumeSA(NamedTuple):
@@ -81,10 +83,10 @@ class ResumeSA(NamedTuple):
 def decode_sa_untrusted(body: bytes) -> ResumeSA:
     if len(body) != _SA.size:
         raise DecodeError("RESUME_SA body is not 12 bytes")
-    spi, encr, bits, integ, mode, reserved = _SA.unpack(body)
-    if reserved != 0 or mode not in (1, 2) or spi < MIN_ESP_SPI:
+    fields = _SA.unpack(body)
+    if fields[5] != 0 or fields[4] not in (1, 2) or fields[0] < MIN_ESP_SPI:
         raise DecodeError("RESUME_SA has a reserved SPI, mode or non-zero reserved byte")
-    return ResumeSA(spi, encr, bits, integ, mode)
+    return _new_tuple(ResumeSA, fields[:5])
 
 
 def encode_id(ident: bytes) -> bytes:
@@ -229,8 +231,116 @@ def _parse_request(data: bytes, nested: bool) -> Request:
     raise DecodeError(f"unexpected payloads {types} for message id {h.message_id}")
 
 
+# --- fast path for the two hardened requests ------------------------------------------------
+#
+# Every message 1 and 3 a responder receives goes through here.  ``_fast_init`` and
+# ``_fast_auth`` read the fixed payload order directly (no payload lists) and return None
+# for anything that is not a well-formed hardened message 1 / 3; ``_parse_request`` (the
+# reference) then decides, so errors and every other message kind come from one place.  A
+# value from the fast path equals the reference's (tests compare them on arbitrary inputs).
+
+_HEADER = struct.Struct(">8s8sBBBBII")
+_PH = struct.Struct(">BBH")
+_SA_P = struct.Struct(">BBH" + "IHHHBB")  # RESUME_SA payload header and body
+_KE_P = struct.Struct(">BBHHH")  # KE payload header, group, reserved
+_MAX_LEN = 2048  # resume.wire.MAX_MESSAGE_LEN
+_KE_P_LEN = 4 + _KE_HEAD.size + X25519_LEN
+_AUTH_P_LEN = 4 + MAC_LEN
+
+
+def _fast_init(data: bytes) -> HardenedInit | None:
+    n = len(data)
+    if n < 28 + 4 + HANDLE_MIN + 16 + 4 + NONCE_MIN or n > _MAX_LEN:
+        return None
+    h = _new_tuple(Header, _HEADER.unpack_from(data))
+    if (
+        h[2] != PT_RESUME_HANDLE
+        or h[3] >> 4 != 2
+        or h[4] != EXCHANGE_IKE_RESUME
+        or h[5] & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR
+        or h[6] != 0
+        or h[7] != n
+        or h[0] == ZERO_SPI
+        or h[1] != ZERO_SPI
+    ):
+        return None
+    nxt, _c, plen = _PH.unpack_from(data, 28)
+    if nxt != PT_RESUME_SA or not HANDLE_MIN + 4 <= plen <= HANDLE_MAX + 4:
+        return None
+    off = 28 + plen
+    if off + 16 + 4 > n:
+        return None
+    nxt, _c, slen, spi, encr, bits, integ, mode, reserved = _SA_P.unpack_from(data, off)
+    if nxt != PT_NONCE or slen != 16 or reserved or mode not in (1, 2) or spi < MIN_ESP_SPI:
+        return None
+    nonce_at = off + 16
+    nxt, _c, nlen = _PH.unpack_from(data, nonce_at)
+    end = nonce_at + nlen
+    if not NONCE_MIN + 4 <= nlen <= NONCE_MAX + 4 or end > n:
+        return None
+    ke = None
+    if nxt == PT_KE:
+        if end + _KE_P_LEN != n:
+            return None
+        nxt, _c, klen, group, reserved = _KE_P.unpack_from(data, end)
+        if nxt or klen != _KE_P_LEN or group != GROUP_CURVE25519 or reserved:
+            return None
+        ke = data[end + 8 :]
+    elif nxt or end != n:
+        return None
+    return _new_tuple(
+        HardenedInit,
+        (
+            data,
+            h,
+            data[32 : 28 + plen],
+            _new_tuple(ResumeSA, (spi, encr, bits, integ, mode)),
+            data[nonce_at + 4 : end],
+            ke,
+        ),
+    )
+
+
+def _fast_auth(data: bytes) -> HardenedAuth | None:
+    n = len(data)
+    if n < 28 + 4 + 28 + _AUTH_P_LEN or n > _MAX_LEN:
+        return None
+    h = _new_tuple(Header, _HEADER.unpack_from(data))
+    if (
+        h[2] != PT_RESUME_ECHO
+        or h[3] >> 4 != 2
+        or h[4] != EXCHANGE_IKE_RESUME
+        or h[5] & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR
+        or h[6] != 1
+        or h[7] != n
+        or h[0] == ZERO_SPI
+        or h[1] == ZERO_SPI
+    ):
+        return None
+    nxt, _c, elen = _PH.unpack_from(data, 28)
+    end = 28 + elen
+    if nxt != PT_RESUME_AUTH or end + _AUTH_P_LEN != n:
+        return None
+    nxt, _c, alen = _PH.unpack_from(data, end)
+    if nxt or alen != _AUTH_P_LEN:
+        return None
+    inner = _fast_init(data[32:end])
+    if inner is None or inner[1][0] != h[0]:
+        return None
+    return _new_tuple(HardenedAuth, (data, h, inner, data[end + 4 :]))
+
+
 def parse_request_untrusted(data: bytes) -> Request:
     """Message 1 or 3 (either mode) as the responder receives it."""
+    if type(data) is bytes and len(data) > 28:
+        first = data[16]  # the header's Next Payload
+        fast: Request | None = None
+        if first == PT_RESUME_HANDLE:
+            fast = _fast_init(data)
+        elif first == PT_RESUME_ECHO:
+            fast = _fast_auth(data)
+        if fast is not None:
+            return fast
     return _parse_request(data, nested=False)
 
 
@@ -280,9 +390,58 @@ def build_hardened_init(
     return encode_message(spi_i, ZERO_SPI, FLAG_INITIATOR, 0, payloads)
 
 
+# Message 2 is built for every message 1 (and rebuilt for a message 3 whose message 2 left
+# the response cache): its fixed-layout head is one struct, the same bytes as
+# ``encode_message`` with the payloads RESUME_SA, Nr, [KEr], RESUME_AUTH (tests compare).
+_M2_HEAD = struct.Struct(">8s8sBBBBII" + "BBH" + "IHHHBB" + "BBH")
+_M2_KE = struct.Struct(">BBHHH")
+_M2_AUTH_HEAD = struct.pack(">BBH", 0, 0, 4 + MAC_LEN)
+_M2_FIXED = 28 + 4 + _SA.size + 4 + 4 + MAC_LEN  # all but the nonce and KE bodies
+_M2_KE_LEN = 4 + _KE_HEAD.size + X25519_LEN
+
+
 def build_hardened_resp_prefix(
     spi_i: bytes, spi_r: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
 ) -> bytes:
+    if len(spi_i) != 8 or len(spi_r) != 8:
+        raise ValueError("IKE SPIs are 8 bytes")
+    after_nonce = PT_RESUME_AUTH if ke is None else PT_KE
+    length = _M2_FIXED + len(nonce) + (0 if ke is None else _M2_KE_LEN)
+    head = _M2_HEAD.pack(
+        spi_i,
+        spi_r,
+        PT_RESUME_SA,
+        IKE_VERSION,
+        EXCHANGE_IKE_RESUME,
+        FLAG_RESPONSE,
+        0,
+        length,
+        PT_NONCE,
+        0,
+        4 + _SA.size,
+        *sa,
+        0,
+        after_nonce,
+        0,
+        4 + len(nonce),
+    )
+    if ke is None:
+        return head + nonce + _M2_AUTH_HEAD
+    if len(ke) != X25519_LEN:
+        raise ValueError("X25519 share is 32 bytes")
+    return (
+        head
+        + nonce
+        + _M2_KE.pack(PT_RESUME_AUTH, 0, _M2_KE_LEN, GROUP_CURVE25519, 0)
+        + ke
+        + _M2_AUTH_HEAD
+    )
+
+
+def build_hardened_resp_prefix_generic(
+    spi_i: bytes, spi_r: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+) -> bytes:
+    """Reference for ``build_hardened_resp_prefix`` through the generic framer (tests)."""
     payloads = [(PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
     if ke is not None:
         payloads.append((PT_KE, encode_ke(ke)))
