@@ -94,24 +94,22 @@ class MasterKey:
         return f"{self.key_id}:{base64.b64encode(self.key).decode()}"
 
 
+_AAD_HEADS: dict[tuple[bytes, str, str], bytes] = {}
+
+
 def record_aad(
     purpose: bytes, role: str, mode: str, handle: bytes, generation: int, binding: bytes
 ) -> bytes:
     """AAD of one wrapped field: what the ciphertext is only valid for."""
-    return b"".join(
-        (
-            _AAD_PREFIX,
-            purpose,
-            b"\x00",
-            role.encode(),
-            b"\x00",
-            mode.encode(),
-            b"\x00",
-            len(handle).to_bytes(2, "big"),
-            handle,
-            generation.to_bytes(8, "big"),
-            binding,
+    head = _AAD_HEADS.get((purpose, role, mode))
+    if head is None:
+        head = b"".join(
+            (_AAD_PREFIX, purpose, b"\x00", role.encode(), b"\x00", mode.encode(), b"\x00")
         )
+        if len(_AAD_HEADS) < 64:  # a handful of (purpose, role, mode) triples in practice
+            _AAD_HEADS[(purpose, role, mode)] = head
+    return b"".join(
+        (head, len(handle).to_bytes(2, "big"), handle, generation.to_bytes(8, "big"), binding)
     )
 
 
@@ -213,10 +211,30 @@ class Keyring:
         raise MasterKeyError(f"no master key: pass --key-file or set {ENV_KEY_FILE} or {ENV_KEY}")
 
     # -- wrapping --------------------------------------------------------------------
-    def wrap(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
-        """Encrypt under the current key; returns (key id, nonce || ciphertext || tag)."""
-        nonce = os.urandom(NONCE_LEN)
+    def wrap(self, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> tuple[str, bytes]:
+        """Encrypt under the current key; returns (key id, nonce || ciphertext || tag).
+
+        ``nonce`` lets a batch draw all its random nonces with one ``os.urandom`` call; it
+        must be fresh random bytes (never a counter or a reused value).
+        """
+        if nonce is None:
+            nonce = os.urandom(NONCE_LEN)
+        elif len(nonce) != NONCE_LEN:
+            raise ValueError(f"nonce must be {NONCE_LEN} bytes")
         return self._current.key_id, nonce + self._current_aead.encrypt(nonce, plaintext, aad)
+
+    def try_unwrap(self, key_id: str, blob: bytes, aad: bytes) -> bytes | None:
+        """The plaintext, or None if :meth:`unwrap` would raise (hot path: no message built).
+
+        Callers that get None call :meth:`unwrap` for the typed error and its message.
+        """
+        aead = self._by_id.get(key_id)
+        if aead is None:
+            return None
+        try:
+            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+        except (InvalidTag, TypeError, ValueError):
+            return None
 
     def unwrap(self, key_id: str, blob: bytes, aad: bytes, *, what: str = "secret") -> bytes:
         aead = self._by_id.get(key_id)
@@ -225,11 +243,13 @@ class Keyring:
                 f"{what} is wrapped under master key id {key_id!r}, which is not configured "
                 f"(configured: {', '.join(self.key_ids)}); wrong master key?"
             )
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise CorruptRecord(f"{what}: wrapped value is not binary ({type(blob).__name__})")
         if len(blob) < NONCE_LEN + _TAG_LEN:
             raise CorruptRecord(f"{what}: wrapped value truncated ({len(blob)} bytes)")
         try:
             return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
-        except InvalidTag:
+        except (InvalidTag, TypeError, ValueError):
             raise CorruptRecord(
                 f"{what} does not authenticate under master key id {key_id!r}: the row was "
                 "modified, moved from another row/generation, or the key is wrong"

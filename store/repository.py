@@ -15,13 +15,14 @@ serializes writers, so two responders can never both accept one generation.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import psycopg
 from sqlalchemy import Engine, Table, case, delete, func, insert, literal, select, update
@@ -31,14 +32,21 @@ from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.sa import Lifetimes
 from store.codec import paper_keys_bytes, paper_keys_from_bytes, params_text, parse_params
 from store.engine import check_sync, make_engine, migrate, sqlite_connect
-from store.errors import CorruptRecord, MasterKeyError, StoreError, StoreUnavailable
-from store.keys import Keyring, record_aad, record_binding
+from store.errors import (
+    CorruptRecord,
+    MasterKeyError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+)
+from store.keys import NONCE_LEN, Keyring, record_aad, record_binding
 from store.models import CredentialRow, MasterKeyCheck
 from store.policy import Counters, Policy, Refusal
 
 Role = Literal["initiator", "responder"]
 ROLES: tuple[Role, ...] = ("initiator", "responder")
 
+_MODES = {m.value: m for m in ProtocolMode}
 _T = cast(Table, CredentialRow.__table__)
 _MK = cast(Table, MasterKeyCheck.__table__)
 
@@ -48,6 +56,13 @@ _COLS = (
     "id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, resumptions"
 )
 _SQL_LOOKUP = f"SELECT {_COLS} FROM credentials WHERE role = ? AND handle = ?"  # noqa: S608
+# The responder's per-message read: only what a responder row uses (no prev_* columns,
+# role and handle are known), one bound parameter.
+_SQL_LOOKUP_R = (
+    "SELECT uid, mode, generation, key_id, secret_wrapped, paper_wrapped, id_i, id_r, "
+    "params, full_ike_at, last_used_at, established_s, bytes_total, resumptions "
+    "FROM credentials WHERE role = 'responder' AND handle = ?"
+)
 _SQL_BY_UID = f"SELECT {_COLS} FROM credentials WHERE uid = ?"  # noqa: S608
 _SQL_PEER = (
     f"SELECT {_COLS} FROM credentials WHERE role = 'initiator' AND id_r = ? "  # noqa: S608
@@ -84,13 +99,14 @@ _SQL_ADVANCE = (
 )
 
 
-@dataclass(frozen=True)
-class LookupResult:
+class LookupResult(NamedTuple):
     """Answer to a lookup: the credential if the policy allows a resumption now.
 
     ``credential`` is None when ``refusal`` is set (the secret is not even unwrapped);
     ``lifetimes`` are the kernel SA lifetimes the policy leaves for a resumption now.
     ``previous`` is the initiator's unconfirmed older generation (lost-message-3 rule).
+    (A named tuple rather than a frozen dataclass: built once per lookup, and a frozen
+    dataclass's ``__init__`` costs three times as much.)
     """
 
     credential: Credential | None
@@ -217,11 +233,38 @@ class Store:
         except StoreError:
             raise
         except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as e:
-            orig = getattr(e, "orig", None) or e
-            msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-            raise StoreUnavailable(
-                f"{op}: database {self.url_display} unreachable or failing: {msg}"
-            ) from e
+            raise self._unavailable(op, e) from e
+
+    def _unavailable(self, op: str, e: BaseException) -> StoreUnavailable:
+        orig = getattr(e, "orig", None) or e
+        msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return StoreUnavailable(f"{op}: database {self.url_display} unreachable or failing: {msg}")
+
+    def _hot_conn(self) -> sqlite3.Connection:
+        """SQLite: this thread's long-lived driver connection (opened on first use)."""
+        hot: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if hot is None:
+            args = self._sqlite_args
+            if args is None:
+                raise StoreConfigError("per-thread driver connections are for SQLite stores")
+            hot = sqlite_connect(*args)
+            autockpt = getattr(self._local, "autocheckpoint", None)
+            if autockpt is not None:
+                hot.execute(f"PRAGMA wal_autocheckpoint={int(autockpt)}")
+            self._local.conn = hot
+            self._local.cursor = hot.cursor()
+            self._hot.append(hot)
+        return hot
+
+    def _drop_hot(self) -> None:
+        """Never reuse a connection in an unknown state: close this thread's one."""
+        hot: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        self._local.cursor = None
+        if hot is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                self._hot.remove(hot)
+                hot.close()
 
     @contextmanager
     def _raw(self, op: str) -> Iterator[Any]:
@@ -231,22 +274,11 @@ class Store:
                 yield conn.connection.driver_connection
             return
         with self._errors(op):
-            hot: sqlite3.Connection | None = getattr(self._local, "conn", None)
-            if hot is None:
-                hot = sqlite_connect(*self._sqlite_args)
-                autockpt = getattr(self._local, "autocheckpoint", None)
-                if autockpt is not None:
-                    hot.execute(f"PRAGMA wal_autocheckpoint={int(autockpt)}")
-                self._local.conn = hot
-                self._hot.append(hot)
+            hot = self._hot_conn()
             try:
                 yield hot
             except BaseException:
-                # never reuse a connection in an unknown state
-                self._local.conn = None
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    self._hot.remove(hot)
-                    hot.close()
+                self._drop_hot()
                 raise
 
     def set_thread_autocheckpoint(self, pages: int) -> None:
@@ -310,22 +342,27 @@ class Store:
         id_r: bytes,
         ptext: str,
     ) -> Credential:
+        """Decode and authenticate one generation of a row; CorruptRecord/MasterKeyError.
+
+        The success path builds no message strings (it runs once or twice per resumption);
+        a failed decrypt is redone by :meth:`Keyring.unwrap` for its typed error.
+        """
         kr = self._need_keyring()
-        what = f"record {uid} ({role}, generation {generation})"
         try:
-            mode = ProtocolMode(mode_s)
+            mode = _MODES[mode_s]
             params = parse_params(ptext)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CorruptRecord(f"{what}: undecodable mode/SA parameters: {e}") from None
-        binding = record_binding(id_i, id_r, ptext)
-        secret = kr.unwrap(
-            key_id,
-            wrapped,
-            record_aad(b"secret", role, mode_s, handle, generation, binding),
-            what=f"secret of {what}",
-        )
+            binding = record_binding(id_i, id_r, ptext)
+            aad = record_aad(b"secret", role, mode_s, handle, generation, binding)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+            what = f"record {uid} ({role}, generation {generation!r})"
+            raise CorruptRecord(f"{what}: undecodable mode/SA parameters: {e!r}") from None
+        secret = kr.try_unwrap(key_id, wrapped, aad)
+        if secret is None:
+            what = f"record {uid} ({role}, generation {generation})"
+            secret = kr.unwrap(key_id, wrapped, aad, what=f"secret of {what}")
         paper: PaperKeys | None = None
         if paper_wrapped is not None:
+            what = f"record {uid} ({role}, generation {generation})"
             raw = kr.unwrap(
                 key_id,
                 paper_wrapped,
@@ -337,18 +374,9 @@ class Store:
             except (ValueError, KeyError, TypeError) as e:
                 raise CorruptRecord(f"{what}: undecodable paper keys: {e}") from None
         try:
-            return Credential(
-                mode=mode,
-                handle=handle,
-                generation=generation,
-                secret=secret,
-                id_i=id_i,
-                id_r=id_r,
-                params=params,
-                paper_keys=paper,
-            )
+            return Credential(mode, handle, generation, secret, id_i, id_r, params, paper)
         except (ValueError, TypeError) as e:
-            raise CorruptRecord(f"{what}: {e}") from None
+            raise CorruptRecord(f"record {uid} ({role}, generation {generation}): {e}") from None
 
     def _result(self, row: Sequence[Any], now: float, *, enforce: bool = True) -> LookupResult:
         (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
@@ -390,6 +418,28 @@ class Store:
 
         Raises StoreError (unreachable DB, corrupt row, wrong key): answer with a refusal.
         """
+        if role == "responder" and self._sqlite_args is not None:
+            # the per-message path: no pool, no context managers, one reused cursor
+            try:
+                cur = self._local.cursor
+                if cur is None:
+                    raise AttributeError
+            except AttributeError:
+                try:
+                    self._hot_conn()
+                except sqlite3.Error as e:
+                    self._drop_hot()
+                    raise self._unavailable("lookup", e) from e
+                cur = self._local.cursor
+            try:
+                cur.execute(_SQL_LOOKUP_R, (handle,))
+                # a unique key: fetchone steps to the end, which resets the statement and
+                # ends the read transaction (no snapshot held between lookups)
+                row = cur.fetchone()
+            except sqlite3.Error as e:
+                self._drop_hot()
+                raise self._unavailable("lookup", e) from e
+            return None if row is None else self._responder_result(handle, row, now)
         with self._raw("lookup") as raw:
             cur = raw.cursor()
             try:
@@ -398,6 +448,32 @@ class Store:
             finally:
                 cur.close()
         return None if row is None else self._result(row, now)
+
+    def _responder_result(self, handle: bytes, row: Sequence[Any], now: float) -> LookupResult:
+        """:meth:`_result` for a responder row of ``_SQL_LOOKUP_R`` (same checks, inlined)."""
+        (uid, mode_s, generation, key_id, wrapped, paper_w, id_i, id_r, ptext, full_ike_at,
+         last_used_at, established_s, bytes_total, resumptions) = row  # fmt: skip
+        try:
+            counters = Counters(
+                float(full_ike_at),
+                float(last_used_at),
+                float(established_s),
+                int(bytes_total),
+                int(resumptions),
+            )
+        except (TypeError, ValueError) as e:
+            raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
+        policy = self.policy
+        refusal = policy.check(counters, now)
+        if refusal is not None:
+            return LookupResult(None, counters, refusal, None, uid, "responder")
+        cred = self._unwrap_credential(
+            uid, "responder", mode_s, handle, generation, key_id, wrapped, paper_w,
+            id_i, id_r, ptext,
+        )  # fmt: skip
+        return LookupResult(
+            cred, counters, None, policy.sa_lifetimes(counters, now), uid, "responder"
+        )
 
     def lookup_peer(
         self, id_r: bytes, now: float, *, id_i: bytes | None = None
@@ -448,38 +524,88 @@ class Store:
         """
         if not reqs:
             return []
+        kr = self._need_keyring()
+        # one getrandom() for the whole batch's nonces instead of one per successor
+        nonces = os.urandom(NONCE_LEN * len(reqs))
         rows = []
-        for r in reqs:
+        for k, r in enumerate(reqs):
             s = r.successor
             ptext = params_text(s.params)
-            kid, wrapped, paper = self._wrap("responder", s, ptext)
+            mode = s.mode.value
+            binding = record_binding(s.id_i, s.id_r, ptext)
+            kid, wrapped = kr.wrap(
+                s.secret,
+                record_aad(b"secret", "responder", mode, s.handle, s.generation, binding),
+                nonces[k * NONCE_LEN : (k + 1) * NONCE_LEN],
+            )
+            paper = None
+            if s.paper_keys is not None:
+                _, paper = kr.wrap(
+                    paper_keys_bytes(s.paper_keys),
+                    record_aad(b"paper", "responder", mode, s.handle, s.generation, binding),
+                )
             rows.append(
                 (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
-                 r.generation, s.mode.value, s.id_i, s.id_r, ptext)
+                 r.generation, mode, s.id_i, s.id_r, ptext)
             )  # fmt: skip
         if self._pg:
             return self._ratchet_pg(rows)
         return self._ratchet_sqlite(rows)
 
     def _ratchet_sqlite(self, rows: list[tuple[Any, ...]]) -> list[bool]:
-        out: list[bool] = []
-        with self._raw("commit_ratchet") as raw:
-            cur = raw.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+        """The batch in one ``BEGIN IMMEDIATE`` transaction on this thread's connection.
+
+        Fast path: one ``executemany``; every statement changes at most one row (the
+        (role, handle) key is unique), so a total of ``len(rows)`` changes means every
+        CAS won.  Otherwise (a lost CAS, or a successor handle that collides) that
+        transaction is rolled back, nothing having been committed, and the batch is redone
+        one statement at a time in a new one, each request answered by its own change
+        count: the answers are those of sequential CASes.  Nothing is acknowledged
+        before ``COMMIT`` returns, which at ``synchronous=FULL`` is after the WAL fsync.
+        """
+        op = "commit_ratchet"
+        try:
+            raw = self._hot_conn()
+        except sqlite3.Error as e:
+            self._drop_hot()
+            raise self._unavailable(op, e) from e
+        n = len(rows)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
             try:
-                for p in rows:
+                try:
+                    changed = raw.executemany(_SQL_RATCHET, rows).rowcount
+                except sqlite3.IntegrityError:
+                    changed = -1
+                if changed != n:
+                    # Redo from scratch.  (Not a SAVEPOINT: one would copy every page the
+                    # batch touches into a sub-journal, on the common path too.)
+                    raw.rollback()
+                    raw.execute("BEGIN IMMEDIATE")
+                    out = []
+                    cur = raw.cursor()
                     try:
-                        cur.execute(_SQL_RATCHET, p)
-                        out.append(cur.rowcount == 1)
-                    except sqlite3.IntegrityError:  # successor handle collides: refuse it
-                        out.append(False)
-                cur.execute("COMMIT")
+                        for p in rows:
+                            try:
+                                cur.execute(_SQL_RATCHET, p)
+                                out.append(cur.rowcount == 1)
+                            except sqlite3.IntegrityError:  # successor handle collides
+                                out.append(False)
+                    finally:
+                        cur.close()
+                else:
+                    out = [True] * n
+                raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
                     raw.rollback()
                 raise
-            finally:
-                cur.close()
+        except sqlite3.Error as e:
+            self._drop_hot()  # never reuse a connection in an unknown state
+            raise self._unavailable(op, e) from e
+        except BaseException:
+            self._drop_hot()
+            raise
         return out
 
     def _ratchet_pg(self, rows: list[tuple[Any, ...]]) -> list[bool]:
