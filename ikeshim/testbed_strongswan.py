@@ -30,6 +30,11 @@ class Peer:
     def vici_uri(self) -> str:
         return f"unix:///tmp/sw-{self.ns}.vici"
 
+    @property
+    def ident6(self) -> str:
+        """The identity of this peer's IPv6 connection when ``separate_v6_ids`` is set."""
+        return f"v6.{self.ident}"
+
     def vici_path(self) -> str:
         return f"/tmp/sw-{self.ns}.vici"  # noqa: S108 - the UML guest's private tmpfs
 
@@ -98,7 +103,9 @@ class Child:
     remote_ts_i: str = "dynamic"
 
 
-def _swanctl_conf(me: Peer, other: Peer, children: list[Child], psk: str) -> str:
+def _swanctl_conf(
+    me: Peer, other: Peer, children: list[Child], psk: str, separate_v6_ids: bool = False
+) -> str:
     initiator = me is B
     parts = []
     for c in children:
@@ -121,6 +128,8 @@ def _swanctl_conf(me: Peer, other: Peer, children: list[Child], psk: str) -> str
             continue
         local_addr = me.addr6 if fam == "6" else me.addr
         remote_addr = other.addr6 if fam == "6" else other.addr
+        v6_ids = fam == "6" and separate_v6_ids
+        my_id, other_id = (me.ident6, other.ident6) if v6_ids else (me.ident, other.ident)
         body = "\n".join(p for p, c in zip(parts, children, strict=True) if c.v6 == (fam == "6"))
         conns.append(
             f"""  ike{fam} {{
@@ -131,11 +140,11 @@ def _swanctl_conf(me: Peer, other: Peer, children: list[Child], psk: str) -> str
     rekey_time = 0
     local {{
       auth = psk
-      id = {me.ident}
+      id = {my_id}
     }}
     remote {{
       auth = psk
-      id = {other.ident}
+      id = {other_id}
     }}
     children {{
 {body}
@@ -151,6 +160,8 @@ secrets {{
   ike-peers {{
     id-a = {A.ident}
     id-b = {B.ident}
+    id-a6 = {A.ident6}
+    id-b6 = {B.ident6}
     secret = "{psk}"
   }}
 }}
@@ -194,15 +205,26 @@ class Charons:
                 p.kill()
 
 
-def start_charons(workdir: Path, children: list[Child], psk: str = "ikeresume-test-psk") -> Charons:
-    """Start charon in namespaces a (responder) and b (initiator) and load the configs."""
+def start_charons(
+    workdir: Path,
+    children: list[Child],
+    psk: str = "ikeresume-test-psk",
+    *,
+    separate_v6_ids: bool = False,
+) -> Charons:
+    """Start charon in namespaces a (responder) and b (initiator) and load the configs.
+
+    ``separate_v6_ids``: the IPv6 connection authenticates as ``Peer.ident6`` so that its
+    CHILD_SAs form a cache chain of their own (a full IKE between the same identities
+    replaces the pair's previous chain).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     procs = []
     for me, other in ((A, B), (B, A)):
         d = workdir / me.ns
         d.mkdir(exist_ok=True)
         (d / "strongswan.conf").write_text(_strongswan_conf(me, workdir))
-        (d / "swanctl.conf").write_text(_swanctl_conf(me, other, children, psk))
+        (d / "swanctl.conf").write_text(_swanctl_conf(me, other, children, psk, separate_v6_ids))
         env = {**os.environ, "STRONGSWAN_CONF": str(d / "strongswan.conf")}
         procs.append(
             subprocess.Popen(
