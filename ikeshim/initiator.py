@@ -36,10 +36,12 @@ may have moved on; the store must follow) and the caller runs a full IKE.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import trio
 
@@ -51,6 +53,8 @@ from resume.net.client import ResumeResult, resume_once
 from resume.net.udp import Addr
 from store.errors import StoreError
 from store.repository import LookupResult, Store
+
+T = TypeVar("T")
 
 Outcome = Literal[
     "resumed",
@@ -83,6 +87,59 @@ class ResumeInstallResult:
         return self.outcome == "resumed"
 
 
+class StoreWriter:
+    """A long-lived worker thread for the initiator's durable writes.
+
+    Why not ``trio.to_thread``: trio's idle worker threads exit after 10 s, so a daemon
+    resuming less often than that spawns a thread on every resumption, on the path to the
+    first ESP packet (under User-Mode Linux a spawn costs milliseconds).  One thread started
+    with the daemon and fed through a queue stays warm.  Use as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="ikeresume-store-writer")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the writer thread; like ``trio.to_thread.run_sync``, not cancellable
+        (a durable write that started must be waited for)."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[T] = []
+        err: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                box.append(fn())
+            except BaseException as e:  # handed to the caller
+                err.append(e)
+            token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        if err:
+            raise err[0]
+        return box[0]
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 async def _lookup(
     store: Store, id_r: bytes, now: float, id_i: bytes | None, inline: bool
 ) -> LookupResult | None:
@@ -107,6 +164,8 @@ async def resume_and_install(
     natt: bool = False,
     local: Addr | None = None,
     inline_lookup: bool | None = None,
+    writer: StoreWriter | None = None,
+    overlap_write: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> ResumeInstallResult:
     """Resume with the cached credential for ``id_r`` and install the fresh SAs on ``xfrm``.
@@ -116,8 +175,11 @@ async def resume_and_install(
     returns, so the receive never waits, and a thread hop would cost more than the request).
     ``inline_lookup`` None reads the cache in this thread for SQLite (an indexed read on a
     WAL database, which writers do not block) and in a worker thread for PostgreSQL (a
-    network round trip).  The durable write always runs in a worker thread, overlapped with
-    the install; see the module docstring for why that is safe.
+    network round trip).  The durable write runs in ``writer`` (or a trio worker thread),
+    overlapped with the install; see the module docstring for why that is safe.  With
+    ``overlap_write`` False it runs in this thread before the install (no thread at all:
+    right on one CPU with a store on fast local storage, where a thread hand-off costs
+    more than it overlaps; it blocks the event loop for one commit).
     """
     opts = options or InstallOptions()
     timings: dict[str, float] = {}
@@ -132,12 +194,12 @@ async def resume_and_install(
     if res is None or res.credential is None:
         why = "no cached credential" if res is None else f"policy refuses: {res.refusal}"
         return ResumeInstallResult("no_credential", detail=why, timings=timings)
-    cred, previous = res.credential, res.previous
+    cred = res.credential
     ex = await resume_once(
         cred,
         server,
         config=config,
-        previous=previous,
+        previous=res.previous,
         lifetimes=res.lifetimes,
         natt=natt,
         local=local,
@@ -150,11 +212,14 @@ async def resume_and_install(
     used_h, used_g, succ = ex.used_handle, ex.used_generation or 0, ex.successor
 
     def ratchet() -> bool:
+        # One durable transaction.  No confirm_initiator first (resume_with_store does one):
+        # when the current generation was used, message 2 proved the responder holds it, and
+        # advance_initiator itself overwrites the kept older generation with the one just
+        # used, in the same row update -- the end state is identical and a second fsync'd
+        # transaction bought nothing.  (When the kept previous generation was used, neither
+        # path confirms anything.)
         t = time.perf_counter()
         try:
-            if used_h == cred.handle and previous is not None:
-                # message 2 for the current generation proves the responder holds it
-                store.confirm_initiator(used_h, used_g)
             return store.advance_initiator(used_h, used_g, succ, clock())
         finally:
             timings["ratchet"] = time.perf_counter() - t
@@ -165,21 +230,37 @@ async def resume_and_install(
     async def write() -> None:
         nonlocal advanced, ratchet_error
         try:
-            advanced = await trio.to_thread.run_sync(ratchet)
+            if not overlap_write:
+                advanced = ratchet()
+            elif writer is not None:
+                advanced = await writer.run(ratchet)
+            else:
+                advanced = await trio.to_thread.run_sync(ratchet)
         except StoreError as e:
             ratchet_error = e
 
     installed: InstalledSA | None = None
     install_error: XfrmError | ValueError | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(write)
-        await trio.lowlevel.checkpoint()  # let the write reach its thread before we block
-        t3 = time.perf_counter()
+    sa = ex.sa
+
+    def install() -> None:
+        nonlocal installed, install_error
+        t = time.perf_counter()
         try:
-            installed = install_sa_pair(xfrm, ex.sa, opts, replace_old=replace_old)
+            installed = install_sa_pair(xfrm, sa, opts, replace_old=replace_old)
         except (XfrmError, ValueError) as e:
             install_error = e
-        timings["install"] = time.perf_counter() - t3
+        timings["install"] = time.perf_counter() - t
+
+    if overlap_write:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            await trio.lowlevel.checkpoint()  # let the write reach its thread before we block
+            install()
+    else:
+        await write()
+        if ratchet_error is None and advanced:
+            install()
     timings["after_exchange"] = time.perf_counter() - t2
     if ratchet_error is not None or not advanced:
         detail = f"ratchet: {ratchet_error}" if ratchet_error else "credential changed meanwhile"

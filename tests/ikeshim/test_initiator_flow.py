@@ -1,0 +1,146 @@
+"""``ikeshim.initiator.resume_and_install`` against the real responder service on loopback.
+
+The stores are real SQLite stores; the XFRM side is a recording transport under the real
+:class:`ikeshim.xfrm.XfrmOps` request code (the kernel's answers to these requests are
+tested on a real kernel in UML, ``test_xfrm_kernel`` and ``test_e2e_resumption``): here the
+subject is the orchestration -- what is installed when, what is undone when the durable
+write or the install fails, and that the store moves on exactly when it must.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from ikeshim.errors import XfrmError
+from ikeshim.initiator import StoreWriter, resume_and_install
+from ikeshim.installer import build_policies
+from ikeshim.netlink import Exchange, NetlinkMessage
+from ikeshim.xfrm import XfrmOps
+from ikeshim.xfrm.client import _RequestBuilder
+from resume.initiator import InitiatorConfig
+from store.errors import StoreUnavailable
+from store.keys import Keyring, MasterKey
+from store.repository import Store
+from tests.resume.net.conftest import ID_R, CaptureInstaller, Env, id_i
+
+FAST = InitiatorConfig(initial_rto=0.1, max_retransmits=3, timeout=1.5)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """Server and client SQLite stores (the responder service tests' environment)."""
+    kr = Keyring([MasterKey.generate()])
+    ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
+    cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
+    try:
+        yield Env(tmp_path, kr, ss, cs)
+    finally:
+        ss.close()
+        cs.close()
+
+
+class RecordingXfrm(XfrmOps):
+    """Records each request's operation; refuses the ``fail_at``-th one (1-based)."""
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self._rb = _RequestBuilder()
+        self.ops: list[str] = []
+        self.fail_at = fail_at
+
+    def _run(self, data: bytes, ex: Exchange) -> list[NetlinkMessage]:
+        self.ops.append(ex.op)
+        if len(self.ops) == self.fail_at:
+            raise XfrmError(ex.op, errno.EINVAL, "refused by the test")
+        return []
+
+
+class FailingAdvance:
+    """The client store, except that the durable write fails (disk gone)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def advance_initiator(self, *args: Any) -> bool:
+        raise StoreUnavailable("advance_initiator: disk I/O error")
+
+
+def install_ops(sa: Any) -> list[str]:
+    return ["add SA", "add SA"] + ["add policy"] * len(build_policies(sa))
+
+
+@pytest.mark.parametrize("mode", ["to_thread", "writer", "sequential"])
+async def test_resumes_installs_and_ratchets(env: Env, nursery: trio.Nursery, mode: str) -> None:
+    env.seed(1)
+    cap = CaptureInstaller()
+    svc = await env.start(nursery, installer=cap)
+    with StoreWriter() as writer:
+        kw: dict[str, Any] = {
+            "writer": writer if mode == "writer" else None,
+            "overlap_write": mode != "sequential",
+        }
+        gens = []
+        for _ in range(2):
+            x = RecordingXfrm()
+            r = await resume_and_install(
+                env.client_store, ID_R, svc.addresses[0], x, id_i=id_i(0), config=FAST, **kw
+            )
+            assert r.resumed and r.installed is not None, r
+            assert r.exchange is not None and r.exchange.sa is not None
+            assert x.ops == install_ops(r.exchange.sa)
+            assert r.installed.outbound.spi == r.exchange.sa.outbound.spi
+            assert {"lookup", "exchange", "install", "ratchet"} <= set(r.timings)
+            gens.append(r.exchange.used_generation)
+            with trio.fail_after(5):  # the responder commits after message 3, then installs
+                while len(cap.pairs) < len(gens):
+                    await trio.sleep(0.01)
+    assert gens == [0, 1]  # the second run used the successor the first one stored
+
+
+async def test_install_failure_rolls_back_and_the_store_still_advances(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    env.seed(1)
+    cap = CaptureInstaller()
+    svc = await env.start(nursery, installer=cap)
+    x = RecordingXfrm(fail_at=3)  # the first policy
+    r = await resume_and_install(env.client_store, ID_R, svc.addresses[0], x, config=FAST)
+    assert r.outcome == "install_failed" and not r.resumed and "refused" in r.detail
+    assert x.ops == ["add SA", "add SA", "add policy", "delete SA", "delete SA"]
+    # message 3 was sent: the responder moved on, so the store had to follow
+    with trio.fail_after(5):
+        while not cap.pairs:
+            await trio.sleep(0.01)
+    r2 = await resume_and_install(
+        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=FAST
+    )
+    assert r2.resumed and r2.exchange is not None and r2.exchange.used_generation == 1
+
+
+async def test_failed_durable_write_removes_the_installed_sas(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    env.seed(1)
+    svc = await env.start(nursery, installer=CaptureInstaller())
+    x = RecordingXfrm()
+    store: Any = FailingAdvance(env.client_store)
+    r = await resume_and_install(store, ID_R, svc.addresses[0], x, config=FAST)
+    assert r.outcome == "store_error" and "disk I/O error" in r.detail
+    assert r.installed is None and r.exchange is not None
+    n = len(build_policies(r.exchange.sa))
+    assert n >= 2
+    assert x.ops == [*install_ops(r.exchange.sa), *["delete policy"] * n, "delete SA", "delete SA"]
+
+
+async def test_no_credential_touches_nothing(env: Env) -> None:
+    x = RecordingXfrm()
+    r = await resume_and_install(env.client_store, ID_R, ("127.0.0.1", 9), x, config=FAST)
+    assert r.outcome == "no_credential" and x.ops == []
