@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from math import isfinite as _isfinite
 from typing import Any, Literal, NamedTuple, cast
 
 import psycopg
@@ -97,6 +98,28 @@ _SQL_ADVANCE = (
     "WHERE role = 'initiator' AND mode = ? AND id_i = ? AND id_r = ? AND params = ? "
     "AND ((handle = ? AND generation = ?) OR (prev_handle = ? AND prev_generation = ?))"
 )
+
+
+def _counters(uid: str, full_ike_at: Any, last_used_at: Any, established_s: Any,
+              bytes_total: Any, resumptions: Any) -> Counters:  # fmt: skip
+    """A row's policy counters; CorruptRecord if any is not a finite number.
+
+    (A NaN or infinite time would make every policy comparison false, i.e. never expire.)
+    """
+    try:
+        c = Counters(
+            float(full_ike_at),
+            float(last_used_at),
+            float(established_s),
+            int(bytes_total),
+            int(resumptions),
+        )
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
+    if not (_isfinite(c.full_ike_at) and _isfinite(c.last_used_at)
+            and _isfinite(c.established_s)):  # fmt: skip
+        raise CorruptRecord(f"record {uid}: bad counters: not finite")
+    return c
 
 
 class LookupResult(NamedTuple):
@@ -382,32 +405,33 @@ class Store:
         (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
          p_kid, p_wrapped, p_paper, id_i, id_r, ptext, full_ike_at, last_used_at,
          established_s, bytes_total, resumptions) = row  # fmt: skip
-        try:
-            counters = Counters(
-                full_ike_at=float(full_ike_at),
-                last_used_at=float(last_used_at),
-                established_s=float(established_s),
-                bytes_total=int(bytes_total),
-                resumptions=int(resumptions),
-            )
-        except (TypeError, ValueError) as e:
-            raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
+        counters = _counters(uid, full_ike_at, last_used_at, established_s, bytes_total,
+                             resumptions)  # fmt: skip
         refusal = self.policy.check(counters, now) if enforce else None
         if refusal is not None:
             return LookupResult(None, counters, refusal, None, uid, role)
-        h, ii, ir = bytes(handle), bytes(id_i), bytes(id_r)
+        try:
+            h, ii, ir = bytes(handle), bytes(id_i), bytes(id_r)
+            gen = int(generation)
+            wrapped_b = bytes(wrapped)
+            paper_b = None if paper_w is None else bytes(paper_w)
+            if role == "initiator" and p_handle is not None:
+                if p_gen is None or p_kid is None or p_wrapped is None:
+                    raise CorruptRecord(f"record {uid}: incomplete previous generation")
+                p_fields = (bytes(p_handle), int(p_gen), p_kid, bytes(p_wrapped),
+                            None if p_paper is None else bytes(p_paper))  # fmt: skip
+            else:
+                p_fields = None
+        except (TypeError, ValueError) as e:  # SQLite: any type in any column
+            raise CorruptRecord(f"record {uid}: wrongly typed column: {e}") from None
         cred = self._unwrap_credential(
-            uid, role, mode_s, h, int(generation), key_id, bytes(wrapped),
-            None if paper_w is None else bytes(paper_w), ii, ir, ptext,
-        )  # fmt: skip
+            uid, role, mode_s, h, gen, key_id, wrapped_b, paper_b, ii, ir, ptext
+        )
         prev = None
-        if role == "initiator" and p_handle is not None:
-            if p_gen is None or p_kid is None or p_wrapped is None:
-                raise CorruptRecord(f"record {uid}: incomplete previous generation")
-            prev = self._unwrap_credential(
-                uid, role, mode_s, bytes(p_handle), int(p_gen), p_kid, bytes(p_wrapped),
-                None if p_paper is None else bytes(p_paper), ii, ir, ptext,
-            )  # fmt: skip
+        if p_fields is not None:
+            prev = self._unwrap_credential(uid, role, mode_s, p_fields[0], p_fields[1],
+                                           p_fields[2], p_fields[3], p_fields[4], ii, ir,
+                                           ptext)  # fmt: skip
         return LookupResult(
             cred, counters, None, self.policy.sa_lifetimes(counters, now), uid, role, prev
         )
@@ -453,16 +477,8 @@ class Store:
         """:meth:`_result` for a responder row of ``_SQL_LOOKUP_R`` (same checks, inlined)."""
         (uid, mode_s, generation, key_id, wrapped, paper_w, id_i, id_r, ptext, full_ike_at,
          last_used_at, established_s, bytes_total, resumptions) = row  # fmt: skip
-        try:
-            counters = Counters(
-                float(full_ike_at),
-                float(last_used_at),
-                float(established_s),
-                int(bytes_total),
-                int(resumptions),
-            )
-        except (TypeError, ValueError) as e:
-            raise CorruptRecord(f"record {uid}: bad counters: {e}") from None
+        counters = _counters(uid, full_ike_at, last_used_at, established_s, bytes_total,
+                             resumptions)  # fmt: skip
         policy = self.policy
         refusal = policy.check(counters, now)
         if refusal is not None:
@@ -520,6 +536,10 @@ class Store:
 
         Each result says whether that request won its CAS.  Requests for the same
         (handle, generation) in one batch: the first wins, later ones see the new row.
+        (SQLite applies a batch in order; PostgreSQL in handle order, so that responders
+        sharing it cannot deadlock -- there a request for another request's successor in
+        the same batch may be refused, which a responder never sends: it acknowledges a
+        successor only after its commit.)
         Raises StoreError if the transaction could not be committed (then none was).
         """
         if not reqs:

@@ -91,6 +91,40 @@ def test_edited_trusted_fields_are_refused(store: Store, column: str, value: obj
     assert _count(store) == 1
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("generation", "7"),
+        ("generation", -1),
+        ("generation", 2.5),
+        ("id_i", "mallory"),
+        ("id_r", 42),
+        ("secret_wrapped", "not a blob"),
+        ("secret_wrapped", b"short"),
+        ("params", 17),
+        ("mode", 5),
+        ("full_ike_at", "yesterday"),
+        ("full_ike_at", "inf"),
+        ("last_used_at", "nan"),
+        ("resumptions", b"\x01"),
+        ("key_id", 3),
+    ],
+)
+def test_wrongly_typed_sqlite_values_are_typed_errors(
+    store: Store, column: str, value: object
+) -> None:
+    """SQLite stores any type in any column: a hand-edited row must still fail closed
+    with a StoreError (never a TypeError from deep inside decoding, never a credential)."""
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL's typed columns refuse these edits")
+    c = make_credential()
+    store.upsert_full_ike("responder", c, NOW)
+    _tamper(store, f"UPDATE credentials SET {column} = ?", value)
+    with pytest.raises((CorruptRecord, MasterKeyError)):
+        store.lookup(c.handle, NOW)
+    assert _count(store) == 1
+
+
 def test_edited_traffic_selectors_are_refused(store: Store) -> None:
     c = make_credential()
     store.upsert_full_ike("responder", c, NOW)

@@ -108,6 +108,50 @@ def test_batch_with_duplicate_accepts_exactly_one(store: Store) -> None:
     assert res == [True, False, True, False, False, False]
 
 
+def test_batch_answers_match_sequential_cases(store: Store) -> None:
+    """The batch fast path (all won) and its fallback give each request its own answer."""
+    a0, b0, c0 = (make_credential(peer=f"{p}.example") for p in ("a", "b", "c"))
+    for c in (a0, b0, c0):
+        store.upsert_full_ike("responder", c, NOW)
+    a1 = successor(a0)
+    a2 = successor(a1)
+    if store.dialect == "sqlite":
+        # a chain inside one batch: the second CAS sees the first one's row (PostgreSQL
+        # applies a batch in handle order to avoid deadlocks, so there it may not)
+        assert store.commit_ratchet_many(
+            [RatchetRequest(a0.handle, 0, a1, NOW), RatchetRequest(a1.handle, 1, a2, NOW)]
+        ) == [True, True]
+    else:
+        assert store.commit_ratchet(a0.handle, 0, a1, NOW)
+        assert store.commit_ratchet(a1.handle, 1, a2, NOW)
+    r = store.lookup(a2.handle, NOW)
+    assert r is not None and r.credential == a2 and r.counters.resumptions == 2
+    # a stale generation between two winners
+    b1, c1 = successor(b0), successor(c0)
+    res = store.commit_ratchet_many(
+        [
+            RatchetRequest(b0.handle, 0, b1, NOW),
+            RatchetRequest(a0.handle, 0, successor(a0), NOW),  # consumed long ago
+            RatchetRequest(c0.handle, 0, c1, NOW),
+        ]
+    )
+    assert res == [True, False, True]
+    # a successor whose handle collides with another live record is refused alone
+    b2, c2 = successor(b1), successor(c1)
+    clash = Credential(
+        mode=c2.mode, handle=a2.handle, generation=2, secret=c2.secret,
+        id_i=c2.id_i, id_r=c2.id_r, params=c2.params,
+    )  # fmt: skip
+    res = store.commit_ratchet_many(
+        [RatchetRequest(b1.handle, 1, b2, NOW), RatchetRequest(c1.handle, 1, clash, NOW)]
+    )
+    assert res == [True, False]
+    for cred in (a2, b2, c1):
+        r = store.lookup(cred.handle, NOW)
+        assert r is not None and r.credential == cred
+    assert store.commit_ratchet(c1.handle, 1, c2, NOW) is True
+
+
 def test_initiator_keeps_previous_generation_until_confirmed(store: Store) -> None:
     c0 = make_credential()
     store.upsert_full_ike("initiator", c0, NOW)
