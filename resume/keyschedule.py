@@ -81,6 +81,7 @@ _BLOCK = {64: hashlib.sha256, 128: hashlib.sha512}
 _IPAD = {n: int.from_bytes(b"\x36" * n, "big") for n in _BLOCK}
 _OPAD = {n: int.from_bytes(b"\x5c" * n, "big") for n in _BLOCK}
 _U16 = struct.Struct(">H")
+_new_tuple = tuple.__new__
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _U32X2 = struct.Struct(">II")
@@ -228,26 +229,38 @@ class ParamsInfo(NamedTuple):
     keymat_len: int  # KEYMAT bytes of one direction
 
 
-_PARAMS: dict[int, tuple[SAParams, ParamsInfo]] = {}
+_BY_ID: dict[int, tuple[SAParams, ParamsInfo]] = {}
+_BY_VALUE: dict[SAParams, ParamsInfo] = {}
+_MEMO_SIZE = 4096
 
 
 def params_info(params: SAParams) -> ParamsInfo:
-    """Memoised by object identity (hashing a nested frozen dataclass costs more than the
-    digest); the entry keeps the object alive, so an id is never reused while cached.
-    SAParams holds no secret, so keeping it costs memory only."""
-    hit = _PARAMS.get(id(params))
+    """Memoised by object identity, then by value.
+
+    Why both: hashing a nested frozen dataclass costs a quarter of computing the digest, and
+    the same object usually comes twice (message 1 and 3); but a store builds a new
+    ``SAParams`` per lookup, while a deployment has only a few distinct parameter sets.  The
+    identity entry keeps the object alive, so an id is never reused while cached.  SAParams
+    holds no secret, so keeping it costs memory only.
+    """
+    hit = _BY_ID.get(id(params))
     if hit is not None and hit[0] is params:
         return hit[1]
-    e, klen = key_lengths(params)
-    info = ParamsInfo(
-        hashlib.sha256(L_PARAMS + params_bytes(params)).digest(),
-        (int(params.encr), params.encr_key_bits, int(params.integ), _MODE_CODE[params.mode]),
-        e,
-        klen,
-    )
-    if len(_PARAMS) >= 4096:
-        _PARAMS.clear()
-    _PARAMS[id(params)] = (params, info)
+    info = _BY_VALUE.get(params)
+    if info is None:
+        e, klen = key_lengths(params)
+        info = ParamsInfo(
+            hashlib.sha256(L_PARAMS + params_bytes(params)).digest(),
+            (int(params.encr), params.encr_key_bits, int(params.integ), _MODE_CODE[params.mode]),
+            e,
+            klen,
+        )
+        if len(_BY_VALUE) >= _MEMO_SIZE:
+            _BY_VALUE.clear()
+        _BY_VALUE[params] = info
+    if len(_BY_ID) >= _MEMO_SIZE:
+        _BY_ID.clear()
+    _BY_ID[id(params)] = (params, info)
     return info
 
 
@@ -258,11 +271,15 @@ def params_digest(params: SAParams) -> bytes:
 
 def context(cred: Credential) -> bytes:
     """``ctx``: binds identities, handle, generation and algorithms into every derived key."""
+    id_i, id_r, handle = cred.id_i, cred.id_r, cred.handle
     return b"".join(
         (
-            lp(cred.id_i),
-            lp(cred.id_r),
-            lp(cred.handle),
+            _U16.pack(len(id_i)),
+            id_i,
+            _U16.pack(len(id_r)),
+            id_r,
+            _U16.pack(len(handle)),
+            handle,
             _U32.pack(cred.generation),
             params_info(cred.params).digest,
         )
@@ -279,12 +296,12 @@ class RunSecrets:
 
     __slots__ = ("_key", "_mac_i", "_mac_r", "_used", "ctx", "prk")
 
-    def __init__(self, prk: bytes, ctx: bytes) -> None:
+    def __init__(self, prk: bytes, ctx: bytes, many: bool = False) -> None:
         self.prk = prk
         self.ctx = ctx
         self._mac_i = b""
         self._mac_r = b""
-        self._key: HmacKey | None = None
+        self._key: HmacKey | None = HmacKey(prk) if many else None
         self._used = False
 
     def __repr__(self) -> str:
@@ -316,9 +333,14 @@ class RunSecrets:
         return self._expand(L_SUCCESSOR + self.ctx, SECRET_LEN)
 
 
-def run_secrets(cred: Credential, nonce_i: bytes, nonce_r: bytes, dh: bytes) -> RunSecrets:
-    """``PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH)`` and ``ctx`` of the credential."""
-    return RunSecrets(hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh), context(cred))
+def run_secrets(
+    cred: Credential, nonce_i: bytes, nonce_r: bytes, dh: bytes, many: bool = False
+) -> RunSecrets:
+    """``PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH)`` and ``ctx`` of the credential.
+    ``many``: the caller will expand several keys (absorb the PRK's pads at once)."""
+    return RunSecrets(
+        hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh), context(cred), many
+    )
 
 
 @dataclass(frozen=True)
@@ -490,7 +512,9 @@ def _values_from(v: bytes) -> ResponderValues:
     if spi_r == _ZERO8:
         spi_r = _ONE8
     spi = int.from_bytes(v[40:44], "big")
-    return ResponderValues(v[:32], spi_r, spi + MIN_ESP_SPI if spi < MIN_ESP_SPI else spi)
+    return _new_tuple(
+        ResponderValues, (v[:32], spi_r, spi + MIN_ESP_SPI if spi < MIN_ESP_SPI else spi)
+    )
 
 
 def _prf_input(tick: int, addr: tuple[str, int], msg1: bytes) -> bytes:

@@ -408,6 +408,7 @@ class Responder:
         values: ks.ResponderValues,
         tick: int,
         create_key: bool,
+        many: bool = False,
     ) -> tuple[ks.RunSecrets, bytes | None] | None:
         """The run's secrets and our X25519 share (None without X25519).  None when the
         tick's X25519 key is gone (message 3 too late)."""
@@ -419,7 +420,7 @@ class Responder:
                 return None
             priv, ke_r = tk
             dh = ks.x25519_shared_untrusted(priv, init.ke)
-        return ks.run_secrets(cred, init.nonce, values.nonce_r, dh), ke_r
+        return ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many), ke_r
 
     @staticmethod
     def _msg2(
@@ -512,6 +513,7 @@ class Responder:
             and tick - 1 <= hit[2] <= tick
             and ks.macs_equal(hit[3].spi_r, req.header.spi_r)
         ):
+            self.stats["msg3_cached_msg2"] += 1
             return hit[3], hit[2], hit[0]
         for t in (tick, tick - 1):
             v = self._prf.values(t, addr, init.raw)
@@ -575,7 +577,7 @@ class Responder:
             slot_next(slot.state, SlotInput.EXPIRE)
             return
         try:
-            run = self._run(init, cred, values, slot.tick, create_key=False)
+            run = self._run(init, cred, values, slot.tick, create_key=False, many=True)
         except DecodeError:
             self._refuse(slot, "bad_key_share")
             return
