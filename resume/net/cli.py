@@ -113,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _err(f"config error: {e}")
         return EXIT_CONFIG
-    from resume.net.server import responder_config
+    from resume.net.config import responder_config
 
     try:
         responder_config(cfg.protocol)

@@ -16,9 +16,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store.policy import Policy, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from resume.responder import ResponderConfig
 
 DEFAULT_PORT = 4501  # a dedicated port: resumption traffic never collides with the IKE daemon's
 NATT_PORT = 4500
@@ -283,3 +286,32 @@ def load_config(path: str | Path) -> ServeConfig:
         return from_mapping(doc, source=str(p))
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+
+
+def responder_config(protocol: Mapping[str, Any]) -> ResponderConfig:
+    """Build the core's ``ResponderConfig`` from the ``[protocol]`` table (ConfigError).
+
+    Every key must be a field of the core's config with a value of its type: the core's
+    options are security-relevant (``allow_paper_mode``), so nothing is guessed.
+    """
+    from resume.errors import LocalProtocolError
+    from resume.responder import ResponderConfig
+
+    allowed = {f.name: f for f in fields(ResponderConfig) if f.name != "default_lifetimes"}
+    kw: dict[str, Any] = {}
+    defaults = ResponderConfig()
+    for key, value in dict(protocol).items():
+        if key not in allowed:
+            raise ConfigError(
+                f"[protocol] unknown key {key!r} (known: {', '.join(sorted(allowed))})"
+            )
+        default = getattr(defaults, key)
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+            value, type(default) if not isinstance(default, float) else int | float
+        ):
+            raise ConfigError(f"[protocol] {key}: expected {type(default).__name__}, got {value!r}")
+        kw[key] = value
+    try:
+        return ResponderConfig(**kw)
+    except (LocalProtocolError, ValueError, TypeError) as e:
+        raise ConfigError(f"[protocol] {e}") from None

@@ -1,22 +1,17 @@
 """``ikeresume serve``: the trio responder service around the sans-I/O core and the store.
 
-Per datagram, cheapest first: the endpoint reads without a scheduler trip; the header is
-peeked with ``struct`` and anything that is not a resumption request is dropped and counted;
-the per-source bucket, the global new-exchange bucket and the pending-work bound drop floods
-before any cryptography or database work; only then does the core see the bytes.
+This module owns the service's lifecycle and its event loops; the pieces they drive live in
+modules named for what they own: :mod:`~resume.net.udp` (sockets without a scheduler trip
+per datagram), :mod:`~resume.net.admission` (what may reach the core: header peek, per-source
+fairness, overload), :mod:`~resume.net.storelink` (answering the core's lookups and commits),
+:mod:`~resume.net.lane` (one socket + its responder + the inbox other threads post to),
+:mod:`~resume.net.hooks` (installing SAs) and :mod:`~resume.net.metrics`.
 
-The core asks, the service answers:
-
-* ``CredentialNeeded`` -> ``Store.lookup`` (inline on SQLite: a local read is cheaper than a
-  thread hop; in a worker thread on PostgreSQL).  Any ``StoreError`` answers ``None``: the
-  peer gets the same NACK as for an unknown handle and falls back to a full IKE (fail closed).
-* ``CommitNeeded`` -> the store's :class:`~store.committer.GroupCommitter` (one durable
-  transaction for every accept queued meanwhile); the core hears ``commit_result`` only once
-  the transaction is durable, so no completion is acknowledged before it is on disk.
-* ``ResumptionComplete`` -> the configured installer (XFRM via ikeshim, a hook, or nothing).
-
-One :class:`Lane` per listening socket: its own ``Responder`` (all lanes share the server
-secret), so a reply always leaves through the socket its request came in on.
+Per batch of datagrams, not per datagram: one drain of the socket (non-blocking until
+``EAGAIN``), admission and the core for each datagram, then one pump of the core's events,
+one flush of its replies (``sendto`` until the socket would block) and, only when the batch
+filled up, one scheduler checkpoint so other tasks run; an empty socket is the only place
+the receive task awaits.  No task is spawned per datagram (installs are, when enabled).
 
 Shutdown (SIGTERM, :meth:`ResponderService.shutdown`): readiness drops, new exchanges
 (message 1) are refused, message 3s of exchanges already past message 2 are still served
@@ -26,22 +21,13 @@ finished, all bounded by ``shutdown_grace``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
 
 import trio
 
-from resume.errors import LocalProtocolError
 from resume.events import (
     CommitNeeded,
     CredentialNeeded,
@@ -49,83 +35,24 @@ from resume.events import (
     ResumptionFailed,
 )
 from resume.net import logs
-from resume.net.config import ConfigError, ServeConfig
+from resume.net.admission import Admission
+from resume.net.config import ConfigError, ServeConfig, responder_config
 from resume.net.health import HealthServer
 from resume.net.hooks import Installer, InstallError, NoInstaller, make_installer
+from resume.net.lane import Lane
 from resume.net.metrics import ServerMetrics
-from resume.net.ratelimit import SourceLimiter, TokenBucket
+from resume.net.server_secret import load_server_secret
+from resume.net.storelink import StoreLink
 from resume.net.udp import Addr, UdpEndpoint, try_bypass_ipsec
-from resume.responder import MIN_SERVER_SECRET, Responder, ResponderConfig
-from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN
+from resume.responder import Responder
 from store.committer import GroupCommitter
-from store.errors import StoreError
 from store.repository import Store
+
+__all__ = ["DRAIN_QUIET_S", "ResponderService", "load_server_secret", "responder_config"]
 
 #: How long the service must have been quiet (nothing received or sent) during a drain
 #: before it stops serving message 3s: about one round trip plus the initiator's processing.
 DRAIN_QUIET_S = 0.25
-
-
-def responder_config(protocol: dict[str, Any] | Any) -> ResponderConfig:
-    """Build the core's config from the ``[protocol]`` table (ConfigError when invalid)."""
-    allowed = {f.name: f for f in fields(ResponderConfig) if f.name != "default_lifetimes"}
-    kw: dict[str, Any] = {}
-    defaults = ResponderConfig()
-    for key, value in dict(protocol).items():
-        if key not in allowed:
-            raise ConfigError(
-                f"[protocol] unknown key {key!r} (known: {', '.join(sorted(allowed))})"
-            )
-        default = getattr(defaults, key)
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
-            value, type(default) if not isinstance(default, float) else int | float
-        ):
-            raise ConfigError(f"[protocol] {key}: expected {type(default).__name__}, got {value!r}")
-        kw[key] = value
-    try:
-        return ResponderConfig(**kw)
-    except (LocalProtocolError, ValueError, TypeError) as e:
-        raise ConfigError(f"[protocol] {e}") from None
-
-
-def load_server_secret(path: str | os.PathLike[str]) -> bytes:
-    """Read the cookie key, creating it (0600, 32 random bytes) on first start."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(MIN_SERVER_SECRET)
-        try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker created it first: use theirs
-            return load_server_secret(p)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return data
-    except OSError as e:
-        raise ConfigError(f"[server] server_secret_file {p}: {e.strerror or e}") from None
-    if len(data) < MIN_SERVER_SECRET:
-        raise ConfigError(
-            f"[server] server_secret_file {p}: {len(data)} bytes, need at least {MIN_SERVER_SECRET}"
-        )
-    return data
-
-
-@dataclass
-class Lane:
-    """One socket and the responder that answers on it."""
-
-    endpoint: UdpEndpoint
-    responder: Responder
-    name: str
-    wake: trio.Event = field(default_factory=trio.Event)
-    commits_done: list[tuple[int, Future[bool]]] = field(default_factory=list)
-    lookups: dict[int, float] = field(default_factory=dict)  # token -> time requested
-    started: dict[bytes, float] = field(default_factory=dict)  # handle -> message 3 time
-    outstanding_commits: int = 0
 
 
 class ResponderService:
@@ -140,7 +67,9 @@ class ResponderService:
         installer: Installer | None = None,
         clock: Callable[[], float] = time.time,
         reuse_port: bool = False,
+        inline_lookups: bool | None = None,
     ) -> None:
+        """``inline_lookups``: answer lookups on the event loop (default: SQLite only)."""
         self.config = config
         self.store = store
         self.clock = clock
@@ -159,42 +88,43 @@ class ResponderService:
             except ValueError as e:
                 raise ConfigError(f"[install] {e}") from None
         self.installer = installer
+        self._install_enabled = not isinstance(installer, NoInstaller)
         self.metrics = ServerMetrics()
-        lim = config.limits
-        self.sources = SourceLimiter(
-            lim.per_source_rate,
-            lim.per_source_burst,
-            max_sources=lim.max_sources,
-            ipv6_prefix=lim.ipv6_prefix,
-        )
-        self.new_exchanges = (
-            TokenBucket(lim.new_exchange_rate, max(1.0, lim.new_exchange_rate / 10), 0.0)
-            if lim.new_exchange_rate > 0
-            else None
+        self.admission = Admission(config.limits)
+        self.link = StoreLink(
+            store,
+            self.metrics,
+            reuse_seconds=config.store.lookup_reuse_seconds,
+            group_commit_max=config.store.group_commit_max,
+            inline_lookups=inline_lookups,
         )
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
         self.latency_samples: list[float] | None = None
         self.lanes: list[Lane] = []
-        self.committer: GroupCommitter | None = None
         self.http_port: int | None = None
-        self.draining = False
-        self.store_ok = True
         self._last_activity = 0.0
-        self._inline_store = store.dialect == "sqlite"
-        #: handle -> (when, credential, lifetimes) of recent allowed lookups (message 1's),
-        #: reused by message 3 within ``lookup_reuse_seconds``
-        self._recent: OrderedDict[bytes, tuple[float, Any, Any]] = OrderedDict()
-        self._recent_ttl = config.store.lookup_reuse_seconds
         self._install_limiter = trio.CapacityLimiter(config.install.max_concurrent)
         self._installs_running = 0
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self.log = logging.getLogger(logs.LOGGER_NAME)
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------
     @property
     def addresses(self) -> list[Addr]:
         return [lane.endpoint.local_addr for lane in self.lanes]
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    @property
+    def store_ok(self) -> bool:
+        return self.link.ok
+
+    @property
+    def committer(self) -> GroupCommitter | None:
+        return self.link.committer
 
     @property
     def ready(self) -> bool:
@@ -204,11 +134,10 @@ class ResponderService:
     def pending(self) -> int:
         return sum(lane.responder.pending for lane in self.lanes)
 
-    async def run(
-        self, task_status: trio.TaskStatus[ResponderService] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Serve until :meth:`shutdown` (or cancellation); ``started`` once bound."""
+    # -- lifecycle -------------------------------------------------------------------------
+    def _bind(self) -> None:
         cfg = self.config.server
+        token = trio.lowlevel.current_trio_token()
         try:
             for addr in cfg.listen:
                 ep = UdpEndpoint.bind(
@@ -222,14 +151,19 @@ class ResponderService:
                     logs.event(level, "ipsec_bypass_unavailable", listen=str(addr), error=why)
                 host, port = ep.local_addr
                 name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                self.lanes.append(
-                    Lane(ep, Responder(self.responder_config, self.server_secret), name)
-                )
+                responder = Responder(self.responder_config, self.server_secret)
+                self.lanes.append(Lane(ep, responder, name, token))
         except OSError as e:
             for lane in self.lanes:
                 lane.endpoint.close()
             raise ConfigError(f"[server] listen: cannot bind: {e.strerror or e}") from None
-        self.committer = GroupCommitter(self.store, max_batch=self.config.store.group_commit_max)
+
+    async def run(
+        self, task_status: trio.TaskStatus[ResponderService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until :meth:`shutdown` (or cancellation); ``started`` once bound."""
+        self._bind()
+        self.link.open()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -240,12 +174,14 @@ class ResponderService:
                 for lane, scope in zip(self.lanes, recv_scopes, strict=True):
                     nursery.start_soon(self._recv_loop, lane, scope)
                     nursery.start_soon(self._service_loop, lane)
-                nursery.start_soon(self._store_probe)
+                    if not self.link.inline:
+                        nursery.start_soon(self.link.lookup_loop, lane, self.clock)
+                nursery.start_soon(self.link.probe_loop, self.clock)
                 self.metrics.ready.set(1)
                 logs.event(
                     logging.INFO,
                     "serving",
-                    listen=[str(a) for a in cfg.listen],
+                    listen=[str(a) for a in self.config.server.listen],
                     bound=[f"{h}:{p}" for h, p in self.addresses],
                     http_port=self.http_port,
                     install=self.config.install.mode,
@@ -256,12 +192,7 @@ class ResponderService:
                 nursery.cancel_scope.cancel()
         finally:
             self.metrics.ready.set(0)
-            committer, self.committer = self.committer, None
-            if committer is not None:
-                # shielded: even when cancelled, flush queued accepts and stop the thread
-                # (a leaked committer would write through a store its owner has closed)
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(committer.close)
+            await self.link.close()
             for lane in self.lanes:
                 lane.endpoint.close()
             logs.event(logging.INFO, "stopped", pending=self.pending)
@@ -269,7 +200,7 @@ class ResponderService:
     def shutdown(self) -> None:
         """Begin a graceful stop (idempotent, callable from a signal handler task)."""
         if not self.draining:
-            self.draining = True
+            self.admission.draining = True
             self.metrics.ready.set(0)
             logs.event(logging.INFO, "draining", pending=self.pending)
         self._stop.set()
@@ -282,7 +213,7 @@ class ResponderService:
                 busy = (
                     self.pending
                     or self._installs_running
-                    or any(lane.outstanding_commits for lane in self.lanes)
+                    or any(lane.outstanding_commits or lane.inbox for lane in self.lanes)
                 )
                 if quiet and not busy:
                     break
@@ -293,71 +224,58 @@ class ResponderService:
             logs.event(logging.WARNING, "drain_timeout", pending=self.pending, grace_s=grace)
 
     # -- the hot path ----------------------------------------------------------------------
-    def _admit(self, data: bytes, host: str, now: float) -> str | None:
-        """None if the core should see ``data``; otherwise the drop reason.
-
-        Raw offsets of the RFC 7296 header rather than a parsed object: this runs for every
-        datagram of a flood.  The core re-validates everything it reads.
-        """
-        if len(data) < HEADER_LEN:
-            return "malformed"
-        # RFC 7296 3.1: SPIs 0-15, next payload 16, version 17, exchange type 18, flags 19
-        if data[17] >> 4 != 2 or data[18] != EXCHANGE_IKE_RESUME:
-            return "not_resumption"
-        flags = data[19]
-        if flags & FLAG_RESPONSE or not flags & FLAG_INITIATOR:
-            return "response_at_responder"
-        mid = int.from_bytes(data[20:24], "big")
-        if mid > 1:
-            return "bad_message_id"
-        if not self.sources.allow(host, now):
-            return "rate_limited_source"
-        if mid == 0:
-            if self.draining:
-                return "draining"
-            if self.new_exchanges is not None and not self.new_exchanges.take(now):
-                return "rate_limited_new"
-            if self.pending >= self.config.limits.max_pending // 2:
-                return "overload_new"
-        elif self.pending >= self.config.limits.max_pending:
-            return "overload"
-        return None
-
     async def _recv_loop(self, lane: Lane, scope: trio.CancelScope) -> None:
         ep, resp, m = lane.endpoint, lane.responder, self.metrics
         batch_n = self.config.server.recv_batch
         received, drops = m.datagrams, m.drops
+        admit = self.admission.admit
+        receive = resp.receive_datagram
+        recv_nowait = ep.recv_nowait
+        sock = ep.sock
+        clock = self.clock
         with scope:
             while True:
-                batch = await ep.recv_batch(batch_n)
-                now = self.clock()
+                batch = recv_nowait(batch_n)
+                if not batch:
+                    # the only await when idle: nothing queued in the kernel
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                now = clock()
                 self._last_activity = now
                 received.inc(lane.name, amount=len(batch))
+                pending = self.pending
                 for data, addr in batch:
-                    reason = self._admit(data, addr[0], now)
+                    reason = admit(data, addr[0], now, pending)
                     if reason is not None:
                         drops.inc(reason)
                         continue
-                    resp.receive_datagram(data, addr, now)
+                    receive(data, addr, now)
+                    pending += 1  # at most: the core may have answered from its caches
                 self._pump(lane, now)
                 await self._flush(lane)
-                # one scheduler trip per batch (not per datagram) so other tasks run
-                await trio.lowlevel.checkpoint()
+                if len(batch) == batch_n:
+                    # more may be queued: let the other tasks (commits, timers) run first
+                    await trio.lowlevel.checkpoint()
 
     async def _service_loop(self, lane: Lane) -> None:
-        """Finished commits, expired requests and timers for one lane."""
+        """Store answers from other threads or tasks, expired requests and timers."""
         resp = lane.responder
+        link = self.link
+        inbox = lane.inbox
         while True:
             deadline = resp.get_timer()
             timeout = math.inf if deadline is None else max(0.0, deadline - self.clock())
-            with trio.move_on_after(min(timeout, 1.0)):
-                await lane.wake.wait()
-            lane.wake = trio.Event()
+            if not inbox:
+                with trio.move_on_after(min(timeout, 1.0)):
+                    await lane.wake.wait()
+            lane.wake = trio.Event()  # before draining: a later post wakes the new event
             now = self.clock()
-            done, lane.commits_done = lane.commits_done, []
-            for token, fut in done:
-                lane.outstanding_commits -= 1
-                self._commit_finished(lane, token, fut, now)
+            while inbox:
+                kind, token, fut = inbox.popleft()
+                if kind == "commit":
+                    link.commit_finished(lane, token, fut, now)
+            if self.committer is not None:
+                self.metrics.commit_batches.values[()] = self.link.transactions
             deadline = resp.get_timer()
             if deadline is not None and deadline <= now:
                 resp.handle_timer(now)
@@ -376,120 +294,30 @@ class ResponderService:
     # -- answering the core ----------------------------------------------------------------
     def _pump(self, lane: Lane, now: float) -> None:
         resp = lane.responder
+        link = self.link
         while (ev := resp.next_event()) is not None:
             if isinstance(ev, CredentialNeeded):
-                hit = self._recent.get(ev.handle)
-                if hit is not None and now - hit[0] < self._recent_ttl:
-                    # message 3 right after message 1's lookup: the durable compare-and-set
-                    # on (handle, generation) still decides, so a revoked or concurrently
-                    # ratcheted record can never complete from this copy
-                    self.metrics.cache.inc("hit_recent")
-                    lane.started[ev.handle] = now
-                    lane.responder.provide_credential(ev.token, hit[1], hit[2], now)
-                elif self._inline_store:
-                    self._answer_lookup(lane, ev, now)
-                else:
-                    self._spawn(self._lookup_in_thread, lane, ev)
+                link.lookup(lane, ev, now)
             elif isinstance(ev, CommitNeeded):
-                self._submit_commit(lane, ev, now)
+                link.commit(lane, ev, now)
             elif isinstance(ev, ResumptionComplete):
                 self._completed(lane, ev, now)
             elif isinstance(ev, ResumptionFailed):
-                self._recent.pop(ev.handle or b"", None)
+                link.forget(ev.handle or b"")
                 self.metrics.exchanges.inc(ev.reason)
                 lane.started.pop(ev.handle or b"", None)
         self._update_gauges()
 
-    def _answer_lookup(self, lane: Lane, ev: CredentialNeeded, now: float) -> None:
-        try:
-            res = self.store.lookup(ev.handle, now)
-        except StoreError as e:
-            self._store_failed("lookup", e)
-            self.metrics.cache.inc("error")
-            lane.responder.provide_credential(ev.token, None, None, now)
-            return
-        self._provide(lane, ev, res, now)
-
-    def _provide(self, lane: Lane, ev: CredentialNeeded, res: Any, now: float) -> None:
-        if res is None:
-            self.metrics.cache.inc("miss")
-            lane.responder.provide_credential(ev.token, None, None, now)
-        elif not res.allowed:
-            self.metrics.cache.inc("refused")
-            lane.responder.provide_credential(ev.token, None, None, now)
-        else:
-            self.metrics.cache.inc("hit")
-            # the last lookup of a handle before completion is message 3's
-            if len(lane.started) > 65536:
-                lane.started.clear()
-            lane.started[ev.handle] = now
-            if self._recent_ttl > 0:
-                if len(self._recent) >= 65536:
-                    self._recent.popitem(last=False)
-                self._recent[ev.handle] = (now, res.credential, res.lifetimes)
-            lane.responder.provide_credential(ev.token, res.credential, res.lifetimes, now)
-
-    async def _lookup_in_thread(self, lane: Lane, ev: CredentialNeeded) -> None:
-        now = self.clock()
-        self.metrics.queue_depth.inc("lookup")
-        try:
-            res = await trio.to_thread.run_sync(self.store.lookup, ev.handle, now)
-        except StoreError as e:
-            self._store_failed("lookup", e)
-            self.metrics.cache.inc("error")
-            res = None
-            lane.responder.provide_credential(ev.token, None, None, self.clock())
-        else:
-            self._provide(lane, ev, res, self.clock())
-        finally:
-            self.metrics.queue_depth.inc("lookup", amount=-1)
-        self._pump(lane, self.clock())
-        await self._flush(lane)
-
-    def _submit_commit(self, lane: Lane, ev: CommitNeeded, now: float) -> None:
-        committer = self.committer
-        if committer is None:
-            lane.responder.commit_result(ev.token, False, now)
-            return
-        try:
-            fut = committer.submit(ev.handle, ev.generation, ev.successor, now)
-        except (StoreError, ValueError) as e:
-            self._store_failed("commit", e)
-            self.metrics.commits.inc("error")
-            lane.responder.commit_result(ev.token, False, now)
-            return
-        lane.outstanding_commits += 1
-        token = trio.lowlevel.current_trio_token()
-
-        def done(f: Future[bool], lane: Lane = lane, tok: int = ev.token) -> None:
-            lane.commits_done.append((tok, f))
-            lane.wake.set()
-
-        fut.add_done_callback(lambda f: _run_soon(token, lambda: done(f)))
-
-    def _commit_finished(self, lane: Lane, token: int, fut: Future[bool], now: float) -> None:
-        try:
-            ok = fut.result()
-        except Exception as e:
-            self._store_failed("commit", e)
-            self.metrics.commits.inc("error")
-            ok = False
-        else:
-            self.metrics.commits.inc("ok" if ok else "conflict")
-        if self.committer is not None:
-            self.metrics.commit_batches.values[()] = self.committer.stats.transactions
-        lane.responder.commit_result(token, ok, now)
-
     def _completed(self, lane: Lane, ev: ResumptionComplete, now: float) -> None:
-        self._recent.pop(ev.handle, None)
+        self.link.forget(ev.handle)
         self.metrics.exchanges.inc("resumed")
         t0 = lane.started.pop(ev.handle, None)
         if t0 is not None:
             self.metrics.latency.observe(max(0.0, now - t0))
             if self.latency_samples is not None:
                 self.latency_samples.append(now - t0)
-        if not isinstance(self.installer, NoInstaller):
-            self._spawn(self._install, ev)
+        if self._install_enabled and self._nursery is not None:
+            self._nursery.start_soon(self._install, ev)
 
     async def _install(self, ev: ResumptionComplete) -> None:
         self._installs_running += 1
@@ -505,39 +333,17 @@ class ResponderService:
             self._installs_running -= 1
             self.metrics.queue_depth.inc("install", amount=-1)
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(fn, *args)
-
-    # -- store health ------------------------------------------------------------------------
-    def _store_failed(self, op: str, e: BaseException) -> None:
-        if self.store_ok:
-            logs.event(logging.ERROR, "store_failed", op=op, error=str(e))
-        self.store_ok = False
-
-    async def _store_probe(self) -> None:
-        """Re-check the store every few seconds so readiness recovers after an outage.
-
-        The probe is a real lookup (of a handle no credential has), so it fails exactly
-        when resumptions would: unreachable database, missing table, wrong schema.
-        """
-        probe_handle = b"\x00" * 16
-
-        while True:
-            try:
-                await trio.to_thread.run_sync(self.store.lookup, probe_handle, self.clock())
-                if not self.store_ok:
-                    logs.event(logging.INFO, "store_recovered")
-                self.store_ok = True
-            except StoreError as e:
-                self._store_failed("probe", e)
-            await trio.sleep(2.0)
-
     # -- metrics and HTTP ------------------------------------------------------------------
     def _update_gauges(self) -> None:
         m = self.metrics
-        m.queue_depth.set(self.pending, "pending")
-        m.queue_depth.set(sum(lane.outstanding_commits for lane in self.lanes), "commit")
+        lanes = self.lanes
+        if len(lanes) == 1:
+            lane = lanes[0]
+            m.queue_depth.set(lane.responder.pending, "pending")
+            m.queue_depth.set(lane.outstanding_commits, "commit")
+        else:
+            m.queue_depth.set(self.pending, "pending")
+            m.queue_depth.set(sum(lane.outstanding_commits for lane in lanes), "commit")
 
     def render_metrics(self) -> str:
         m = self.metrics
@@ -551,7 +357,7 @@ class ResponderService:
             m.core.set(v, k)
         self._update_gauges()
         if self.committer is not None:
-            m.commit_batches.values[()] = self.committer.stats.transactions
+            m.commit_batches.values[()] = self.link.transactions
         return m.render()
 
     def _routes(self) -> dict[str, Callable[[], tuple[int, str, str]]]:
@@ -570,8 +376,3 @@ class ResponderService:
             return 503, text, f"not ready: {why or 'starting'}\n"
 
         return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
-
-
-def _run_soon(token: trio.lowlevel.TrioToken, fn: Callable[[], None]) -> None:
-    with contextlib.suppress(trio.RunFinishedError):
-        token.run_sync_soon(fn)

@@ -1,0 +1,213 @@
+"""The store side of the service: answering the core's ``CredentialNeeded`` and ``CommitNeeded``.
+
+* Lookups run inline on SQLite (a local indexed read is cheaper than a thread hop) and,
+  elsewhere (PostgreSQL), in ONE worker-thread hop per batch: a per-lane lookup task takes
+  every request queued meanwhile, so a burst of message 1s costs one hop, not one each.
+* A message 3 right after its message 1's allowed lookup reuses that answer for
+  ``lookup_reuse_seconds``: the durable compare-and-set on (handle, generation) still
+  decides, so a revoked or concurrently ratcheted record can never complete from the copy.
+* Commits go to the store's :class:`~store.committer.GroupCommitter`; completions come back
+  through the lane's inbox (one event-loop wake-up per durable transaction, not per accept),
+  and the core hears ``commit_result`` only once its row is durable.
+* Any ``StoreError`` answers ``None`` / ``False``: the peer gets the NACK an unknown handle
+  gets and falls back to a full IKE (fail closed); readiness drops until a probe succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Any
+
+import trio
+
+from resume.events import CommitNeeded, CredentialNeeded
+from resume.net import logs
+from resume.net.lane import Lane
+from resume.net.metrics import ServerMetrics
+from store.committer import GroupCommitter
+from store.errors import StoreError
+from store.repository import LookupResult, Store
+
+#: bound on the per-lane latency bookkeeping and on the reused-lookup cache
+MAX_TRACKED = 65536
+_PROBE_HANDLE = b"\x00" * 16  # no credential has it
+
+
+class StoreLink:
+    """Lookups, reuse cache, commits and store health for every lane of one service."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: ServerMetrics,
+        *,
+        reuse_seconds: float,
+        group_commit_max: int,
+        inline_lookups: bool | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.inline = store.dialect == "sqlite" if inline_lookups is None else inline_lookups
+        self.reuse_seconds = reuse_seconds
+        self.group_commit_max = group_commit_max
+        self.committer: GroupCommitter | None = None
+        self.ok = True
+        #: handle -> (when, credential, lifetimes) of recent allowed lookups (message 1's)
+        self._recent: OrderedDict[bytes, tuple[float, Any, Any]] = OrderedDict()
+        #: lane name -> lookups waiting for that lane's worker-thread hop
+        self._queued: dict[str, list[CredentialNeeded]] = {}
+        self._ready: dict[str, trio.Event] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        self.committer = GroupCommitter(self.store, max_batch=self.group_commit_max)
+
+    async def close(self) -> None:
+        """Flush queued accepts and stop the commit thread, even when cancelled (a leaked
+        committer would write through a store its owner has closed)."""
+        committer, self.committer = self.committer, None
+        if committer is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(committer.close)
+
+    # -- lookups ---------------------------------------------------------------------------
+    def lookup(self, lane: Lane, ev: CredentialNeeded, now: float) -> None:
+        """Answer now (reuse cache, inline store) or queue for the lane's lookup task."""
+        hit = self._recent.get(ev.handle)
+        if hit is not None and now - hit[0] < self.reuse_seconds:
+            self.metrics.cache.inc("hit_recent")
+            lane.started[ev.handle] = now
+            lane.responder.provide_credential(ev.token, hit[1], hit[2], now)
+        elif self.inline:
+            try:
+                res = self.store.lookup(ev.handle, now)
+            except StoreError as e:
+                self._answer_error(lane, ev, e, now)
+            else:
+                self._answer(lane, ev, res, now)
+        else:
+            q = self._queued.setdefault(lane.name, [])
+            q.append(ev)
+            if len(q) == 1:
+                self._ready.setdefault(lane.name, trio.Event()).set()
+
+    def forget(self, handle: bytes) -> None:
+        """The exchange ended: its reused lookup must not outlive it."""
+        self._recent.pop(handle, None)
+
+    def _answer(
+        self, lane: Lane, ev: CredentialNeeded, res: LookupResult | None, now: float
+    ) -> None:
+        if res is None or not res.allowed:
+            self.metrics.cache.inc("miss" if res is None else "refused")
+            lane.responder.provide_credential(ev.token, None, None, now)
+            return
+        self.metrics.cache.inc("hit")
+        started = lane.started
+        if len(started) > MAX_TRACKED:
+            started.clear()
+        started[ev.handle] = now  # the last lookup of a handle before completion is msg 3's
+        if self.reuse_seconds > 0:
+            recent = self._recent
+            if len(recent) >= MAX_TRACKED:
+                recent.popitem(last=False)
+            recent[ev.handle] = (now, res.credential, res.lifetimes)
+        lane.responder.provide_credential(ev.token, res.credential, res.lifetimes, now)
+
+    def _answer_error(self, lane: Lane, ev: CredentialNeeded, e: BaseException, now: float) -> None:
+        self.failed("lookup", e)
+        self.metrics.cache.inc("error")
+        lane.responder.provide_credential(ev.token, None, None, now)
+
+    async def lookup_loop(self, lane: Lane, clock: Any) -> None:
+        """The lane's lookup task (non-inline stores): one worker-thread hop per batch."""
+        ready = self._ready.setdefault(lane.name, trio.Event())
+        depth = self.metrics.queue_depth
+        while True:
+            await ready.wait()
+            ready = self._ready[lane.name] = trio.Event()
+            batch = self._queued.pop(lane.name, [])
+            if not batch:
+                continue
+            depth.set(len(batch), "lookup")
+            now = clock()
+            answers = await trio.to_thread.run_sync(
+                self._lookup_many, [e.handle for e in batch], now
+            )
+            depth.set(0, "lookup")
+            now = clock()
+            for ev, res in zip(batch, answers, strict=True):
+                if isinstance(res, BaseException):
+                    self._answer_error(lane, ev, res, now)
+                else:
+                    self._answer(lane, ev, res, now)
+            lane.kick()  # the service task pumps the core's new events and flushes
+
+    def _lookup_many(
+        self, handles: list[bytes], now: float
+    ) -> list[LookupResult | StoreError | None]:
+        out: list[LookupResult | StoreError | None] = []
+        for h in handles:
+            try:
+                out.append(self.store.lookup(h, now))
+            except StoreError as e:
+                out.append(e)
+        return out
+
+    # -- commits ---------------------------------------------------------------------------
+    def commit(self, lane: Lane, ev: CommitNeeded, now: float) -> None:
+        committer = self.committer
+        if committer is None:
+            lane.responder.commit_result(ev.token, False, now)
+            return
+        try:
+            fut = committer.submit(ev.handle, ev.generation, ev.successor, now)
+        except (StoreError, ValueError) as e:
+            self.failed("commit", e)
+            self.metrics.commits.inc("error")
+            lane.responder.commit_result(ev.token, False, now)
+            return
+        lane.outstanding_commits += 1
+        token = ev.token
+        post = lane.post
+        fut.add_done_callback(lambda f: post(("commit", token, f)))
+
+    def commit_finished(self, lane: Lane, token: int, fut: Future[bool], now: float) -> None:
+        lane.outstanding_commits -= 1
+        try:
+            ok = fut.result()
+        except Exception as e:
+            self.failed("commit", e)
+            self.metrics.commits.inc("error")
+            ok = False
+        else:
+            self.metrics.commits.inc("ok" if ok else "conflict")
+        lane.responder.commit_result(token, ok, now)
+
+    @property
+    def transactions(self) -> int:
+        return self.committer.stats.transactions if self.committer is not None else 0
+
+    # -- health ----------------------------------------------------------------------------
+    def failed(self, op: str, e: BaseException) -> None:
+        if self.ok:
+            logs.event(logging.ERROR, "store_failed", op=op, error=str(e))
+        self.ok = False
+
+    async def probe_loop(self, clock: Any, interval: float = 2.0) -> None:
+        """Re-check the store every few seconds so readiness recovers after an outage.
+
+        The probe is a real lookup (of a handle no credential has), so it fails exactly
+        when resumptions would: unreachable database, missing table, wrong schema.
+        """
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.store.lookup, _PROBE_HANDLE, clock())
+                if not self.ok:
+                    logs.event(logging.INFO, "store_recovered")
+                self.ok = True
+            except StoreError as e:
+                self.failed("probe", e)
+            await trio.sleep(interval)
