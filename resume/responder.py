@@ -1,10 +1,17 @@
 """The responder: one sans-I/O object serving every peer, stateless until message 3.
 
 Why stateless: a message 1 costs the responder one credential lookup and a few HMACs, and
-leaves nothing behind once message 2 is sent.  N_R, the responder's IKE SPI, its inbound ESP
-SPI and its X25519 key are recomputed from (server secret, time tick, peer address, message
-1); message 3 echoes message 1, and the responder IKE SPI in its header acts as the cookie
-that proves the peer saw our message 2 at that address in the current or previous tick.
+leaves no per-peer secret behind once message 2 is sent.  N_R, the responder's IKE SPI and
+its inbound ESP SPI are recomputed from (server secret, time tick, peer address, message 1);
+its X25519 key is one random key per tick.  Message 3 echoes message 1, and the responder
+IKE SPI in its header acts as the cookie that proves the peer saw our message 2 at that
+address in the current or previous tick.
+
+Hot path: the bounded response cache, which answers retransmitted messages 1, also serves
+message 3: while it still holds message 2 for (address, message 1) -- exactly as long as
+the cookie is valid -- message 3 takes message 2 and the values from it instead of
+recomputing them (the SPI is still compared in constant time); on a miss it recomputes.
+Everything in that cache is public (it is in message 2).
 
 The application answers two requests: ``CredentialNeeded`` (look the handle up; ``None``
 for unknown/refused/store down, which all produce the same NACK) and ``CommitNeeded``
