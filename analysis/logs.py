@@ -100,8 +100,7 @@ def read_sessions(
     forced = FORMATS[fmt] if fmt else None
     last_format: Format | None = None
 
-    def take(item: Event | Issue | Session, name: str) -> Iterator[Session]:
-        out = assembler.feed(item) if isinstance(item, Event) else (item,)
+    def take(out: Iterable[Session | Issue], name: str) -> Iterator[Session]:
         for x in out:
             if isinstance(x, Issue):
                 rep.add_issue(x, strict)
@@ -132,12 +131,18 @@ def read_sessions(
                 csv_traces.append(tr)
                 continue
             lines = itertools.chain(head, fh)
+            feed = assembler.feed
             for item in f.parse(lines, str(path), ctx):
-                yield from take(item, f.name)
+                if type(item) is Event:
+                    done = feed(item)
+                    if done:  # most events complete nothing
+                        yield from take(done, f.name)
+                else:
+                    yield from take((item,), f.name)  # type: ignore[arg-type]
     for item in assembler.finish():
         # sessions left open are attributed to the format of the file that opened them
         src = item.source.rsplit(":", 1)[0]
-        yield from take(item, rep.files.get(src, last_format.name if last_format else "?"))
+        yield from take((item,), rep.files.get(src, last_format.name if last_format else "?"))
 
 
 def format_names() -> list[str]:

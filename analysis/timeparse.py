@@ -60,10 +60,13 @@ class TimeContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _last_month: int = 0
     _bump: int = 0
-    _days: dict[tuple[int, int, int], float] = field(default_factory=dict)
+    _days: dict[tuple[int, int, str], float] = field(default_factory=dict)
+    _last_header: str = ""
+    _last_value: float = 0.0
 
     def year_for(self, month: int) -> int:
         """Year of a year-less stamp; a month far below the previous one means a new year."""
+        self._last_header = ""  # the fast path's one-line cache holds only between its calls
         if self._last_month and month < self._last_month - 6:
             self._bump += 1
         self._last_month = month
@@ -77,6 +80,7 @@ class TimeContext:
     def reset_file(self) -> None:
         self._last_month = 0
         self._bump = 0
+        self._last_header = ""
 
 
 def _epoch(dt: datetime, ctx: TimeContext) -> float:
@@ -96,10 +100,17 @@ _BSD = re.compile(
 )
 
 
+def _datetime(y: int, mo: int, d: int, h: int, mi: int, s: int) -> datetime:
+    try:
+        return datetime(y, mo, d, h, mi, s)
+    except (ValueError, OverflowError) as e:  # Jan 32, 25:00, 23:59:60, year 0
+        raise TimeFormatError(f"impossible time {(y, mo, d, h, mi, s)}: {e}") from e
+
+
 def parse_iso_match(m: re.Match[str], ctx: TimeContext) -> float:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
     frac = float(m.group(7)) if m.group(7) else 0.0
-    dt = datetime(y, mo, d, h, mi, s)
+    dt = _datetime(y, mo, d, h, mi, s)
     if m.group(8):
         dt = dt.replace(tzinfo=parse_offset(m.group(8)))
     return _epoch(dt, ctx) + frac
@@ -110,7 +121,8 @@ def parse_bsd_match(m: re.Match[str], ctx: TimeContext) -> float:
     year_s = m.group(3) or m.group(8)
     year = int(year_s) if year_s else ctx.year_for(month)
     frac = float(m.group(7)) if m.group(7) else 0.0
-    dt = datetime(year, month, int(m.group(2)), int(m.group(4)), int(m.group(5)), int(m.group(6)))
+    dt = _datetime(year, month, int(m.group(2)), int(m.group(4)), int(m.group(5)),
+                   int(m.group(6)))
     zone = m.group(9)
     if zone and zone.isupper() and zone in TZ_ABBREV:
         dt = dt.replace(tzinfo=parse_offset(zone))
@@ -141,36 +153,51 @@ def parse_time(text: str, ctx: TimeContext) -> float:
     raise TimeFormatError(f"unreadable timestamp {text!r}")
 
 
+_MON = {m.capitalize(): i for m, i in MONTHS.items()}  # "Jan" -> 1 (case as devices write)
+_HOUR_MIN = {f"{h:02d}:{m:02d}": h * 3600 + m * 60 for h in range(24) for m in range(60)}
 _FAST_BSD = re.compile(
     r"(?:<\d{1,3}>)?(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) "
-    r"(?:(\d{4}) )?(\d\d):(\d\d):(\d\d) (\S*)"
-)
-_CLOCK = re.compile(r"\d:\d\d:\d\d|\d{4}-\d\d-\d\d")
+    r"(?:(\d{4}) )?(\d\d:\d\d):(\d\d) (?!.*?(?:\d:\d\d:\d\d|\d{4}-\d\d-\d\d))(\S*)"
+)  # the lookahead: no second stamp later in the header (find_time would prefer the last)
 
 
 def _fast_bsd(text: str, ctx: TimeContext) -> float | None:
-    """The common case, a single zone-less BSD stamp at the start, without datetime objects.
+    """The common case, a single zone-less BSD stamp at the start, without datetime objects
+    (day bases are cached, and so is the previous line's header: logs write many lines a
+    second).
 
     Anything else (a zone word, a second stamp, a trailing year, fractions, a zone with
-    daylight saving) returns None and takes the general path, which gives the same value.
+    daylight saving, hours past 23) returns None and takes the general path, which gives
+    the same value (tests/analysis/test_syslog_fast.py checks this).
     """
     if not isinstance(ctx.tz, timezone):
         return None
+    if text == ctx._last_header:
+        return ctx._last_value  # year_for(same month) would change nothing
     m = _FAST_BSD.match(text)
     if m is None:
         return None
-    mon, day, year_s, hh, mm, ss, nxt = m.groups()
+    mon, day, year_s, hour_min, sec, nxt = m.groups()
     nxt = nxt.rstrip(":,")
-    if nxt in TZ_ABBREV or nxt.isdigit() or _CLOCK.search(text, m.end()):
+    hms = _HOUR_MIN.get(hour_min)
+    if hms is None or nxt in TZ_ABBREV or nxt.isdigit():
         return None
-    month = MONTHS[mon.lower()]
+    month = _MON[mon]
     year = int(year_s) if year_s else ctx.year_for(month)
-    key = (year, month, int(day))
+    key = (year, month, day)
     base = ctx._days.get(key)
     if base is None:
-        base = datetime(year, month, key[2], tzinfo=ctx.tz).timestamp()
+        try:
+            base = datetime(year, month, int(day), tzinfo=ctx.tz).timestamp()
+        except (ValueError, OverflowError):
+            return None  # Jan 32: the general path reports it
         ctx._days[key] = base
-    return base + int(hh) * 3600 + int(mm) * 60 + int(ss)
+    s = int(sec)
+    if s > 59:
+        return None
+    value = base + hms + s
+    ctx._last_header, ctx._last_value = text, value
+    return value
 
 
 def find_time(text: str, ctx: TimeContext) -> float | None:
@@ -183,6 +210,11 @@ def find_time(text: str, ctx: TimeContext) -> float | None:
     fast = _fast_bsd(text, ctx)
     if fast is not None:
         return fast
+    return find_time_general(text, ctx)
+
+
+def find_time_general(text: str, ctx: TimeContext) -> float | None:
+    """:func:`find_time` without the fast path (the reference it is tested against)."""
     best: tuple[int, int, re.Match[str], bool] | None = None
     for m in _ISO.finditer(text):
         score = 3 if m.group(8) else 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,10 +76,13 @@ class Assembler:
     _open: dict[str, _Open] = field(default_factory=dict)
     _closed: dict[str, tuple[float, tuple[object, ...]]] = field(default_factory=dict)
 
-    def feed(self, ev: Event) -> Iterator[Session | Issue]:
+    def feed(self, ev: Event) -> list[Session | Issue]:
+        """What this event completes (usually nothing: a plain list, no generator, since
+        this runs once per log line that matters)."""
+        out: list[Session | Issue] = []
         if ev.kind == "stop":
-            yield from self._stop(ev)
-            return
+            self._stop(ev, out)
+            return out
         cur = self._open.get(ev.key)
         if cur is not None and ev.user:
             cur.user = ev.user  # the latest mention names the session best (pluto ids)
@@ -96,13 +98,13 @@ class Assembler:
                     if cur.start is None or (ev.time is not None and ev.time < cur.start):
                         cur.start = ev.time
                         cur.start_known = ev.time is not None
-                    return
-                yield from self._emit(ev.key, cur, end=None, complete=False)
+                    return out
+                self._emit(ev.key, cur, None, False, out)
             self._open[ev.key] = _Open(
                 user=ev.user, source=ev.source, session_id=ev.key, start=ev.time,
                 last=ev.time, start_known=ev.time is not None,
             )
-            return
+            return out
         # interim / usage
         if cur is None:
             cur = _Open(user=ev.user, source=ev.source, session_id=ev.key)
@@ -120,8 +122,9 @@ class Assembler:
         else:
             cur.bytes_in = (cur.bytes_in or 0) + (ev.bytes_in or 0)
             cur.bytes_out = (cur.bytes_out or 0) + (ev.bytes_out or 0)
+        return out
 
-    def _stop(self, ev: Event) -> Iterator[Session | Issue]:
+    def _stop(self, ev: Event, out: list[Session | Issue]) -> None:
         sig = (ev.duration, ev.bytes_in, ev.bytes_out, ev.bytes_total)
         cur = self._open.pop(ev.key, None)
         if cur is None:
@@ -150,17 +153,18 @@ class Assembler:
                 # forget the oldest half: repeats arrive right after the stop they repeat
                 for k in list(itertools.islice(self._closed, len(self._closed) // 2)):
                     del self._closed[k]
-        yield from self._emit(ev.key, cur, end=end, complete=True)
+        self._emit(ev.key, cur, end, True, out)
 
     def _emit(
-        self, key: str, cur: _Open, end: float | None, complete: bool
-    ) -> Iterator[Session | Issue]:
+        self, key: str, cur: _Open, end: float | None, complete: bool,
+        out: list[Session | Issue],
+    ) -> None:
         if end is None:
             end = cur.last
         start = cur.start if cur.start is not None else end
         if start is None or end is None:
             self.stats.untimed += 1
-            yield Issue(cur.source, "session without any timestamp (skipped)")
+            out.append(Issue(cur.source, "session without any timestamp (skipped)"))
             return
         if not cur.start_known:
             self.stats.without_start += 1
@@ -168,22 +172,22 @@ class Assembler:
         if not complete and cur.start_known:
             self.stats.without_stop += 1
         if end < start:
-            yield Issue(cur.source, f"stop before start ({end - start:.0f}s); using the start")
+            why = f"stop before start ({end - start:.0f}s); using the start"
+            out.append(Issue(cur.source, why))
             end = start
-        if max(cur.bytes_in or 0, cur.bytes_out or 0) > MAX_BYTES:
-            yield Issue(cur.source, "byte count over 2**63 (session skipped)")
+        b_in, b_out = cur.bytes_in or 0, cur.bytes_out or 0
+        if b_in > MAX_BYTES or b_out > MAX_BYTES:
+            out.append(Issue(cur.source, "byte count over 2**63 (session skipped)"))
             return
-        yield Session(
-            user=cur.user, start=start, end=end,
-            bytes_in=cur.bytes_in or 0, bytes_out=cur.bytes_out or 0,
-            source=cur.source, session_id=key, complete=complete,
-        )
+        out.append(Session(cur.user, start, end, b_in, b_out, cur.source, key, complete))
 
-    def finish(self) -> Iterator[Session | Issue]:
+    def finish(self) -> list[Session | Issue]:
         """Flush sessions the logs never closed (incomplete: they end at their last mention)."""
+        out: list[Session | Issue] = []
         for key, cur in list(self._open.items()):
-            yield from self._emit(key, cur, end=None, complete=False)
+            self._emit(key, cur, None, False, out)
         self._open.clear()
+        return out
 
 
 _KV = re.compile(r'([\w.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
