@@ -150,10 +150,19 @@ class HmacKey:
         return b"".join(out)[:length]
 
 
+_IPAD64 = _IPAD[64]
+_OPAD64 = _OPAD[64]
+
+
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA-256 (RFC 2104) for a key used once."""
-    ipad, opad = _pads(key, 64)
-    return _sha256(opad + _sha256(ipad + data).digest()).digest()
+    """HMAC-SHA-256 (RFC 2104) for a key used once (``_pads`` inlined: 7 calls per exchange)."""
+    n = len(key)
+    if n > 64:
+        key = _sha256(key).digest()
+        n = 32
+    k = int.from_bytes(key, "big") << (8 * (64 - n))
+    inner = _sha256((k ^ _IPAD64).to_bytes(64, "big") + data).digest()
+    return _sha256((k ^ _OPAD64).to_bytes(64, "big") + inner).digest()
 
 
 def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
@@ -382,11 +391,11 @@ def complete_run(cred: Credential, rs: RunSecrets, spi_i2r: int, spi_r2i: int) -
 
 
 def mac_msg2(mac_key_r: bytes, msg1: bytes, msg2_prefix: bytes) -> bytes:
-    return hmac_sha256(mac_key_r, L_MSG2 + lp(msg1) + msg2_prefix)
+    return hmac_sha256(mac_key_r, b"".join((L_MSG2, lp(msg1), msg2_prefix)))
 
 
 def mac_msg3(mac_key_i: bytes, msg1: bytes, msg2: bytes, msg3_prefix: bytes) -> bytes:
-    return hmac_sha256(mac_key_i, L_MSG3 + lp(msg1) + lp(msg2) + msg3_prefix)
+    return hmac_sha256(mac_key_i, b"".join((L_MSG3, lp(msg1), lp(msg2), msg3_prefix)))
 
 
 _KEY_LENGTHS = {
