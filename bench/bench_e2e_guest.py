@@ -1,12 +1,15 @@
 """Guest half of ``bench_e2e.py`` (runs inside UML, as root, driven by the host script).
 
 One long-running process, one ``trio.run`` for the whole benchmark (as an IKE daemon embeds
-the library), four paths interleaved run by run so all see the same machine state:
+the library), five paths interleaved run by run so all see the same machine state:
 
 * ``full_vici``: strongSwan full IKEv2 through the VICI session this process keeps open
   (``initiate``: IKE_SA_INIT + IKE_AUTH with the CHILD_SA) -> first datagram through ESP;
-* ``resume_lib``: :func:`ikeshim.initiator.resume_and_install` with the initiator's store and
-  XFRM socket already open (the embedding daemon's path) -> first datagram through ESP;
+* ``resume_lib``: :func:`ikeshim.initiator.resume_and_install` with the initiator's store
+  and XFRM socket already open (the embedding daemon's path; defaults: durable write in
+  this thread, then the SA install) -> first datagram through ESP;
+* ``resume_lib_overlap``: the same with the write in a warm writer thread overlapped with
+  the install (``overlap_write=True``, ``StoreWriter``);
 * ``full_swanctl``: ``swanctl --initiate`` as a new process (process start included);
 * ``resume_cli``: ``ikeresume resume --install xfrm`` as a new process (process start,
   imports and store open included).
@@ -34,15 +37,18 @@ from typing import Any
 
 import trio
 
-from ikeshim.initiator import resume_and_install
+from ikeshim.errors import XfrmNotFoundError
+from ikeshim.initiator import StoreWriter, resume_and_install
 from ikeshim.testbed import in_netns
 from ikeshim.testbed_strongswan import A, B, Child, make_namespaces, start_charons
 from ikeshim.xfrm import XFRM_POLICY_IN, XFRM_POLICY_OUT, Selector, XfrmPolicy, XfrmSocket
 
 WORK = Path("/tmp/bench-e2e")  # the guest's private tmpfs (sockets, configs)
 PROBE_PORT = 9999
+SERVE_LOG = ["serve.out in the database directory"]
 RESUME_PORT = 4501
-PATHS = ("full_vici", "resume_lib", "full_swanctl", "resume_cli")
+BYPASS_PRIORITY = 100
+PATHS = ("full_vici", "resume_lib", "resume_lib_overlap", "full_swanctl", "resume_cli")
 
 
 def _xfrm(ns: str) -> XfrmSocket:
@@ -62,7 +68,7 @@ def _bypass_port(port: int) -> None:
                 for fld in ("dport", "sport"):
                     kw: dict[str, Any] = {fld: port, f"{fld}_mask": 0xFFFF}
                     sel = Selector(socket.AF_INET, dst, src, 32, 32, socket.IPPROTO_UDP, **kw)
-                    x.add_policy(XfrmPolicy(selector=sel, dir=d, priority=100))
+                    x.add_policy(XfrmPolicy(selector=sel, dir=d, priority=BYPASS_PRIORITY))
 
 
 class Probe:
@@ -109,14 +115,19 @@ def _esp_packets(x: XfrmSocket) -> int:
 
 
 def _clear_resumed(xa: XfrmSocket, xb: XfrmSocket) -> None:
-    """Remove the resumed session's SAs and policies on both ends before the next run."""
+    """Remove the resumed session's SAs and policies on both ends before the next run.
+
+    The service may still be removing what the resumption superseded: gone is fine.
+    """
     for x in (xa, xb):
         for p in x.dump_policies():
             if p.priority == 1500:
-                x.delete_policy(p.key())
+                with contextlib.suppress(XfrmNotFoundError):
+                    x.delete_policy(p.key())
         for s in x.dump_sas():
             if s.reqid & 0x40000000:
-                x.delete_sa(s.key())
+                with contextlib.suppress(XfrmNotFoundError):
+                    x.delete_sa(s.key())
 
 
 def summary(xs: list[float]) -> dict[str, float]:
@@ -144,7 +155,7 @@ def _wait_listening(ns: str, port: int, proc: subprocess.Popen[bytes]) -> None:
         if out.strip():
             return
         if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {(WORK / 'serve.out').read_text()[-2000:]}")
+            raise RuntimeError(f"serve exited (log in {SERVE_LOG[0]})")
         time.sleep(0.2)
     raise RuntimeError("serve did not bind its port")
 
@@ -193,7 +204,7 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
         server = subprocess.Popen(
             _cli("serve", "--config", str(conf)),
             env=env,
-            stdout=open(WORK / "serve.out", "wb"),  # noqa: SIM115
+            stdout=open(dbs / "serve.out", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
     store_b = Store.open(str(dbs / "b.db"), Keyring.from_text(key))
@@ -214,14 +225,45 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
     def part(name: str, value: float) -> None:
         parts.setdefault(name, []).append(value)
 
+    def through(path: str) -> float:
+        try:
+            return probe.first_through()
+        except RuntimeError:
+            print(f"{path}: nothing got through; serve log tail:", file=sys.stderr)
+            print((dbs / "serve.out").read_text()[-3000:], file=sys.stderr)
+            for name, x in (("a", xa), ("b", xb)):
+                print(name, [(hex(s.spi), s.src, s.dst, s.reqid) for s in x.dump_sas()])
+                print(name, [(p.dir, p.priority, p.selector) for p in x.dump_policies()])
+            raise
+
     def verify_esp(path: str) -> None:
         before = _esp_packets(xa)
         probe.first_through()
         esp_ok[path] += _esp_packets(xa) > before
 
     def terminate_full() -> None:
+        """Tear the IKE_SA down and wait until neither charon has SAs or policies left.
+
+        Why wait: charon removes its policies by selector; had the next resumption taken
+        them over first (same selectors), charon's late removal would delete the resumed
+        session's policies.  In deployment a resumption follows a teardown by seconds or
+        more; here it must not start before the teardown is complete either.
+        """
         for _ in vb.terminate({"ike": "ike4", "timeout": 10000}):
             pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # dir 3/4: per-socket policies (the service's bypass), not charon's
+            left = [x for x in (xa, xb) if x.dump_sas() or any(
+                p.priority != BYPASS_PRIORITY and p.dir < 3 for p in x.dump_policies()
+            )]  # fmt: skip
+            if not left:
+                return
+            time.sleep(0.001)
+        raise RuntimeError(
+            "charon left SAs or policies behind after terminate: "
+            + repr([(x.dump_sas(), x.dump_policies()) for x in (xa, xb)])
+        )
 
     async def loop() -> None:
         for i in range(runs + 1):  # run 0 warms caches and is discarded
@@ -237,20 +279,25 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
             verify_esp("full_vici")
             terminate_full()
             # -- resumption, library in this long-running process --
-            probe.drain()
-            t0 = time.perf_counter()
-            r = await resume_and_install(store_b, id_r, (A.addr, RESUME_PORT), xb, config=cfg)
-            t_done = time.perf_counter()
-            if not r.resumed:
-                raise RuntimeError(f"resumption {i} failed: {r.outcome} {r.detail}")
-            t1 = probe.first_through()
-            if keep:
-                t["resume_lib"].append(t1 - t0)
-                for k, v in r.timings.items():
-                    part(f"lib_{k}", v)
-                part("lib_until_responder_passes_esp", t1 - t_done)
-            verify_esp("resume_lib")
-            _clear_resumed(xa, xb)
+            for path, overlap in (("resume_lib", False), ("resume_lib_overlap", True)):
+                probe.drain()
+                t0 = time.perf_counter()
+                r = await resume_and_install(
+                    store_b, id_r, (A.addr, RESUME_PORT), xb, config=cfg,
+                    writer=writer if overlap else None, overlap_write=overlap,
+                )  # fmt: skip
+                t_done = time.perf_counter()
+                if not r.resumed:
+                    raise RuntimeError(f"resumption {i} failed: {r.outcome} {r.detail}")
+                t1 = through(path)
+                if keep:
+                    t[path].append(t1 - t0)
+                    tag = "lib_overlap" if overlap else "lib"
+                    for k, v in r.timings.items():
+                        part(f"{tag}_{k}", v)
+                    part(f"{tag}_until_responder_passes_esp", t1 - t_done)
+                verify_esp(path)
+                _clear_resumed(xa, xb)
             # -- strongSwan, swanctl process --
             probe.drain()
             t0 = time.perf_counter()
@@ -278,7 +325,7 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
             sys.stdout.flush()
 
     # The initiator's sockets (UDP for the exchange, processes it starts) live in b.
-    with in_netns("b"):
+    with in_netns("b"), StoreWriter() as writer:
         trio.run(loop)
     server.terminate()
     server.wait(timeout=30)
@@ -289,6 +336,7 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
     result["breakdown"] = {k: summary(v) for k, v in parts.items()}
     med = {p: statistics.median(t[p]) for p in PATHS}
     result["ratio_lib"] = med["full_vici"] / med["resume_lib"]
+    result["ratio_lib_overlap"] = med["full_vici"] / med["resume_lib_overlap"]
     result["ratio_cli"] = med["full_swanctl"] / med["resume_cli"]
     result["esp_verified"] = esp_ok
     result["runs"] = runs

@@ -6,12 +6,15 @@ and its XFRM socket already bound: look the credential up, run the three-message
 fresh SAs.  ``ikeresume resume --install xfrm`` does the same work in sequence
 (``resume_with_store``, then the installer).
 
-Why the successor write runs *concurrently* with the SA install, and why that is safe
-------------------------------------------------------------------------------------
+Why the successor write MAY run concurrently with the SA install, and why that is safe
+-------------------------------------------------------------------------------------
 The write is an fsync'd transaction (milliseconds on a disk); the install is a few netlink
-round trips.  Run one after the other they add up on the path to the first ESP packet, so
-the write goes to a worker thread while this task installs.  Safety holds because the
-order between the two changes nothing a crash can leave behind in the *store*:
+round trips.  Run one after the other they add up on the path to the first ESP packet;
+with ``overlap_write=True`` the write goes to a worker thread while this task installs.
+(The default is write, then install: in ``bench/bench_e2e.py`` on one UML CPU the thread
+hand-off and the contention cost more than the overlap saved; where the install is long
+and cores are free, overlap.)  Safety holds in both orders because the order between the
+two changes nothing a crash can leave behind in the *store*:
 
 * By the time either starts, message 3 is on the wire: the responder may already have
   committed the successor generation, whatever we do next.  The store of a crashed
@@ -165,7 +168,7 @@ async def resume_and_install(
     local: Addr | None = None,
     inline_lookup: bool | None = None,
     writer: StoreWriter | None = None,
-    overlap_write: bool = True,
+    overlap_write: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> ResumeInstallResult:
     """Resume with the cached credential for ``id_r`` and install the fresh SAs on ``xfrm``.
@@ -175,11 +178,10 @@ async def resume_and_install(
     returns, so the receive never waits, and a thread hop would cost more than the request).
     ``inline_lookup`` None reads the cache in this thread for SQLite (an indexed read on a
     WAL database, which writers do not block) and in a worker thread for PostgreSQL (a
-    network round trip).  The durable write runs in ``writer`` (or a trio worker thread),
-    overlapped with the install; see the module docstring for why that is safe.  With
-    ``overlap_write`` False it runs in this thread before the install (no thread at all:
-    right on one CPU with a store on fast local storage, where a thread hand-off costs
-    more than it overlaps; it blocks the event loop for one commit).
+    network round trip).  The durable write then runs before the install, in ``writer``
+    when given (the event loop keeps running) or else in this thread (no hand-off; the loop
+    waits for one commit).  With ``overlap_write`` it runs in ``writer`` (or a trio worker
+    thread) while this task installs; see the module docstring for why that is safe.
     """
     opts = options or InstallOptions()
     timings: dict[str, float] = {}
@@ -230,12 +232,12 @@ async def resume_and_install(
     async def write() -> None:
         nonlocal advanced, ratchet_error
         try:
-            if not overlap_write:
-                advanced = ratchet()
-            elif writer is not None:
+            if writer is not None:
                 advanced = await writer.run(ratchet)
-            else:
+            elif overlap_write:
                 advanced = await trio.to_thread.run_sync(ratchet)
+            else:
+                advanced = ratchet()
         except StoreError as e:
             ratchet_error = e
 

@@ -77,15 +77,15 @@ def install_ops(sa: Any) -> list[str]:
     return ["add SA", "add SA"] + ["add policy"] * len(build_policies(sa))
 
 
-@pytest.mark.parametrize("mode", ["to_thread", "writer", "sequential"])
+@pytest.mark.parametrize("mode", ["inline", "writer", "overlap_to_thread", "overlap_writer"])
 async def test_resumes_installs_and_ratchets(env: Env, nursery: trio.Nursery, mode: str) -> None:
     env.seed(1)
     cap = CaptureInstaller()
     svc = await env.start(nursery, installer=cap)
     with StoreWriter() as writer:
         kw: dict[str, Any] = {
-            "writer": writer if mode == "writer" else None,
-            "overlap_write": mode != "sequential",
+            "writer": writer if mode.endswith("writer") else None,
+            "overlap_write": mode.startswith("overlap"),
         }
         gens = []
         for _ in range(2):
@@ -125,16 +125,23 @@ async def test_install_failure_rolls_back_and_the_store_still_advances(
     assert r2.resumed and r2.exchange is not None and r2.exchange.used_generation == 1
 
 
-async def test_failed_durable_write_removes_the_installed_sas(
-    env: Env, nursery: trio.Nursery
+@pytest.mark.parametrize("overlap", [False, True])
+async def test_failed_durable_write_leaves_no_sas(
+    env: Env, nursery: trio.Nursery, overlap: bool
 ) -> None:
+    """Write first: nothing is installed.  Overlapped: what was installed is removed again."""
     env.seed(1)
     svc = await env.start(nursery, installer=CaptureInstaller())
     x = RecordingXfrm()
     store: Any = FailingAdvance(env.client_store)
-    r = await resume_and_install(store, ID_R, svc.addresses[0], x, config=FAST)
+    r = await resume_and_install(
+        store, ID_R, svc.addresses[0], x, config=FAST, overlap_write=overlap
+    )
     assert r.outcome == "store_error" and "disk I/O error" in r.detail
     assert r.installed is None and r.exchange is not None
+    if not overlap:
+        assert x.ops == []
+        return
     n = len(build_policies(r.exchange.sa))
     assert n >= 2
     assert x.ops == [*install_ops(r.exchange.sa), *["delete policy"] * n, "delete SA", "delete SA"]
