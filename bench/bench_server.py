@@ -18,9 +18,16 @@ One run, side by side, on this machine:
    a valid-looking IKE header) and half *replayed* message 1s captured from the legitimate
    traffic.  Reported: legitimate success ratio and latency p99, drops by reason.
 
-Every accept is durable before it counts.  Only loopback traffic; every loop is bounded.
+5. **UDP loop alone**: a trio echo server, ``await recvfrom`` vs non-blocking first.
 
-    python bench/bench_server.py --json bench/results/server.json
+Every accept is durable before it counts.  Only loopback traffic; every loop is bounded.
+The run ends with one side-by-side table (ours, baseline, ratio, the issue's target) and
+writes ``bench/results/server.json``::
+
+    python bench/bench_server.py            # ~1.5-3 min: strongSwan, UDP loop, 4 phases
+    python bench/bench_server.py --quick    # short phases, fewer handshakes (iteration)
+    python bench/bench_server.py --profile  # where the responder's CPU goes (py-spy):
+                                            # core | store | shell, per thread
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ import multiprocessing as mp
 import os
 import random
 import selectors
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +85,54 @@ def _src(i: int, net: int) -> str:
 
 
 # -- the server process ----------------------------------------------------------------------
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads by Python thread name (from schedstat)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            tid = int(task.name)
+            name = names.get(tid) or (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+            out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+#: files of the sans-I/O core (everything the responder runs between its entry points)
+CORE_FILES = ("/resume/responder.py", "/resume/keyschedule.py", "/resume/wire",
+              "/resume/states.py", "/resume/events.py", "/resume/sa.py",
+              "/resume/credential.py")  # fmt: skip
+
+
+def classify_stacks(raw: str) -> dict[str, dict[str, int]]:
+    """py-spy ``--format raw`` samples -> {thread: {core|store|shell: samples}}.
+
+    A sample belongs to the outermost core or store frame on its stack (the core never
+    calls the store, the store's own use of credential objects stays store); anything
+    else on the stack is the shell: sockets, admission, dispatch, metrics, trio.
+    """
+    out: dict[str, dict[str, int]] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = frames[0].partition(":")[2].strip() or frames[0]
+        kind = "shell"
+        for f in frames[1:]:
+            if any(c in f for c in CORE_FILES):
+                kind = "core"
+                break
+            if "/store/" in f:
+                kind = "store"
+                break
+        t = out.setdefault(thread, {"core": 0, "store": 0, "shell": 0})
+        t[kind] += int(count)
+    return out
+
+
 def _server_main(workdir: str, key_line: str, conn: Any, sync: str) -> None:
     _pin(SERVER_CPU)
     import trio
@@ -115,7 +172,9 @@ def _server_main(workdir: str, key_line: str, conn: Any, sync: str) -> None:
         async with trio.open_nursery() as n:
             await n.start(svc.run)
             conn.send({"addr": svc.addresses[0], "pid": os.getpid()})
-            await trio.to_thread.run_sync(conn.recv)  # "stop"
+            while await trio.to_thread.run_sync(conn.recv) == "threads":
+                conn.send(_thread_cpu())
+            # "stop"
             svc.shutdown()
         m = svc.metrics
         conn.send(
@@ -146,6 +205,11 @@ class Server:
 
     def cpu(self) -> float:
         return proc_cpu_seconds(self.pid)
+
+    def thread_cpu(self) -> dict[str, float]:
+        self.conn.send("threads")
+        result: dict[str, float] = self.conn.recv()
+        return result
 
     def stop(self) -> dict[str, Any]:
         self.conn.send("stop")
@@ -456,6 +520,7 @@ def phase(
     duration: float,
     rate: float | None,
     flood: float = 0.0,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """One fresh server process; warm-up, then the measured window (and the flood, if any).
 
@@ -465,9 +530,15 @@ def phase(
     server = Server(workdir, key_line)
     gen.retarget(server.addr)
     flood_proc = None
+    spy: subprocess.Popen[bytes] | None = None
+    prof: dict[str, Any] = {}
     try:
         cpu0 = server.cpu()
         warm = gen.run(0.5, rate)
+        threads0 = server.thread_cpu()
+        if profile:
+            spy_out = Path(workdir) / "py-spy.txt"
+            spy = _start_py_spy(server.pid, duration, spy_out)
         if flood:
             ctx = mp.get_context("spawn")
             flood_proc = ctx.Process(
@@ -475,15 +546,23 @@ def phase(
             )
             flood_proc.start()
         st = gen.run(duration, rate)
+        threads1 = server.thread_cpu()
+        if profile:
+            prof = _profile_result(spy, spy_out, threads0, threads1, st.resumed)
+            spy = None
         time.sleep(0.3)  # the last message 3s reach durable commit
         cpu1 = server.cpu()
     finally:
+        if spy is not None:
+            spy.kill()
+            spy.wait()
         if flood_proc is not None:
             flood_proc.join(duration + 10)
         result = server.stop()
     resumed_server = result["resumed"]
     us = (cpu1 - cpu0) / resumed_server * 1e6 if resumed_server else math.nan
     return {
+        **({"profile": prof} if prof else {}),
         "offered_rate": rate,
         "client": {
             "started": st.started,
@@ -496,6 +575,7 @@ def phase(
             "schedule_lag_ms": round(st.lag_s * 1e3, 1),
         },
         "server": {
+            "thread_us_per_resumption": _per_thread_us(threads0, threads1, st.resumed),
             "cpu_s": round(cpu1 - cpu0, 4),
             "resumed_total": resumed_server,
             "us_cpu_per_resumption": round(us, 1),
@@ -505,6 +585,12 @@ def phase(
             "exchanges": result["exchanges"],
         },
     }
+
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "server.json"
+#: targets from issue 4 (per core, durable SQLite; ratios are strongSwan CPU / ours)
+TARGETS = {"per_core": 25_000, "psk-x25519": 15, "rsa-modp2048": 100, "flood_ok": 0.99,
+           "flood_p99_ms": 5.0}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,9 +605,19 @@ def main(argv: list[str] | None = None) -> int:
         help="legit resumptions/s in the flood test (default 25%% of capacity)",
     )
     ap.add_argument("--no-strongswan", action="store_true")
-    ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--quick", action="store_true", help="short phases, for iteration (~40 s)")
+    ap.add_argument("--json", metavar="PATH", default=str(DEFAULT_JSON), help="%(default)s")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="only a capacity phase, the server sampled by py-spy: core/store/shell split",
+    )
     args = ap.parse_args(argv)
+    if args.quick:
+        args.duration, args.pool, args.handshakes = min(args.duration, 1.5), 1500, 40
     _pin(CLIENT_CPU)
+    if args.profile:
+        return profile_run(args)
     out: dict[str, Any] = {"machine": machine_description(), "config": vars(args)}
 
     if not args.no_strongswan and strongswan_available():
@@ -533,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         ss = {}
         print("strongSwan baseline skipped (needs root and charon)")
 
-    out["udp_loop"] = udp = udp_loop()
+    out["udp_loop"] = udp = udp_loop(0.5 if args.quick else 2.0)
     print(
         f"UDP echo through trio: await recvfrom {udp['naive']:,}/s, non-blocking first "
         f"{udp['nonblocking_first']:,}/s ({udp['ratio']}x)"
@@ -551,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"capacity: achieved {achieved:.0f} resumptions/s (client cpu "
                 f"{cap['client']['cpu_util']:.0%}); responder {us:.0f} us CPU per resumption "
                 f"=> {1e6 / us:.0f}/s per core; durable commits in "
-                f"{cap['server']['commit_transactions']} transactions"
+                f"{cap['server']['commit_transactions']} transactions; by thread (us): "
+                f"{cap['server']['thread_us_per_resumption']}"
             )
             base = min(achieved, 1e6 / us)
             loads = {}
@@ -583,11 +680,177 @@ def main(argv: list[str] | None = None) -> int:
             k: round(v.us_per_handshake / cap["server"]["us_cpu_per_resumption"], 2)
             for k, v in ss.items()
         }
-        for k, v in out["ratio_vs_strongswan"].items():
-            print(f"strongSwan {k} full handshake costs {v}x a resumption's responder CPU")
+    out["summary"] = summary_rows(out, ss)
+    print_summary(out["summary"], args.quick)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def summary_rows(out: dict[str, Any], ss: dict[str, Any]) -> list[dict[str, str]]:
+    """The side-by-side table: our figure, the baseline, the ratio, the issue's target."""
+    cap = out["capacity"]
+    us = cap["server"]["us_cpu_per_resumption"]
+    per_core = cap["one_core_capacity_per_s"]
+    rows = [
+        {
+            "measure": "resumptions/s, one core, durable SQLite",
+            "ikeresume": f"{per_core:,.0f} (CPU bound; {cap['client']['rate']:,.0f} achieved)",
+            "baseline": "",
+            "ratio": "",
+            "target": f">= {TARGETS['per_core']:,}",
+            "met": "yes" if per_core >= TARGETS["per_core"] else "NO",
+        }
+    ]
+    for load, r in out["latency_at_load"].items():
+        c, d = r["client"]["latency_to_keys"], r["server"]["msg3_to_durable_commit"]
+        rows.append(
+            {
+                "measure": f"latency at {load} load ({r['offered_rate']:.0f}/s): p50 / p99",
+                "ikeresume": f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f} ms to keys",
+                "baseline": f"msg3->durable {d['p50_ms']:.2f} / {d['p99_ms']:.2f} ms",
+                "ratio": f"success {r['client']['success_ratio']:.4f}",
+                "target": "",
+                "met": "",
+            }
+        )
+    for suite, target in (("psk-x25519", TARGETS["psk-x25519"]),
+                          ("rsa-modp2048", TARGETS["rsa-modp2048"])):  # fmt: skip
+        if suite not in ss:
+            continue
+        ratio = out["ratio_vs_strongswan"][suite]
+        rows.append(
+            {
+                "measure": f"responder CPU vs strongSwan full IKEv2 ({suite})",
+                "ikeresume": f"{us:.0f} us/resumption",
+                "baseline": f"{ss[suite].us_per_handshake:.0f} us/handshake",
+                "ratio": f"1/{ratio:.1f}",
+                "target": f"<= 1/{target}",
+                "met": "yes" if ratio >= target else "NO",
+            }
+        )
+    fl = out["flood"]
+    ok, p99 = fl["client"]["success_ratio"], fl["client"]["latency_to_keys"]["p99_ms"]
+    rows.append(
+        {
+            "measure": f"flood: legit {fl['legit_rate']:.0f}/s + 10x garbage/replayed msg1",
+            "ikeresume": f"success {ok:.4f}, p99 {p99:.2f} ms",
+            "baseline": "",
+            "ratio": "",
+            "target": f">= {TARGETS['flood_ok']:.0%}, < {TARGETS['flood_p99_ms']:.0f} ms",
+            "met": "yes" if ok >= TARGETS["flood_ok"] and p99 < TARGETS["flood_p99_ms"] else "NO",
+        }
+    )
+    udp = out["udp_loop"]
+    rows.append(
+        {
+            "measure": "UDP echo through trio (datagrams/s)",
+            "ikeresume": f"non-blocking first {udp['nonblocking_first']:,}",
+            "baseline": f"await recvfrom {udp['naive']:,}",
+            "ratio": f"{udp['ratio']}x",
+            "target": "",
+            "met": "",
+        }
+    )
+    return rows
+
+
+def print_summary(rows: list[dict[str, str]], quick: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title="responder service vs baselines" + (" (--quick: indicative only)" if quick else "")
+    )
+    for col in ("measure", "ikeresume", "baseline", "ratio", "target", "met"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*(r[c] for c in ("measure", "ikeresume", "baseline", "ratio", "target", "met")))
+    Console(width=160).print(t)
+
+
+def _per_thread_us(t0: dict[str, float], t1: dict[str, float], n: int) -> dict[str, float]:
+    """Each server thread's CPU in the window, in us per resumption completed in it."""
+    return {
+        k: round((v - t0.get(k, 0.0)) / max(1, n) * 1e6, 1)
+        for k, v in t1.items()
+        if v - t0.get(k, 0.0) > 0
+    }
+
+
+def _start_py_spy(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy")
+    if exe is None:
+        return None
+    argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "400"]
+    argv += ["--threads", "--full-filenames", "--duration", str(max(1, round(duration)))]
+    argv += ["-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _profile_result(
+    spy: subprocess.Popen[bytes] | None,
+    out: Path,
+    threads0: dict[str, float],
+    threads1: dict[str, float],
+    resumed: int,
+) -> dict[str, Any]:
+    """Per-thread CPU (schedstat, exact) and the event loop's split (py-spy samples).
+
+    us per resumption: each thread's CPU in the window / resumptions in the window; the
+    event-loop thread's CPU is split into core/store/shell in proportion to its samples.
+    """
+    per_thread = _per_thread_us(threads0, threads1, resumed)
+    res: dict[str, Any] = {"resumed_in_window": resumed, "thread_us_per_resumption": per_thread}
+    if spy is None:
+        res["note"] = "py-spy not installed (pip install py-spy): no core/store/shell split"
+        return res
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+    try:
+        samples = classify_stacks(out.read_text())
+    except OSError as e:
+        res["note"] = f"py-spy produced no samples: {e}"
+        return res
+    loop = samples.get("MainThread", {})
+    total = sum(loop.values())
+    main_us = per_thread.get("MainThread", 0.0)
+    if total:
+        res["event_loop_split_us"] = {k: round(main_us * v / total, 1) for k, v in loop.items()}
+    res["samples"] = samples
+    return res
+
+
+def profile_run(args: argparse.Namespace) -> int:
+    """Where the responder's CPU goes under closed-loop load (for optimization work)."""
+    with tempfile.TemporaryDirectory(prefix="ikr-prof-") as wd:
+        key_line, pool = seed(wd, args.pool)
+        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES)
+        try:
+            r = phase(wd, key_line, gen, args.duration, None, profile=True)
+        finally:
+            gen.close()
+        raw = Path(wd) / "py-spy.txt"
+        if args.json and raw.exists():  # flamegraph input, for a closer look
+            shutil.copy(raw, Path(args.json).with_suffix(".pyspy.txt"))
+    p = r["profile"]
+    print(
+        f"profiled capacity phase: {r['client']['rate']:.0f} resumptions/s achieved; "
+        f"responder {r['server']['us_cpu_per_resumption']} us CPU per resumption (all threads)"
+    )
+    print("us CPU per resumption by thread:", p["thread_us_per_resumption"])
+    if "event_loop_split_us" in p:
+        print("event-loop thread split (core | store | shell):", p["event_loop_split_us"])
+    else:
+        print(p.get("note", ""))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=2, default=str))
     return 0
 
 

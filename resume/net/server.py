@@ -8,10 +8,11 @@ fairness, overload), :mod:`~resume.net.storelink` (answering the core's lookups 
 :mod:`~resume.net.hooks` (installing SAs) and :mod:`~resume.net.metrics`.
 
 Per batch of datagrams, not per datagram: one drain of the socket (non-blocking until
-``EAGAIN``), admission and the core for each datagram, then one pump of the core's events,
-one flush of its replies (``sendto`` until the socket would block) and, only when the batch
-filled up, one scheduler checkpoint so other tasks run; an empty socket is the only place
-the receive task awaits.  No task is spawned per datagram (installs are, when enabled).
+``EAGAIN`` or ``recv_batch``), admission and the core for each datagram, then one pump of
+the core's events, one flush of its replies (``sendto`` until the socket would block) and
+exactly one scheduler trip: ``wait_readable`` when the drain emptied the socket, a plain
+checkpoint when the batch filled up.  No task is spawned per datagram (installs are, when
+enabled).
 
 Shutdown (SIGTERM, :meth:`ResponderService.shutdown`): readiness drops, new exchanges
 (message 1) are refused, message 3s of exchanges already past message 2 are still served
@@ -236,26 +237,25 @@ class ResponderService:
         with scope:
             while True:
                 batch = recv_nowait(batch_n)
-                if not batch:
-                    # the only await when idle: nothing queued in the kernel
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                now = clock()
-                self._last_activity = now
-                received.inc(lane.name, amount=len(batch))
-                pending = self.pending
-                for data, addr in batch:
-                    reason = admit(data, addr[0], now, pending)
-                    if reason is not None:
-                        drops.inc(reason)
-                        continue
-                    receive(data, addr, now)
-                    pending += 1  # at most: the core may have answered from its caches
-                self._pump(lane, now)
-                await self._flush(lane)
-                if len(batch) == batch_n:
-                    # more may be queued: let the other tasks (commits, timers) run first
-                    await trio.lowlevel.checkpoint()
+                if batch:
+                    now = clock()
+                    self._last_activity = now
+                    received.inc(lane.name, amount=len(batch))
+                    pending = self.pending
+                    for data, addr in batch:
+                        reason = admit(data, addr[0], now, pending)
+                        if reason is not None:
+                            drops.inc(reason)
+                            continue
+                        receive(data, addr, now)
+                        pending += 1  # at most: the core may have answered from its caches
+                    self._pump(lane, now)
+                    await self._flush(lane)
+                # exactly one scheduler trip per batch, and always one (other tasks run):
+                if len(batch) < batch_n:
+                    await trio.lowlevel.wait_readable(sock)  # drained: recv hit EAGAIN
+                else:
+                    await trio.lowlevel.checkpoint()  # more may be queued
 
     async def _service_loop(self, lane: Lane) -> None:
         """Store answers from other threads or tasks, expired requests and timers."""
