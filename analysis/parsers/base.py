@@ -224,6 +224,8 @@ def peer_host(addr: str) -> str:
     -> the host part (IPv6 with a port: the last group is the port when it follows ``::``
     or the address has 8 groups)."""
     a = addr.strip()
+    if ":" not in a and "[" not in a:
+        return a  # IPv4 or a name without a port: the common case
     if a.startswith("[AF_INET"):
         a = a[a.index("]") + 1 :]
     if a.startswith("["):

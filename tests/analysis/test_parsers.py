@@ -69,7 +69,8 @@ def test_default_year_never_in_the_future() -> None:
     [("198.51.100.25:50466", "198.51.100.25"), ("2001:db8::2:50470", "2001:db8::2"),
      ("[2001:db8::5]:4500", "2001:db8::5"), ("[AF_INET]10.1.2.3:1194", "10.1.2.3"),
      ("2001:db8::1234", "2001:db8::1234"),
-     ("client-01.example.net:50469", "client-01.example.net")],
+     ("client-01.example.net:50469", "client-01.example.net"), (" 10.0.0.9 ", "10.0.0.9"),
+     ("[192.0.2.7]", "192.0.2.7"), ("[AF_INET]10.1.2.3", "10.1.2.3"), ("vpn-gw", "vpn-gw")],
 )
 def test_peer_host(addr: str, host: str) -> None:
     assert peer_host(addr) == host
