@@ -239,7 +239,20 @@ class ParamsInfo(NamedTuple):
 
 
 _BY_ID: dict[int, tuple[SAParams, ParamsInfo]] = {}
-_BY_VALUE: dict[SAParams, ParamsInfo] = {}
+_BY_VALUE: dict[tuple[object, ...], ParamsInfo] = {}
+
+
+def _params_key(p: SAParams) -> tuple[object, ...]:
+    """Exactly the fields ``ParamsInfo`` depends on, as plain values (cheaper to hash and
+    compare than the nested dataclasses)."""
+    return (
+        p.mode,
+        p.encr,
+        p.encr_key_bits,
+        p.integ,
+        tuple([(t.start_addr, t.end_addr, t.protocol, t.start_port, t.end_port) for t in p.tsi]),
+        tuple([(t.start_addr, t.end_addr, t.protocol, t.start_port, t.end_port) for t in p.tsr]),
+    )
 _MEMO_SIZE = 4096
 
 
@@ -255,7 +268,8 @@ def params_info(params: SAParams) -> ParamsInfo:
     hit = _BY_ID.get(id(params))
     if hit is not None and hit[0] is params:
         return hit[1]
-    info = _BY_VALUE.get(params)
+    key = _params_key(params)
+    info = _BY_VALUE.get(key)
     if info is None:
         e, klen = key_lengths(params)
         info = ParamsInfo(
@@ -266,7 +280,7 @@ def params_info(params: SAParams) -> ParamsInfo:
         )
         if len(_BY_VALUE) >= _MEMO_SIZE:
             _BY_VALUE.clear()
-        _BY_VALUE[params] = info
+        _BY_VALUE[key] = info
     if len(_BY_ID) >= _MEMO_SIZE:
         _BY_ID.clear()
     _BY_ID[id(params)] = (params, info)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -34,6 +34,7 @@ from resume.testing import (
     SERVER_ADDR,
     MemoryTable,
     answer_events,
+    example_params,
     simulated_full_ike,
 )
 from resume.wire_messages import (
@@ -290,3 +291,25 @@ def test_cached_message2_does_not_bypass_the_cookie() -> None:
     resp.receive_datagram(m3, CLIENT_ADDR, late)
     assert not [e for e in answer_events(resp, table, late) if isinstance(e, ResumptionComplete)]
     assert resp.stats["nack_stale_or_forged_cookie"] == 2
+
+
+def test_params_memo_by_value_never_mixes_parameter_sets() -> None:
+    from resume.sa import Encr, Integ, TrafficSelector
+
+    def variants() -> list[Any]:
+        base = example_params()
+        return [
+            base,
+            example_params(Encr.AES_CBC, Integ.HMAC_SHA2_256_128),
+            dataclasses.replace(base, tsr=(TrafficSelector.from_network("10.1.0.0/16"),)),
+            dataclasses.replace(base, tsi=(TrafficSelector.host("10.8.0.7", protocol=6),)),
+            dataclasses.replace(base, encr_key_bits=128),
+            dataclasses.replace(base, initiator_addr="203.0.113.5"),  # not in the digest
+        ]
+
+    for _ in range(2):  # fresh objects each time: identity misses, value hits
+        for p in variants():
+            info = ks.params_info(p)
+            assert info.digest == hashlib.sha256(ks.L_PARAMS + ks.params_bytes(p)).digest()
+            assert info.wire == (int(p.encr), p.encr_key_bits, int(p.integ), ks.mode_code(p.mode))
+            assert (info.encr_len, info.keymat_len) == (p.encr_key_len, p.key_material_len)
