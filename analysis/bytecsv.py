@@ -11,10 +11,10 @@ to 32 bytes, and made unique by a hash that is then verified byte for byte.
 
 Exactly equal to the row parser or nothing: decimals become ``m / 10**k`` with the integer
 ``m`` below 2**53, which IEEE division rounds correctly, i.e. to the same double as
-``float(text)``.  Anything outside the simple grammar (signs, exponents, quotes, CR, NUL,
-rows with another field count, fields over 16 digits, names over 32 bytes or with
-surrounding white space, ...) makes the whole chunk return ``None`` and the caller takes the
-slower paths, which report bad rows with file:line.
+``float(text)``.  Anything outside the simple grammar (signs, exponents, quotes, a CR not
+before LF, NUL, rows with another field count, fields over 16 digits, names over 32 bytes
+or with surrounding white space, ...) makes the whole chunk return ``None`` and the caller
+takes the slower paths, which report bad rows with file:line.
 """
 
 from __future__ import annotations
@@ -172,8 +172,12 @@ def chunk_columns(
     """Columns (user number, start, end, bytes in, bytes out) of ``text`` (whole lines), or
     None when anything in it needs the row parser's judgement.  ``names`` and ``seen`` are
     updated only on success."""
-    if not LITTLE or not text or '"' in text or "\r" in text or "\0" in text:
+    if not LITTLE or not text or '"' in text or "\0" in text:
         return None
+    if "\r" in text:  # Windows line ends read as csv.reader reads them; a lone CR declines
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
     if not text.endswith("\n"):
         text += "\n"
     body = text.encode("utf-8")

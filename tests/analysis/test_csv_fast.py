@@ -95,13 +95,13 @@ def key(s: Session) -> tuple[str, float, float, int, int]:
     return (s.user, s.start, s.end, s.bytes_in, s.bytes_out)
 
 
-@given(rows())
-def test_byte_path_declines_or_equals_row_parser(data: tuple[str, list[str]]) -> None:
+@given(rows(), st.sampled_from(["\n", "\r\n"]))
+def test_byte_path_declines_or_equals_row_parser(data: tuple[str, list[str]], eol: str) -> None:
     header, lines = data
     delim = max((",", "\t", ";"), key=header.count)
     cols = generic._columns(header.split(delim))
     names: dict[str, int] = {}
-    got = bytecsv.chunk_columns("".join(ln + "\n" for ln in lines), delim, cols,
+    got = bytecsv.chunk_columns("".join(ln + eol for ln in lines), delim, cols,
                                 header.count(delim) + 1, names, set(), itertools.count())
     if got is None:
         return
@@ -114,12 +114,14 @@ def test_byte_path_declines_or_equals_row_parser(data: tuple[str, list[str]]) ->
     assert fast == [key(r) for r in ref if isinstance(r, Session)]
 
 
-@given(rows(), st.sampled_from([64, 200, 1 << 20]))
-def test_layered_reader_equals_row_parser(data: tuple[str, list[str]], chunk: int) -> None:
+@given(rows(), st.sampled_from([64, 200, 1 << 20]), st.sampled_from(["\n", "\r\n"]))
+def test_layered_reader_equals_row_parser(
+    data: tuple[str, list[str]], chunk: int, eol: str
+) -> None:
     header, lines = data
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "f.csv"
-        p.write_bytes(("\n".join([header, *lines]) + "\n").encode("utf-8", "surrogatepass"))
+        p.write_bytes((eol.join([header, *lines]) + eol).encode("utf-8"))
         rep_fast, rep_slow = ReadReport(), ReadReport()
         old = fc.CHUNK_CHARS
         fc.CHUNK_CHARS = chunk
@@ -157,3 +159,9 @@ def test_byte_path_takes_plain_exports_and_exact_decimals() -> None:
     assert bytecsv.chunk_columns("a,9007199254740993,9007199254740993\n", ",",
                                  {"user": 0, "start": 1, "end": 2}, 3, {}, set(),
                                  itertools.count()) is None
+    # Windows line ends are taken; a lone CR is left to csv.reader
+    crlf = bytecsv.chunk_columns("a,1,2\r\nb,3,4\r\n", ",", {"user": 0, "start": 1, "end": 2},
+                                 3, {}, set(), itertools.count())
+    assert crlf is not None and crlf[2].tolist() == [2.0, 4.0]
+    assert bytecsv.chunk_columns("a,1,2\rb,3,4\n", ",", {"user": 0, "start": 1, "end": 2}, 3,
+                                 {}, set(), itertools.count()) is None
