@@ -114,11 +114,20 @@ def _esp_packets(x: XfrmSocket) -> int:
     return sum(s.curlft.packets for s in x.dump_sas())
 
 
-def _clear_resumed(xa: XfrmSocket, xb: XfrmSocket) -> None:
+def _clear_resumed(xa: XfrmSocket, xb: XfrmSocket, policies: int = 2) -> None:
     """Remove the resumed session's SAs and policies on both ends before the next run.
 
-    The service may still be removing what the resumption superseded: gone is fine.
+    First wait until the service has finished its install on a (both SAs and ``policies``
+    policies): the probe gets through as soon as a's inbound SA exists, while the service
+    may still be adding the outbound SA and the policies, which would outlive the cleanup.
     """
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sas = [s for s in xa.dump_sas() if s.reqid & 0x40000000]
+        pols = [p for p in xa.dump_policies() if p.priority == 1500]
+        if len(sas) >= 2 and len(pols) >= policies:
+            break
+        time.sleep(0.001)
     for x in (xa, xb):
         for p in x.dump_policies():
             if p.priority == 1500:
