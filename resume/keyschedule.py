@@ -142,14 +142,20 @@ class HmacKey:
             return self.mac(info + b"\x01")
         if not 0 < length <= 255 * 32:
             raise ValueError(f"HKDF-Expand cannot produce {length} bytes")
+        inner0, outer0 = self._inner, self._outer
         out: list[bytes] = []
         t = b""
         for i in range(1, (length + 31) // 32 + 1):
-            t = self.mac(t + info + bytes((i,)))
+            inner = inner0.copy()
+            inner.update(t + info + _COUNTER[i])
+            outer = outer0.copy()
+            outer.update(inner.digest())
+            t = outer.digest()
             out.append(t)
         return b"".join(out)[:length]
 
 
+_COUNTER = [bytes((i,)) for i in range(256)]
 _IPAD64 = _IPAD[64]
 _OPAD64 = _OPAD[64]
 
@@ -253,6 +259,8 @@ def _params_key(p: SAParams) -> tuple[object, ...]:
         tuple([(t.start_addr, t.end_addr, t.protocol, t.start_port, t.end_port) for t in p.tsi]),
         tuple([(t.start_addr, t.end_addr, t.protocol, t.start_port, t.end_port) for t in p.tsr]),
     )
+
+
 _MEMO_SIZE = 4096
 
 
