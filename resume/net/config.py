@@ -91,6 +91,7 @@ class StoreSection:
     sqlite_synchronous: str = "FULL"
     group_commit_max: int = 256
     lookup_reuse_seconds: float = 2.0
+    miss_reuse_seconds: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class ResponderService:
             store,
             self.metrics,
             reuse_seconds=config.store.lookup_reuse_seconds,
+            miss_seconds=config.store.miss_reuse_seconds,
             group_commit_max=config.store.group_commit_max,
             inline_lookups=inline_lookups,
         )

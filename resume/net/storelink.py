@@ -9,6 +9,9 @@
 * Commits go to the store's :class:`~store.committer.GroupCommitter`; completions come back
   through the lane's inbox (one event-loop wake-up per durable transaction, not per accept),
   and the core hears ``commit_result`` only once its row is durable.
+* A handle the store did not know is answered "unknown" from memory for
+  ``miss_reuse_seconds``: a flood of replayed or forged message 1s costs no database read
+  after the first.  It can only refuse (the peer runs the full IKE it would have run).
 * Any ``StoreError`` answers ``None`` / ``False``: the peer gets the NACK an unknown handle
   gets and falls back to a full IKE (fail closed); readiness drops until a probe succeeds.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -45,12 +49,16 @@ class StoreLink:
         *,
         reuse_seconds: float,
         group_commit_max: int,
+        miss_seconds: float = 0.0,
         inline_lookups: bool | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.inline = store.dialect == "sqlite" if inline_lookups is None else inline_lookups
         self.reuse_seconds = reuse_seconds
+        self.miss_seconds = miss_seconds
+        #: handle -> until when it is answered "unknown" without reading the store
+        self._misses: dict[bytes, float] = {}
         self.group_commit_max = group_commit_max
         self.committer: GroupCommitter | None = None
         self.ok = True
@@ -80,6 +88,9 @@ class StoreLink:
             self.metrics.cache.inc("hit_recent")
             lane.started[ev.handle] = now
             lane.responder.provide_credential(ev.token, hit[1], hit[2], now)
+        elif self._misses and self._misses.get(ev.handle, 0.0) > now:
+            self.metrics.cache.inc("miss_recent")
+            lane.responder.provide_credential(ev.token, None, None, now)
         elif self.inline:
             try:
                 res = self.store.lookup(ev.handle, now)
@@ -102,6 +113,11 @@ class StoreLink:
     ) -> None:
         if res is None or not res.allowed:
             self.metrics.cache.inc("miss" if res is None else "refused")
+            if res is None and self.miss_seconds > 0:
+                misses = self._misses
+                if len(misses) >= MAX_TRACKED:
+                    del misses[next(iter(misses))]  # the oldest
+                misses[ev.handle] = now + self.miss_seconds
             lane.responder.provide_credential(ev.token, None, None, now)
             return
         self.metrics.cache.inc("hit")
@@ -121,7 +137,7 @@ class StoreLink:
         self.metrics.cache.inc("error")
         lane.responder.provide_credential(ev.token, None, None, now)
 
-    async def lookup_loop(self, lane: Lane, clock: Any) -> None:
+    async def lookup_loop(self, lane: Lane, clock: Callable[[], float]) -> None:
         """The lane's lookup task (non-inline stores): one worker-thread hop per batch."""
         ready = self._ready.setdefault(lane.name, trio.Event())
         depth = self.metrics.queue_depth
@@ -196,7 +212,7 @@ class StoreLink:
             logs.event(logging.ERROR, "store_failed", op=op, error=str(e))
         self.ok = False
 
-    async def probe_loop(self, clock: Any, interval: float = 2.0) -> None:
+    async def probe_loop(self, clock: Callable[[], float], interval: float = 2.0) -> None:
         """Re-check the store every few seconds so readiness recovers after an outage.
 
         The probe is a real lookup (of a handle no credential has), so it fails exactly

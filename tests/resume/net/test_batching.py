@@ -1,10 +1,12 @@
-"""The hot path's batching: admission from the header, one wake-up per burst of completions,
-lookups in one worker-thread hop per batch (the PostgreSQL path, exercised on SQLite)."""
+"""The hot path's shortcuts: admission from the header, one wake-up per burst of completions,
+lookups in one worker-thread hop per batch (the PostgreSQL path, exercised on SQLite), and
+the brief memory of unknown handles."""
 
 from __future__ import annotations
 
 import sqlite3
 import struct
+import time
 from collections.abc import Callable
 
 import trio
@@ -129,3 +131,23 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], id_i=id_i(7), config=FAST)
     assert r.outcome == "nack" and svc.metrics.cache.get("error") >= 1
     assert not svc.ready
+
+
+async def test_unknown_handle_is_remembered_briefly_and_only_refuses(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    """Replays of an unknown handle cost no database read; once the record exists (a full
+    IKE landed) it resumes after ``miss_reuse_seconds`` -- the memory never accepts."""
+    (cred,) = env.seed(1, server=False)
+    svc = await env.start(nursery, env.config(store={"miss_reuse_seconds": 0.3}))
+    server = svc.addresses[0]
+    first = await resume_with_store(env.client_store, ID_R, server, config=FAST)
+    again = await resume_with_store(env.client_store, ID_R, server, config=FAST)
+    assert first.outcome == again.outcome == "nack"
+    assert svc.metrics.cache.get("miss") == 1 and svc.metrics.cache.get("miss_recent") == 1
+    env.server_store.upsert_full_ike("responder", cred, time.time())
+    refused = await resume_with_store(env.client_store, ID_R, server, config=FAST)
+    assert refused.outcome == "nack" and svc.metrics.cache.get("miss_recent") == 2
+    await trio.sleep(0.35)
+    ok = await resume_with_store(env.client_store, ID_R, server, config=FAST)
+    assert ok.resumed and svc.metrics.cache.get("hit") >= 1
