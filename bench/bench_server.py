@@ -183,6 +183,7 @@ def _server_main(workdir: str, key_line: str, conn: Any, sync: str) -> None:
                 "resumed": m.exchanges.get("resumed"),
                 "exchanges": {k[0]: v for k, v in m.exchanges.values.items()},
                 "drops": {k[0]: v for k, v in m.drops.values.items()},
+                "cache": {k[0]: v for k, v in m.cache.values.items()},
                 "commits": m.commits.get("ok"),
                 "transactions": m.commit_batches.get(),
                 "core": {k: v for lane in svc.lanes for k, v in lane.responder.stats.items()},
@@ -582,6 +583,7 @@ def phase(
             "commit_transactions": result["transactions"],
             "msg3_to_durable_commit": _lat(result["latency"]),
             "drops": result["drops"],
+            "cache_lookups": result["cache"],
             "exchanges": result["exchanges"],
         },
     }
@@ -668,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"flood: legit {legit:.0f}/s + {10 * legit:.0f}/s garbage & replayed msg1 from "
                 f"{FLOOD_SOURCES} sources: success {c['success_ratio']:.4f}, p99 "
-                f"{c['latency_to_keys']['p99_ms']} ms; drops {fl['server']['drops']}"
+                f"{c['latency_to_keys']['p99_ms']} ms; drops {fl['server']['drops']}; lookups "
+                f"{fl['server']['cache_lookups']}"
             )
         finally:
             gen.close()

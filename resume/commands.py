@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--clients", type=int, help="clients (default 300; in-process 20)")
     p.add_argument("--rounds", type=int, help="resumptions per client (default 2; in-process 15)")
     p.add_argument("--no-x25519", action="store_true", help="resume without X25519")
-    p.add_argument("--workdir", help="keep the SQLite files here (default: a new temp dir)")
+    p.add_argument("--workdir", help="keep the SQLite files here (default: a temp dir, removed)")
     p.add_argument("--loss", type=float, help="in-process: fraction of messages 3 dropped (0.05)")
     p.add_argument("--seed", type=int, help="in-process: deterministic run (NOT for real keys)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -72,11 +72,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_OK if rep["ok"] else EXIT_ERROR
     if args.loss is not None or args.seed is not None:
         return _usage("--loss and --seed apply to --in-process only")
+    import tempfile
+
     from resume.net import demo as net_demo
 
-    s = net_demo.run_loopback_demo(
-        clients, rounds, workdir=args.workdir, use_x25519=not args.no_x25519
-    )
+    with tempfile.TemporaryDirectory(prefix="ikeresume-demo-") as tmp:
+        s = net_demo.run_loopback_demo(
+            clients, rounds, workdir=args.workdir or tmp, use_x25519=not args.no_x25519
+        )
+    if args.workdir is None:
+        s.workdir = ""  # removed with the temp dir
     if args.json:
         print(json.dumps(s.to_json(), indent=2))
     else:

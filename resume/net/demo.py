@@ -327,6 +327,6 @@ def print_summary(s: DemoSummary) -> None:
     t.add_row(
         "datagrams dropped", ", ".join(f"{k}={v:.0f}" for k, v in s.server_drops.items()) or "0"
     )
-    t.add_row("files", s.workdir)
+    t.add_row("files", s.workdir or "temporary, removed (--workdir DIR keeps them)")
     con.print(t)
     con.print("result:", "OK" if s.ok else "FAILED")

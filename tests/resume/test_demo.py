@@ -51,10 +51,12 @@ def test_cli_default_is_the_loopback_service(
     assert all(len(s["key_i2r_fp"]) == 16 and s["responder_agrees"] for s in rep["samples"])
 
 
-def test_cli_demo_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--clients", "3", "--rounds", "1", "--workdir", str(tmp_path)]) == 0
+def test_cli_demo_text_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --workdir the SQLite files live in a temp dir that is removed afterwards."""
+    assert main(["demo", "--clients", "3", "--rounds", "1"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "result: OK" in out and "key fp" in out and "resumptions/s" in out
+    assert "removed" in out
 
 
 @pytest.mark.parametrize(
