@@ -396,10 +396,6 @@ class Responder:
         self._send(hit[0], addr)
         return True
 
-    @staticmethod
-    def _params_match(sa: ResumeSA, cred: Credential) -> bool:
-        return sa[1:] == ks.params_info(cred.params).wire
-
     def _tick_key(self, tick: int, create: bool) -> tuple[X25519PrivateKey, bytes] | None:
         key = self._tick_keys.get(tick)
         if key is None and create:
