@@ -9,8 +9,15 @@ fails, every waiter of that batch gets the error (StoreError -> the responder re
 
 Callers: plain threads use :meth:`GroupCommitter.submit` (a ``concurrent.futures.Future``)
 or :meth:`commit_ratchet_blocking`; trio code awaits :meth:`commit_ratchet`, which parks
-the task on a ``trio.Event`` set through the trio token -- no thread per waiting task, so
-hundreds of concurrent accepts cost no more threads than one.
+the task until the worker reschedules it through the trio token -- no thread per waiting
+task, so hundreds of concurrent accepts cost no more threads than one.
+
+Accepts submitted from a trio thread (either call) are handed to the worker once per
+scheduler pass, all together, not one by one: otherwise, on a busy core, the worker wakes
+at the first accept, takes the two or three queued by the time it holds the GIL, and
+commits those -- many small transactions, each paying the fixed cost of a commit (and
+resetting every reader's page cache).  Handing over a whole pass's worth costs one
+``run_sync_soon`` per pass and makes a batch what the event loop produced meanwhile.
 """
 
 from __future__ import annotations
@@ -75,7 +82,9 @@ class GroupCommitter:
         if store.dialect == "sqlite" and sqlite_checkpoint_interval_s is not None:
             self._checkpointer = _Checkpointer(store, sqlite_checkpoint_interval_s)
         self.stats = CommitterStats()
-        self._q: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Waiter | list[_Waiter] | None] = queue.SimpleQueue()
+        #: per trio run: accepts of the current scheduler pass, not yet handed over
+        self._pending: dict[trio.lowlevel.TrioToken, list[_Waiter]] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(
@@ -94,17 +103,47 @@ class GroupCommitter:
             if self._closed:
                 return
             self._closed = True
+            for batch in self._pending.values():  # accepted before the close: commit them
+                self._q.put(batch)
+            self._pending.clear()
             self._q.put(None)
         self._thread.join()
         if self._checkpointer is not None:
             self._checkpointer.close()
 
     # -- submitting ------------------------------------------------------------------
-    def _enqueue(self, w: _Waiter) -> None:
+    def _enqueue(self, w: _Waiter, token: trio.lowlevel.TrioToken | None = None) -> None:
+        if token is None:
+            try:
+                token = trio.lowlevel.current_trio_token()
+            except RuntimeError:  # a plain thread: straight to the worker
+                with self._lock:
+                    if self._closed:
+                        raise StoreUnavailable("group committer is closed") from None
+                    self._q.put(w)
+                return
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("group committer is closed")
-            self._q.put(w)
+            pending = self._pending.get(token)
+            if pending is not None:
+                pending.append(w)
+                return
+            self._pending[token] = [w]
+        try:
+            token.run_sync_soon(self._hand_over, token)
+        except trio.RunFinishedError:  # cannot happen from inside the run; be safe
+            self._hand_over(token)
+
+    def _hand_over(self, token: trio.lowlevel.TrioToken) -> None:
+        """Runs in the trio thread once per scheduler pass: this pass's accepts, at once.
+
+        (Nothing to do if :meth:`close` already queued them.)
+        """
+        with self._lock:
+            batch = self._pending.pop(token, None)
+            if batch:
+                self._q.put(batch)
 
     def submit(
         self, handle: bytes, generation: int, successor: Credential, now: float
@@ -134,7 +173,7 @@ class GroupCommitter:
         w = _Waiter(RatchetRequest(handle, generation, successor, now))
         w.task = trio.lowlevel.current_task()
         w.token = trio.lowlevel.current_trio_token()
-        self._enqueue(w)
+        self._enqueue(w, w.token)
         # nothing yields between the enqueue and parking, and the wake-up callback runs on
         # this trio thread, so the task is always parked before it is rescheduled
         await trio.lowlevel.wait_task_rescheduled(_uncancellable)
@@ -147,12 +186,13 @@ class GroupCommitter:
         if self._checkpointer is not None:
             self.store.set_thread_autocheckpoint(0)
         stop = False
+        max_batch = self.max_batch
         while not stop:
             first = self._q.get()
             if first is None:
                 break
-            batch: list[_Waiter] = [first]
-            while len(batch) < self.max_batch:
+            batch: list[_Waiter] = first if isinstance(first, list) else [first]
+            while len(batch) < max_batch:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
@@ -160,8 +200,12 @@ class GroupCommitter:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
-            self._commit(batch)
+                if isinstance(nxt, list):
+                    batch.extend(nxt)
+                else:
+                    batch.append(nxt)
+            for k in range(0, len(batch), max_batch):
+                self._commit(batch[k : k + max_batch])
 
     def _commit(self, batch: list[_Waiter]) -> None:
         st = self.stats

@@ -26,7 +26,18 @@ from math import isfinite as _isfinite
 from typing import Any, Literal, NamedTuple, cast
 
 import psycopg
-from sqlalchemy import Engine, Table, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
@@ -766,6 +777,83 @@ class Store:
                     ids = [r[0] for r in conn.execute(victims)]
                     conn.execute(delete(_T).where(_T.c.id.in_(ids)))
         return uid
+
+    def upsert_full_ike_many(
+        self,
+        role: Role,
+        credentials: Sequence[Credential],
+        now: float,
+        *,
+        counters: Counters | None = None,
+    ) -> list[str]:
+        """Many :meth:`upsert_full_ike` calls in ONE transaction; returns their uids.
+
+        Same result as calling it for each credential in order (a later credential with
+        the same identities -- with ``replace_same_peers`` -- or the same handle replaces
+        an earlier one, whose uid is then not in the table), except that the capacity
+        limit is applied once at the end: the least recently used records beyond it go,
+        this batch's included.  For loading many chains at once (start-up harvest,
+        migration, benchmarks): one commit instead of one per chain.
+        """
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        ctr = counters or Counters.fresh(now)
+        # later entries win: drop earlier ones that a later one would delete
+        last_by_peers: dict[tuple[bytes, bytes], int] = {}
+        last_by_handle: dict[bytes, int] = {}
+        for i, c in enumerate(credentials):
+            last_by_peers[(c.id_i, c.id_r)] = i
+            last_by_handle[c.handle] = i
+        uids: list[str] = []
+        values: list[dict[str, Any]] = []
+        for i, c in enumerate(credentials):
+            uid = secrets.token_hex(16)
+            uids.append(uid)
+            if last_by_handle[c.handle] != i:
+                continue
+            if self.replace_same_peers and last_by_peers[(c.id_i, c.id_r)] != i:
+                continue
+            ptext = params_text(c.params)
+            kid, wrapped, paper = self._wrap(role, c, ptext)
+            values.append(
+                {
+                    "uid": uid, "role": role, "mode": c.mode.value, "handle": c.handle,
+                    "generation": c.generation, "key_id": kid, "secret_wrapped": wrapped,
+                    "paper_wrapped": paper, "id_i": c.id_i, "id_r": c.id_r, "params": ptext,
+                    "full_ike_at": ctr.full_ike_at, "last_used_at": ctr.last_used_at,
+                    "established_s": ctr.established_s, "bytes_total": ctr.bytes_total,
+                    "resumptions": ctr.resumptions, "created_at": now,
+                }
+            )  # fmt: skip
+        if not values:
+            return uids
+        with self._errors("upsert_full_ike_many"), self.engine.begin() as conn:
+            if self.replace_same_peers:
+                conn.execute(
+                    delete(_T).where(
+                        _T.c.role == role,
+                        _T.c.id_i == bindparam("b_id_i"),
+                        _T.c.id_r == bindparam("b_id_r"),
+                    ),
+                    [{"b_id_i": v["id_i"], "b_id_r": v["id_r"]} for v in values],
+                )
+            conn.execute(
+                delete(_T).where(_T.c.role == role, _T.c.handle == bindparam("b_handle")),
+                [{"b_handle": v["handle"]} for v in values],
+            )
+            conn.execute(insert(_T), values)
+            cap = self.policy.capacity
+            if cap is not None:
+                n = conn.execute(select(func.count()).select_from(_T)).scalar_one()
+                if n > cap:
+                    victims = (
+                        select(_T.c.id)
+                        .order_by(_T.c.last_used_at.asc(), _T.c.id.asc())
+                        .limit(n - cap)
+                    )
+                    ids = [r[0] for r in conn.execute(victims)]
+                    conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+        return uids
 
     def record_session(
         self, role: Role, handle: bytes, *, duration_s: float, nbytes: int, ended_at: float

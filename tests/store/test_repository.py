@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -212,6 +213,44 @@ def test_new_full_ike_replaces_the_peer_pairs_chain(store: Store) -> None:
     assert store.lookup(new.handle, NOW + 61) is not None
 
 
+def test_bulk_full_ike_equals_one_by_one(open_store: Callable[..., Store]) -> None:
+    one, bulk = open_store(), open_store()
+    bulk_creds = [make_credential(peer=f"p{i}.example") for i in range(6)]
+    same_peers = make_credential(peer="p1.example")  # replaces p1's chain
+    same_handle = Credential(
+        mode=bulk_creds[4].mode, handle=bulk_creds[2].handle, generation=0,
+        secret=bulk_creds[4].secret, id_i=bulk_creds[4].id_i, id_r=bulk_creds[4].id_r,
+        params=bulk_creds[4].params,
+    )  # fmt: skip  # same handle as p2's: replaces it
+    seq = [*bulk_creds, same_peers, same_handle]
+    for s in (one, bulk):  # an older chain of p0 already cached
+        s.upsert_full_ike("responder", make_credential(peer="p0.example"), NOW - H)
+    for c in seq:
+        one.upsert_full_ike("responder", c, NOW)
+    uids = bulk.upsert_full_ike_many("responder", seq, NOW)
+    assert len(uids) == len(seq) and len(set(uids)) == len(seq)
+
+    def content(s: Store) -> set[tuple[bytes, bytes, int]]:
+        with s.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT handle, id_i, generation FROM credentials")
+            return {(bytes(h), bytes(i), g) for h, i, g in rows}
+
+    assert content(one) == content(bulk)
+    assert len(content(bulk)) == 5  # p0 (new), p1 (new), p3, p4 (same_handle), p5
+    for c in (bulk_creds[0], same_peers, bulk_creds[3], same_handle, bulk_creds[5]):
+        r = bulk.lookup(c.handle, NOW)
+        assert r is not None and r.credential == c and r.counters == Counters.fresh(NOW)
+    for c in (bulk_creds[1], bulk_creds[4]):
+        assert bulk.lookup(c.handle, NOW) is None
+    # capacity applies once, at the end: least recently used first
+    bulk.policy = Policy(capacity=4)
+    more = [make_credential(peer=f"q{i}.example") for i in range(3)]
+    bulk.upsert_full_ike_many("responder", more, NOW + 10)
+    assert len(content(bulk)) == 4
+    for c in more:
+        assert bulk.lookup(c.handle, NOW + 10) is not None
+
+
 def test_capacity_evicts_least_recently_used(open_store: Callable[..., Store]) -> None:
     store = open_store(Policy(capacity=3))
     creds = [make_credential(peer=f"p{i}.example") for i in range(3)]
@@ -265,6 +304,53 @@ def test_group_commit_from_trio_tasks(store: Store) -> None:
     for i, c in final.items():
         r = store.lookup(c.handle, NOW)
         assert r is not None and r.credential == c and r.counters.resumptions == 5, i
+
+
+def test_group_commit_hands_over_one_scheduler_pass_at_once(store: Store) -> None:
+    """Accepts made in one trio scheduler pass form one transaction, whatever the worker
+    thread manages to grab meanwhile; ``max_batch`` still bounds a transaction."""
+    chains = [make_credential(peer=f"v{i}.example") for i in range(60)]
+    store.upsert_full_ike_many("responder", chains, NOW)
+
+    async def accept_all(committer: GroupCommitter, creds: list[Credential]) -> list[bool]:
+        out: list[bool] = []
+
+        async def one(c: Credential) -> None:
+            nxt = successor(c)
+            time.sleep(0.001)  # work that releases the GIL (a lookup, a syscall)
+            out.append(await committer.commit_ratchet(c.handle, c.generation, nxt, NOW))
+
+        async with trio.open_nursery() as n:
+            for c in creds:
+                n.start_soon(one, c)  # all run in the same scheduler pass
+        return out
+
+    with GroupCommitter(store) as committer:
+        assert trio.run(accept_all, committer, chains[:50]) == [True] * 50
+        assert committer.stats.transactions == 1 and committer.stats.largest_batch == 50
+    with GroupCommitter(store, max_batch=4) as committer:
+        assert trio.run(accept_all, committer, chains[50:]) == [True] * 10
+        assert committer.stats.transactions == 3 and committer.stats.largest_batch == 4
+
+
+def test_close_commits_what_the_trio_thread_submitted_in_the_same_pass(store: Store) -> None:
+    c0, d0 = make_credential(), make_credential(peer="bob.example")
+    store.upsert_full_ike_many("responder", [c0, d0], NOW)
+    c1, d1 = successor(c0), successor(d0)
+
+    async def main() -> list[bool]:
+        committer = GroupCommitter(store)
+        futs = [committer.submit(c0.handle, 0, c1, NOW), committer.submit(d0.handle, 0, d1, NOW)]
+        committer.close()  # before the hand-over callback had a chance to run
+        with pytest.raises(StoreError, match="closed"):
+            committer.submit(c1.handle, 1, successor(c1), NOW)
+        await trio.sleep(0)
+        return [f.result(timeout=10) for f in futs]
+
+    assert trio.run(main) == [True, True]
+    for c in (c1, d1):
+        r = store.lookup(c.handle, NOW)
+        assert r is not None and r.credential == c
 
 
 def test_group_commit_threads_and_errors(store: Store) -> None:
