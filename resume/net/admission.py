@@ -5,15 +5,28 @@ or database work, and it is where the overload policy lives.  Cheapest checks fi
 RFC 7296 header is read at raw offsets (no parsed object), then the per-source bucket, the
 global new-exchange budget and the pending-work bound.  Message 3 is never charged to the
 new-exchange budget and gets twice the pending room of message 1, so a flood of
-valid-looking message 1s cannot starve exchanges already under way.  The core re-validates
-everything it reads; this only decides whether it is worth reading.
+valid-looking message 1s cannot starve exchanges already under way.
+
+A message 1 whose handle the store reported unknown moments ago (the store link's memory
+of misses) is dropped here, before the core: a replayed or forged message 1 would otherwise
+cost a parse, the cookie PRF and a NACK -- about what a real resumption costs.  The peer
+that really holds an unknown handle got its NACK the first time; a quick retry with the
+same handle is dropped until the memory expires, then answered again.  Dropping can only
+refuse, never accept.  The core re-validates everything it reads; this only decides
+whether it is worth reading.
 """
 
 from __future__ import annotations
 
 from resume.net.config import LimitsSection
 from resume.net.ratelimit import SourceLimiter, TokenBucket
-from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, HEADER_LEN
+from resume.wire import (
+    EXCHANGE_IKE_RESUME,
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
+    HEADER_LEN,
+    PT_RESUME_HANDLE,
+)
 
 _FLAGS_MASK = FLAG_RESPONSE | FLAG_INITIATOR
 
@@ -21,7 +34,8 @@ _FLAGS_MASK = FLAG_RESPONSE | FLAG_INITIATOR
 class Admission:
     """Drop reasons for datagrams the core should not see (``None``: admit)."""
 
-    def __init__(self, limits: LimitsSection) -> None:
+    def __init__(self, limits: LimitsSection, misses: dict[bytes, float] | None = None) -> None:
+        """``misses``: handle -> until when the store is known not to have it (read only)."""
         self.sources = SourceLimiter(
             limits.per_source_rate,
             limits.per_source_burst,
@@ -34,6 +48,7 @@ class Admission:
         self.max_pending_new = limits.max_pending // 2
         #: set when the service drains: new exchanges are refused, message 3s still served
         self.draining = False
+        self.misses: dict[bytes, float] = misses if misses is not None else {}
 
     def admit(self, data: bytes, host: str, now: float, pending: int) -> str | None:
         """``pending``: the core's outstanding requests, counting those admitted this batch."""
@@ -51,6 +66,12 @@ class Admission:
         if data[23] == 0:
             if self.draining:
                 return "draining"
+            misses = self.misses
+            if misses and data[16] == PT_RESUME_HANDLE and len(data) >= HEADER_LEN + 4:
+                # first payload: 4-byte generic header (length includes it), then the handle
+                end = HEADER_LEN + (data[HEADER_LEN + 2] << 8 | data[HEADER_LEN + 3])
+                if misses.get(data[HEADER_LEN + 4 : end], 0.0) > now:
+                    return "unknown_handle_recent"
             if self.new_exchanges is not None and not self.new_exchanges.take(now):
                 return "rate_limited_new"
             if pending >= self.max_pending_new:

@@ -91,7 +91,6 @@ class ResponderService:
         self.installer = installer
         self._install_enabled = not isinstance(installer, NoInstaller)
         self.metrics = ServerMetrics()
-        self.admission = Admission(config.limits)
         self.link = StoreLink(
             store,
             self.metrics,
@@ -100,6 +99,7 @@ class ResponderService:
             group_commit_max=config.store.group_commit_max,
             inline_lookups=inline_lookups,
         )
+        self.admission = Admission(config.limits, self.link.misses)
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
         self.latency_samples: list[float] | None = None
         self.lanes: list[Lane] = []

@@ -57,8 +57,9 @@ class StoreLink:
         self.inline = store.dialect == "sqlite" if inline_lookups is None else inline_lookups
         self.reuse_seconds = reuse_seconds
         self.miss_seconds = miss_seconds
-        #: handle -> until when it is answered "unknown" without reading the store
-        self._misses: dict[bytes, float] = {}
+        #: handle -> until when it is answered "unknown" without reading the store (admission
+        #: reads it too: message 1s for these handles are dropped before the core)
+        self.misses: dict[bytes, float] = {}
         self.group_commit_max = group_commit_max
         self.committer: GroupCommitter | None = None
         self.ok = True
@@ -88,7 +89,7 @@ class StoreLink:
             self.metrics.cache.inc("hit_recent")
             lane.started[ev.handle] = now
             lane.responder.provide_credential(ev.token, hit[1], hit[2], now)
-        elif self._misses and self._misses.get(ev.handle, 0.0) > now:
+        elif self.misses and self.misses.get(ev.handle, 0.0) > now:
             self.metrics.cache.inc("miss_recent")
             lane.responder.provide_credential(ev.token, None, None, now)
         elif self.inline:
@@ -114,7 +115,7 @@ class StoreLink:
         if res is None or not res.allowed:
             self.metrics.cache.inc("miss" if res is None else "refused")
             if res is None and self.miss_seconds > 0:
-                misses = self._misses
+                misses = self.misses
                 if len(misses) >= MAX_TRACKED:
                     del misses[next(iter(misses))]  # the oldest
                 misses[ev.handle] = now + self.miss_seconds
