@@ -201,6 +201,10 @@ class Store:
         self._local = threading.local()
         self._hot: list[sqlite3.Connection] = []  # closed by close()
         self._sqlite_args: tuple[str, str, float] | None = None
+        # PostgreSQL lookups: one autocommit driver connection per thread (a pool checkout
+        # with its pre-ping round trip cost more than the lookup); commits keep the pool.
+        self._pg_hot: list[psycopg.Connection[Any]] = []
+        self._connect_timeout_s = 5.0
 
     @classmethod
     def open(
@@ -224,6 +228,7 @@ class Store:
             connect_timeout_s=connect_timeout_s,
         )
         store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
+        store._connect_timeout_s = connect_timeout_s
         if store.dialect == "sqlite":
             store._sqlite_args = (
                 str(engine.url.database),
@@ -242,6 +247,10 @@ class Store:
         return store
 
     def close(self) -> None:
+        pg_hot, self._pg_hot = self._pg_hot, []
+        for pconn in pg_hot:
+            with contextlib.suppress(psycopg.Error):
+                pconn.close()
         hot, self._hot = self._hot, []
         for conn in hot:
             with contextlib.suppress(sqlite3.Error):
@@ -299,6 +308,38 @@ class Store:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 self._hot.remove(hot)
                 hot.close()
+
+    def _pg_fetchone(self, op: str, sql: str, params: tuple[Any, ...]) -> Any:
+        """PostgreSQL: one row of a read-only statement on this thread's hot connection.
+
+        An idle connection the server dropped (restart, failover) is replaced once and
+        the SELECT redone -- it has no effect to repeat; any other failure, or a failure
+        on a fresh connection, is StoreUnavailable (the lookup fails closed).
+        """
+        for attempt in (0, 1):
+            conn: psycopg.Connection[Any] | None = getattr(self._local, "pgconn", None)
+            fresh = conn is None
+            try:
+                if conn is None:
+                    cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+                    conn = psycopg.connect(
+                        *cargs,
+                        **cparams,
+                        autocommit=True,
+                        connect_timeout=max(1, int(self._connect_timeout_s)),
+                    )
+                    self._local.pgconn = conn
+                    self._pg_hot.append(conn)
+                return conn.execute(sql, params).fetchone()
+            except psycopg.Error as e:
+                self._local.pgconn = None
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error, ValueError):
+                        self._pg_hot.remove(conn)
+                        conn.close()
+                if fresh or attempt:
+                    raise self._unavailable(op, e) from e
+        raise StoreUnavailable(f"{op}: unreachable")  # not reached
 
     @contextmanager
     def _raw(self, op: str) -> Iterator[Any]:
@@ -475,6 +516,12 @@ class Store:
                 self._drop_hot()
                 raise self._unavailable("lookup", e) from e
             return None if row is None else self._responder_result(handle, row, now)
+        if self._pg:
+            if role == "responder":
+                row = self._pg_fetchone("lookup", self._q(_SQL_LOOKUP_R), (handle,))
+                return None if row is None else self._responder_result(handle, row, now)
+            row = self._pg_fetchone("lookup", self._q(_SQL_LOOKUP), (role, handle))
+            return None if row is None else self._result(row, now)
         with self._raw("lookup") as raw:
             cur = raw.cursor()
             try:

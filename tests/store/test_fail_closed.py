@@ -191,6 +191,7 @@ def test_postgresql_going_away_then_back_loses_nothing() -> None:
                            Policy(), connect_timeout_s=1)  # fmt: skip
         c = make_credential()
         store.upsert_full_ike("responder", c, NOW)
+        assert store.lookup(c.handle, NOW) is not None  # opens the thread's hot connection
         pg.stop()
         with pytest.raises(StoreUnavailable):
             store.lookup(c.handle, NOW)
@@ -199,6 +200,12 @@ def test_postgresql_going_away_then_back_loses_nothing() -> None:
         pg.start_again()
         r = store.lookup(c.handle, NOW)
         assert r is not None and r.credential == c  # nothing lost, still generation 0
+        # a hot connection that died idle (server restart) is replaced transparently
+        assert store.lookup(c.handle, NOW) is not None
+        pg.stop()
+        pg.start_again()
+        r = store.lookup(c.handle, NOW)
+        assert r is not None and r.credential == c
         assert store.commit_ratchet(c.handle, 0, successor(c), NOW)
         store.close()
 
