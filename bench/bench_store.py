@@ -29,7 +29,7 @@ of the ``resume`` cells) -- the figure to hold against the 25,000/s target, sinc
 rates at low concurrency are bounded by the disk's sync latency instead.  A calibration
 (a pure-Python loop, a bare sqlite3 primary-key SELECT) describes the machine's speed.
 
-    python bench/bench_store.py [--seconds 2] [--records 10000] [--json] [--no-pg]
+    python bench/bench_store.py [--seconds 1.5] [--records 10000] [--json] [--no-pg]
 """
 
 from __future__ import annotations
@@ -314,8 +314,8 @@ def calibration(db_dir: str) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="per cell")
-    ap.add_argument("--max-accepts", type=int, default=120_000, help="per cell")
+    ap.add_argument("--seconds", type=float, default=1.5, help="per cell")
+    ap.add_argument("--max-accepts", type=int, default=80_000, help="per cell")
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--cpus", type=int, default=1, help="pin to this many CPUs (0 = no pin)")
     ap.add_argument("--no-pg", action="store_true")
