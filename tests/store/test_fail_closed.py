@@ -111,18 +111,19 @@ def test_edited_trusted_fields_are_refused(store: Store, column: str, value: obj
     ],
 )
 def test_wrongly_typed_sqlite_values_are_typed_errors(
-    store: Store, column: str, value: object
+    tmp_path: Path, keyring: Keyring, column: str, value: object
 ) -> None:
     """SQLite stores any type in any column: a hand-edited row must still fail closed
-    with a StoreError (never a TypeError from deep inside decoding, never a credential)."""
-    if store.dialect != "sqlite":
-        pytest.skip("PostgreSQL's typed columns refuse these edits")
+    with a StoreError (never a TypeError from deep inside decoding, never a credential).
+    (SQLite only: PostgreSQL's typed columns refuse these edits.)"""
+    store = Store.open(str(tmp_path / "cache.db"), keyring, Policy())
     c = make_credential()
     store.upsert_full_ike("responder", c, NOW)
     _tamper(store, f"UPDATE credentials SET {column} = ?", value)
     with pytest.raises((CorruptRecord, MasterKeyError)):
         store.lookup(c.handle, NOW)
     assert _count(store) == 1
+    store.close()
 
 
 def test_edited_traffic_selectors_are_refused(store: Store) -> None:
