@@ -163,3 +163,10 @@ def test_find_record_by_uid_or_handle(store: Store) -> None:
     assert a is not None and a == b and a.handle == c.handle.hex()
     assert "secret" not in str(a.to_json())
     assert find_record(store, "nope", NOW) is None
+
+
+def test_schema_head_constant_is_alembics_head() -> None:
+    """Opening a store skips alembic when the database is at SCHEMA_HEAD: keep them equal."""
+    from store.engine import SCHEMA_HEAD, head_revision
+
+    assert head_revision() == SCHEMA_HEAD
