@@ -15,6 +15,22 @@ from collections.abc import Sequence
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = ("resume.commands", "store.cli", "ikeshim.cli", "analysis.cli")
 
+#: Which module registers each subcommand.  ``main`` imports only the owner of the
+#: subcommand it runs (``ikeresume resume`` is on the path of shell scripts that fall back
+#: to a full IKE: every millisecond of start-up counts); ``--help``, no command or an
+#: unknown one import them all.  tests/test_startup.py checks this table against what
+#: the modules really register.
+COMMAND_OWNERS = {
+    "demo": "resume.commands",
+    "serve": "resume.commands",
+    "resume": "resume.commands",
+    "cache": "store.cli",
+    "harvest": "ikeshim.cli",
+    "xfrm": "ikeshim.cli",
+    "analyze": "analysis.cli",
+    "synth": "analysis.cli",
+}
+
 # Exit codes shared by every subcommand (documented in the README).
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -23,19 +39,25 @@ EXIT_FALLBACK = 3  # resumption refused or timed out: caller must run a full IKE
 EXIT_CONFIG = 4
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` (a known subcommand) only its owner's."""
     parser = argparse.ArgumentParser(
         prog="ikeresume",
         description="Resume IPsec sessions from cached credentials without a full IKE.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNERS.get(command or "")
+    for name in (owner,) if owner else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    # The only top-level option is -h: a first word not starting with "-" is the command.
+    first = argv[0] if argv and not argv[0].startswith("-") else None
+    parser = build_parser(first)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
