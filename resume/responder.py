@@ -195,6 +195,11 @@ class Responder:
         #: tick -> X25519 key of that tick: random, kept for the current and previous tick
         #: only, then forgotten (forward secrecy even if the server secret leaks later).
         self._tick_keys: dict[int, tuple[X25519PrivateKey, bytes]] = {}
+        #: tick -> {initiator's X25519 share: shared secret} computed for message 2, taken
+        #: (once) by message 3 so the exchange costs one X25519 operation, not two.  Erased
+        #: with the tick key it was computed from: it never outlives the key that could
+        #: recompute it, so forward secrecy is unchanged.
+        self._tick_shared: dict[int, dict[bytes, bytes]] = {}
         #: When the oldest tick key must go (checked per datagram: one float comparison).
         self._erase_at = math.inf
         self._tick_s = config.cookie_tick_seconds
@@ -274,6 +279,7 @@ class Responder:
         """Erase X25519 keys of ticks before ``tick`` (past runs stay secret)."""
         for old in [t for t in self._tick_keys if t < tick]:
             del self._tick_keys[old]
+            self._tick_shared.pop(old, None)
         self._erase_at = (min(self._tick_keys) + 2) * self._tick_s if self._tick_keys else math.inf
 
     def provide_credential(
@@ -422,7 +428,14 @@ class Responder:
             if tk is None:
                 return None
             priv, ke_r = tk
-            dh = ks.x25519_shared_untrusted(priv, init.ke)
+            shared = self._tick_shared.setdefault(tick, {})
+            if create_key:  # message 1: compute, keep for message 3 (bounded per tick)
+                dh = ks.x25519_shared_untrusted(priv, init.ke)
+                if len(shared) < self.config.response_cache_size:
+                    shared[init.ke] = dh
+            else:  # message 3: the secret message 2 was built with, or recompute
+                cached = shared.pop(init.ke, None)
+                dh = ks.x25519_shared_untrusted(priv, init.ke) if cached is None else cached
         return ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many), ke_r
 
     @staticmethod

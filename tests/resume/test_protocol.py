@@ -523,3 +523,49 @@ def test_credential_cache_saves_the_second_lookup_and_stays_safe() -> None:
 def test_credential_cache_size_is_validated() -> None:
     with pytest.raises(LocalProtocolError):
         ResponderConfig(credential_cache_size=-1)
+
+
+def test_one_x25519_per_exchange_and_the_kept_secret_goes_with_its_tick_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resume import keyschedule as ks
+
+    calls: list[bytes] = []
+    real = ks.x25519_shared_untrusted
+
+    def counted(private: Any, peer_public: bytes) -> bytes:
+        calls.append(peer_public)
+        return real(private, peer_public)
+
+    monkeypatch.setattr(ks, "x25519_shared_untrusted", counted)
+    cred = simulated_full_ike()
+    tick = ResponderConfig().cookie_tick_seconds
+    t0 = 10 * tick + 0.01
+    pair = ConnectionPair.create(ResponderConfig(lookup_timeout=100.0), SECRET)
+    pair.table.add(cred)
+    resp_calls = 0
+
+    def count_responder(direction: str, data: bytes) -> bool:
+        nonlocal resp_calls
+        if direction == "i2r":
+            before = len(calls)
+            pair.responder.receive_datagram(data, CLIENT_ADDR, t0)
+            answer_events(pair.responder, pair.table, t0)
+            resp_calls += len(calls) - before
+            return False
+        return True
+
+    ie, _, _ = pair.run(Initiator(cred), t0, count_responder)
+    assert len(completes(ie)) == 1
+    assert resp_calls == 1  # message 3 reused message 1's shared secret
+    assert not any(pair.responder._tick_shared.values())  # taken once by message 3
+
+    # an exchange abandoned after message 2: its secret is erased with the tick key
+    init = Initiator(ie[0].successor, InitiatorConfig(timeout=1000.0))
+    init.initiate(t0)
+    [(m1, _)] = init.datagrams_to_send(t0)
+    pair.responder.receive_datagram(m1, CLIENT_ADDR, t0)
+    answer_events(pair.responder, pair.table, t0)
+    assert sum(map(len, pair.responder._tick_shared.values())) == 1
+    pair.responder.handle_timer(t0 + 2 * tick + 0.1)
+    assert not pair.responder._tick_shared and not pair.responder._tick_keys
