@@ -72,6 +72,8 @@ _AWAIT_CREDENTIAL_1 = SlotState.AWAIT_CREDENTIAL_1
 _AWAIT_CREDENTIAL_3 = SlotState.AWAIT_CREDENTIAL_3
 #: A response cache entry: message 2 as sent, expiry, tick of message 1, responder values.
 _CachedResponse = tuple[bytes, float, int, ks.ResponderValues]
+#: A run kept from message 1 for message 3: X25519 shared secret, credential, N_R, secrets.
+_KeptRun = tuple[bytes, Credential, bytes, ks.RunSecrets]
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,12 @@ class Responder:
         #: tick -> X25519 key of that tick: random, kept for the current and previous tick
         #: only, then forgotten (forward secrecy even if the server secret leaks later).
         self._tick_keys: dict[int, tuple[X25519PrivateKey, bytes]] = {}
-        #: tick -> {initiator's X25519 share: shared secret} computed for message 2, taken
-        #: (once) by message 3 so the exchange costs one X25519 operation, not two.  Erased
-        #: with the tick key it was computed from: it never outlives the key that could
-        #: recompute it, so forward secrecy is unchanged.
-        self._tick_shared: dict[int, dict[bytes, bytes]] = {}
+        #: tick -> {message 1: (X25519 shared secret, credential, N_R, run secrets)} as
+        #: computed for message 2, taken (once) by message 3, so an exchange costs one X25519
+        #: operation and one HKDF-Extract, not two.  Erased with the tick key they were
+        #: computed from: never kept longer than the key that could recompute them, so
+        #: forward secrecy is unchanged.
+        self._tick_runs: dict[int, dict[bytes, _KeptRun]] = {}
         #: When the oldest tick key must go (checked per datagram: one float comparison).
         self._erase_at = math.inf
         self._tick_s = config.cookie_tick_seconds
@@ -279,7 +282,7 @@ class Responder:
         """Erase X25519 keys of ticks before ``tick`` (past runs stay secret)."""
         for old in [t for t in self._tick_keys if t < tick]:
             del self._tick_keys[old]
-            self._tick_shared.pop(old, None)
+            self._tick_runs.pop(old, None)
         self._erase_at = (min(self._tick_keys) + 2) * self._tick_s if self._tick_keys else math.inf
 
     def provide_credential(
@@ -428,14 +431,21 @@ class Responder:
             if tk is None:
                 return None
             priv, ke_r = tk
-            shared = self._tick_shared.setdefault(tick, {})
+            runs = self._tick_runs.setdefault(tick, {})
             if create_key:  # message 1: compute, keep for message 3 (bounded per tick)
                 dh = ks.x25519_shared_untrusted(priv, init.ke)
-                if len(shared) < self.config.response_cache_size:
-                    shared[init.ke] = dh
-            else:  # message 3: the secret message 2 was built with, or recompute
-                cached = shared.pop(init.ke, None)
-                dh = ks.x25519_shared_untrusted(priv, init.ke) if cached is None else cached
+                rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many)
+                if len(runs) < self.config.response_cache_size:
+                    runs[init.raw] = (dh, cred, values.nonce_r, rs)
+                return rs, ke_r
+            # message 3: what message 2 was built with (same tick key and share), or recompute
+            kept = runs.pop(init.raw, None)
+            if kept is None:
+                dh = ks.x25519_shared_untrusted(priv, init.ke)
+            elif kept[1] is cred and kept[2] == values.nonce_r:
+                return kept[3], ke_r
+            else:  # another credential record or address: the shared secret still holds
+                dh = kept[0]
         return ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many), ke_r
 
     @staticmethod

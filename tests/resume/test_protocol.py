@@ -525,40 +525,54 @@ def test_credential_cache_size_is_validated() -> None:
         ResponderConfig(credential_cache_size=-1)
 
 
+@pytest.mark.parametrize("same_object", [True, False])
 def test_one_x25519_per_exchange_and_the_kept_secret_goes_with_its_tick_key(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, same_object: bool
 ) -> None:
+    import dataclasses
+
     from resume import keyschedule as ks
 
-    calls: list[bytes] = []
-    real = ks.x25519_shared_untrusted
+    calls: list[str] = []
 
-    def counted(private: Any, peer_public: bytes) -> bytes:
-        calls.append(peer_public)
-        return real(private, peer_public)
+    def counted(name: str) -> None:
+        real = getattr(ks, name)
 
-    monkeypatch.setattr(ks, "x25519_shared_untrusted", counted)
+        def wrapper(*args: Any) -> Any:
+            calls.append(name)
+            return real(*args)
+
+        monkeypatch.setattr(ks, name, wrapper)
+
+    counted("x25519_shared_untrusted")
+    counted("run_secrets")
+    r_events: list[Event] = []
     cred = simulated_full_ike()
     tick = ResponderConfig().cookie_tick_seconds
     t0 = 10 * tick + 0.01
     pair = ConnectionPair.create(ResponderConfig(lookup_timeout=100.0), SECRET)
     pair.table.add(cred)
-    resp_calls = 0
+    resp_calls: list[str] = []
 
     def count_responder(direction: str, data: bytes) -> bool:
-        nonlocal resp_calls
         if direction == "i2r":
+            if data[20:24] == b"\x00\x00\x00\x01" and not same_object:
+                # message 3 is answered with an equal record read anew: recomputed secrets
+                pair.table.records[cred.handle] = dataclasses.replace(cred)
             before = len(calls)
             pair.responder.receive_datagram(data, CLIENT_ADDR, t0)
-            answer_events(pair.responder, pair.table, t0)
-            resp_calls += len(calls) - before
+            r_events.extend(answer_events(pair.responder, pair.table, t0))
+            resp_calls.extend(calls[before:])
             return False
         return True
 
     ie, _, _ = pair.run(Initiator(cred), t0, count_responder)
-    assert len(completes(ie)) == 1
-    assert resp_calls == 1  # message 3 reused message 1's shared secret
-    assert not any(pair.responder._tick_shared.values())  # taken once by message 3
+    [ci], [cr] = completes(ie), completes(r_events)
+    assert (ci.sa.i_to_r, ci.sa.r_to_i, ci.successor) == (cr.sa.i_to_r, cr.sa.r_to_i, cr.successor)
+    # message 3 reused message 1's shared secret, and its run secrets for the same record
+    assert resp_calls.count("x25519_shared_untrusted") == 1
+    assert resp_calls.count("run_secrets") == (1 if same_object else 2)
+    assert not any(pair.responder._tick_runs.values())  # taken once by message 3
 
     # an exchange abandoned after message 2: its secret is erased with the tick key
     init = Initiator(ie[0].successor, InitiatorConfig(timeout=1000.0))
@@ -566,6 +580,6 @@ def test_one_x25519_per_exchange_and_the_kept_secret_goes_with_its_tick_key(
     [(m1, _)] = init.datagrams_to_send(t0)
     pair.responder.receive_datagram(m1, CLIENT_ADDR, t0)
     answer_events(pair.responder, pair.table, t0)
-    assert sum(map(len, pair.responder._tick_shared.values())) == 1
+    assert sum(map(len, pair.responder._tick_runs.values())) == 1
     pair.responder.handle_timer(t0 + 2 * tick + 0.1)
-    assert not pair.responder._tick_shared and not pair.responder._tick_keys
+    assert not pair.responder._tick_runs and not pair.responder._tick_keys
