@@ -249,11 +249,17 @@ class LoadStats:
 class LoadGen:
     """Many concurrent Initiators over non-blocking sockets from distinct loopback sources."""
 
-    def __init__(self, server: tuple[str, int], pool: list[Slot], sources: int) -> None:
+    def __init__(
+        self, server: tuple[str, int], pool: list[Slot], sources: int, x25519: bool = True
+    ) -> None:
+        """``x25519``: the initiators offer an X25519 share (the default of InitiatorConfig and
+        of deployments): the responder then does one X25519 operation per resumption."""
         self.server = server
         self.pool = pool
         self.next_slot = 0
-        self.cfg = InitiatorConfig(initial_rto=0.2, max_retransmits=3, timeout=2.0)
+        self.cfg = InitiatorConfig(
+            initial_rto=0.2, max_retransmits=3, timeout=2.0, use_x25519=x25519
+        )
         self.sel = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
         for i in range(sources):
@@ -607,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
         help="legit resumptions/s in the flood test (default 25%% of capacity)",
     )
     ap.add_argument("--no-strongswan", action="store_true")
+    ap.add_argument(
+        "--no-x25519",
+        action="store_true",
+        help="clients offer no X25519 share (default: they do, as InitiatorConfig does)",
+    )
     ap.add_argument("--quick", action="store_true", help="short phases, for iteration (~40 s)")
     ap.add_argument("--json", metavar="PATH", default=str(DEFAULT_JSON), help="%(default)s")
     ap.add_argument(
@@ -639,14 +650,15 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ikr-bench-") as wd:
         key_line, pool = seed(wd, args.pool)
-        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES)
+        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES, x25519=not args.no_x25519)
         try:
             cap = phase(wd, key_line, gen, args.duration, None)
             us = cap["server"]["us_cpu_per_resumption"]
             achieved = cap["client"]["rate"]
             cap["one_core_capacity_per_s"] = round(1e6 / us, 0)
             print(
-                f"capacity: achieved {achieved:.0f} resumptions/s (client cpu "
+                f"capacity ({'no ' if args.no_x25519 else ''}X25519 from clients): "
+                f"achieved {achieved:.0f} resumptions/s (client cpu "
                 f"{cap['client']['cpu_util']:.0%}); responder {us:.0f} us CPU per resumption "
                 f"=> {1e6 / us:.0f}/s per core; durable commits in "
                 f"{cap['server']['commit_transactions']} transactions; by thread (us): "
@@ -833,7 +845,7 @@ def profile_run(args: argparse.Namespace) -> int:
     """Where the responder's CPU goes under closed-loop load (for optimization work)."""
     with tempfile.TemporaryDirectory(prefix="ikr-prof-") as wd:
         key_line, pool = seed(wd, args.pool)
-        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES)
+        gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES, x25519=not args.no_x25519)
         try:
             r = phase(wd, key_line, gen, args.duration, None, profile=True)
         finally:
@@ -843,7 +855,8 @@ def profile_run(args: argparse.Namespace) -> int:
             shutil.copy(raw, Path(args.json).with_suffix(".pyspy.txt"))
     p = r["profile"]
     print(
-        f"profiled capacity phase: {r['client']['rate']:.0f} resumptions/s achieved; "
+        f"profiled capacity phase ({'no ' if args.no_x25519 else ''}X25519 from clients): "
+        f"{r['client']['rate']:.0f} resumptions/s achieved; "
         f"responder {r['server']['us_cpu_per_resumption']} us CPU per resumption (all threads)"
     )
     print("us CPU per resumption by thread:", p["thread_us_per_resumption"])
