@@ -5,7 +5,8 @@ credential store and the kernel meet it: ``udp`` (socket loop), ``admission`` (w
 reach the core: header peek, fairness, overload) with ``ratelimit`` (its token buckets),
 ``lane`` (one socket + its responder + the inbox other threads post to), ``storelink``
 (answering the core's lookups and commits), ``server`` (the responder service's lifecycle
-and loops), ``server_secret``, ``client`` (the initiator side), ``config``, ``metrics``,
-``health``, ``hooks``, ``demo`` (the loopback deployment of ``ikeresume demo``) and ``cli``
-(the ``serve`` and ``resume`` subcommands).
+and loops), ``gctune`` (the garbage collector's thresholds while serving),
+``server_secret``, ``client`` (the initiator side), ``config``, ``metrics``, ``health``,
+``hooks``, ``demo`` (the loopback deployment of ``ikeresume demo``) and ``cli`` (the
+``serve`` and ``resume`` subcommands).
 """

@@ -38,6 +38,7 @@ from resume.events import (
 from resume.net import logs
 from resume.net.admission import Admission
 from resume.net.config import ConfigError, ServeConfig, responder_config
+from resume.net.gctune import SERVE_GC_THRESHOLD, serving_gc
 from resume.net.health import HealthServer
 from resume.net.hooks import Installer, InstallError, NoInstaller, make_installer
 from resume.net.lane import Lane
@@ -69,8 +70,12 @@ class ResponderService:
         clock: Callable[[], float] = time.time,
         reuse_port: bool = False,
         inline_lookups: bool | None = None,
+        gc_threshold: tuple[int, int, int] | None = SERVE_GC_THRESHOLD,
     ) -> None:
-        """``inline_lookups``: answer lookups on the event loop (default: SQLite only)."""
+        """``inline_lookups``: answer lookups on the event loop (default: SQLite only).
+        ``gc_threshold``: the collector's thresholds while serving (:mod:`.gctune`; ``None``
+        leaves them alone)."""
+        self.gc_threshold = gc_threshold
         self.config = config
         self.store = store
         self.clock = clock
@@ -167,37 +172,42 @@ class ResponderService:
         self._bind()
         self.link.open()
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                if self.config.http.listen:
-                    health = HealthServer(self.config.http.listen, self._routes())
-                    self.http_port = await nursery.start(health.serve)
-                recv_scopes = [trio.CancelScope() for _ in self.lanes]
-                for lane, scope in zip(self.lanes, recv_scopes, strict=True):
-                    nursery.start_soon(self._recv_loop, lane, scope)
-                    nursery.start_soon(self._service_loop, lane)
-                    if not self.link.inline:
-                        nursery.start_soon(self.link.lookup_loop, lane, self.clock)
-                nursery.start_soon(self.link.probe_loop, self.clock)
-                self.metrics.ready.set(1)
-                logs.event(
-                    logging.INFO,
-                    "serving",
-                    listen=[str(a) for a in self.config.server.listen],
-                    bound=[f"{h}:{p}" for h, p in self.addresses],
-                    http_port=self.http_port,
-                    install=self.config.install.mode,
-                )
-                task_status.started(self)
-                await self._stop.wait()
-                await self._drain(recv_scopes)
-                nursery.cancel_scope.cancel()
+            with serving_gc(self.gc_threshold):
+                await self._serve(task_status)
         finally:
             self.metrics.ready.set(0)
             await self.link.close()
             for lane in self.lanes:
                 lane.endpoint.close()
             logs.event(logging.INFO, "stopped", pending=self.pending)
+
+    async def _serve(self, task_status: trio.TaskStatus[ResponderService]) -> None:
+        """The nursery of one service run (under the collector settings of :meth:`run`)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.config.http.listen:
+                health = HealthServer(self.config.http.listen, self._routes())
+                self.http_port = await nursery.start(health.serve)
+            recv_scopes = [trio.CancelScope() for _ in self.lanes]
+            for lane, scope in zip(self.lanes, recv_scopes, strict=True):
+                nursery.start_soon(self._recv_loop, lane, scope)
+                nursery.start_soon(self._service_loop, lane)
+                if not self.link.inline:
+                    nursery.start_soon(self.link.lookup_loop, lane, self.clock)
+            nursery.start_soon(self.link.probe_loop, self.clock)
+            self.metrics.ready.set(1)
+            logs.event(
+                logging.INFO,
+                "serving",
+                listen=[str(a) for a in self.config.server.listen],
+                bound=[f"{h}:{p}" for h, p in self.addresses],
+                http_port=self.http_port,
+                install=self.config.install.mode,
+            )
+            task_status.started(self)
+            await self._stop.wait()
+            await self._drain(recv_scopes)
+            nursery.cancel_scope.cancel()
 
     def shutdown(self) -> None:
         """Begin a graceful stop (idempotent, callable from a signal handler task)."""
