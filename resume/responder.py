@@ -355,14 +355,22 @@ class Responder:
         del self._slots[token]
         return slot
 
-    def _new_slot(self, slot: _Slot) -> int | None:
+    def _take_token(self) -> int | None:
+        """A token for one more pending exchange, or None (counted) when max_pending is full."""
         if len(self._slots) >= self.config.max_pending:
             self.stats["drop_overload"] += 1
             return None
         token = self._next_token
         self._next_token += 1
-        self._slots[token] = slot
         return token
+
+    def _ask_credential(self, slot: _Slot, key: bytes, addr: Address, counter: str) -> None:
+        """Park ``slot`` and ask the application for the credential under ``key``."""
+        token = self._take_token()
+        if token is not None:
+            self._slots[token] = slot
+            self.stats[counter] += 1
+            self._events.append(CredentialNeeded(token, key, addr))
 
     def _send(self, data: bytes, addr: Address) -> None:
         self._outbox.append((data, addr))
@@ -486,10 +494,7 @@ class Responder:
             self._prf.values(tick, addr, req.raw),
             tick,
         )
-        token = self._new_slot(slot)
-        if token is not None:
-            self.stats["msg1"] += 1
-            self._events.append(CredentialNeeded(token, req.handle, addr))
+        self._ask_credential(slot, req.handle, addr, "msg1")
 
     def _answer_hardened_init(
         self, slot: _Slot, req: HardenedInit, cred: Credential, lt: Lifetimes, now: float
@@ -569,19 +574,13 @@ class Responder:
         )
         cached = self._cred_cache.pop(init.handle, None) if self._cred_cache else None
         if cached is not None and now < cached[2]:
-            if len(self._slots) >= self.config.max_pending:
-                self.stats["drop_overload"] += 1
-                return
-            token = self._next_token
-            self._next_token += 1
-            self.stats["msg3"] += 1
-            self.stats["credential_cache_hit"] += 1
-            self._answer_hardened_auth(token, slot, req, cached[0], cached[1], now)
+            token = self._take_token()
+            if token is not None:
+                self.stats["msg3"] += 1
+                self.stats["credential_cache_hit"] += 1
+                self._answer_hardened_auth(token, slot, req, cached[0], cached[1], now)
             return
-        new_token = self._new_slot(slot)
-        if new_token is not None:
-            self.stats["msg3"] += 1
-            self._events.append(CredentialNeeded(new_token, init.handle, addr))
+        self._ask_credential(slot, init.handle, addr, "msg3")
 
     def _answer_hardened_auth(
         self,
@@ -650,10 +649,7 @@ class Responder:
             self._prf.values(tick, addr, req.raw),
             tick,
         )
-        token = self._new_slot(slot)
-        if token is not None:
-            self.stats["msg1"] += 1
-            self._events.append(CredentialNeeded(token, req.id_i, addr))
+        self._ask_credential(slot, req.id_i, addr, "msg1")
 
     def _answer_paper_init(
         self, slot: _Slot, req: PaperInit, cred: Credential, lt: Lifetimes, now: float
@@ -701,13 +697,10 @@ class Responder:
         slot.sa = ks.paper_sa_pair("responder", cred, half.lifetimes)
         slot.generation = cred.generation
         slot.successor = ks.paper_successor(cred)
-        if len(self._slots) >= self.config.max_pending:
-            self.stats["drop_overload"] += 1
-            return
-        token = self._next_token
-        self._next_token += 1
-        self.stats["msg3"] += 1
-        self._commit(token, slot)
+        token = self._take_token()
+        if token is not None:
+            self.stats["msg3"] += 1
+            self._commit(token, slot)
 
     def describe(self) -> dict[str, Any]:
         """Counters and table sizes (no secrets) for metrics endpoints."""
