@@ -52,7 +52,7 @@ from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions, install_sa_pair, remove_sa_pair
 from ikeshim.xfrm import XfrmOps
 from resume.initiator import InitiatorConfig
-from resume.net.client import ResumeResult, resume_once
+from resume.net.client import ResumeResult, advance_after, resume_once
 from resume.net.udp import Addr
 from store.errors import StoreError
 from store.repository import LookupResult, Store
@@ -211,18 +211,11 @@ async def resume_and_install(
     timings["exchange"] = t2 - t1
     if not ex.resumed or ex.sa is None or ex.successor is None or ex.used_handle is None:
         return ResumeInstallResult(ex.outcome, ex, detail=ex.detail, timings=timings)
-    used_h, used_g, succ = ex.used_handle, ex.used_generation or 0, ex.successor
 
     def ratchet() -> bool:
-        # One durable transaction.  No confirm_initiator first (resume_with_store does one):
-        # when the current generation was used, message 2 proved the responder holds it, and
-        # advance_initiator itself overwrites the kept older generation with the one just
-        # used, in the same row update -- the end state is identical and a second fsync'd
-        # transaction bought nothing.  (When the kept previous generation was used, neither
-        # path confirms anything.)
         t = time.perf_counter()
         try:
-            return store.advance_initiator(used_h, used_g, succ, clock())
+            return advance_after(store, ex, clock())
         finally:
             timings["ratchet"] = time.perf_counter() - t
 

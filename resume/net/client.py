@@ -147,6 +147,22 @@ def _drain(
         ini.receive_datagram(data, server, clock())
 
 
+def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
+    """Ratchet the initiator's record after ``result`` resumed: ONE durable transaction.
+
+    The successor becomes current and the generation just used is kept as the previous one
+    (the responder may not have received message 3).  No confirm_initiator first: when the
+    current generation was used, advance_initiator overwrites the older kept generation with
+    it in the same row update, so a confirm would only add a second fsync'd transaction for
+    the same end state.  False when the record moved meanwhile.
+    """
+    if result.used_handle is None or result.successor is None:
+        raise ValueError("advance_after needs a resumed result")
+    return store.advance_initiator(
+        result.used_handle, result.used_generation or 0, result.successor, now
+    )
+
+
 async def resume_with_store(
     store: Store,
     id_r: bytes,
@@ -183,16 +199,8 @@ async def resume_with_store(
     )
     if not result.resumed or result.successor is None or result.used_handle is None:
         return result
-    used_h, used_g, succ = result.used_handle, result.used_generation or 0, result.successor
-
-    def ratchet() -> bool:
-        if used_h == cred.handle and res.previous is not None:
-            # message 2 for the current generation proves the responder holds it
-            store.confirm_initiator(used_h, used_g)
-        return store.advance_initiator(used_h, used_g, succ, clock())
-
     try:
-        advanced = await trio.to_thread.run_sync(ratchet)
+        advanced = await trio.to_thread.run_sync(lambda: advance_after(store, result, clock()))
     except StoreError as e:
         return ResumeResult("store_error", result.elapsed, detail=f"ratchet: {e}")
     if not advanced:
