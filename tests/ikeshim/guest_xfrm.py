@@ -9,8 +9,6 @@ import dataclasses
 import errno
 import os
 import socket
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -45,6 +43,7 @@ from ikeshim.xfrm import (
     XfrmState,
 )
 from resume.sa import Lifetimes, Mode, TrafficSelector
+from tests.ikeshim.caps import run_without_net_admin
 from tests.ikeshim.pairs import SUITES, make_pair, make_params
 
 
@@ -407,19 +406,7 @@ def check_permission_error_without_cap_net_admin() -> str:
         "except XfrmPermissionError as e:\n"
         "    print('PERM', e)\n"
     )
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--inh-caps=-net_admin",
-            "--bounding-set=-net_admin",
-            sys.executable,
-            "-c",
-            code,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_without_net_admin(code)
     assert out.stdout.startswith("PERM"), (out.stdout, out.stderr)
     assert "CAP_NET_ADMIN" in out.stdout
     return out.stdout.strip()

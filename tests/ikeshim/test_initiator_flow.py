@@ -25,24 +25,15 @@ from ikeshim.xfrm import XfrmOps
 from ikeshim.xfrm.client import _RequestBuilder
 from resume.initiator import InitiatorConfig
 from store.errors import StoreUnavailable
-from store.keys import Keyring, MasterKey
-from store.repository import Store
-from tests.resume.net.conftest import ID_R, CaptureInstaller, Env, id_i
+from tests.resume.net.conftest import ID_R, CaptureInstaller, Env, id_i, open_env
 
 FAST = InitiatorConfig(initial_rto=0.1, max_retransmits=3, timeout=1.5)
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    """Server and client SQLite stores (the responder service tests' environment)."""
-    kr = Keyring([MasterKey.generate()])
-    ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
-    cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
-    try:
-        yield Env(tmp_path, kr, ss, cs)
-    finally:
-        ss.close()
-        cs.close()
+    """The responder service tests' environment (server and client SQLite stores)."""
+    yield from open_env(tmp_path)
 
 
 class RecordingXfrm(XfrmOps):

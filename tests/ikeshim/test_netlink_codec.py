@@ -8,8 +8,6 @@ import os
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given
@@ -43,6 +41,7 @@ from ikeshim.xfrm import (
     encode_state,
 )
 from tests.conftest import require
+from tests.ikeshim.caps import run_without_net_admin
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -245,21 +244,7 @@ def test_permission_error_on_the_host_kernel_without_cap_net_admin() -> None:
         "except XfrmPermissionError as e:\n"
         "    print('PERM', e)\n"
     )
-    out = subprocess.run(
-        [
-            "setpriv",
-            "--inh-caps=-net_admin",
-            "--bounding-set=-net_admin",
-            sys.executable,
-            "-c",
-            code,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
+    out = run_without_net_admin(code, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
     assert out.stdout.startswith("PERM"), (out.stdout, out.stderr)
     assert "CAP_NET_ADMIN / root" in out.stdout
 

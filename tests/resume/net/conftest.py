@@ -87,6 +87,11 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
+    yield from open_env(tmp_path)
+
+
+def open_env(tmp_path: Path) -> Iterator[Env]:
+    """Server and client SQLite stores under one fresh keyring, closed afterwards."""
     kr = Keyring([MasterKey.generate()])
     ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
     cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
