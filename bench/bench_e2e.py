@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -43,14 +45,7 @@ from ikeshim.testbed import run_in_uml, strongswan_available, uml_available  # n
 
 
 def machine() -> dict[str, object]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

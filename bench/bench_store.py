@@ -48,6 +48,7 @@ from typing import Any
 
 import sqlalchemy
 import trio
+from benchlib import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,14 +65,7 @@ TARGET = 25_000
 
 
 def machine(db_dir: str) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_model
+
 CHARON = "/usr/lib/ipsec/charon"
 SUITES = ("psk-x25519", "rsa-modp2048")
 _PROPOSALS = {
@@ -67,12 +69,7 @@ class StrongswanResult:
 
 def machine_description() -> dict[str, Any]:
     """What the figures were measured on (kept next to every figure in the JSON)."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model() or "unknown"
     mem_kib = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
