@@ -52,7 +52,7 @@ from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions, install_sa_pair, remove_sa_pair
 from ikeshim.xfrm import XfrmOps
 from resume.initiator import InitiatorConfig
-from resume.net.client import ResumeResult, advance_after, resume_once
+from resume.net.client import ResumeResult, advance_after, no_credential_reason, resume_cached
 from resume.net.udp import Addr
 from store.errors import StoreError
 from store.repository import LookupResult, Store
@@ -194,19 +194,9 @@ async def resume_and_install(
     t1 = time.perf_counter()
     timings["lookup"] = t1 - t0
     if res is None or res.credential is None:
-        why = "no cached credential" if res is None else f"policy refuses: {res.refusal}"
-        return ResumeInstallResult("no_credential", detail=why, timings=timings)
-    cred = res.credential
-    ex = await resume_once(
-        cred,
-        server,
-        config=config,
-        previous=res.previous,
-        lifetimes=res.lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
+        detail = no_credential_reason(res)
+        return ResumeInstallResult("no_credential", detail=detail, timings=timings)
+    ex = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
     t2 = time.perf_counter()
     timings["exchange"] = t2 - t1
     if not ex.resumed or ex.sa is None or ex.successor is None or ex.used_handle is None:

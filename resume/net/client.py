@@ -30,7 +30,7 @@ from resume.initiator import Initiator, InitiatorConfig
 from resume.net.udp import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
 from store.errors import StoreError
-from store.repository import Store
+from store.repository import LookupResult, Store
 
 Outcome = Literal["resumed", "nack", "timeout", "network", "no_credential", "store_error"]
 
@@ -147,6 +147,35 @@ def _drain(
         ini.receive_datagram(data, server, clock())
 
 
+def no_credential_reason(res: LookupResult | None) -> str:
+    """Why an initiator lookup that gave no credential gave none (the outcome's detail)."""
+    return "no cached credential" if res is None else f"policy refuses: {res.refusal}"
+
+
+async def resume_cached(
+    res: LookupResult,
+    server: Addr,
+    *,
+    config: InitiatorConfig | None = None,
+    natt: bool = False,
+    local: Addr | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ResumeResult:
+    """One exchange with a looked-up credential, its kept previous generation and lifetimes."""
+    if res.credential is None:
+        raise ValueError("resume_cached needs a lookup that found a credential")
+    return await resume_once(
+        res.credential,
+        server,
+        config=config,
+        previous=res.previous,
+        lifetimes=res.lifetimes,
+        natt=natt,
+        local=local,
+        clock=clock,
+    )
+
+
 def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
     """Ratchet the initiator's record after ``result`` resumed: ONE durable transaction.
 
@@ -184,19 +213,8 @@ async def resume_with_store(
     except StoreError as e:
         return ResumeResult("store_error", 0.0, detail=str(e))
     if res is None or res.credential is None:
-        why = "no cached credential" if res is None else f"policy refuses: {res.refusal}"
-        return ResumeResult("no_credential", 0.0, detail=why)
-    cred = res.credential
-    result = await resume_once(
-        cred,
-        server,
-        config=config,
-        previous=res.previous,
-        lifetimes=res.lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
+        return ResumeResult("no_credential", 0.0, detail=no_credential_reason(res))
+    result = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
     if not result.resumed or result.successor is None or result.used_handle is None:
         return result
     try:
