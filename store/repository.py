@@ -27,6 +27,7 @@ from math import isfinite as _isfinite
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import (
+    Connection,
     Engine,
     Table,
     bindparam,
@@ -834,18 +835,7 @@ class Store:
                     created_at=now,
                 )
             )
-            cap = self.policy.capacity
-            if cap is not None:
-                n = conn.execute(select(func.count()).select_from(_T)).scalar_one()
-                if n > cap:
-                    victims = (
-                        select(_T.c.id)
-                        .where(_T.c.uid != uid)
-                        .order_by(_T.c.last_used_at.asc(), _T.c.id.asc())
-                        .limit(n - cap)
-                    )
-                    ids = [r[0] for r in conn.execute(victims)]
-                    conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+            self._evict_beyond_capacity(conn, keep_uid=uid)
         return uid
 
     def upsert_full_ike_many(
@@ -912,18 +902,23 @@ class Store:
                 [{"b_handle": v["handle"]} for v in values],
             )
             conn.execute(insert(_T), values)
-            cap = self.policy.capacity
-            if cap is not None:
-                n = conn.execute(select(func.count()).select_from(_T)).scalar_one()
-                if n > cap:
-                    victims = (
-                        select(_T.c.id)
-                        .order_by(_T.c.last_used_at.asc(), _T.c.id.asc())
-                        .limit(n - cap)
-                    )
-                    ids = [r[0] for r in conn.execute(victims)]
-                    conn.execute(delete(_T).where(_T.c.id.in_(ids)))
+            self._evict_beyond_capacity(conn)
         return uids
+
+    def _evict_beyond_capacity(self, conn: Connection, keep_uid: str | None = None) -> None:
+        """LRU: delete the least recently used records beyond policy.capacity (same txn)."""
+        cap = self.policy.capacity
+        if cap is None:
+            return
+        n = conn.execute(select(func.count()).select_from(_T)).scalar_one()
+        if n <= cap:
+            return
+        victims = select(_T.c.id)
+        if keep_uid is not None:
+            victims = victims.where(_T.c.uid != keep_uid)
+        victims = victims.order_by(_T.c.last_used_at.asc(), _T.c.id.asc()).limit(n - cap)
+        ids = [r[0] for r in conn.execute(victims)]
+        conn.execute(delete(_T).where(_T.c.id.in_(ids)))
 
     def record_session(
         self, role: Role, handle: bytes, *, duration_s: float, nbytes: int, ended_at: float
