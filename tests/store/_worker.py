@@ -14,6 +14,7 @@ import sys
 
 import trio
 
+from resume.credential import Credential
 from store.committer import GroupCommitter
 from store.keys import Keyring
 from store.repository import Store
@@ -27,16 +28,22 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
-def crash(url: str, keyline: str, sync: str) -> None:
-    store = Store.open(url, Keyring.from_text(keyline), sqlite_synchronous=sync)
-    with store.engine.connect() as conn:
-        handles = [bytes(h) for (h,) in conn.exec_driver_sql("SELECT handle FROM credentials")]
+def _current(store: Store, handles: list[bytes]) -> list[Credential]:
+    """The current credential of each handle; exits if setup left one missing."""
     creds = []
     for h in handles:
         r = store.lookup(h, NOW)
         if r is None or r.credential is None:
             raise SystemExit("setup record missing")
         creds.append(r.credential)
+    return creds
+
+
+def crash(url: str, keyline: str, sync: str) -> None:
+    store = Store.open(url, Keyring.from_text(keyline), sqlite_synchronous=sync)
+    with store.engine.connect() as conn:
+        handles = [bytes(h) for (h,) in conn.exec_driver_sql("SELECT handle FROM credentials")]
+    creds = _current(store, handles)
 
     async def chain(committer: GroupCommitter, idx: list[int]) -> None:
         cur = [creds[i] for i in idx]
@@ -62,12 +69,7 @@ def race(url: str, keyline: str, handles_file: str, via: str, seed: str) -> None
     store = Store.open(url, Keyring.from_text(keyline))
     with open(handles_file) as f:
         handles = [bytes.fromhex(x) for x in f.read().split()]
-    creds = []
-    for h in handles:
-        r = store.lookup(h, NOW)
-        if r is None or r.credential is None:
-            raise SystemExit("setup record missing")
-        creds.append(r.credential)
+    creds = _current(store, handles)
     succs = [successor(c) for c in creds]
     order = list(range(len(creds)))
     random.Random(seed).shuffle(order)  # each process its own order: they cross everywhere
