@@ -113,6 +113,40 @@ _SQL_RATCHET = (
 )
 #: Position of the WHERE clause's handle in a _SQL_RATCHET parameter row.
 _RATCHET_HANDLE_PARAM = 7
+
+
+def ratchet_policy_guard(policy: Policy) -> tuple[str, tuple[tuple[bool, float], ...]]:
+    """The ratchet's extra WHERE terms: the record must still satisfy ``policy`` at commit.
+
+    The lookup for message 1 judged the record when the exchange began, possibly from a
+    copy kept in memory; between then and message 3 a lifetime may have run out or
+    accounting from another process may have crossed a data or established limit.  Putting
+    :meth:`Policy.check` into the compare-and-set makes the durable commit, not any earlier
+    read, the decision.  Returns the SQL (empty when no limit is set) and, per ``?``
+    pair, whether it takes ``now`` before the limit.  The terms are the negation of
+    :meth:`Policy.check`'s refusals, with the same arithmetic (IEEE doubles on both sides);
+    a NULL or NaN counter (a corrupt row) satisfies none of them, so it is refused.
+    """
+    terms: list[str] = []
+    args: list[tuple[bool, float]] = []
+    ages = [lim for lim in (policy.max_chain_age, policy.clocked) if lim is not None]
+    if ages:
+        terms.append("? - full_ike_at < ?")
+        args.append((True, min(ages)))
+    for column, lim in (
+        ("established_s", policy.established),
+        ("bytes_total", policy.data),
+        ("resumptions", policy.max_resumptions),
+    ):
+        if lim is not None:
+            terms.append(f"{column} < ?")
+            args.append((False, lim))
+    if policy.idle is not None:
+        terms.append("? - last_used_at < ?")
+        args.append((True, policy.idle))
+    return "".join(f" AND {t}" for t in terms), tuple(args)
+
+
 _SQL_ADVANCE = (
     "UPDATE credentials SET "
     "prev_handle = CASE WHEN handle = ? AND generation = ? THEN handle ELSE prev_handle END, "
@@ -225,6 +259,8 @@ class Store:
         # with its pre-ping round trip cost more than the lookup); commits keep the pool.
         self._pg_hot: list[psycopg.Connection[Any]] = []
         self._connect_timeout_s = 5.0
+        #: (policy, guarded ratchet SQL, guard recipe), see :meth:`_ratchet_sql`
+        self._ratchet_cache: tuple[Policy, str, tuple[tuple[bool, float], ...]] | None = None
 
     @classmethod
     def open(
@@ -608,13 +644,16 @@ class Store:
     def commit_ratchet(
         self, handle: bytes, generation: int, successor: Credential, now: float
     ) -> bool:
-        """Responder: accept ``successor`` iff the record is still at (handle, generation)."""
+        """Responder: accept ``successor`` iff the record is still at (handle, generation)
+        and the policy still allows a resumption of it at ``now``."""
         return self.commit_ratchet_many([RatchetRequest(handle, generation, successor, now)])[0]
 
     def commit_ratchet_many(self, reqs: Sequence[RatchetRequest]) -> list[bool]:
         """Many compare-and-sets in ONE transaction; returns only after it is durable.
 
-        Each result says whether that request won its CAS.  Requests for the same
+        Each result says whether that request won its CAS: the record is still at
+        (handle, generation) and :attr:`policy` still allows it at the request's ``now``
+        (see :func:`ratchet_policy_guard`).  Requests for the same
         (handle, generation) in one batch: the first wins, later ones see the new row.
         (SQLite applies a batch in order; PostgreSQL in handle order, so that responders
         sharing it cannot deadlock -- there a request for another request's successor in
@@ -625,6 +664,7 @@ class Store:
         if not reqs:
             return []
         kr = self._need_keyring()
+        sql, guard = self._ratchet_sql()
         # one getrandom() for the whole batch's nonces instead of one per successor
         nonces = os.urandom(NONCE_LEN * len(reqs))
         rows = []
@@ -644,15 +684,26 @@ class Store:
                     paper_keys_bytes(s.paper_keys),
                     record_aad(b"paper", "responder", mode, s.handle, s.generation, binding),
                 )
-            rows.append(
-                (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
-                 r.generation, mode, s.id_i, s.id_r, ptext)
-            )  # fmt: skip
+            row = (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
+                   r.generation, mode, s.id_i, s.id_r, ptext)  # fmt: skip
+            if guard:
+                now = r.now
+                for with_now, lim in guard:
+                    row += (now, lim) if with_now else (lim,)
+            rows.append(row)
         if self._pg:
-            return self._ratchet_pg(rows)
-        return self._ratchet_sqlite(rows)
+            return self._ratchet_pg(sql, rows)
+        return self._ratchet_sqlite(sql, rows)
 
-    def _ratchet_sqlite(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_sql(self) -> tuple[str, tuple[tuple[bool, float], ...]]:
+        """``_SQL_RATCHET`` guarded by the current policy (rebuilt if ``policy`` changes)."""
+        cached = self._ratchet_cache
+        if cached is None or cached[0] is not self.policy:
+            terms, guard = ratchet_policy_guard(self.policy)
+            cached = self._ratchet_cache = (self.policy, _SQL_RATCHET + terms, guard)
+        return cached[1], cached[2]
+
+    def _ratchet_sqlite(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
         """The batch in one ``BEGIN IMMEDIATE`` transaction on this thread's connection.
 
         Fast path: one ``executemany``; every statement changes at most one row (the
@@ -674,7 +725,7 @@ class Store:
             raw.execute("BEGIN IMMEDIATE")
             try:
                 try:
-                    changed = raw.executemany(_SQL_RATCHET, rows).rowcount
+                    changed = raw.executemany(sql, rows).rowcount
                 except sqlite3.IntegrityError:
                     changed = -1
                 if changed != n:
@@ -687,7 +738,7 @@ class Store:
                     try:
                         for p in rows:
                             try:
-                                cur.execute(_SQL_RATCHET, p)
+                                cur.execute(sql, p)
                                 out.append(cur.rowcount == 1)
                             except sqlite3.IntegrityError:  # successor handle collides
                                 out.append(False)
@@ -708,7 +759,7 @@ class Store:
             raise
         return out
 
-    def _ratchet_pg(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_pg(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
         """Batch CAS on PostgreSQL, rows locked in handle order.
 
         Two responders committing overlapping batches in different orders would wait on
@@ -717,16 +768,16 @@ class Store:
         finds the generation moved and refuses.
         """
         order = sorted(range(len(rows)), key=lambda i: rows[i][_RATCHET_HANDLE_PARAM])  # stable
-        sorted_out = self._ratchet_pg_ordered([rows[i] for i in order])
+        sorted_out = self._ratchet_pg_ordered(sql, [rows[i] for i in order])
         out = [False] * len(rows)
         for pos, i in enumerate(order):
             out[i] = sorted_out[pos]
         return out
 
-    def _ratchet_pg_ordered(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_pg_ordered(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
         import psycopg
 
-        sql = self._q(_SQL_RATCHET) + " RETURNING id"
+        sql = self._q(sql) + " RETURNING id"
         with self._raw("commit_ratchet") as raw:
             try:
                 out: list[bool] = []

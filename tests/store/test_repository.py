@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resume.credential import Credential
 from store.committer import GroupCommitter
@@ -97,6 +99,110 @@ def test_ratchet_refuses_successor_that_changes_the_record(store: Store) -> None
         store.commit_ratchet(c0.handle, 0, make_credential(2), NOW)
     r = store.lookup(c0.handle, NOW)
     assert r is not None and r.credential == c0
+
+
+@pytest.mark.parametrize(
+    ("policy", "allowed_at", "refused_at", "accounting"),
+    [
+        (Policy(clocked=2 * H), NOW + 2 * H - 1, NOW + 2 * H, None),
+        (Policy(max_chain_age=H), NOW + H - 1, NOW + H, None),
+        (Policy(idle=H, max_chain_age=None), NOW + H - 1, NOW + H, None),
+        # a disconnect report crossing the data / established limit between the lookup
+        # for message 1 and the commit of message 3 (e.g. from the harvest process)
+        (Policy(data=1000), NOW + 10, NOW + 10, (5, 1000)),
+        (Policy(established=600.0), NOW + 10, NOW + 10, (600, 0)),
+    ],
+)
+def test_ratchet_rechecks_the_policy_at_commit(
+    store: Store,
+    policy: Policy,
+    allowed_at: float,
+    refused_at: float,
+    accounting: tuple[int, int] | None,
+) -> None:
+    """The durable compare-and-set, not the earlier lookup, decides: a record the policy
+    no longer allows at commit time is not ratcheted (and stays as it was)."""
+    store.policy = policy
+    c0, d0 = make_credential(), make_credential(peer="bob.example")
+    store.upsert_full_ike("responder", c0, NOW)
+    store.upsert_full_ike("responder", d0, NOW)
+    looked = store.lookup(c0.handle, NOW + 1)
+    assert looked is not None and looked.allowed  # message 1 was answered
+    if accounting is not None:
+        secs, nbytes = accounting
+        assert store.record_session(
+            "responder", c0.handle, duration_s=secs, nbytes=nbytes, ended_at=NOW + 2
+        )
+    # one batch: the refused request does not spoil the allowed one
+    res = store.commit_ratchet_many(
+        [
+            RatchetRequest(c0.handle, 0, successor(c0), refused_at),
+            RatchetRequest(d0.handle, 0, successor(d0), allowed_at),
+        ]
+    )
+    assert res == [False, True]
+    with store.engine.connect() as conn:
+        gen = conn.exec_driver_sql(
+            "SELECT generation FROM credentials WHERE handle = ?"
+            if store.dialect == "sqlite"
+            else "SELECT generation FROM credentials WHERE handle = %s",
+            (c0.handle,),
+        ).scalar_one()
+    assert gen == 0  # c0's record did not move
+
+
+_LIMIT = st.one_of(st.none(), st.floats(0, 10 * H, allow_nan=False))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    clocked=_LIMIT,
+    chain=_LIMIT,
+    idle=_LIMIT,
+    established=_LIMIT,
+    data=st.one_of(st.none(), st.integers(0, 10**6)),
+    max_res=st.one_of(st.none(), st.integers(0, 5)),
+    age=st.floats(0, 10 * H, allow_nan=False),
+    since_use=st.floats(0, 10 * H, allow_nan=False),
+    est=st.floats(0, 10 * H, allow_nan=False),
+    nbytes=st.integers(0, 10**6),
+    resumptions=st.integers(0, 5),
+)
+def test_commit_guard_agrees_with_policy_check(
+    store: Store,
+    clocked: float | None,
+    chain: float | None,
+    idle: float | None,
+    established: float | None,
+    data: int | None,
+    max_res: int | None,
+    age: float,
+    since_use: float,
+    est: float,
+    nbytes: int,
+    resumptions: int,
+) -> None:
+    """The SQL guard is :meth:`Policy.check` exactly, boundaries and float arithmetic
+    included, on both databases."""
+    policy = Policy(clocked=clocked, max_chain_age=chain, idle=idle, established=established,
+                    data=data, max_resumptions=max_res)  # fmt: skip
+    store.policy = policy
+    counters = Counters(NOW - age, NOW - since_use, est, nbytes, resumptions)
+    c0 = make_credential()
+    uid = store.upsert_full_ike("responder", c0, NOW - age)
+    with store.engine.begin() as conn:
+        q = (
+            "UPDATE credentials SET full_ike_at = ?, last_used_at = ?, established_s = ?, "
+            "bytes_total = ?, resumptions = ? WHERE uid = ?"
+        )
+        conn.exec_driver_sql(
+            q if store.dialect == "sqlite" else q.replace("?", "%s"),
+            (counters.full_ike_at, counters.last_used_at, est, nbytes, resumptions, uid),
+        )
+    won = store.commit_ratchet(c0.handle, 0, successor(c0), NOW)
+    assert won == policy.allows(counters, NOW)
 
 
 def test_batch_with_duplicate_accepts_exactly_one(store: Store) -> None:
