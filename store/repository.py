@@ -684,7 +684,7 @@ class Store:
                     paper_keys_bytes(s.paper_keys),
                     record_aad(b"paper", "responder", mode, s.handle, s.generation, binding),
                 )
-            row = (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
+            row: tuple[Any, ...] = (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
                    r.generation, mode, s.id_i, s.id_r, ptext)  # fmt: skip
             if guard:
                 now = r.now

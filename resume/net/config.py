@@ -90,7 +90,6 @@ class StoreSection:
     key_file: str = ""
     sqlite_synchronous: str = "FULL"
     group_commit_max: int = 256
-    lookup_reuse_seconds: float = 2.0
     miss_reuse_seconds: float = 1.0
 
 
@@ -145,6 +144,13 @@ _SECTIONS: dict[str, type] = {
     "log": LogSection,
 }
 _DURATIONS = {"shutdown_grace", "hook_timeout"}
+#: keys that existed once: a config that still has one gets told what replaced it
+_REPLACED = {
+    ("store", "lookup_reuse_seconds"): (
+        "was replaced: message 3 now reuses message 1's credential inside the protocol "
+        "core ([protocol] credential_cache_size, on by default); delete the line"
+    ),
+}
 _SIZES = {"socket_buffer"}
 _CHOICES = {
     ("install", "mode"): ("none", "hook", "xfrm"),
@@ -217,6 +223,8 @@ def _section(name: str, cls: type, table: Any) -> Any:
     kw: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
+            if (name, key) in _REPLACED:
+                raise ConfigError(f"[{name}] {key} {_REPLACED[name, key]}")
             raise ConfigError(f"[{name}] unknown key {key!r}{_suggest(key, known)}")
         kw[key] = _coerce(name, key, value, getattr(defaults, key))
     return cls(**kw)
@@ -289,17 +297,23 @@ def load_config(path: str | Path) -> ServeConfig:
         raise ConfigError(f"{p}: {e}") from None
 
 
+#: the service's ``[protocol] credential_cache_size`` unless configured (the library's is 0)
+SERVICE_CREDENTIAL_CACHE = 65536
+
+
 def responder_config(protocol: Mapping[str, Any]) -> ResponderConfig:
     """Build the core's ``ResponderConfig`` from the ``[protocol]`` table (ConfigError).
 
     Every key must be a field of the core's config with a value of its type: the core's
-    options are security-relevant (``allow_paper_mode``), so nothing is guessed.
+    options are security-relevant (``allow_paper_mode``), so nothing is guessed.  One
+    default differs from the library's: the service turns ``credential_cache_size`` on
+    (:data:`SERVICE_CREDENTIAL_CACHE`), so message 3 needs no second lookup.
     """
     from resume.errors import LocalProtocolError
     from resume.responder import ResponderConfig
 
     allowed = {f.name: f for f in fields(ResponderConfig) if f.name != "default_lifetimes"}
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"credential_cache_size": SERVICE_CREDENTIAL_CACHE}
     defaults = ResponderConfig()
     for key, value in dict(protocol).items():
         if key not in allowed:

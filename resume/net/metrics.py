@@ -145,8 +145,8 @@ class ServerMetrics:
         )
         self.cache = Counter(
             "ikeresume_cache_lookups_total",
-            "Credential lookups by result (hit, miss, refused, error; hit_recent and miss_recent "
-            "answered from memory)",
+            "Credential lookups by result (hit, miss, refused, error from the database; "
+            "miss_recent answered from memory)",
             ["result"],
         )
         self.commits = Counter(

@@ -99,7 +99,6 @@ class ResponderService:
         self.link = StoreLink(
             store,
             self.metrics,
-            reuse_seconds=config.store.lookup_reuse_seconds,
             miss_seconds=config.store.miss_reuse_seconds,
             group_commit_max=config.store.group_commit_max,
             inline_lookups=inline_lookups,
@@ -314,13 +313,11 @@ class ResponderService:
             elif isinstance(ev, ResumptionComplete):
                 self._completed(lane, ev, now)
             elif isinstance(ev, ResumptionFailed):
-                link.forget(ev.handle or b"")
                 self.metrics.exchanges.inc(ev.reason)
                 lane.started.pop(ev.handle or b"", None)
         self._update_gauges()
 
     def _completed(self, lane: Lane, ev: ResumptionComplete, now: float) -> None:
-        self.link.forget(ev.handle)
         self.metrics.exchanges.inc("resumed")
         t0 = lane.started.pop(ev.handle, None)
         if t0 is not None:

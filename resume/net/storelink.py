@@ -3,9 +3,9 @@
 * Lookups run inline on SQLite (a local indexed read is cheaper than a thread hop) and,
   elsewhere (PostgreSQL), in ONE worker-thread hop per batch: a per-lane lookup task takes
   every request queued meanwhile, so a burst of message 1s costs one hop, not one each.
-* A message 3 right after its message 1's allowed lookup reuses that answer for
-  ``lookup_reuse_seconds``: the durable compare-and-set on (handle, generation) still
-  decides, so a revoked or concurrently ratcheted record can never complete from the copy.
+* One lookup per resumption: message 3 reuses the credential message 1 was answered with
+  inside the protocol core (``[protocol] credential_cache_size``, on by default in the
+  service), so it never reaches this class.  The durable commit decides, not that copy.
 * Commits go to the store's :class:`~store.committer.GroupCommitter`; completions come back
   through the lane's inbox (one event-loop wake-up per durable transaction, not per accept),
   and the core hears ``commit_result`` only once its row is durable.
@@ -19,10 +19,8 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
 import trio
 
@@ -34,20 +32,19 @@ from store.committer import GroupCommitter
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
-#: bound on the per-lane latency bookkeeping and on the reused-lookup cache
+#: bound on the per-lane latency bookkeeping and on the remembered misses
 MAX_TRACKED = 65536
 _PROBE_HANDLE = b"\x00" * 16  # no credential has it
 
 
 class StoreLink:
-    """Lookups, reuse cache, commits and store health for every lane of one service."""
+    """Lookups, commits and store health for every lane of one service."""
 
     def __init__(
         self,
         store: Store,
         metrics: ServerMetrics,
         *,
-        reuse_seconds: float,
         group_commit_max: int,
         miss_seconds: float = 0.0,
         inline_lookups: bool | None = None,
@@ -55,7 +52,6 @@ class StoreLink:
         self.store = store
         self.metrics = metrics
         self.inline = store.dialect == "sqlite" if inline_lookups is None else inline_lookups
-        self.reuse_seconds = reuse_seconds
         self.miss_seconds = miss_seconds
         #: handle -> until when it is answered "unknown" without reading the store (admission
         #: reads it too: message 1s for these handles are dropped before the core)
@@ -63,8 +59,6 @@ class StoreLink:
         self.group_commit_max = group_commit_max
         self.committer: GroupCommitter | None = None
         self.ok = True
-        #: handle -> (when, credential, lifetimes) of recent allowed lookups (message 1's)
-        self._recent: OrderedDict[bytes, tuple[float, Any, Any]] = OrderedDict()
         #: lane name -> lookups waiting for that lane's worker-thread hop
         self._queued: dict[str, list[CredentialNeeded]] = {}
         self._ready: dict[str, trio.Event] = {}
@@ -83,13 +77,8 @@ class StoreLink:
 
     # -- lookups ---------------------------------------------------------------------------
     def lookup(self, lane: Lane, ev: CredentialNeeded, now: float) -> None:
-        """Answer now (reuse cache, inline store) or queue for the lane's lookup task."""
-        hit = self._recent.get(ev.handle)
-        if hit is not None and now - hit[0] < self.reuse_seconds:
-            self.metrics.cache.inc("hit_recent")
-            lane.started[ev.handle] = now
-            lane.responder.provide_credential(ev.token, hit[1], hit[2], now)
-        elif self.misses and self.misses.get(ev.handle, 0.0) > now:
+        """Answer now (remembered miss, inline store) or queue for the lane's lookup task."""
+        if self.misses and self.misses.get(ev.handle, 0.0) > now:
             self.metrics.cache.inc("miss_recent")
             lane.responder.provide_credential(ev.token, None, None, now)
         elif self.inline:
@@ -105,10 +94,6 @@ class StoreLink:
             if len(q) == 1:
                 self._ready.setdefault(lane.name, trio.Event()).set()
 
-    def forget(self, handle: bytes) -> None:
-        """The exchange ended: its reused lookup must not outlive it."""
-        self._recent.pop(handle, None)
-
     def _answer(
         self, lane: Lane, ev: CredentialNeeded, res: LookupResult | None, now: float
     ) -> None:
@@ -122,15 +107,6 @@ class StoreLink:
             lane.responder.provide_credential(ev.token, None, None, now)
             return
         self.metrics.cache.inc("hit")
-        started = lane.started
-        if len(started) > MAX_TRACKED:
-            started.clear()
-        started[ev.handle] = now  # the last lookup of a handle before completion is msg 3's
-        if self.reuse_seconds > 0:
-            recent = self._recent
-            if len(recent) >= MAX_TRACKED:
-                recent.popitem(last=False)
-            recent[ev.handle] = (now, res.credential, res.lifetimes)
         lane.responder.provide_credential(ev.token, res.credential, res.lifetimes, now)
 
     def _answer_error(self, lane: Lane, ev: CredentialNeeded, e: BaseException, now: float) -> None:
@@ -187,6 +163,10 @@ class StoreLink:
             lane.responder.commit_result(ev.token, False, now)
             return
         lane.outstanding_commits += 1
+        started = lane.started
+        if len(started) > MAX_TRACKED:
+            started.clear()
+        started[ev.handle] = now  # message 3 -> durable commit latency
         token = ev.token
         post = lane.post
         fut.add_done_callback(lambda f: post(("commit", token, f)))

@@ -21,8 +21,19 @@ from resume.net.udp import UdpEndpoint
 from resume.responder import Responder, ResponderConfig
 from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, PT_RESUME_HANDLE
 
-from .conftest import ID_R, Env, id_i
-from .test_service import FAST
+from .conftest import ID_R, Env, Relay, id_i, message_id
+from .test_service import FAST, _server_generation
+
+
+def _server_handle(env: Env, i: int) -> bytes:
+    con = sqlite3.connect(env.tmp / "server.db")
+    try:
+        row = con.execute(
+            "SELECT handle FROM credentials WHERE role='responder' AND id_i=?", (id_i(i),)
+        ).fetchone()
+    finally:
+        con.close()
+    return bytes(row[0])
 
 
 def _header(mid: int = 0, flags: int = FLAG_INITIATOR, version: int = 0x20) -> bytes:
@@ -172,3 +183,41 @@ def test_admission_drops_message_1_for_a_recently_unknown_handle() -> None:
     assert adm.admit(bytes(msg3), "10.0.0.1", 7.0, 0) is None  # only message 1 is filtered
     truncated = bytes(msg1[:30])
     assert adm.admit(truncated, "10.0.0.1", 7.0, 0) is None  # the core rejects it, typed
+
+
+async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery) -> None:
+    """Message 3 reuses message 1's credential inside the core (the service's default);
+    a record revoked between message 1 and message 3 is still refused, by the commit."""
+    env.seed(2)
+    svc = await env.start(nursery)
+    assert svc.responder_config.credential_cache_size > 0
+    server, cache = svc.addresses[0], svc.metrics.cache
+    for _round in range(2):
+        for i in range(2):
+            r = await resume_with_store(env.client_store, ID_R, server, id_i=id_i(i), config=FAST)
+            assert r.resumed
+    assert cache.get("hit") == 4  # message 1 only
+    assert sum(lane.responder.stats["credential_cache_hit"] for lane in svc.lanes) == 4
+    assert [_server_generation(env, i) for i in range(2)] == [2, 2]
+
+    # revoke peer 0 while its message 3 is held back: the commit, not the copy, decides
+    held: list[bytes] = []
+
+    def hold_msg3(direction: str, data: bytes) -> str:
+        if direction == "up" and message_id(data) == 1 and not held:
+            held.append(data)
+            return "hold"
+        return "pass"
+
+    relay = Relay(server, hold_msg3)
+    via = await relay.start(nursery)
+    one_shot = InitiatorConfig(initial_rto=0.1, max_retransmits=0, timeout=0.3)
+    r = await resume_with_store(env.client_store, ID_R, via, id_i=id_i(0), config=one_shot)
+    assert r.resumed  # the initiator completes when it sends message 3
+    assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1
+    await relay.release()
+    with trio.fail_after(5):
+        while svc.metrics.commits.get("conflict") < 1:
+            await trio.sleep(0.01)
+    assert _server_generation(env, 0) is None  # nothing was written back
+    assert svc.metrics.exchanges.get("resumed") == 4

@@ -18,6 +18,8 @@ def test_example_parses_and_equals_defaults() -> None:
     defaults = from_mapping({}, source=str(C.EXAMPLE))
     for section in ("server", "store", "limits", "install", "http", "log", "policy"):
         assert getattr(cfg, section) == getattr(defaults, section), section
+    # the documented [protocol] values are the service's defaults too
+    assert C.responder_config(cfg.protocol) == C.responder_config(defaults.protocol)
 
 
 def test_example_documents_every_option() -> None:
@@ -82,6 +84,7 @@ hook = "/bin/true --x"
         ("[log]\nlevel = 'loud'\n", "[log] level"),
         ("[server\n", "TOML syntax error"),
         ("[server]\nworkers = 2\nlisten = ['127.0.0.1:0']\n", "needs explicit ports"),
+        ("[store]\nlookup_reuse_seconds = 2.0\n", "credential_cache_size"),
     ],
 )
 def test_errors_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
