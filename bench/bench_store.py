@@ -8,8 +8,9 @@ fsync on) and each concurrency (1, 100 and 1000 accepts in flight), in the SAME 
 * baseline  -- the same path with ``max_batch=1``: one row per transaction, the plain way;
 * direct    -- (concurrency 1 only) ``Store.commit_ratchet`` called inline, no thread hop;
 * resume    -- the store's whole share of one resumption: ``Store.lookup`` at message 1,
-               again at message 3, then the group-committed CAS (what the responder
-               service does when its message-1-to-3 credential cache is off).
+               then the group-committed CAS, as the responder service does (message 3
+               reuses message 1's credential inside the protocol core); ``--lookups 2``
+               adds the message-3 read a core without that cache makes.
 
 Accepts come from trio tasks awaiting ``committer.commit_ratchet`` exactly as the responder
 service does; each accept is a compare-and-set of (handle, generation) with a successor
@@ -114,7 +115,7 @@ def populate(store: Store, n: int) -> list[Credential]:
 
 def run_cell(
     store: Store, creds: list[Credential], *, concurrency: int, mode: str, seconds: float,
-    max_accepts: int,
+    max_accepts: int, lookups_per_resumption: int = 1,
 ) -> tuple[dict[str, Any], list[Credential]]:  # fmt: skip
     """Time one configuration; returns the figures and the chains' new heads."""
     per_task = max(1, max_accepts // concurrency)
@@ -158,12 +159,12 @@ def run_cell(
                 return
             c = cur[i]
             t0 = time.perf_counter()
-            if resume:  # message 1 and message 3 each look the credential up
-                for _ in range(2):
+            if resume:  # message 1 (and, with --lookups 2, message 3) look it up
+                for _ in range(lookups_per_resumption):
                     r = store.lookup(c.handle, NOW)
                     if r is None or not r.allowed:
                         raise SystemExit("lookup failed during benchmark: store bug")
-                lookups += 2
+                lookups += lookups_per_resumption
             ok = await gc_.commit_ratchet(c.handle, c.generation, nxt, NOW)
             lat.append(time.perf_counter() - t0)
             done += 1
@@ -240,7 +241,8 @@ def bench_backend(
     name: str, url: str, args: argparse.Namespace, sync: str = "FULL"
 ) -> dict[str, Any]:
     kr = Keyring([MasterKey.generate()])
-    store = Store.open(url, kr, Policy(max_chain_age=None), sqlite_synchronous=sync)
+    # the service's default policy: the commit's compare-and-set re-checks it (its cost counts)
+    store = Store.open(url, kr, Policy(), sqlite_synchronous=sync)
     creds = populate(store, args.records)
     cells = []
     for conc, mode in CELLS:
@@ -250,7 +252,8 @@ def bench_backend(
         else:
             cap = args.max_accepts
         cell, creds = run_cell(store, creds, concurrency=conc, mode=mode,
-                               seconds=args.seconds, max_accepts=cap)  # fmt: skip
+                               seconds=args.seconds, max_accepts=cap,
+                               lookups_per_resumption=args.lookups)  # fmt: skip
         cells.append(cell)
         print(f"  {name:16} c={conc:<4} {mode:8} {cell['accepts_per_s']:>10,.0f}/s "
               f"cpu {cell['cpu_us_per_accept']:6.1f}us  batch {cell['mean_batch']}",
@@ -311,6 +314,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.5, help="per cell")
     ap.add_argument("--max-accepts", type=int, default=80_000, help="per cell")
     ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument("--lookups", type=int, choices=(1, 2), default=1,
+                    help="store lookups per resumption in the resume cells (default: %(default)s, "
+                         "as the service does)")  # fmt: skip
     ap.add_argument("--cpus", type=int, default=1, help="pin to this many CPUs (0 = no pin)")
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--pg-url", help="use this PostgreSQL instead of a private fsync=on one")
