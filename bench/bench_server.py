@@ -20,11 +20,17 @@ One run, side by side, on this machine:
 
 5. **UDP loop alone**: a trio echo server, ``await recvfrom`` vs non-blocking first.
 
+Phases 1-2 run ``--repeat`` times (default 3), interleaved, and so does the flood: this
+machine's speed varies by 20-40% between runs, so the capacity is the median round's, each
+ratio to strongSwan is taken within one round (then the median), and the flood target
+counts as met only if every round meets it.
+
 Every accept is durable before it counts.  Only loopback traffic; every loop is bounded.
 The run ends with one side-by-side table (ours, baseline, ratio, the issue's target) and
 writes ``bench/results/server.json``::
 
-    python bench/bench_server.py            # ~1.5-3 min: strongSwan, UDP loop, 4 phases
+    python bench/bench_server.py            # ~3-4 min: UDP loop, 3 x (strongSwan, capacity),
+                                            # latency at 50% and 90%, 3 x flood
     python bench/bench_server.py --quick    # short phases, fewer handshakes (iteration)
     python bench/bench_server.py --profile  # where the responder's CPU goes (py-spy):
                                             # core | store | shell, per thread
@@ -618,6 +624,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="clients offer no X25519 share (default: they do, as InitiatorConfig does)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of (strongSwan, capacity) and of the flood; medians reported, ratios "
+        "taken within a round (this machine varies by 20-40%% between runs)",
+    )
     ap.add_argument("--quick", action="store_true", help="short phases, for iteration (~40 s)")
     ap.add_argument("--json", metavar="PATH", default=str(DEFAULT_JSON), help="%(default)s")
     ap.add_argument(
@@ -628,18 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.duration, args.pool, args.handshakes = min(args.duration, 1.5), 1500, 40
+        args.repeat = 1
+    args.repeat = max(1, args.repeat)
     _pin(CLIENT_CPU)
     if args.profile:
         return profile_run(args)
     out: dict[str, Any] = {"machine": machine_description(), "config": vars(args)}
 
-    if not args.no_strongswan and strongswan_available():
-        ss = {s: measure_strongswan(s, args.handshakes) for s in ("psk-x25519", "rsa-modp2048")}
-        out["strongswan"] = {k: asdict(v) for k, v in ss.items()}
-        for k, v in ss.items():
-            print(f"strongSwan {k}: {v.us_per_handshake:.0f} us responder CPU per full handshake")
-    else:
-        ss = {}
+    with_ss = not args.no_strongswan and strongswan_available()
+    if not with_ss:
         print("strongSwan baseline skipped (needs root and charon)")
 
     out["udp_loop"] = udp = udp_loop(0.5 if args.quick else 2.0)
@@ -652,18 +662,31 @@ def main(argv: list[str] | None = None) -> int:
         key_line, pool = seed(wd, args.pool)
         gen = LoadGen(("127.0.0.1", 9), pool, LEGIT_SOURCES, x25519=not args.no_x25519)
         try:
-            cap = phase(wd, key_line, gen, args.duration, None)
+            rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            for k in range(args.repeat):
+                suites = ("psk-x25519", "rsa-modp2048") if with_ss else ()
+                ss_k = {s: measure_strongswan(s, args.handshakes) for s in suites}
+                for name, v in ss_k.items():
+                    print(f"round {k + 1}: strongSwan {name}: {v.us_per_handshake:.0f} us "
+                          "responder CPU per full handshake")  # fmt: skip
+                cap_k = phase(wd, key_line, gen, args.duration, None)
+                us_k = cap_k["server"]["us_cpu_per_resumption"]
+                cap_k["one_core_capacity_per_s"] = round(1e6 / us_k, 0)
+                print(
+                    f"round {k + 1}: capacity ({'no ' if args.no_x25519 else ''}X25519 from "
+                    f"clients): achieved {cap_k['client']['rate']:.0f} resumptions/s (client cpu "
+                    f"{cap_k['client']['cpu_util']:.0%}); responder {us_k:.0f} us CPU per "
+                    f"resumption => {1e6 / us_k:.0f}/s per core; durable commits in "
+                    f"{cap_k['server']['commit_transactions']} transactions; by thread (us): "
+                    f"{cap_k['server']['thread_us_per_resumption']}"
+                )
+                rounds.append((ss_k, cap_k))
+            # the round with the median responder CPU stands for the capacity; each ratio to
+            # strongSwan is taken within its own round, then the median of those is reported
+            by_us = sorted(rounds, key=lambda r: r[1]["server"]["us_cpu_per_resumption"])
+            ss, cap = by_us[len(by_us) // 2]
             us = cap["server"]["us_cpu_per_resumption"]
             achieved = cap["client"]["rate"]
-            cap["one_core_capacity_per_s"] = round(1e6 / us, 0)
-            print(
-                f"capacity ({'no ' if args.no_x25519 else ''}X25519 from clients): "
-                f"achieved {achieved:.0f} resumptions/s (client cpu "
-                f"{cap['client']['cpu_util']:.0%}); responder {us:.0f} us CPU per resumption "
-                f"=> {1e6 / us:.0f}/s per core; durable commits in "
-                f"{cap['server']['commit_transactions']} transactions; by thread (us): "
-                f"{cap['server']['thread_us_per_resumption']}"
-            )
             base = min(achieved, 1e6 / us)
             loads = {}
             for frac in (0.5, 0.9):
@@ -677,24 +700,52 @@ def main(argv: list[str] | None = None) -> int:
                     f"p99 {s['p99_ms']} ms"
                 )
             legit = args.flood_legit_rate or round(base * 0.25)
-            fl = phase(wd, key_line, gen, args.duration, legit, flood=10 * legit)
-            c = fl["client"]
-            print(
-                f"flood: legit {legit:.0f}/s + {10 * legit:.0f}/s garbage & replayed msg1 from "
-                f"{FLOOD_SOURCES} sources: success {c['success_ratio']:.4f}, p99 "
-                f"{c['latency_to_keys']['p99_ms']} ms; drops {fl['server']['drops']}; lookups "
-                f"{fl['server']['cache_lookups']}"
-            )
+            floods = []
+            for k in range(args.repeat):
+                fl = phase(wd, key_line, gen, args.duration, legit, flood=10 * legit)
+                c = fl["client"]
+                print(
+                    f"round {k + 1}: flood: legit {legit:.0f}/s + {10 * legit:.0f}/s garbage & "
+                    f"replayed msg1 from {FLOOD_SOURCES} sources: success "
+                    f"{c['success_ratio']:.4f}, p99 {c['latency_to_keys']['p99_ms']} ms; drops "
+                    f"{fl['server']['drops']}; lookups {fl['server']['cache_lookups']}"
+                )
+                floods.append(fl)
         finally:
             gen.close()
     out["capacity"] = cap
-    out["latency_at_load"] = loads
-    out["flood"] = {"legit_rate": legit, "flood_rate": 10 * legit, **fl}
-    if ss:
-        out["ratio_vs_strongswan"] = {
-            k: round(v.us_per_handshake / cap["server"]["us_cpu_per_resumption"], 2)
-            for k, v in ss.items()
+    out["capacity_rounds"] = [
+        {
+            "us_cpu_per_resumption": c["server"]["us_cpu_per_resumption"],
+            "achieved_per_s": c["client"]["rate"],
+            "strongswan_us_per_handshake": {k: v.us_per_handshake for k, v in s_.items()},
         }
+        for s_, c in rounds
+    ]
+    if ss:
+        out["strongswan"] = {k: asdict(v) for k, v in ss.items()}
+        out["ratio_vs_strongswan"] = {
+            k: round(
+                statistics.median(
+                    s_[k].us_per_handshake / c["server"]["us_cpu_per_resumption"]
+                    for s_, c in rounds
+                ),
+                2,
+            )
+            for k in ss
+        }
+    out["latency_at_load"] = loads
+    p99s = sorted(f["client"]["latency_to_keys"]["p99_ms"] for f in floods)
+    out["flood"] = {
+        "legit_rate": legit,
+        "flood_rate": 10 * legit,
+        "rounds": len(floods),
+        "p99_ms_by_round": [f["client"]["latency_to_keys"]["p99_ms"] for f in floods],
+        "worst_success_ratio": min(f["client"]["success_ratio"] for f in floods),
+        "median_p99_ms": statistics.median(p99s),
+        "worst_p99_ms": p99s[-1],
+        **floods[len(floods) // 2],
+    }
     out["summary"] = summary_rows(out, ss)
     print_summary(out["summary"], args.quick)
     if args.json:
@@ -709,10 +760,16 @@ def summary_rows(out: dict[str, Any], ss: dict[str, Any]) -> list[dict[str, str]
     cap = out["capacity"]
     us = cap["server"]["us_cpu_per_resumption"]
     per_core = cap["one_core_capacity_per_s"]
+    spread = sorted(r["us_cpu_per_resumption"] for r in out["capacity_rounds"])
     rows = [
         {
             "measure": "resumptions/s, one core, durable SQLite",
-            "ikeresume": f"{per_core:,.0f} (CPU bound; {cap['client']['rate']:,.0f} achieved)",
+            "ikeresume": f"{per_core:,.0f} (CPU bound; {cap['client']['rate']:,.0f} achieved)"
+            + (
+                f"; median of {len(spread)} rounds, {spread[0]:.0f}-{spread[-1]:.0f} us each"
+                if len(spread) > 1
+                else ""
+            ),
             "baseline": "",
             "ratio": "",
             "target": f">= {TARGETS['per_core']:,}",
@@ -741,17 +798,25 @@ def summary_rows(out: dict[str, Any], ss: dict[str, Any]) -> list[dict[str, str]
                 "measure": f"responder CPU vs strongSwan full IKEv2 ({suite})",
                 "ikeresume": f"{us:.0f} us/resumption",
                 "baseline": f"{ss[suite].us_per_handshake:.0f} us/handshake",
-                "ratio": f"1/{ratio:.1f}",
+                "ratio": f"1/{ratio:.1f}"
+                + (" (median of rounds)" if len(out["capacity_rounds"]) > 1 else ""),
                 "target": f"<= 1/{target}",
                 "met": "yes" if ratio >= target else "NO",
             }
         )
     fl = out["flood"]
-    ok, p99 = fl["client"]["success_ratio"], fl["client"]["latency_to_keys"]["p99_ms"]
+    # met only if every round meets it (the worst round is what a user can count on)
+    ok, p99 = fl["worst_success_ratio"], fl["worst_p99_ms"]
+    rounds = fl["rounds"]
     rows.append(
         {
             "measure": f"flood: legit {fl['legit_rate']:.0f}/s + 10x garbage/replayed msg1",
-            "ikeresume": f"success {ok:.4f}, p99 {p99:.2f} ms",
+            "ikeresume": (
+                f"success {ok:.4f}, p99 {p99:.2f} ms"
+                if rounds == 1
+                else f"worst of {rounds}: success {ok:.4f}, p99 {p99:.2f} ms "
+                f"(median p99 {fl['median_p99_ms']:.2f})"
+            ),
             "baseline": "",
             "ratio": "",
             "target": f">= {TARGETS['flood_ok']:.0%}, < {TARGETS['flood_p99_ms']:.0f} ms",
