@@ -23,29 +23,12 @@ import trio
 
 from resume.net.config import ListenAddr
 
-Addr = tuple[str, int]
-NON_ESP_MARKER = b"\x00\x00\x00\x00"
-NATT_KEEPALIVE = b"\xff"
-MAX_DATAGRAM = 65535
-
-
-def try_bypass_ipsec(sock: socket.socket) -> str | None:
-    """Exempt ``sock`` from IPsec policies, as charon does for its IKE sockets.
-
-    The SAs a resumption installs come with host-to-host policies that would otherwise
-    capture the next resumption attempt (and its NACK) once those SAs expire.  Needs
-    CAP_NET_ADMIN; returns why it could not be done (None on success) instead of raising,
-    because without kernel policies there is nothing to bypass.
-    """
-    try:
-        from ikeshim.xfrm import bypass_socket
-    except ImportError as e:  # pragma: no cover - ikeshim is part of the distribution
-        return f"ikeshim unavailable: {e}"
-    try:
-        bypass_socket(sock)
-    except Exception as e:  # ikeshim.errors.XfrmError (EPERM without CAP_NET_ADMIN, ...)
-        return str(e)
-    return None
+# re-exported: the framing lives in udpwire so the blocking client can skip trio
+from resume.net.udpwire import MAX_DATAGRAM as MAX_DATAGRAM
+from resume.net.udpwire import NATT_KEEPALIVE as NATT_KEEPALIVE
+from resume.net.udpwire import NON_ESP_MARKER as NON_ESP_MARKER
+from resume.net.udpwire import Addr as Addr
+from resume.net.udpwire import try_bypass_ipsec as try_bypass_ipsec
 
 
 def norm_addr(addr: tuple[object, ...]) -> Addr:
