@@ -11,23 +11,29 @@ Two levels:
   on success ratchets the store *before* returning the SA pair, so a crash after returning
   can never leave the store at a generation the responder has moved past.
 
-An IKE daemon embeds these; ``ikeresume resume`` wraps them (exit code 3 = run a full IKE).
+Each has a blocking twin (``resume_once_blocking``, ``resume_cached_blocking``,
+``resume_with_store_blocking``) that waits with ``selectors`` instead of trio and runs the
+store calls inline: ``ikeresume resume`` runs before every reconnection of a road warrior,
+and importing trio alone costs it 100-180 ms.  trio is imported only inside the async
+functions, so importing this module does not pull it in.
+
+An IKE daemon embeds these; ``ikeresume resume`` wraps the blocking ones (exit code 3 = run
+a full IKE).
 """
 
 from __future__ import annotations
 
+import selectors
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import trio
-
 from resume.credential import Credential
 from resume.events import FallbackToFullIKE, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
-from resume.net.udp import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
+from resume.net.udpwire import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
 from store.errors import StoreError
 from store.repository import LookupResult, Store
@@ -69,6 +75,120 @@ def _socket_for(server: Addr, local: Addr | None, bypass: bool) -> socket.socket
     return s
 
 
+class _Attempt:
+    """One Initiator over one connected socket: everything an attempt does except waiting.
+
+    The trio and the blocking client differ only in how they wait for the socket to become
+    readable; sending, the outcome, draining and the timers live here once, so the two
+    cannot drift apart.  The loop is: :meth:`step` (a result, or seconds to wait), wait for
+    readability at most that long, :meth:`after_wait`.
+    """
+
+    def __init__(
+        self,
+        credential: Credential,
+        server: Addr,
+        *,
+        config: InitiatorConfig | None,
+        previous: Credential | None,
+        lifetimes: Lifetimes | None,
+        natt: bool,
+        local: Addr | None,
+        bypass_ipsec: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.server = server
+        self.natt = natt
+        self.clock = clock
+        self.ini = Initiator(
+            credential, config, previous=previous, peer=server, lifetimes=lifetimes
+        )
+        self.sock = _socket_for(server, local, bypass_ipsec)
+        self.ini.initiate(clock())
+
+    def step(self) -> ResumeResult | float:
+        """Send what the core has queued; the outcome if there is one, else how long to wait."""
+        ini, clock = self.ini, self.clock
+        for data, _addr in ini.datagrams_to_send(clock()):
+            try:
+                self.sock.send(NON_ESP_MARKER + data if self.natt else data)
+            except BlockingIOError:
+                pass  # counts as a lost datagram: the core retransmits
+            except OSError as e:
+                # ECONNREFUSED from an earlier ICMP: treat like loss, keep trying
+                ini.stats[f"send_{type(e).__name__}"] += 1
+        ev = ini.next_event()
+        if isinstance(ev, ResumptionComplete):
+            return ResumeResult(
+                "resumed",
+                time.perf_counter() - self.t0,
+                sa=ev.sa,
+                used_handle=ev.handle,
+                used_generation=ev.generation,
+                successor=ev.successor,
+                retransmits=ini.stats["retransmit"],
+            )
+        if isinstance(ev, FallbackToFullIKE):
+            return ResumeResult(
+                ev.reason, time.perf_counter() - self.t0, retransmits=ini.stats["retransmit"]
+            )
+        deadline = ini.get_timer()
+        return 1.0 if deadline is None else max(0.0, deadline - clock())
+
+    def after_wait(self) -> None:
+        """Feed the core whatever arrived, then fire its timer if it is due."""
+        self._drain()
+        now = self.clock()
+        deadline = self.ini.get_timer()
+        if deadline is not None and now >= deadline:
+            self.ini.handle_timer(now)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.ini.stats["recv_error"] += 1  # ICMP port unreachable: like a lost datagram
+                return
+            if self.natt:
+                if data[:4] != NON_ESP_MARKER:
+                    continue
+                data = data[4:]
+            self.ini.receive_datagram(data, self.server, self.clock())
+
+
+def _open_attempt(
+    credential: Credential,
+    server: Addr,
+    *,
+    config: InitiatorConfig | None,
+    previous: Credential | None,
+    lifetimes: Lifetimes | None,
+    natt: bool,
+    local: Addr | None,
+    bypass_ipsec: bool,
+    clock: Callable[[], float],
+) -> _Attempt | ResumeResult:
+    """The attempt, or the ``network`` outcome when no socket could be set up."""
+    try:
+        return _Attempt(
+            credential,
+            server,
+            config=config,
+            previous=previous,
+            lifetimes=lifetimes,
+            natt=natt,
+            local=local,
+            bypass_ipsec=bypass_ipsec,
+            clock=clock,
+        )
+    except OSError as e:
+        return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
+
+
 async def resume_once(
     credential: Credential,
     server: Addr,
@@ -86,70 +206,77 @@ async def resume_once(
     ``bypass_ipsec`` exempts the socket from IPsec policies (needs CAP_NET_ADMIN; silently
     skipped without it): a previous session's policies must not capture this attempt.
     """
-    t0 = time.perf_counter()
-    ini = Initiator(credential, config, previous=previous, peer=server, lifetimes=lifetimes)
-    try:
-        sock = _socket_for(server, local, bypass_ipsec)
-    except OSError as e:
-        return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
-    with sock:
-        ini.initiate(clock())
+    import trio
+
+    att = _open_attempt(
+        credential,
+        server,
+        config=config,
+        previous=previous,
+        lifetimes=lifetimes,
+        natt=natt,
+        local=local,
+        bypass_ipsec=bypass_ipsec,
+        clock=clock,
+    )
+    if isinstance(att, ResumeResult):
+        return att
+    with att.sock:
         while True:
-            for data, _addr in ini.datagrams_to_send(clock()):
-                try:
-                    sock.send(NON_ESP_MARKER + data if natt else data)
-                except BlockingIOError:
-                    pass  # counts as a lost datagram: the core retransmits
-                except OSError as e:
-                    # ECONNREFUSED from an earlier ICMP: treat like loss, keep trying
-                    ini.stats[f"send_{type(e).__name__}"] += 1
-            ev = ini.next_event()
-            if isinstance(ev, ResumptionComplete):
-                return ResumeResult(
-                    "resumed",
-                    time.perf_counter() - t0,
-                    sa=ev.sa,
-                    used_handle=ev.handle,
-                    used_generation=ev.generation,
-                    successor=ev.successor,
-                    retransmits=ini.stats["retransmit"],
-                )
-            if isinstance(ev, FallbackToFullIKE):
-                return ResumeResult(
-                    ev.reason, time.perf_counter() - t0, retransmits=ini.stats["retransmit"]
-                )
-            deadline = ini.get_timer()
-            wait = 1.0 if deadline is None else max(0.0, deadline - clock())
-            with trio.move_on_after(wait):
-                await trio.lowlevel.wait_readable(sock)
-            _drain(sock, ini, natt, server, clock)
-            now = clock()
-            deadline = ini.get_timer()
-            if deadline is not None and now >= deadline:
-                ini.handle_timer(now)
+            step = att.step()
+            if isinstance(step, ResumeResult):
+                return step
+            with trio.move_on_after(step):
+                await trio.lowlevel.wait_readable(att.sock)
+            att.after_wait()
 
 
-def _drain(
-    sock: socket.socket, ini: Initiator, natt: bool, server: Addr, clock: Callable[[], float]
-) -> None:
-    while True:
-        try:
-            data = sock.recv(MAX_DATAGRAM)
-        except BlockingIOError:
-            return
-        except OSError:
-            ini.stats["recv_error"] += 1  # ICMP port unreachable: like a lost datagram
-            return
-        if natt:
-            if data[:4] != NON_ESP_MARKER:
-                continue
-            data = data[4:]
-        ini.receive_datagram(data, server, clock())
+def resume_once_blocking(
+    credential: Credential,
+    server: Addr,
+    *,
+    config: InitiatorConfig | None = None,
+    previous: Credential | None = None,
+    lifetimes: Lifetimes | None = None,
+    natt: bool = False,
+    local: Addr | None = None,
+    bypass_ipsec: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> ResumeResult:
+    """:func:`resume_once` for callers without an event loop: blocks the calling thread."""
+    att = _open_attempt(
+        credential,
+        server,
+        config=config,
+        previous=previous,
+        lifetimes=lifetimes,
+        natt=natt,
+        local=local,
+        bypass_ipsec=bypass_ipsec,
+        clock=clock,
+    )
+    if isinstance(att, ResumeResult):
+        return att
+    with att.sock, selectors.DefaultSelector() as sel:
+        sel.register(att.sock, selectors.EVENT_READ)
+        while True:
+            step = att.step()
+            if isinstance(step, ResumeResult):
+                return step
+            sel.select(step)
+            att.after_wait()
 
 
 def no_credential_reason(res: LookupResult | None) -> str:
     """Why an initiator lookup that gave no credential gave none (the outcome's detail)."""
     return "no cached credential" if res is None else f"policy refuses: {res.refusal}"
+
+
+def _cached(res: LookupResult) -> tuple[Credential, Credential | None, Lifetimes | None]:
+    """What an attempt takes from a lookup: the credential, its kept previous, lifetimes."""
+    if res.credential is None:
+        raise ValueError("resume_cached needs a lookup that found a credential")
+    return res.credential, res.previous, res.lifetimes
 
 
 async def resume_cached(
@@ -162,14 +289,36 @@ async def resume_cached(
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """One exchange with a looked-up credential, its kept previous generation and lifetimes."""
-    if res.credential is None:
-        raise ValueError("resume_cached needs a lookup that found a credential")
+    credential, previous, lifetimes = _cached(res)
     return await resume_once(
-        res.credential,
+        credential,
         server,
         config=config,
-        previous=res.previous,
-        lifetimes=res.lifetimes,
+        previous=previous,
+        lifetimes=lifetimes,
+        natt=natt,
+        local=local,
+        clock=clock,
+    )
+
+
+def resume_cached_blocking(
+    res: LookupResult,
+    server: Addr,
+    *,
+    config: InitiatorConfig | None = None,
+    natt: bool = False,
+    local: Addr | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ResumeResult:
+    """:func:`resume_cached` without an event loop (blocks the calling thread)."""
+    credential, previous, lifetimes = _cached(res)
+    return resume_once_blocking(
+        credential,
+        server,
+        config=config,
+        previous=previous,
+        lifetimes=lifetimes,
         natt=natt,
         local=local,
         clock=clock,
@@ -192,6 +341,34 @@ def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
     )
 
 
+def _lookup(
+    store: Store, id_r: bytes, id_i: bytes | None, now: float
+) -> LookupResult | ResumeResult:
+    """The usable cached credential, or the outcome that says why there is none."""
+    try:
+        res = store.lookup_peer(id_r, now, id_i=id_i)
+    except StoreError as e:
+        return ResumeResult("store_error", 0.0, detail=str(e))
+    if res is None or res.credential is None:
+        return ResumeResult("no_credential", 0.0, detail=no_credential_reason(res))
+    return res
+
+
+def _needs_ratchet(result: ResumeResult) -> bool:
+    return result.resumed and result.successor is not None and result.used_handle is not None
+
+
+def _ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
+    """``result`` once the store holds its successor, or the store_error that prevented it."""
+    try:
+        advanced = advance_after(store, result, clock())
+    except StoreError as e:
+        return ResumeResult("store_error", result.elapsed, detail=f"ratchet: {e}")
+    if not advanced:
+        return ResumeResult("store_error", result.elapsed, detail="credential changed meanwhile")
+    return result
+
+
 async def resume_with_store(
     store: Store,
     id_r: bytes,
@@ -207,20 +384,37 @@ async def resume_with_store(
 
     Store calls run in a worker thread (the caller's event loop keeps running).
     """
+    import trio
+
     now = clock()
-    try:
-        res = await trio.to_thread.run_sync(lambda: store.lookup_peer(id_r, now, id_i=id_i))
-    except StoreError as e:
-        return ResumeResult("store_error", 0.0, detail=str(e))
-    if res is None or res.credential is None:
-        return ResumeResult("no_credential", 0.0, detail=no_credential_reason(res))
+    res = await trio.to_thread.run_sync(_lookup, store, id_r, id_i, now)
+    if isinstance(res, ResumeResult):
+        return res
     result = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
-    if not result.resumed or result.successor is None or result.used_handle is None:
+    if not _needs_ratchet(result):
         return result
-    try:
-        advanced = await trio.to_thread.run_sync(lambda: advance_after(store, result, clock()))
-    except StoreError as e:
-        return ResumeResult("store_error", result.elapsed, detail=f"ratchet: {e}")
-    if not advanced:
-        return ResumeResult("store_error", result.elapsed, detail="credential changed meanwhile")
-    return result
+    ratcheted: ResumeResult = await trio.to_thread.run_sync(_ratchet, store, result, clock)
+    return ratcheted
+
+
+def resume_with_store_blocking(
+    store: Store,
+    id_r: bytes,
+    server: Addr,
+    *,
+    id_i: bytes | None = None,
+    config: InitiatorConfig | None = None,
+    natt: bool = False,
+    local: Addr | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ResumeResult:
+    """:func:`resume_with_store` without an event loop: store calls run inline.
+
+    For one-shot callers (``ikeresume resume``) that have nothing else to keep responsive
+    and should not pay trio's import cost.
+    """
+    res = _lookup(store, id_r, id_i, clock())
+    if isinstance(res, ResumeResult):
+        return res
+    result = resume_cached_blocking(res, server, config=config, natt=natt, local=local, clock=clock)
+    return _ratchet(store, result, clock) if _needs_ratchet(result) else result
