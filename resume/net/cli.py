@@ -16,9 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resume.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_FALLBACK, EXIT_OK
+
+if TYPE_CHECKING:
+    from resume.net.hooks import Installer
 
 ID_TYPES = {"ipv4": 1, "fqdn": 2, "email": 3, "rfc822": 3, "ipv6": 5, "keyid": 11}
 
@@ -235,13 +238,10 @@ def parse_identity(text: str) -> bytes:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    import trio
-
     from resume.errors import LocalProtocolError
     from resume.initiator import InitiatorConfig
-    from resume.net.client import ResumeResult, resume_with_store
+    from resume.net.client import ResumeResult, resume_with_store_blocking
     from resume.net.config import DEFAULT_PORT, parse_hostport
-    from resume.net.hooks import InstallError, make_installer
     from store.errors import MasterKeyError, StoreConfigError, StoreError
     from store.keys import Keyring
     from store.repository import Store
@@ -253,7 +253,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         config = InitiatorConfig(
             initial_rto=args.rto, max_retransmits=args.retransmits, timeout=args.timeout
         )
-        installer = make_installer(args.install, args.hook, max(args.timeout, 5.0))
+        installer = _installer(args)
     except (ValueError, LocalProtocolError) as e:
         _err(f"config error: {e}")
         return EXIT_CONFIG
@@ -270,12 +270,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _report(args, ResumeResult("store_error", 0.0, detail=str(e)))
         return EXIT_FALLBACK
     with store:
-        result = trio.run(
-            lambda: resume_with_store(
-                store, peer, (server.host, server.port), id_i=id_i, config=config, natt=args.natt
-            )
+        result = resume_with_store_blocking(
+            store, peer, (server.host, server.port), id_i=id_i, config=config, natt=args.natt
         )
-        if result.resumed and result.sa is not None:
+        if result.resumed and result.sa is not None and installer is not None:
+            import trio
+
+            from resume.net.hooks import InstallError
+
             try:
                 trio.run(installer.install, result.sa)
             except InstallError as e:
@@ -283,6 +285,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 return EXIT_FALLBACK
         _report(args, result)
     return EXIT_OK if result.resumed else EXIT_FALLBACK
+
+
+def _installer(args: argparse.Namespace) -> Installer | None:
+    """The ``--install`` installer, None for ``none``.
+
+    ``none`` installs nothing, and the hooks (trio-based) would cost the common case trio's
+    import time; the other modes load them here so a bad hook is still a config error.
+    """
+    if args.install == "none":
+        return None
+    from resume.net.hooks import make_installer
+
+    return make_installer(args.install, args.hook, max(args.timeout, 5.0))
 
 
 def _report(args: argparse.Namespace, r: Any, install_error: str = "") -> None:
