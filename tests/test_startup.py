@@ -88,8 +88,27 @@ def test_resume_run_against_nothing_imports_nothing_heavy(tmp_path: object) -> N
     code = f"from resume.cli import main\nrc = main({argv!r})\nassert rc == 3, rc\n"
     _modules_after(code, env)  # creates the cache (a fresh schema needs alembic once)
     mods = _modules_after(code, env)
-    assert "store.repository" in mods and "trio" in mods  # it really ran the command
+    assert "store.repository" in mods  # it really ran the command
     assert _heavy(mods) == []
+    assert "trio" not in mods  # the blocking client: trio alone costs 100-180 ms
+
+
+def test_resume_client_path_does_not_import_trio() -> None:
+    """Importing the resume path, and a whole blocking attempt, stay free of trio."""
+    mods = _modules_after("import resume.net.client, resume.net.cli, resume.net.udpwire")
+    assert "resume.net.client" in mods
+    assert sorted(m for m in mods if m == "trio" or m.startswith("trio.")) == []
+    attempt = (
+        "from resume.initiator import InitiatorConfig\n"
+        "from resume.net.client import resume_once_blocking\n"
+        "from resume.testing import simulated_full_ike\n"
+        "cred = simulated_full_ike(id_i=b'\\x02a', id_r=b'\\x02b')\n"
+        "cfg = InitiatorConfig(initial_rto=0.05, max_retransmits=1, timeout=0.2)\n"
+        "r = resume_once_blocking(cred, ('127.0.0.1', 9), config=cfg)\n"
+        "assert r.outcome == 'timeout', r\n"
+    )
+    mods = _modules_after(attempt)
+    assert "resume.initiator" in mods and "trio" not in mods
 
 
 def test_help_imports_no_handler_dependencies() -> None:
