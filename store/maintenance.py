@@ -22,7 +22,8 @@ from sqlalchemy.engine import RowMapping
 from store.errors import CorruptRecord, StoreConfigError, StoreError
 from store.keys import Keyring, record_aad, record_binding
 from store.policy import Counters, Policy, Refusal
-from store.repository import _T, Store
+from store.repository import Store
+from store.tables import credentials as _T
 
 EXPORT_FORMAT = "ikeresume-cache-export/1"
 _BLOBS = (

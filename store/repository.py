@@ -20,31 +20,23 @@ import secrets
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import isfinite as _isfinite
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
-from sqlalchemy.exc import SQLAlchemyError
-
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.sa import Lifetimes
 from store.codec import paper_keys_bytes, paper_keys_from_bytes, params_text, parse_params
-from store.engine import check_sync, make_engine, migrate, sqlite_connect
+from store.engine import (
+    check_sync,
+    make_engine,
+    migrate,
+    sqlite_at_head,
+    sqlite_connect,
+    sqlite_path,
+)
 from store.errors import (
     CorruptRecord,
     MasterKeyError,
@@ -54,17 +46,27 @@ from store.errors import (
 )
 from store.keys import NONCE_LEN, Keyring, record_aad, record_binding
 from store.policy import Counters, Policy, Refusal
-from store.tables import credentials, master_keys
 
 if TYPE_CHECKING:
     import psycopg
+    from sqlalchemy import Connection, Engine, Table
 
 Role = Literal["initiator", "responder"]
 ROLES: tuple[Role, ...] = ("initiator", "responder")
 
 _MODES = {m.value: m for m in ProtocolMode}
-_T: Table = credentials
-_MK: Table = master_keys
+
+
+def _table() -> Table:
+    """The ``credentials`` table for SQLAlchemy Core statements (maintenance paths).
+
+    Imported on first use: resuming from a SQLite cache (``ikeresume resume``, the
+    responder's per-message reads and commits) runs on the sqlite3 driver alone, and
+    SQLAlchemy's import costs 0.2-0.4 s per process.
+    """
+    from store.tables import credentials
+
+    return credentials
 
 
 def _pg_errors() -> tuple[type[Exception], ...]:
@@ -79,7 +81,9 @@ def _pg_errors() -> tuple[type[Exception], ...]:
 
 def _db_errors() -> tuple[type[Exception], ...]:
     """Every database driver/SQLAlchemy error a store operation may raise."""
-    return (SQLAlchemyError, sqlite3.Error, *_pg_errors())
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # not loaded: nothing could raise it
+    sa = (sa_exc.SQLAlchemyError,) if sa_exc is not None else ()
+    return (*sa, sqlite3.Error, *_pg_errors())
 
 
 _COLS = (
@@ -236,17 +240,26 @@ class Store:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         keyring: Keyring | None,
         policy: Policy | None = None,
         *,
         replace_same_peers: bool = True,
+        sqlite_file: tuple[str, str, float] | None = None,
+        engine_factory: Callable[[], Engine] | None = None,
     ) -> None:
-        self.engine = engine
+        """``engine``, or None with ``sqlite_file`` (path, synchronous, busy timeout) and
+        an ``engine_factory`` called the first time SQLAlchemy is really needed."""
+        if engine is None and (sqlite_file is None or engine_factory is None):
+            raise StoreConfigError("a store needs an engine, or a SQLite file and a factory")
+        self._engine = engine
+        self._engine_factory = engine_factory
+        self._engine_lock = threading.Lock()
         self.keyring = keyring
         self.policy = policy if policy is not None else Policy()
         self.replace_same_peers = replace_same_peers
-        self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        # "sqlite" | "postgresql"
+        self.dialect = engine.dialect.name if engine is not None else "sqlite"
         self._pg = self.dialect == "postgresql"
         self._sql: dict[str, str] = {}
         # SQLite hot paths use one long-lived driver connection per thread: a pool
@@ -254,7 +267,7 @@ class Store:
         # connections are a server resource there and the round trip dominates.)
         self._local = threading.local()
         self._hot: list[sqlite3.Connection] = []  # closed by close()
-        self._sqlite_args: tuple[str, str, float] | None = None
+        self._sqlite_args: tuple[str, str, float] | None = sqlite_file
         # PostgreSQL lookups: one autocommit driver connection per thread (a pool checkout
         # with its pre-ping round trip cost more than the lookup); commits keep the pool.
         self._pg_hot: list[psycopg.Connection[Any]] = []
@@ -276,31 +289,72 @@ class Store:
         verify_keys: bool = True,
         replace_same_peers: bool = True,
     ) -> Store:
-        """Open (and by default create/migrate) a store; raises StoreError subclasses."""
-        engine = make_engine(
-            url,
-            sqlite_synchronous=sqlite_synchronous,
-            busy_timeout_s=busy_timeout_s,
-            connect_timeout_s=connect_timeout_s,
-        )
-        store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
-        store._connect_timeout_s = connect_timeout_s
-        if store.dialect == "sqlite":
-            store._sqlite_args = (
-                str(engine.url.database),
-                check_sync(sqlite_synchronous),
-                busy_timeout_s,
+        """Open (and by default create/migrate) a store; raises StoreError subclasses.
+
+        A plain SQLite file is opened on the sqlite3 driver alone: SQLAlchemy (and alembic)
+        are loaded only if the schema needs migrating or a maintenance operation runs, so
+        ``ikeresume resume`` and the responder's hot paths never pay their import.
+        """
+
+        def factory() -> Engine:
+            return make_engine(
+                url,
+                sqlite_synchronous=sqlite_synchronous,
+                busy_timeout_s=busy_timeout_s,
+                connect_timeout_s=connect_timeout_s,
             )
+
+        path = sqlite_path(url) if isinstance(url, str) else None
+        if path is not None:
+            sync = check_sync(sqlite_synchronous)
+            store = cls(
+                None,
+                keyring,
+                policy,
+                replace_same_peers=replace_same_peers,
+                sqlite_file=(path, sync, busy_timeout_s),
+                engine_factory=factory,
+            )
+        else:
+            engine = factory()
+            store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
+            if store.dialect == "sqlite":
+                store._sqlite_args = (
+                    str(engine.url.database),
+                    check_sync(sqlite_synchronous),
+                    busy_timeout_s,
+                )
+        store._connect_timeout_s = connect_timeout_s
         try:
-            with store._errors("open"):
-                if run_migrations:
-                    migrate(engine)
+            if run_migrations and not store._sqlite_at_head():
+                with store._errors("open"):
+                    migrate(store.engine)
             if keyring is not None and verify_keys:
                 store.verify_master_keys()
         except BaseException:
-            engine.dispose()
+            store.close()
             raise
         return store
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (created on first use for a store opened on a file)."""
+        e = self._engine
+        if e is None:
+            with self._engine_lock:
+                e = self._engine
+                if e is None:
+                    if self._engine_factory is None:  # pragma: no cover (init refuses it)
+                        raise StoreConfigError("store has no engine")
+                    e = self._engine = self._engine_factory()
+        return e
+
+    def _sqlite_at_head(self) -> bool:
+        """SQLite: the schema is at the newest migration, by one SELECT on the driver."""
+        if self._sqlite_args is None:
+            return False  # migrate() checks for itself
+        with self._raw("open") as raw:
+            return sqlite_at_head(raw)
 
     def close(self) -> None:
         pg_hot, self._pg_hot = self._pg_hot, []
@@ -312,7 +366,8 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._local = threading.local()
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -322,6 +377,8 @@ class Store:
 
     @property
     def url_display(self) -> str:
+        if self._engine is None and self._sqlite_args is not None:
+            return f"sqlite+pysqlite:///{self._sqlite_args[0]}"
         return self.engine.url.render_as_string(hide_password=True)
 
     # -- plumbing --------------------------------------------------------------------
@@ -412,6 +469,28 @@ class Store:
                 yield hot
             except BaseException:
                 self._drop_hot()
+                raise
+
+    @contextmanager
+    def _transaction(self, op: str) -> Iterator[Any]:
+        """One write transaction on a driver connection, committed when the block ends.
+
+        SQLite: this thread's sqlite3 connection, ``BEGIN IMMEDIATE`` like every write
+        on a SQLite store (see store.engine), so no SQLAlchemy is needed.  PostgreSQL: a
+        pooled connection inside an engine transaction.  Statements go through :meth:`_q`.
+        """
+        if self._sqlite_args is None:
+            with self._errors(op), self.engine.begin() as conn:
+                yield conn.connection.driver_connection
+            return
+        with self._raw(op) as raw:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield raw
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
                 raise
 
     def set_thread_autocheckpoint(self, pages: int) -> None:
@@ -684,8 +763,10 @@ class Store:
                     paper_keys_bytes(s.paper_keys),
                     record_aad(b"paper", "responder", mode, s.handle, s.generation, binding),
                 )
-            row: tuple[Any, ...] = (s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
-                   r.generation, mode, s.id_i, s.id_r, ptext)  # fmt: skip
+            row: tuple[Any, ...] = (
+                s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
+                r.generation, mode, s.id_i, s.id_r, ptext,
+            )  # fmt: skip
             if guard:
                 now = r.now
                 for with_now, lim in guard:
@@ -822,12 +903,15 @@ class Store:
         used = (used_handle, used_generation)
         p = (*used * 5, s.handle, s.generation, wrapped, paper, kid, now, now,
              s.mode.value, s.id_i, s.id_r, ptext, *used, *used)  # fmt: skip
-        with self._errors("advance_initiator"), self.engine.begin() as conn:
-            n = conn.exec_driver_sql(self._q(_SQL_ADVANCE), p).rowcount
+        with self._transaction("advance_initiator") as raw:
+            n = raw.execute(self._q(_SQL_ADVANCE), p).rowcount
         return bool(n == 1)
 
     def confirm_initiator(self, handle: bytes, generation: int) -> bool:
         """Initiator: the responder is known to hold (handle, generation); drop the older one."""
+        from sqlalchemy import update
+
+        _T = _table()
         stmt = (
             update(_T)
             .where(_T.c.role == "initiator", _T.c.handle == handle, _T.c.generation == generation)
@@ -852,6 +936,9 @@ class Store:
         replaces that pair's previous chain for this role.  Evicts the least recently used
         records beyond ``policy.capacity`` in the same transaction.
         """
+        from sqlalchemy import delete, insert
+
+        _T = _table()
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         c = credential
@@ -906,6 +993,9 @@ class Store:
         this batch's included.  For loading many chains at once (start-up harvest,
         migration, benchmarks): one commit instead of one per chain.
         """
+        from sqlalchemy import bindparam, delete, insert
+
+        _T = _table()
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         ctr = counters or Counters.fresh(now)
@@ -958,6 +1048,9 @@ class Store:
 
     def _evict_beyond_capacity(self, conn: Connection, keep_uid: str | None = None) -> None:
         """LRU: delete the least recently used records beyond policy.capacity (same txn)."""
+        from sqlalchemy import delete, func, select
+
+        _T = _table()
         cap = self.policy.capacity
         if cap is None:
             return
@@ -979,6 +1072,9 @@ class Store:
         ``handle`` may be the record's current or (initiator) kept previous handle.
         Returns False if no such record (e.g. revoked or replaced meanwhile).
         """
+        from sqlalchemy import case, literal, update
+
+        _T = _table()
         if duration_s < 0 or nbytes < 0:
             raise ValueError("session duration and bytes must be non-negative")
         stmt = (
@@ -998,6 +1094,9 @@ class Store:
 
     def revoke(self, *, uid: str | None = None, handle: bytes | None = None) -> int:
         """Delete a record (by uid, or by current handle in any role); returns rows deleted."""
+        from sqlalchemy import delete
+
+        _T = _table()
         if (uid is None) == (handle is None):
             raise ValueError("revoke by exactly one of uid or handle")
         cond = _T.c.uid == uid if uid is not None else _T.c.handle == handle
@@ -1012,8 +1111,9 @@ class Store:
         key on first use), and that the records' key ids are not all unknown.
         """
         kr = self._need_keyring()
-        with self._errors("verify master keys"), self.engine.begin() as conn:
-            stored = {r.key_id: bytes(r.check_blob) for r in conn.execute(select(_MK))}
+        with self._transaction("verify master keys") as raw:
+            rows = raw.execute("SELECT key_id, check_blob FROM master_keys").fetchall()
+            stored = {str(k): bytes(b) for k, b in rows}
             for kid in kr.key_ids:
                 if kid in stored and kr.verify_check(kid, stored[kid]) is False:
                     raise MasterKeyError(
@@ -1022,8 +1122,13 @@ class Store:
                     )
             if kr.current_id not in stored:
                 kid, blob = kr.key_check()
-                conn.execute(insert(_MK).values(key_id=kid, check_blob=blob, created_at=now))
-            used = {r[0] for r in conn.execute(select(_T.c.key_id).distinct())}
+                raw.execute(
+                    self._q(
+                        "INSERT INTO master_keys (key_id, check_blob, created_at) VALUES (?, ?, ?)"
+                    ),
+                    (kid, blob, now),
+                )
+            used = {r[0] for r in raw.execute("SELECT DISTINCT key_id FROM credentials").fetchall()}
         if used and not used & set(kr.key_ids):
             raise MasterKeyError(
                 f"wrong master key: records in {self.url_display} are wrapped under key id(s) "
