@@ -112,9 +112,10 @@ def verdict(data: dict[str, Any]) -> list[str]:
     if data["ratio_cli"] < 1:
         out.append(
             f"command line: of {cli:.0f} ms until the process exits only {ex:.1f} ms is the "
-            "exchange; the rest is starting Python, importing trio/SQLAlchemy/cryptography and "
-            "opening the store under UML (swanctl is a small C program talking to a running "
-            "charon).  Daemons should embed the library; the CLI is for scripts."
+            "exchange; the rest is starting Python, importing the protocol core, cryptography "
+            "and sqlite3 and opening the store under UML, where every file access is slow "
+            "(swanctl is a small C program talking to a running charon).  Daemons should "
+            "embed the library; the CLI is for scripts."
         )
     return out
 

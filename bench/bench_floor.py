@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import hmac as _stdlib_hmac
 import json
 import multiprocessing as mp
 import os
@@ -114,69 +115,105 @@ def udp_floor(n: int = 40_000) -> dict[str, float]:
 
 
 # -- 2. cryptography ----------------------------------------------------------------------
-class _Traced:
-    """A SHA-256/512 object that records what is done to it (for the replay)."""
+class _Tracer:
+    """Records every hash operation keyschedule performs while :attr:`ops` is a list.
 
-    def __init__(self, trace: list[tuple[Any, ...]], real: Any, oid: int) -> None:
-        self._t, self._h, self._id = trace, real, oid
+    Objects get ids for their whole life, so a hash state created before the measured
+    exchange (a tick key's pads, absorbed once per tick) and copied during it is replayed
+    as a copy of a state prepared outside the timing, as it is in the responder.
+    """
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, ...]] | None = None
+        self.born: dict[int, tuple[str, int]] = {}  # oid -> (algorithm, first input size)
+
+    def log(self, *op: Any) -> None:
+        if self.ops is not None:
+            self.ops.append(op)
+
+    def factory(self, algo: str) -> Callable[..., _Traced]:
+        real = getattr(hashlib, algo)
+
+        def make(data: bytes = b"") -> _Traced:
+            oid = len(self.born)
+            self.born[oid] = (algo, len(data))
+            self.log("new", algo, len(data), oid)
+            return _Traced(self, real(data), oid, algo)
+
+        return make
+
+    def hmac(self, key: bytes, data: bytes, digest: str) -> bytes:
+        self.log("hmac", len(key), len(data), digest)
+        return _stdlib_hmac.digest(key, data, digest)
+
+
+class _Traced:
+    """A SHA-256/512 object that reports what is done to it."""
+
+    def __init__(self, tracer: _Tracer, real: Any, oid: int, algo: str) -> None:
+        self._t, self._h, self._id, self._algo = tracer, real, oid, algo
 
     def copy(self) -> _Traced:
-        new = _Traced(self._t, self._h.copy(), len(self._t))
-        self._t.append(("copy", self._id, new._id))
-        return new
+        oid = len(self._t.born)
+        self._t.born[oid] = (self._algo, 0)
+        self._t.log("copy", self._id, oid)
+        return _Traced(self._t, self._h.copy(), oid, self._algo)
 
     def update(self, data: bytes) -> None:
-        self._t.append(("update", self._id, len(data)))
+        self._t.log("update", self._id, len(data))
         self._h.update(data)
 
     def digest(self) -> bytes:
-        self._t.append(("digest", self._id))
+        self._t.log("digest", self._id)
         out: bytes = self._h.digest()
         return out
 
     def hexdigest(self) -> str:
-        self._t.append(("digest", self._id))
+        self._t.log("digest", self._id)
         out: str = self._h.hexdigest()
         return out
 
 
-def _tracing(trace: list[tuple[Any, ...]], algo: str) -> Callable[..., _Traced]:
-    real = getattr(hashlib, algo)
-
-    def make(data: bytes = b"") -> _Traced:
-        oid = len(trace)
-        trace.append(("new", algo, len(data), oid))
-        return _Traced(trace, real(data), oid)
-
-    return make
-
-
-def _one_exchange_trace(x25519: bool) -> list[tuple[Any, ...]]:
-    """The hash operations the responder performs for one exchange (message 1 and 3)."""
+def _one_exchange_trace(x25519: bool) -> tuple[list[tuple[Any, ...]], dict[int, tuple[str, int]]]:
+    """The hash operations the responder performs for one exchange (messages 1 and 3),
+    after a first exchange in the same tick (per-tick work is not per exchange)."""
     from resume import keyschedule as ks
     from resume.events import CommitNeeded, CredentialNeeded
     from resume.initiator import Initiator, InitiatorConfig
     from resume.responder import Responder, ResponderConfig
     from resume.testing import simulated_full_ike
 
-    cred = simulated_full_ike()
-    addr = ("198.51.100.7", 40000)
-    now = 1_800_000_000.0
-    resp = Responder(ResponderConfig(credential_cache_size=16), b"s" * 32)
-    ini = Initiator(cred, InitiatorConfig(use_x25519=x25519))
+    tracer = _Tracer()
 
-    def exchange(trace: list[tuple[Any, ...]] | None) -> None:
-        saved = (ks._sha256, ks._sha512, dict(ks._BLOCK), ks.hashlib)
-        if trace is not None:
+    class _H:  # the module's ``hashlib`` as keyschedule sees it
+        sha256 = staticmethod(tracer.factory("sha256"))
+        sha512 = staticmethod(tracer.factory("sha512"))
 
-            class _H:  # the module's ``hashlib`` as seen by keyschedule
-                sha256 = staticmethod(_tracing(trace, "sha256"))
-                sha512 = staticmethod(_tracing(trace, "sha512"))
-
-            ks._sha256, ks._sha512 = _H.sha256, _H.sha512  # type: ignore[assignment]
-            ks._BLOCK.update({64: _H.sha256, 128: _H.sha512})  # type: ignore[dict-item]
-            ks.hashlib = _H  # type: ignore[assignment]
-        try:
+    saved = (ks._sha256, ks._sha512, dict(ks._BLOCK), ks.hashlib, ks._hmac_digest)
+    ks._sha256, ks._sha512 = _H.sha256, _H.sha512  # type: ignore[assignment]
+    ks._BLOCK.update({64: _H.sha256, 128: _H.sha512})  # type: ignore[dict-item]
+    ks.hashlib = _H  # type: ignore[assignment]
+    ks._hmac_digest = tracer.hmac
+    try:
+        now = 1_800_000_000.0
+        secret = b"s" * 32
+        resp = Responder(ResponderConfig(credential_cache_size=16), secret)
+        probe = Responder(ResponderConfig(), secret)  # answers message 1 for the initiator
+        for k in range(2):  # the second exchange is the one recorded
+            cred = simulated_full_ike()
+            addr = ("198.51.100.7", 40000 + k)
+            ini = Initiator(cred, InitiatorConfig(use_x25519=x25519))
+            ini.initiate(now)
+            [(m1, _)] = ini.datagrams_to_send(now)
+            probe.receive_datagram(m1, addr, now)
+            ev = probe.next_event()
+            if not isinstance(ev, CredentialNeeded):
+                raise RuntimeError("probe responder asked for no credential")
+            probe.provide_credential(ev.token, cred, None, now)
+            [(m2, _)] = probe.datagrams_to_send(now)
+            ini.receive_datagram(m2, ("203.0.113.1", 4501), now)
+            [(m3, _)] = ini.datagrams_to_send(now)
+            tracer.ops = [] if k == 1 else None
             resp.receive_datagram(m1, addr, now)
             ev = resp.next_event()
             if isinstance(ev, CredentialNeeded):
@@ -189,46 +226,48 @@ def _one_exchange_trace(x25519: bool) -> list[tuple[Any, ...]]:
                 ev = resp.next_event()
             if not isinstance(ev, CommitNeeded):
                 raise RuntimeError("the traced exchange did not reach its commit")
-        finally:
-            ks._sha256, ks._sha512, ks.hashlib = saved[0], saved[1], saved[3]
-            ks._BLOCK.clear()
-            ks._BLOCK.update(saved[2])
-
-    ini.initiate(now)
-    [(m1, _)] = ini.datagrams_to_send(now)
-    # message 2 for the initiator, from a throwaway responder with the same secret
-    probe = Responder(ResponderConfig(), b"s" * 32)
-    probe.receive_datagram(m1, addr, now)
-    ev = probe.next_event()
-    assert isinstance(ev, CredentialNeeded)
-    probe.provide_credential(ev.token, cred, None, now)
-    [(m2, _)] = probe.datagrams_to_send(now)
-    ini.receive_datagram(m2, ("203.0.113.1", 4501), now)
-    [(m3, _)] = ini.datagrams_to_send(now)
-    trace: list[tuple[Any, ...]] = []
-    exchange(trace)
-    return trace
+            ops = tracer.ops
+            tracer.ops = None
+    finally:
+        ks._sha256, ks._sha512, ks.hashlib, ks._hmac_digest = (
+            saved[0], saved[1], saved[3], saved[4],
+        )  # fmt: skip
+        ks._BLOCK.clear()
+        ks._BLOCK.update(saved[2])
+    if not ops:
+        raise RuntimeError("no hash operation recorded")
+    return ops, tracer.born
 
 
-def _replay(trace: list[tuple[Any, ...]]) -> Callable[[], None]:
-    """A function doing exactly the traced hash work as straight-line hashlib calls.
+def _replay(ops: list[tuple[Any, ...]], born: dict[int, tuple[str, int]]) -> Callable[[], None]:
+    """A function doing exactly the recorded hash work as straight-line hashlib calls.
 
     Generated source, so no interpretation of the trace is timed: what remains is the
-    cost any Python code pays to call hashlib for this key schedule.
+    cost any Python code pays to call hashlib for this key schedule.  States the exchange
+    only copies (prepared in an earlier exchange of the tick) are prepared before timing.
     """
-    sizes = sorted({op[2] for op in trace if op[0] in ("new", "update")})
+    made = {op[3] for op in ops if op[0] == "new"} | {op[2] for op in ops if op[0] == "copy"}
+    used = {op[1] for op in ops if op[0] in ("copy", "update", "digest")}
+    sizes = {op[2] for op in ops if op[0] in ("new", "update")} | {0, 64, 128}
+    sizes |= {op[1] for op in ops if op[0] == "hmac"} | {op[2] for op in ops if op[0] == "hmac"}
+    ns: dict[str, Any] = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+    ns["hmac_digest"] = _stdlib_hmac.digest
+    ns.update({f"b{n}": b"\xa5" * n for n in sizes})
+    for oid in used - made:  # prepared outside the timing, like the responder's tick keys
+        algo, _n = born[oid]
+        ns[f"o{oid}"] = ns[algo](b"\xa5" * (64 if algo == "sha256" else 128))
     lines = ["def run():"]
-    for op in trace:
+    for op in ops:
         if op[0] == "new":
             lines.append(f"    o{op[3]} = {op[1]}(b{op[2]})")
         elif op[0] == "copy":
             lines.append(f"    o{op[2]} = o{op[1]}.copy()")
         elif op[0] == "update":
             lines.append(f"    o{op[1]}.update(b{op[2]})")
-        else:
+        elif op[0] == "digest":
             lines.append(f"    o{op[1]}.digest()")
-    ns: dict[str, Any] = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
-    ns.update({f"b{n}": b"\xa5" * n for n in sizes})
+        else:
+            lines.append(f"    hmac_digest(b{op[1]}, b{op[2]}, {op[3]!r})")
     exec(compile("\n".join(lines), "<hash trace>", "exec"), ns)
     run: Callable[[], None] = ns["run"]
     return run
@@ -249,13 +288,13 @@ def crypto_floor(n: int = 20_000) -> dict[str, Any]:
         X25519PublicKey,
     )
 
-    trace = _one_exchange_trace(x25519=False)
-    replay = _replay(trace)
-    hashing = _cpu_us(replay, n)
+    ops, born = _one_exchange_trace(x25519=False)
+    hashing = _cpu_us(_replay(ops, born), n)
     priv = X25519PrivateKey.generate()
     peer = X25519PrivateKey.generate().public_key().public_bytes_raw()
     x = _cpu_us(lambda: priv.exchange(X25519PublicKey.from_public_bytes(peer)), max(2000, n // 10))
-    counts = {k: sum(1 for op in trace if op[0] == k) for k in ("new", "copy", "update", "digest")}
+    kinds = ("new", "copy", "update", "digest", "hmac")
+    counts = {k: sum(1 for op in ops if op[0] == k) for k in kinds}
     return {"hash_ops": counts, "hashing_us": round(hashing, 2), "x25519_us": round(x, 2)}
 
 
