@@ -25,7 +25,6 @@ The floor is the sum for one resumption: 2 receives + 1 send + hashing (+ X25519
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import hmac as _stdlib_hmac
 import json
@@ -44,16 +43,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import cpu_model
+from benchlib import pin_cpu as _pin
 
 TARGET_US = 1e6 / 25_000
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER_CPU, CLIENT_CPU = 0, 1
-
-
-def _pin(cpu: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        if (os.cpu_count() or 1) > cpu:
-            os.sched_setaffinity(0, {cpu})
 
 
 # -- 1. UDP --------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from bench_strongswan import (
     proc_cpu_seconds,
     strongswan_available,
 )
+from benchlib import pin_cpu as _pin
 
 from resume.credential import Credential
 from resume.events import FallbackToFullIKE, ResumptionComplete
@@ -77,12 +78,6 @@ LEGIT_SOURCES = 512
 FLOOD_SOURCES = 16
 PER_SOURCE_RATE = 50.0  # datagrams/s per source allowed by the server in every phase
 WINDOW = 256
-
-
-def _pin(cpu: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        if (os.cpu_count() or 1) > cpu:
-            os.sched_setaffinity(0, {cpu})
 
 
 def _src(i: int, net: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +17,10 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or ""
+
+
+def pin_cpu(cpu: int) -> None:
+    """Run this process on CPU ``cpu`` only (silently not, where that CPU does not exist)."""
+    with contextlib.suppress(OSError, AttributeError):
+        if (os.cpu_count() or 1) > cpu:
+            os.sched_setaffinity(0, {cpu})
