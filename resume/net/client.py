@@ -105,7 +105,11 @@ class _Attempt:
             credential, config, previous=previous, peer=server, lifetimes=lifetimes
         )
         self.sock = _socket_for(server, local, bypass_ipsec)
-        self.ini.initiate(clock())
+        try:
+            self.ini.initiate(clock())
+        except BaseException:
+            self.sock.close()  # the callers' ``with att.sock`` is not reached
+            raise
 
     def step(self) -> ResumeResult | float:
         """Send what the core has queued; the outcome if there is one, else how long to wait."""
