@@ -90,7 +90,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.report import print_report
     from analysis.session import LogParseError
     from analysis.timeparse import TimeContext
-    from resume.cli import EXIT_ERROR, EXIT_USAGE
+    from resume.exitcodes import EXIT_ERROR, EXIT_USAGE
     from store.policy import parse_duration, parse_size
 
     err = Console(stderr=True)

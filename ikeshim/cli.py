@@ -77,7 +77,7 @@ def _open_store(args: argparse.Namespace) -> Any:
 def _cmd_harvest(args: argparse.Namespace) -> int:
     from ikeshim.errors import HarvestError, XfrmError
     from ikeshim.harvest import Outcome, run_harvest
-    from resume.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+    from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
     try:
         store = _open_store(args)
@@ -126,7 +126,7 @@ def _alg_name(s: Any) -> str | None:
 def _cmd_xfrm(args: argparse.Namespace) -> int:
     from ikeshim.errors import XfrmError
     from ikeshim.xfrm import XfrmSocket
-    from resume.cli import EXIT_ERROR
+    from resume.exitcodes import EXIT_ERROR
 
     try:
         with XfrmSocket() as x:

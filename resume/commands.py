@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from resume.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from resume.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
 #: (loopback, in-process) defaults for the options both demos share
 DEMO_DEFAULTS = {"clients": (300, 20), "rounds": (2, 15)}

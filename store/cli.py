@@ -130,7 +130,7 @@ def _now(args: argparse.Namespace) -> float:
 
 def _run(args: argparse.Namespace, body: Any) -> int:
     """Run ``body``; map store errors to exit codes and a clear message (JSON with --json)."""
-    from resume.cli import EXIT_CONFIG, EXIT_ERROR
+    from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR
     from store.errors import MasterKeyError, StoreConfigError, StoreError
 
     try:
@@ -186,7 +186,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     def body() -> int:
-        from resume.cli import EXIT_ERROR
+        from resume.exitcodes import EXIT_ERROR
         from store.errors import StoreError
         from store.maintenance import find_record
 
@@ -215,7 +215,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     def body() -> int:
-        from resume.cli import EXIT_ERROR
+        from resume.exitcodes import EXIT_ERROR
         from store.maintenance import find_record
 
         with _open(args, need_key=False) as store:
@@ -256,7 +256,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_rotate(args: argparse.Namespace) -> int:
     def body() -> int:
-        from resume.cli import EXIT_ERROR
+        from resume.exitcodes import EXIT_ERROR
         from store.maintenance import rotate_key
 
         with _open(args, need_key=True) as store:

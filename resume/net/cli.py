@@ -18,7 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from resume.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_FALLBACK, EXIT_OK
+from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_FALLBACK, EXIT_OK
 
 if TYPE_CHECKING:
     from resume.net.hooks import Installer
