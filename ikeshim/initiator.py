@@ -51,9 +51,9 @@ import trio
 from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions, install_sa_pair, remove_sa_pair
 from ikeshim.xfrm import XfrmOps
+from resume.events import Address
 from resume.initiator import InitiatorConfig
 from resume.net.client import ResumeResult, advance_after, no_credential_reason, resume_cached
-from resume.net.udp import Addr
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
@@ -157,7 +157,7 @@ async def _lookup(
 async def resume_and_install(
     store: Store,
     id_r: bytes,
-    server: Addr,
+    server: Address,
     xfrm: XfrmOps,
     *,
     options: InstallOptions | None = None,
@@ -165,7 +165,7 @@ async def resume_and_install(
     id_i: bytes | None = None,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     inline_lookup: bool | None = None,
     writer: StoreWriter | None = None,
     overlap_write: bool = False,

@@ -56,6 +56,7 @@ from resume.sa import (
     SAParams,
     TrafficSelector,
 )
+from resume.wire import HANDLE_LEN, MIN_ESP_SPI
 
 L_BOOTSTRAP = b"ikeresume v1 bootstrap"
 L_HANDLE = b"ikeresume v1 handle"
@@ -70,8 +71,6 @@ L_RESPONDER_VALUES = b"ikeresume v1 responder values"
 L_FINGERPRINT = b"ikeresume v1 fingerprint"
 
 SECRET_LEN = 32
-HANDLE_LEN = 16
-MIN_ESP_SPI = 256
 
 _sha256 = hashlib.sha256
 _sha512 = hashlib.sha512

@@ -51,9 +51,9 @@ from resume.states import (
     SlotState,
     slot_next,
 )
-from resume.wire_messages import MAC_LEN as _MAC_LEN
-from resume.wire_messages import ZERO_SPI as _ZERO_SPI
-from resume.wire_messages import (
+from resume.wire import MAC_LEN as _MAC_LEN
+from resume.wire import ZERO_SPI as _ZERO_SPI
+from resume.wire import (
     HardenedAuth,
     HardenedInit,
     PaperAuth,

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from resume.credential import Credential
-from resume.events import FallbackToFullIKE, ResumptionComplete
+from resume.errors import DecodeError
+from resume.events import Address, FallbackToFullIKE, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
-from resume.net.udpwire import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
+from resume.net.udpwire import MAX_DATAGRAM, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
+from resume.wire import add_non_esp_marker, strip_non_esp_marker_untrusted
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
@@ -59,7 +61,7 @@ class ResumeResult:
         return self.outcome == "resumed"
 
 
-def _socket_for(server: Addr, local: Addr | None, bypass: bool) -> socket.socket:
+def _socket_for(server: Address, local: Address | None, bypass: bool) -> socket.socket:
     fam = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     try:
@@ -87,13 +89,13 @@ class _Attempt:
     def __init__(
         self,
         credential: Credential,
-        server: Addr,
+        server: Address,
         *,
         config: InitiatorConfig | None,
         previous: Credential | None,
         lifetimes: Lifetimes | None,
         natt: bool,
-        local: Addr | None,
+        local: Address | None,
         bypass_ipsec: bool,
         clock: Callable[[], float],
     ) -> None:
@@ -116,7 +118,7 @@ class _Attempt:
         ini, clock = self.ini, self.clock
         for data, _addr in ini.datagrams_to_send(clock()):
             try:
-                self.sock.send(NON_ESP_MARKER + data if self.natt else data)
+                self.sock.send(add_non_esp_marker(data) if self.natt else data)
             except BlockingIOError:
                 pass  # counts as a lost datagram: the core retransmits
             except OSError as e:
@@ -158,21 +160,22 @@ class _Attempt:
                 self.ini.stats["recv_error"] += 1  # ICMP port unreachable: like a lost datagram
                 return
             if self.natt:
-                if data[:4] != NON_ESP_MARKER:
-                    continue
-                data = data[4:]
+                try:
+                    data = strip_non_esp_marker_untrusted(data)
+                except DecodeError:
+                    continue  # ESP or a keepalive on the shared port: not ours
             self.ini.receive_datagram(data, self.server, self.clock())
 
 
 def _open_attempt(
     credential: Credential,
-    server: Addr,
+    server: Address,
     *,
     config: InitiatorConfig | None,
     previous: Credential | None,
     lifetimes: Lifetimes | None,
     natt: bool,
-    local: Addr | None,
+    local: Address | None,
     bypass_ipsec: bool,
     clock: Callable[[], float],
 ) -> _Attempt | ResumeResult:
@@ -195,13 +198,13 @@ def _open_attempt(
 
 async def resume_once(
     credential: Credential,
-    server: Addr,
+    server: Address,
     *,
     config: InitiatorConfig | None = None,
     previous: Credential | None = None,
     lifetimes: Lifetimes | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     bypass_ipsec: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
@@ -237,13 +240,13 @@ async def resume_once(
 
 def resume_once_blocking(
     credential: Credential,
-    server: Addr,
+    server: Address,
     *,
     config: InitiatorConfig | None = None,
     previous: Credential | None = None,
     lifetimes: Lifetimes | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     bypass_ipsec: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
@@ -285,11 +288,11 @@ def _cached(res: LookupResult) -> tuple[Credential, Credential | None, Lifetimes
 
 async def resume_cached(
     res: LookupResult,
-    server: Addr,
+    server: Address,
     *,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """One exchange with a looked-up credential, its kept previous generation and lifetimes."""
@@ -308,11 +311,11 @@ async def resume_cached(
 
 def resume_cached_blocking(
     res: LookupResult,
-    server: Addr,
+    server: Address,
     *,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """:func:`resume_cached` without an event loop (blocks the calling thread)."""
@@ -376,12 +379,12 @@ def _ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> 
 async def resume_with_store(
     store: Store,
     id_r: bytes,
-    server: Addr,
+    server: Address,
     *,
     id_i: bytes | None = None,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """Resume with the cached credential for responder ``id_r`` and ratchet the store.
@@ -404,12 +407,12 @@ async def resume_with_store(
 def resume_with_store_blocking(
     store: Store,
     id_r: bytes,
-    server: Addr,
+    server: Address,
     *,
     id_i: bytes | None = None,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """:func:`resume_with_store` without an event loop: store calls run inline.

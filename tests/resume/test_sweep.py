@@ -22,7 +22,7 @@ from resume.states import (
     InitiatorState,
 )
 from resume.testing import CLIENT_ADDR, SERVER_ADDR, MemoryTable, answer_events, simulated_full_ike
-from resume.wire_messages import build_nack
+from resume.wire import build_nack
 
 NOW = 5_000.0
 CRED = simulated_full_ike()

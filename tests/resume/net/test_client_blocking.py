@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from resume.cli import EXIT_FALLBACK, EXIT_OK, main
+from resume.events import Address
 from resume.initiator import InitiatorConfig
 from resume.net.client import (
     ResumeResult,
@@ -26,7 +27,6 @@ from resume.net.client import (
     resume_with_store,
     resume_with_store_blocking,
 )
-from resume.net.udp import Addr
 from store.keys import Keyring, MasterKey
 from store.repository import Store
 
@@ -55,7 +55,7 @@ ONCE: dict[str, WithStore] = {"async": resume_once, "blocking": _blocking_once}
 
 
 @pytest.fixture
-def silent_port() -> Iterator[Addr]:
+def silent_port() -> Iterator[Address]:
     """A bound UDP port that never answers (datagrams queue up unread)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -109,7 +109,7 @@ async def test_nack_and_no_credential(env: Env, nursery: trio.Nursery, path: str
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_timeout_against_a_silent_port(env: Env, silent_port: Addr, path: str) -> None:
+async def test_timeout_against_a_silent_port(env: Env, silent_port: Address, path: str) -> None:
     env.seed(1)
     t0 = time.monotonic()
     r = await WITH_STORE[path](env.client_store, ID_R, silent_port, config=FAST)
@@ -126,7 +126,7 @@ async def test_socket_failure_is_a_network_outcome(env: Env, path: str) -> None:
 
 
 async def test_both_paths_give_the_same_outcomes(
-    env: Env, nursery: trio.Nursery, silent_port: Addr
+    env: Env, nursery: trio.Nursery, silent_port: Address
 ) -> None:
     """Alternating clients share one ratchet, and agree on every outcome."""
     env.seed(1)
