@@ -186,7 +186,7 @@ async def resume_and_install(
     opts = options or InstallOptions()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    inline = store.dialect == "sqlite" if inline_lookup is None else inline_lookup
+    inline = store.embedded if inline_lookup is None else inline_lookup
     try:
         res = await _lookup(store, id_r, clock(), id_i, inline)
     except StoreError as e:

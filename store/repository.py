@@ -258,9 +258,13 @@ class Store:
         self.keyring = keyring
         self.policy = policy if policy is not None else Policy()
         self.replace_same_peers = replace_same_peers
-        # "sqlite" | "postgresql"
+        # "sqlite" | "postgresql" (make_engine accepts no other)
         self.dialect = engine.dialect.name if engine is not None else "sqlite"
-        self._pg = self.dialect == "postgresql"
+        #: An embedded SQLite file: a read is an indexed lookup on a local WAL file (callers
+        #: run it inline rather than in a worker thread) and WAL checkpoints are ours to
+        #: schedule.  The one place that decides anything from the dialect's name.
+        self.embedded = self.dialect == "sqlite"
+        self._pg = not self.embedded
         self._sql: dict[str, str] = {}
         # SQLite hot paths use one long-lived driver connection per thread: a pool
         # checkout costs more than the indexed lookup itself.  (PostgreSQL keeps the pool:
@@ -318,7 +322,7 @@ class Store:
         else:
             engine = factory()
             store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
-            if store.dialect == "sqlite":
+            if store.embedded:
                 store._sqlite_args = (
                     str(engine.url.database),
                     check_sync(sqlite_synchronous),

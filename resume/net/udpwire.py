@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 
+from ikeshim.xfrm.bypass import bypass_socket
+
 #: A NAT keepalive on UDP 4500 (RFC 3948 section 2.3): one 0xFF byte.
 NATT_KEEPALIVE = b"\xff"
 #: Receive buffer: the largest UDP payload, so that an oversized datagram is read whole and
@@ -24,10 +26,6 @@ def try_bypass_ipsec(sock: socket.socket) -> str | None:
     CAP_NET_ADMIN; returns why it could not be done (None on success) instead of raising,
     because without kernel policies there is nothing to bypass.
     """
-    try:
-        from ikeshim.xfrm import bypass_socket
-    except ImportError as e:  # pragma: no cover - ikeshim is part of the distribution
-        return f"ikeshim unavailable: {e}"
     try:
         bypass_socket(sock)
     except Exception as e:  # ikeshim.errors.XfrmError (EPERM without CAP_NET_ADMIN, ...)
