@@ -76,7 +76,7 @@ def _open_store(args: argparse.Namespace) -> Any:
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
     from ikeshim.errors import HarvestError, XfrmError
-    from ikeshim.harvest import Outcome, run_harvest
+    from ikeshim.harvest import HarvestReport, run_harvest
     from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
     try:
@@ -93,7 +93,7 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_handler)
     signal.signal(signal.SIGINT, stop_handler)
 
-    def emit(o: Outcome) -> None:
+    def emit(o: HarvestReport) -> None:
         if args.json:
             print(json.dumps(o.to_json()), flush=True)
         else:

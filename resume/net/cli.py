@@ -240,7 +240,7 @@ def parse_identity(text: str) -> bytes:
 def cmd_resume(args: argparse.Namespace) -> int:
     from resume.errors import LocalProtocolError
     from resume.initiator import InitiatorConfig
-    from resume.net.client import ResumeResult, resume_with_store_blocking
+    from resume.net.client import ClientOptions, ResumeResult, resume_with_store_blocking
     from resume.net.config import DEFAULT_PORT, parse_hostport
     from store.errors import MasterKeyError, StoreConfigError, StoreError
     from store.keys import Keyring
@@ -270,8 +270,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _report(args, ResumeResult("store_error", 0.0, detail=str(e)))
         return EXIT_FALLBACK
     with store:
+        options = ClientOptions(config=config, natt=args.natt)
         result = resume_with_store_blocking(
-            store, peer, (server.host, server.port), id_i=id_i, config=config, natt=args.natt
+            store, peer, (server.host, server.port), options, id_i=id_i
         )
         if result.resumed and result.sa is not None and installer is not None:
             import trio

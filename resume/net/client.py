@@ -1,21 +1,22 @@
 """The initiator side over UDP: try a resumption, or tell the caller to run a full IKE.
 
-Two levels:
+Two levels, each taking one :class:`ClientOptions` (how the attempt runs):
 
 * :func:`resume_once` drives one :class:`~resume.initiator.Initiator` over a connected UDP
   socket (retransmission with backoff and the overall timeout are the core's timers; this
-  only sleeps until ``get_timer()``).  It never raises for network trouble: the outcome is
-  ``resumed`` or a fallback with its reason (``nack``, ``timeout``, ``network``).
+  only sleeps until ``get_timer()``), with a credential or a store lookup's result (its
+  kept previous generation and lifetimes).  It never raises for network trouble: the
+  outcome is ``resumed`` or a fallback with its reason (``nack``, ``timeout``, ``network``).
 * :func:`resume_with_store` adds the initiator's credential cache: picks the credential for
   the responder identity, passes the kept ``previous`` generation (lost-message-3 rule), and
   on success ratchets the store *before* returning the SA pair, so a crash after returning
   can never leave the store at a generation the responder has moved past.
 
-Each has a blocking twin (``resume_once_blocking``, ``resume_cached_blocking``,
-``resume_with_store_blocking``) that waits with ``selectors`` instead of trio and runs the
-store calls inline: ``ikeresume resume`` runs before every reconnection of a road warrior,
-and importing trio alone costs it 100-180 ms.  trio is imported only inside the async
-functions, so importing this module does not pull it in.
+Each has a blocking twin (``resume_once_blocking``, ``resume_with_store_blocking``) that
+waits with ``selectors`` instead of trio and runs the store calls inline: ``ikeresume
+resume`` runs before every reconnection of a road warrior, and importing trio alone costs
+it 100-180 ms.  trio is imported only inside the async functions (tests/test_startup.py
+checks that importing this module and a blocking attempt do not pull it in).
 
 An IKE daemon embeds these; ``ikeresume resume`` wraps the blocking ones (exit code 3 = run
 a full IKE).
@@ -40,7 +41,31 @@ from resume.wire import add_non_esp_marker, strip_non_esp_marker_untrusted
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
-Outcome = Literal["resumed", "nack", "timeout", "network", "no_credential", "store_error"]
+#: Every outcome of a client attempt; ``install_failed`` only from
+#: :func:`ikeshim.initiator.resume_and_install`, which also installs the SAs.
+Outcome = Literal[
+    "resumed", "nack", "timeout", "network", "no_credential", "store_error", "install_failed"
+]
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How an attempt runs: the initiator's timers, the framing and the socket.
+
+    ``natt`` frames datagrams for UDP 4500 (RFC 3948); ``local`` binds the socket;
+    ``bypass_ipsec`` exempts it from IPsec policies (needs CAP_NET_ADMIN; silently skipped
+    without it): a previous session's policies must not capture this attempt.  ``clock``
+    gives ``now`` to the core (wall-clock seconds).
+    """
+
+    config: InitiatorConfig | None = None
+    natt: bool = False
+    local: Address | None = None
+    bypass_ipsec: bool = True
+    clock: Callable[[], float] = time.time
+
+
+_DEFAULT = ClientOptions()
 
 
 @dataclass(frozen=True)
@@ -90,28 +115,44 @@ class _Attempt:
         self,
         credential: Credential,
         server: Address,
-        *,
-        config: InitiatorConfig | None,
+        options: ClientOptions,
         previous: Credential | None,
         lifetimes: Lifetimes | None,
-        natt: bool,
-        local: Address | None,
-        bypass_ipsec: bool,
-        clock: Callable[[], float],
     ) -> None:
         self.t0 = time.perf_counter()
         self.server = server
-        self.natt = natt
-        self.clock = clock
+        self.natt = options.natt
+        self.clock = clock = options.clock
         self.ini = Initiator(
-            credential, config, previous=previous, peer=server, lifetimes=lifetimes
+            credential, options.config, previous=previous, peer=server, lifetimes=lifetimes
         )
-        self.sock = _socket_for(server, local, bypass_ipsec)
+        self.sock = _socket_for(server, options.local, options.bypass_ipsec)
         try:
             self.ini.initiate(clock())
         except BaseException:
             self.sock.close()  # the callers' ``with att.sock`` is not reached
             raise
+
+    @classmethod
+    def open(
+        cls,
+        what: Credential | LookupResult,
+        server: Address,
+        options: ClientOptions | None,
+        previous: Credential | None,
+        lifetimes: Lifetimes | None,
+    ) -> _Attempt | ResumeResult:
+        """The attempt, or the ``network`` outcome when no socket could be set up."""
+        if isinstance(what, LookupResult):
+            if what.credential is None:
+                raise ValueError("resume_once needs a lookup that found a credential")
+            credential, previous, lifetimes = what.credential, what.previous, what.lifetimes
+        else:
+            credential = what
+        try:
+            return cls(credential, server, options or _DEFAULT, previous, lifetimes)
+        except OSError as e:
+            return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
 
     def step(self) -> ResumeResult | float:
         """Send what the core has queued; the outcome if there is one, else how long to wait."""
@@ -167,65 +208,20 @@ class _Attempt:
             self.ini.receive_datagram(data, self.server, self.clock())
 
 
-def _open_attempt(
-    credential: Credential,
-    server: Address,
-    *,
-    config: InitiatorConfig | None,
-    previous: Credential | None,
-    lifetimes: Lifetimes | None,
-    natt: bool,
-    local: Address | None,
-    bypass_ipsec: bool,
-    clock: Callable[[], float],
-) -> _Attempt | ResumeResult:
-    """The attempt, or the ``network`` outcome when no socket could be set up."""
-    try:
-        return _Attempt(
-            credential,
-            server,
-            config=config,
-            previous=previous,
-            lifetimes=lifetimes,
-            natt=natt,
-            local=local,
-            bypass_ipsec=bypass_ipsec,
-            clock=clock,
-        )
-    except OSError as e:
-        return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
-
-
 async def resume_once(
-    credential: Credential,
+    what: Credential | LookupResult,
     server: Address,
+    options: ClientOptions | None = None,
     *,
-    config: InitiatorConfig | None = None,
     previous: Credential | None = None,
     lifetimes: Lifetimes | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    bypass_ipsec: bool = True,
-    clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
-    """One resumption attempt against ``server``; see the module docstring.
+    """One resumption attempt against ``server`` with a credential (and optionally its kept
+    ``previous`` generation and ``lifetimes``) or a lookup that found one; see the module
+    docstring."""
+    import trio  # here, not at the top: the blocking path must not import trio
 
-    ``bypass_ipsec`` exempts the socket from IPsec policies (needs CAP_NET_ADMIN; silently
-    skipped without it): a previous session's policies must not capture this attempt.
-    """
-    import trio
-
-    att = _open_attempt(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        bypass_ipsec=bypass_ipsec,
-        clock=clock,
-    )
+    att = _Attempt.open(what, server, options, previous, lifetimes)
     if isinstance(att, ResumeResult):
         return att
     with att.sock:
@@ -239,29 +235,15 @@ async def resume_once(
 
 
 def resume_once_blocking(
-    credential: Credential,
+    what: Credential | LookupResult,
     server: Address,
+    options: ClientOptions | None = None,
     *,
-    config: InitiatorConfig | None = None,
     previous: Credential | None = None,
     lifetimes: Lifetimes | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    bypass_ipsec: bool = True,
-    clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """:func:`resume_once` for callers without an event loop: blocks the calling thread."""
-    att = _open_attempt(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        bypass_ipsec=bypass_ipsec,
-        clock=clock,
-    )
+    att = _Attempt.open(what, server, options, previous, lifetimes)
     if isinstance(att, ResumeResult):
         return att
     with att.sock, selectors.DefaultSelector() as sel:
@@ -277,59 +259,6 @@ def resume_once_blocking(
 def no_credential_reason(res: LookupResult | None) -> str:
     """Why an initiator lookup that gave no credential gave none (the outcome's detail)."""
     return "no cached credential" if res is None else f"policy refuses: {res.refusal}"
-
-
-def _cached(res: LookupResult) -> tuple[Credential, Credential | None, Lifetimes | None]:
-    """What an attempt takes from a lookup: the credential, its kept previous, lifetimes."""
-    if res.credential is None:
-        raise ValueError("resume_cached needs a lookup that found a credential")
-    return res.credential, res.previous, res.lifetimes
-
-
-async def resume_cached(
-    res: LookupResult,
-    server: Address,
-    *,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    clock: Callable[[], float] = time.time,
-) -> ResumeResult:
-    """One exchange with a looked-up credential, its kept previous generation and lifetimes."""
-    credential, previous, lifetimes = _cached(res)
-    return await resume_once(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
-
-
-def resume_cached_blocking(
-    res: LookupResult,
-    server: Address,
-    *,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    clock: Callable[[], float] = time.time,
-) -> ResumeResult:
-    """:func:`resume_cached` without an event loop (blocks the calling thread)."""
-    credential, previous, lifetimes = _cached(res)
-    return resume_once_blocking(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
 
 
 def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
@@ -348,7 +277,7 @@ def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
     )
 
 
-def _lookup(
+def lookup(
     store: Store, id_r: bytes, id_i: bytes | None, now: float
 ) -> LookupResult | ResumeResult:
     """The usable cached credential, or the outcome that says why there is none."""
@@ -361,11 +290,12 @@ def _lookup(
     return res
 
 
-def _needs_ratchet(result: ResumeResult) -> bool:
+def needs_ratchet(result: ResumeResult) -> bool:
+    """``result`` resumed: the store must hold its successor before anything else."""
     return result.resumed and result.successor is not None and result.used_handle is not None
 
 
-def _ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
+def ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
     """``result`` once the store holds its successor, or the store_error that prevented it."""
     try:
         advanced = advance_after(store, result, clock())
@@ -380,27 +310,24 @@ async def resume_with_store(
     store: Store,
     id_r: bytes,
     server: Address,
+    options: ClientOptions | None = None,
     *,
     id_i: bytes | None = None,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """Resume with the cached credential for responder ``id_r`` and ratchet the store.
 
     Store calls run in a worker thread (the caller's event loop keeps running).
     """
-    import trio
+    import trio  # here, not at the top: the blocking path must not import trio
 
-    now = clock()
-    res = await trio.to_thread.run_sync(_lookup, store, id_r, id_i, now)
+    clock = (options or _DEFAULT).clock
+    res = await trio.to_thread.run_sync(lookup, store, id_r, id_i, clock())
     if isinstance(res, ResumeResult):
         return res
-    result = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
-    if not _needs_ratchet(result):
+    result = await resume_once(res, server, options)
+    if not needs_ratchet(result):
         return result
-    ratcheted: ResumeResult = await trio.to_thread.run_sync(_ratchet, store, result, clock)
+    ratcheted: ResumeResult = await trio.to_thread.run_sync(ratchet, store, result, clock)
     return ratcheted
 
 
@@ -408,20 +335,18 @@ def resume_with_store_blocking(
     store: Store,
     id_r: bytes,
     server: Address,
+    options: ClientOptions | None = None,
     *,
     id_i: bytes | None = None,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Address | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> ResumeResult:
     """:func:`resume_with_store` without an event loop: store calls run inline.
 
     For one-shot callers (``ikeresume resume``) that have nothing else to keep responsive
     and should not pay trio's import cost.
     """
-    res = _lookup(store, id_r, id_i, clock())
+    clock = (options or _DEFAULT).clock
+    res = lookup(store, id_r, id_i, clock())
     if isinstance(res, ResumeResult):
         return res
-    result = resume_cached_blocking(res, server, config=config, natt=natt, local=local, clock=clock)
-    return _ratchet(store, result, clock) if _needs_ratchet(result) else result
+    result = resume_once_blocking(res, server, options)
+    return ratchet(store, result, clock) if needs_ratchet(result) else result

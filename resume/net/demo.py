@@ -31,7 +31,7 @@ import trio
 
 from resume.initiator import InitiatorConfig
 from resume.keyschedule import fingerprint
-from resume.net.client import ResumeResult, resume_with_store
+from resume.net.client import ClientOptions, ResumeResult, resume_with_store
 from resume.net.config import from_mapping
 from resume.net.server import ResponderService
 from resume.sa import SAPair
@@ -172,13 +172,9 @@ async def run_loopback_demo_async(
 
                 async def one(i: int, rnd: int = rnd) -> None:
                     async with limiter:
+                        options = ClientOptions(config=ini_cfg, local=(client_addr(i), 0))
                         r = await resume_with_store(
-                            client_store,
-                            ID_R,
-                            server,
-                            id_i=client_id(i),
-                            config=ini_cfg,
-                            local=(client_addr(i), 0),
+                            client_store, ID_R, server, options, id_i=client_id(i)
                         )
                     results.append((i, rnd, r))
                     if progress is not None:

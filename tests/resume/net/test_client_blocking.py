@@ -21,6 +21,7 @@ from resume.cli import EXIT_FALLBACK, EXIT_OK, main
 from resume.events import Address
 from resume.initiator import InitiatorConfig
 from resume.net.client import (
+    ClientOptions,
     ResumeResult,
     resume_once,
     resume_once_blocking,
@@ -80,7 +81,11 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
     for rnd in range(2):
         for i in range(2):
             r = await _blocking_with_store(
-                env.client_store, ID_R, svc.addresses[0], id_i=id_i(i), config=FAST
+                env.client_store,
+                ID_R,
+                svc.addresses[0],
+                id_i=id_i(i),
+                options=ClientOptions(config=FAST),
             )
             assert r.resumed, r
             assert r.used_generation == rnd and r.retransmits == 0
@@ -101,10 +106,14 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
 async def test_nack_and_no_credential(env: Env, nursery: trio.Nursery, path: str) -> None:
     env.seed(1, server=False)  # the server never saw this credential
     svc = await env.start(nursery)
-    r = await WITH_STORE[path](env.client_store, ID_R, svc.addresses[0], config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert (r.outcome, r.resumed, r.sa) == ("nack", False, None)
     assert _current(env, 0) == (0, None)  # a NACK leaves the cache alone
-    r = await WITH_STORE[path](env.client_store, b"\x02other", svc.addresses[0], config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, b"\x02other", svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert (r.outcome, r.detail) == ("no_credential", "no cached credential")
 
 
@@ -112,7 +121,9 @@ async def test_nack_and_no_credential(env: Env, nursery: trio.Nursery, path: str
 async def test_timeout_against_a_silent_port(env: Env, silent_port: Address, path: str) -> None:
     env.seed(1)
     t0 = time.monotonic()
-    r = await WITH_STORE[path](env.client_store, ID_R, silent_port, config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, ID_R, silent_port, options=ClientOptions(config=FAST)
+    )
     assert r.outcome == "timeout" and r.retransmits == FAST.max_retransmits
     assert FAST.timeout * 0.9 <= time.monotonic() - t0 < FAST.timeout + 1.0
     assert _current(env, 0) == (0, None)
@@ -121,7 +132,9 @@ async def test_timeout_against_a_silent_port(env: Env, silent_port: Address, pat
 @pytest.mark.parametrize("path", PATHS)
 async def test_socket_failure_is_a_network_outcome(env: Env, path: str) -> None:
     (cred,) = env.seed(1)
-    r = await ONCE[path](cred, ("127.0.0.1", 9), local=("192.0.2.1", 0), config=FAST)
+    r = await ONCE[path](
+        cred, ("127.0.0.1", 9), options=ClientOptions(local=("192.0.2.1", 0), config=FAST)
+    )
     assert r.outcome == "network" and r.detail.startswith("socket: ")
 
 
@@ -143,7 +156,8 @@ async def test_both_paths_give_the_same_outcomes(
             {"id_i": id_i(0), "server": silent_port},
             {"id_i": b"\x02nobody", "server": addr},
         ):
-            r = await run(env.client_store, ID_R, natt=True, config=FAST, **kw)
+            options = ClientOptions(natt=True, config=FAST)
+            r = await run(env.client_store, ID_R, options=options, **kw)
             out.append((r.outcome, r.used_generation))
         return out
 
