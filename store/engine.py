@@ -24,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resume.extras import MissingExtraError, require
 from store.errors import StoreConfigError
 
 if TYPE_CHECKING:
@@ -135,6 +136,10 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    try:
+        require("postgres", "a PostgreSQL store")
+    except MissingExtraError as e:
+        raise StoreConfigError(str(e)) from None
     return create_engine(
         u,
         connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
