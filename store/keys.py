@@ -34,6 +34,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from resume.memo import Memo
 from store.errors import CorruptRecord, MasterKeyError
 
 ENV_KEY = "IKERESUME_MASTER_KEY"
@@ -94,7 +95,8 @@ class MasterKey:
         return f"{self.key_id}:{base64.b64encode(self.key).decode()}"
 
 
-_AAD_HEADS: dict[tuple[bytes, str, str], bytes] = {}
+#: a handful of (purpose, role, mode) triples in practice
+_AAD_HEADS: Memo[tuple[bytes, str, str], bytes] = Memo(64)
 
 
 def record_aad(
@@ -103,17 +105,19 @@ def record_aad(
     """AAD of one wrapped field: what the ciphertext is only valid for."""
     head = _AAD_HEADS.get((purpose, role, mode))
     if head is None:
-        head = b"".join(
-            (_AAD_PREFIX, purpose, b"\x00", role.encode(), b"\x00", mode.encode(), b"\x00")
+        head = _AAD_HEADS.put(
+            (purpose, role, mode),
+            b"".join(
+                (_AAD_PREFIX, purpose, b"\x00", role.encode(), b"\x00", mode.encode(), b"\x00")
+            ),
         )
-        if len(_AAD_HEADS) < 64:  # a handful of (purpose, role, mode) triples in practice
-            _AAD_HEADS[(purpose, role, mode)] = head
     return b"".join(
         (head, len(handle).to_bytes(2, "big"), handle, generation.to_bytes(8, "big"), binding)
     )
 
 
-_BINDINGS: dict[tuple[bytes, bytes, str], bytes] = {}
+#: as many entries as active peers
+_BINDINGS: Memo[tuple[bytes, bytes, str], bytes] = Memo(65536)
 
 
 def record_binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
@@ -125,10 +129,7 @@ def record_binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
     hit = _BINDINGS.get(key)
     if hit is not None:
         return hit
-    if len(_BINDINGS) >= 65536:
-        _BINDINGS.clear()
-    d = _BINDINGS[key] = _binding(id_i, id_r, params_text)
-    return d
+    return _BINDINGS.put(key, _binding(id_i, id_r, params_text))
 
 
 def _binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.errors",
                 "resume.exitcodes",
                 "resume.extras",
+                "resume.memo",
                 "resume.credential",
                 "resume.sa",
                 "store",
