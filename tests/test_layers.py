@@ -83,6 +83,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.commands",
                 "resume.net.cli",
                 "store.cli",
+                "store.cache_commands",
                 "ikeshim.cli",
                 "analysis.cli",
             )
