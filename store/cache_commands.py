@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR
-from store.cli import ENV_DB
+from store.engine import ENV_DB
 from store.errors import MasterKeyError, StoreConfigError, StoreError
 from store.keys import ENV_KEY, ENV_KEY_FILE, Keyring, MasterKey
 from store.maintenance import (

@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-ENV_DB = "IKERESUME_DB"
+from store.engine import ENV_DB
 
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:

@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from resume.extras import MissingExtraError, require
 from store.errors import StoreConfigError
 
+#: The environment variable naming the credential cache (a URL or a SQLite path).
+ENV_DB = "IKERESUME_DB"
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
