@@ -58,6 +58,7 @@ def register(sub: Any) -> None:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from store.keys import Keyring
     from store.policy import Policy
     from store.repository import Store
@@ -75,6 +76,7 @@ def _open_store(args: argparse.Namespace) -> Any:
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from ikeshim.errors import HarvestError, XfrmError
     from ikeshim.harvest import HarvestReport, run_harvest
     from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -124,6 +126,7 @@ def _alg_name(s: Any) -> str | None:
 
 
 def _cmd_xfrm(args: argparse.Namespace) -> int:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from ikeshim.errors import XfrmError
     from ikeshim.xfrm import XfrmSocket
     from resume.exitcodes import EXIT_ERROR

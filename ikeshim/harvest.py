@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import vici
+
 from ikeshim.algorithms import crypto_from_state
 from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
 from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, parse_ike_sas
 from ikeshim.xfrm import IPPROTO_ESP, SAKey, XfrmSocket, XfrmState
 from resume.credential import Credential
+from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
 from resume.sa import SAParams
 
 Role = Literal["initiator", "responder"]
@@ -90,8 +93,6 @@ def harvest_child(
     paper: bool = False,
 ) -> Harvested:
     """Map one established CHILD_SA to generation 0 of a credential; HarvestError if not."""
-    from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
-
     if child.protocol != "ESP":
         raise HarvestError(f"CHILD_SA {child.name} uses {child.protocol}, only ESP resumes")
     inbound = read_state(ike.local_host, child.spi_in)
@@ -395,8 +396,6 @@ def run_harvest(
     Reconnects after the daemon restarts (re-syncing what it missed).  ``once`` harvests the
     currently installed CHILD_SAs and returns.  Runs in the daemon's network namespace.
     """
-    import vici
-
     with XfrmSocket() as x:
         h = Harvester(sink, xfrm_state_reader(x), replay_window, paper)
         while not stop():
@@ -438,8 +437,6 @@ def run_harvest(
 def _sync(
     uri: str, h: Harvester, clock: Callable[[], float], on_outcome: Callable[[HarvestReport], None]
 ) -> None:
-    import vici
-
     s = vici.Session(vici_socket(uri))
     try:
         listed: Sequence[Mapping[str, Any]] = list(s.list_sas())

@@ -71,6 +71,7 @@ def sqlite_path(url: str) -> str | None:
 
 def normalize_url(url: str | URL) -> URL:
     """Accept SQLAlchemy URLs, ``postgresql://`` (mapped to psycopg 3) and bare file paths."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy.engine import make_url
 
     if isinstance(url, str) and "://" not in url:
@@ -122,6 +123,7 @@ def make_engine(
     connect_timeout_s: float = 5.0,
     pool_size: int = 8,
 ) -> Engine:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy import create_engine, event
 
     u = normalize_url(url)
@@ -153,6 +155,7 @@ def make_engine(
 
 
 def _alembic_config() -> Config:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.config import Config
 
     cfg = Config()
@@ -162,6 +165,7 @@ def _alembic_config() -> Config:
 
 def head_revision() -> str:
     """The head according to alembic's scripts (slow: imports alembic)."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
@@ -171,6 +175,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -179,6 +184,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def _at_head(engine: Engine) -> bool:
     """True when the database says it is at SCHEMA_HEAD (any error: let alembic decide)."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -203,6 +209,7 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest alembic revision (no-op when already there)."""
     if _at_head(engine):
         return
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic import command
 
     if current_revision(engine) == head_revision():

@@ -64,6 +64,7 @@ def _table() -> Table:
     responder's per-message reads and commits) runs on the sqlite3 driver alone, and
     SQLAlchemy's import costs 0.2-0.4 s per process.
     """
+    # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
     from store.tables import credentials
 
     return credentials
@@ -433,6 +434,7 @@ class Store:
         the SELECT redone -- it has no effect to repeat; any other failure, or a failure
         on a fresh connection, is StoreUnavailable (the lookup fails closed).
         """
+        # lazy: psycopg only for a PostgreSQL store (tests/test_startup.py)
         import psycopg
 
         for attempt in (0, 1):
@@ -860,6 +862,7 @@ class Store:
         return out
 
     def _ratchet_pg_ordered(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+        # lazy: psycopg only for a PostgreSQL store (tests/test_startup.py)
         import psycopg
 
         sql = self._q(sql) + " RETURNING id"
@@ -913,6 +916,7 @@ class Store:
 
     def confirm_initiator(self, handle: bytes, generation: int) -> bool:
         """Initiator: the responder is known to hold (handle, generation); drop the older one."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import update
 
         _T = _table()
@@ -940,6 +944,7 @@ class Store:
         replaces that pair's previous chain for this role.  Evicts the least recently used
         records beyond ``policy.capacity`` in the same transaction.
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete, insert
 
         _T = _table()
@@ -997,6 +1002,7 @@ class Store:
         this batch's included.  For loading many chains at once (start-up harvest,
         migration, benchmarks): one commit instead of one per chain.
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import bindparam, delete, insert
 
         _T = _table()
@@ -1052,6 +1058,7 @@ class Store:
 
     def _evict_beyond_capacity(self, conn: Connection, keep_uid: str | None = None) -> None:
         """LRU: delete the least recently used records beyond policy.capacity (same txn)."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete, func, select
 
         _T = _table()
@@ -1076,6 +1083,7 @@ class Store:
         ``handle`` may be the record's current or (initiator) kept previous handle.
         Returns False if no such record (e.g. revoked or replaced meanwhile).
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import case, literal, update
 
         _T = _table()
@@ -1098,6 +1106,7 @@ class Store:
 
     def revoke(self, *, uid: str | None = None, handle: bytes | None = None) -> int:
         """Delete a record (by uid, or by current handle in any role); returns rows deleted."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete
 
         _T = _table()

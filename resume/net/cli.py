@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_FALLBACK, EXIT_OK
@@ -76,8 +77,7 @@ def _err(msg: str) -> None:
 
 
 def _load_serve_config(args: argparse.Namespace) -> Any:
-    from dataclasses import replace
-
+    # lazy: --help and ikeresume resume stay light (tests/test_startup.py)
     from resume.net.config import (
         DEFAULT_PORT,
         ConfigError,
@@ -106,6 +106,7 @@ def _load_serve_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # lazy: --help and ikeresume resume stay light (tests/test_startup.py)
     from resume.net.config import EXAMPLE, ConfigError
 
     if args.print_example:
@@ -130,6 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(cfg: Any, args: argparse.Namespace) -> int:
+    # lazy: --help and ikeresume resume stay light (tests/test_startup.py)
     import trio
 
     from resume.net import logs
@@ -159,8 +161,6 @@ def _serve(cfg: Any, args: argparse.Namespace) -> int:
     workers = cfg.server.workers if args.worker_index == 0 else 1
     children = _spawn_workers(args, workers) if workers > 1 else []
     if args.worker_index > 0 and cfg.http.listen:
-        from dataclasses import replace
-
         from resume.net.config import parse_hostport
 
         h = parse_hostport(cfg.http.listen, 9751)
@@ -238,6 +238,7 @@ def parse_identity(text: str) -> bytes:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    # lazy: --help and ikeresume resume stay light (tests/test_startup.py)
     from resume.errors import LocalProtocolError
     from resume.initiator import InitiatorConfig
     from resume.net.client import ClientOptions, ResumeResult, resume_with_store_blocking
@@ -296,6 +297,7 @@ def _installer(args: argparse.Namespace) -> Installer | None:
     """
     if args.install == "none":
         return None
+    # lazy: --help and ikeresume resume stay light (tests/test_startup.py)
     from resume.net.hooks import make_installer
 
     return make_installer(args.install, args.hook, max(args.timeout, 5.0))

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from rich.console import Console
+from rich.table import Table
 
 from resume.initiator import InitiatorConfig
 from resume.keyschedule import fingerprint
@@ -289,9 +291,6 @@ def run_loopback_demo(n_clients: int = 300, rounds: int = 2, **kw: Any) -> DemoS
 
 
 def print_summary(s: DemoSummary) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     con = Console()
     con.print(
         f"ikeresume demo: responder on udp {s.listen}, SQLite cache (every accept durable); "
