@@ -468,22 +468,30 @@ def _miss() -> DecodeError:
     return DecodeError("not a canonical hardened message (the reference parser decides)")
 
 
-def _fast_init_untrusted(data: bytes) -> HardenedInit:
+def _fast_header_untrusted(data: bytes, min_len: int, first: int, message_id: int) -> Header:
+    """The header of a hardened request: ``first`` payload, ``message_id``, an initiator
+    SPI, and a responder SPI exactly when it is message 3."""
     n = len(data)
-    if n < 28 + 4 + HANDLE_MIN + 16 + 4 + NONCE_MIN or n > MAX_MESSAGE_LEN:
+    if n < min_len or n > MAX_MESSAGE_LEN:
         raise _miss()
-    h = _new_tuple(Header, _HEADER.unpack_from(data))
+    h: Header = _new_tuple(Header, _HEADER.unpack_from(data))
     if (
-        h[2] != PT_RESUME_HANDLE
+        h[2] != first
         or h[3] >> 4 != 2
         or h[4] != EXCHANGE_IKE_RESUME
         or h[5] & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR
-        or h[6] != 0
+        or h[6] != message_id
         or h[7] != n
         or h[0] == ZERO_SPI
-        or h[1] != ZERO_SPI
+        or (h[1] == ZERO_SPI) != (message_id == 0)
     ):
         raise _miss()
+    return h
+
+
+def _fast_init_untrusted(data: bytes) -> HardenedInit:
+    h = _fast_header_untrusted(data, 28 + 4 + HANDLE_MIN + 16 + 4 + NONCE_MIN, PT_RESUME_HANDLE, 0)
+    n = len(data)
     nxt, _c, plen = _PH.unpack_from(data, 28)
     if nxt != PT_RESUME_SA or not HANDLE_MIN + 4 <= plen <= HANDLE_MAX + 4:
         raise _miss()
@@ -522,21 +530,8 @@ def _fast_init_untrusted(data: bytes) -> HardenedInit:
 
 
 def _fast_auth_untrusted(data: bytes) -> HardenedAuth:
+    h = _fast_header_untrusted(data, 28 + 4 + 28 + _AUTH_P_LEN, PT_RESUME_ECHO, 1)
     n = len(data)
-    if n < 28 + 4 + 28 + _AUTH_P_LEN or n > MAX_MESSAGE_LEN:
-        raise _miss()
-    h = _new_tuple(Header, _HEADER.unpack_from(data))
-    if (
-        h[2] != PT_RESUME_ECHO
-        or h[3] >> 4 != 2
-        or h[4] != EXCHANGE_IKE_RESUME
-        or h[5] & (FLAG_INITIATOR | FLAG_RESPONSE) != FLAG_INITIATOR
-        or h[6] != 1
-        or h[7] != n
-        or h[0] == ZERO_SPI
-        or h[1] == ZERO_SPI
-    ):
-        raise _miss()
     nxt, _c, elen = _PH.unpack_from(data, 28)
     end = 28 + elen
     if nxt != PT_RESUME_AUTH or end + _AUTH_P_LEN != n:

@@ -271,10 +271,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _report(args, ResumeResult("store_error", 0.0, detail=str(e)))
         return EXIT_FALLBACK
     with store:
-        options = ClientOptions(config=config, natt=args.natt)
-        result = resume_with_store_blocking(
-            store, peer, (server.host, server.port), options, id_i=id_i
-        )
+        options = ClientOptions(config=config, id_i=id_i, natt=args.natt)
+        result = resume_with_store_blocking(store, peer, (server.host, server.port), options)
         if result.resumed and result.sa is not None and installer is not None:
             import trio
 

@@ -52,13 +52,16 @@ Outcome = Literal[
 class ClientOptions:
     """How an attempt runs: the initiator's timers, the framing and the socket.
 
-    ``natt`` frames datagrams for UDP 4500 (RFC 3948); ``local`` binds the socket;
+    ``id_i`` picks our identity when the cache holds several credentials for one
+    responder (the store calls only); ``natt`` frames datagrams for UDP 4500 (RFC 3948);
+    ``local`` binds the socket;
     ``bypass_ipsec`` exempts it from IPsec policies (needs CAP_NET_ADMIN; silently skipped
     without it): a previous session's policies must not capture this attempt.  ``clock``
     gives ``now`` to the core (wall-clock seconds).
     """
 
     config: InitiatorConfig | None = None
+    id_i: bytes | None = None
     natt: bool = False
     local: Address | None = None
     bypass_ipsec: bool = True
@@ -108,7 +111,7 @@ class _Attempt:
     The trio and the blocking client differ only in how they wait for the socket to become
     readable; sending, the outcome, draining and the timers live here once, so the two
     cannot drift apart.  The loop is: :meth:`step` (a result, or seconds to wait), wait for
-    readability at most that long, :meth:`after_wait`.
+    readability at most that long, again.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class _Attempt:
             credential, options.config, previous=previous, peer=server, lifetimes=lifetimes
         )
         self.sock = _socket_for(server, options.local, options.bypass_ipsec)
+        self._waited = False
         try:
             self.ini.initiate(clock())
         except BaseException:
@@ -139,10 +143,10 @@ class _Attempt:
         what: Credential | LookupResult,
         server: Address,
         options: ClientOptions | None,
-        previous: Credential | None,
-        lifetimes: Lifetimes | None,
     ) -> _Attempt | ResumeResult:
         """The attempt, or the ``network`` outcome when no socket could be set up."""
+        previous: Credential | None = None
+        lifetimes: Lifetimes | None = None
         if isinstance(what, LookupResult):
             if what.credential is None:
                 raise ValueError("resume_once needs a lookup that found a credential")
@@ -155,7 +159,11 @@ class _Attempt:
             return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
 
     def step(self) -> ResumeResult | float:
-        """Send what the core has queued; the outcome if there is one, else how long to wait."""
+        """Feed the core what arrived since the last step (firing its timer when due), send
+        what it queued; the outcome if there is one, else how long to wait for the socket."""
+        if self._waited:
+            self.after_wait()
+        self._waited = True
         ini, clock = self.ini, self.clock
         for data, _addr in ini.datagrams_to_send(clock()):
             try:
@@ -209,51 +217,35 @@ class _Attempt:
 
 
 async def resume_once(
-    what: Credential | LookupResult,
-    server: Address,
-    options: ClientOptions | None = None,
-    *,
-    previous: Credential | None = None,
-    lifetimes: Lifetimes | None = None,
+    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
-    """One resumption attempt against ``server`` with a credential (and optionally its kept
-    ``previous`` generation and ``lifetimes``) or a lookup that found one; see the module
-    docstring."""
+    """One resumption attempt against ``server`` with a credential, or with a store
+    lookup's result (its credential, kept previous generation and lifetimes); see the
+    module docstring."""
     import trio  # here, not at the top: the blocking path must not import trio
 
-    att = _Attempt.open(what, server, options, previous, lifetimes)
+    att = _Attempt.open(what, server, options)
     if isinstance(att, ResumeResult):
         return att
     with att.sock:
-        while True:
-            step = att.step()
-            if isinstance(step, ResumeResult):
-                return step
+        while not isinstance(step := att.step(), ResumeResult):
             with trio.move_on_after(step):
                 await trio.lowlevel.wait_readable(att.sock)
-            att.after_wait()
+    return step
 
 
 def resume_once_blocking(
-    what: Credential | LookupResult,
-    server: Address,
-    options: ClientOptions | None = None,
-    *,
-    previous: Credential | None = None,
-    lifetimes: Lifetimes | None = None,
+    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """:func:`resume_once` for callers without an event loop: blocks the calling thread."""
-    att = _Attempt.open(what, server, options, previous, lifetimes)
+    att = _Attempt.open(what, server, options)
     if isinstance(att, ResumeResult):
         return att
     with att.sock, selectors.DefaultSelector() as sel:
         sel.register(att.sock, selectors.EVENT_READ)
-        while True:
-            step = att.step()
-            if isinstance(step, ResumeResult):
-                return step
+        while not isinstance(step := att.step(), ResumeResult):
             sel.select(step)
-            att.after_wait()
+    return step
 
 
 def no_credential_reason(res: LookupResult | None) -> str:
@@ -307,12 +299,7 @@ def ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> R
 
 
 async def resume_with_store(
-    store: Store,
-    id_r: bytes,
-    server: Address,
-    options: ClientOptions | None = None,
-    *,
-    id_i: bytes | None = None,
+    store: Store, id_r: bytes, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """Resume with the cached credential for responder ``id_r`` and ratchet the store.
 
@@ -320,33 +307,28 @@ async def resume_with_store(
     """
     import trio  # here, not at the top: the blocking path must not import trio
 
-    clock = (options or _DEFAULT).clock
-    res = await trio.to_thread.run_sync(lookup, store, id_r, id_i, clock())
+    opts = options or _DEFAULT
+    res = await trio.to_thread.run_sync(lookup, store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
     result = await resume_once(res, server, options)
     if not needs_ratchet(result):
         return result
-    ratcheted: ResumeResult = await trio.to_thread.run_sync(ratchet, store, result, clock)
+    ratcheted: ResumeResult = await trio.to_thread.run_sync(ratchet, store, result, opts.clock)
     return ratcheted
 
 
 def resume_with_store_blocking(
-    store: Store,
-    id_r: bytes,
-    server: Address,
-    options: ClientOptions | None = None,
-    *,
-    id_i: bytes | None = None,
+    store: Store, id_r: bytes, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """:func:`resume_with_store` without an event loop: store calls run inline.
 
     For one-shot callers (``ikeresume resume``) that have nothing else to keep responsive
     and should not pay trio's import cost.
     """
-    clock = (options or _DEFAULT).clock
-    res = lookup(store, id_r, id_i, clock())
+    opts = options or _DEFAULT
+    res = lookup(store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
     result = resume_once_blocking(res, server, options)
-    return ratchet(store, result, clock) if needs_ratchet(result) else result
+    return ratchet(store, result, opts.clock) if needs_ratchet(result) else result

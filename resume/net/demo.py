@@ -174,10 +174,10 @@ async def run_loopback_demo_async(
 
                 async def one(i: int, rnd: int = rnd) -> None:
                     async with limiter:
-                        options = ClientOptions(config=ini_cfg, local=(client_addr(i), 0))
-                        r = await resume_with_store(
-                            client_store, ID_R, server, options, id_i=client_id(i)
+                        options = ClientOptions(
+                            config=ini_cfg, id_i=client_id(i), local=(client_addr(i), 0)
                         )
+                        r = await resume_with_store(client_store, ID_R, server, options)
                     results.append((i, rnd, r))
                     if progress is not None:
                         progress(len(results), total)

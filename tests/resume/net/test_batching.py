@@ -129,8 +129,7 @@ async def test_thread_lookups_batched_success_nack_and_failure(
             env.client_store,
             ID_R,
             svc.addresses[0],
-            id_i=id_i(i),
-            options=ClientOptions(config=FAST),
+            options=ClientOptions(id_i=id_i(i), config=FAST),
         )
 
     async with trio.open_nursery() as clients:
@@ -145,7 +144,7 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     con.close()
     env.seed(1, server=False)  # a client with a credential, a server with no table
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], id_i=id_i(7), options=ClientOptions(config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(7), config=FAST)
     )
     assert r.outcome == "nack" and svc.metrics.cache.get("error") >= 1
     assert not svc.ready
@@ -205,7 +204,7 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
     for _round in range(2):
         for i in range(2):
             r = await resume_with_store(
-                env.client_store, ID_R, server, id_i=id_i(i), options=ClientOptions(config=FAST)
+                env.client_store, ID_R, server, options=ClientOptions(id_i=id_i(i), config=FAST)
             )
             assert r.resumed
     assert cache.get("hit") == 4  # message 1 only
@@ -225,7 +224,7 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
     via = await relay.start(nursery)
     one_shot = InitiatorConfig(initial_rto=0.1, max_retransmits=0, timeout=0.3)
     r = await resume_with_store(
-        env.client_store, ID_R, via, id_i=id_i(0), options=ClientOptions(config=one_shot)
+        env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=one_shot)
     )
     assert r.resumed  # the initiator completes when it sends message 3
     assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1

@@ -84,8 +84,7 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
                 env.client_store,
                 ID_R,
                 svc.addresses[0],
-                id_i=id_i(i),
-                options=ClientOptions(config=FAST),
+                options=ClientOptions(id_i=id_i(i), config=FAST),
             )
             assert r.resumed, r
             assert r.used_generation == rnd and r.retransmits == 0
@@ -150,14 +149,14 @@ async def test_both_paths_give_the_same_outcomes(
     async def outcomes(path: str) -> list[tuple[str, int | None]]:
         run = WITH_STORE[path]
         out = []
-        for kw in (
-            {"id_i": id_i(0), "server": addr},
-            {"id_i": id_i(1), "server": addr},
-            {"id_i": id_i(0), "server": silent_port},
-            {"id_i": b"\x02nobody", "server": addr},
+        for who, server in (
+            (id_i(0), addr),
+            (id_i(1), addr),
+            (id_i(0), silent_port),
+            (b"\x02nobody", addr),
         ):
-            options = ClientOptions(natt=True, config=FAST)
-            r = await run(env.client_store, ID_R, options=options, **kw)
+            options = ClientOptions(id_i=who, natt=True, config=FAST)
+            r = await run(env.client_store, ID_R, server, options=options)
             out.append((r.outcome, r.used_generation))
         return out
 

@@ -51,7 +51,7 @@ async def test_success_ratchet_and_matching_keys(env: Env, nursery: trio.Nursery
     for _round in range(2):
         for i in range(3):
             r = await resume_with_store(
-                env.client_store, ID_R, addr, id_i=id_i(i), options=ClientOptions(config=FAST)
+                env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=FAST)
             )
             assert r.resumed, r
             assert r.used_generation == _round
@@ -125,7 +125,7 @@ async def test_retransmission_after_lost_messages(env: Env, nursery: trio.Nurser
         at = await relay.start(nursery)
         i = 0 if lose == "up" else 1
         r = await resume_with_store(
-            env.client_store, ID_R, at, id_i=id_i(i), options=ClientOptions(config=FAST)
+            env.client_store, ID_R, at, options=ClientOptions(id_i=id_i(i), config=FAST)
         )
         assert r.resumed and r.retransmits == 1, (lose, r, relay.log)
     with trio.fail_after(5):
@@ -300,7 +300,7 @@ async def test_shutdown_with_exchanges_in_flight(env: Env, nursery: trio.Nursery
     async def one(i: int) -> None:
         await trio.sleep(i * 0.004)
         results[i] = await resume_with_store(
-            env.client_store, ID_R, addr, id_i=id_i(i), options=ClientOptions(config=slow)
+            env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=slow)
         )
 
     done = trio.Event()
@@ -337,7 +337,9 @@ async def test_failed_install_is_counted_not_fatal(env: Env, nursery: trio.Nurse
     env.seed(2)
     svc = await env.start(nursery, env.config(install={"mode": "xfrm", "hook_timeout": 5}))
     for i in range(2):
-        r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], id_i=id_i(i))
+        r = await resume_with_store(
+            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(i))
+        )
         assert r.resumed
     with trio.fail_after(10):
         while svc.metrics.installs.get("failed") + svc.metrics.installs.get("ok") < 2:
