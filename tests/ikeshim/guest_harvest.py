@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ikeshim.testbed_strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 from resume.sa import Encr, Integ, Mode
+from tests.testbed.strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 
 WORK = Path("/tmp/harvest-test")
 CHILDREN = [
