@@ -10,10 +10,10 @@ import subprocess
 from typing import Any
 
 from ikeshim.installer import InstalledSA, install_sa_pair, remove_sa_pair
-from ikeshim.testbed import in_netns
 from ikeshim.xfrm import XfrmSocket
 from resume.sa import Mode, SAPair, TrafficSelector
 from tests.ikeshim.pairs import make_pair, make_params, mirror
+from tests.testbed.netns import in_netns
 
 _ready = False
 
