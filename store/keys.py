@@ -41,7 +41,7 @@ ENV_KEY = "IKERESUME_MASTER_KEY"
 ENV_KEY_FILE = "IKERESUME_MASTER_KEY_FILE"
 
 KEY_LEN = 32
-NONCE_LEN = 12
+AEAD_NONCE_LEN = 12
 _TAG_LEN = 16
 _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AAD_PREFIX = b"ikeresume-store/v1\x00"
@@ -219,9 +219,9 @@ class Keyring:
         must be fresh random bytes (never a counter or a reused value).
         """
         if nonce is None:
-            nonce = os.urandom(NONCE_LEN)
-        elif len(nonce) != NONCE_LEN:
-            raise ValueError(f"nonce must be {NONCE_LEN} bytes")
+            nonce = os.urandom(AEAD_NONCE_LEN)
+        elif len(nonce) != AEAD_NONCE_LEN:
+            raise ValueError(f"nonce must be {AEAD_NONCE_LEN} bytes")
         return self._current.key_id, nonce + self._current_aead.encrypt(nonce, plaintext, aad)
 
     def try_unwrap(self, key_id: str, blob: bytes, aad: bytes) -> bytes | None:
@@ -233,7 +233,7 @@ class Keyring:
         if aead is None:
             return None
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], aad)
         except (InvalidTag, TypeError, ValueError):
             return None
 
@@ -246,10 +246,10 @@ class Keyring:
             )
         if not isinstance(blob, bytes | bytearray | memoryview):
             raise CorruptRecord(f"{what}: wrapped value is not binary ({type(blob).__name__})")
-        if len(blob) < NONCE_LEN + _TAG_LEN:
+        if len(blob) < AEAD_NONCE_LEN + _TAG_LEN:
             raise CorruptRecord(f"{what}: wrapped value truncated ({len(blob)} bytes)")
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], aad)
         except (InvalidTag, TypeError, ValueError):
             raise CorruptRecord(
                 f"{what} does not authenticate under master key id {key_id!r}: the row was "
@@ -260,7 +260,7 @@ class Keyring:
         """A wrapped known value stored once per key id, to detect a wrong key at open."""
         kid = key_id or self.current_id
         aead = self._by_id[kid]
-        nonce = os.urandom(NONCE_LEN)
+        nonce = os.urandom(AEAD_NONCE_LEN)
         return kid, nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, kid.encode())
 
     def verify_check(self, key_id: str, blob: bytes) -> bool | None:
@@ -269,7 +269,7 @@ class Keyring:
         if aead is None:
             return None
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], key_id.encode()) == (
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], key_id.encode()) == (
                 _CHECK_PLAINTEXT
             )
         except (InvalidTag, ValueError):
