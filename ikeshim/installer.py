@@ -369,38 +369,17 @@ def remove_sa_pair(
         raise first
 
 
-async def install_sa_pair_async(
-    pair: SAPair,
-    options: InstallOptions = InstallOptions(),
-    *,
-    replace_old: InstalledSA | None = None,
-) -> InstalledSA:
-    """trio: :func:`install_sa_pair` on a private socket in a worker thread.
+def __getattr__(name: str) -> object:
+    """The names of the async variant this module had, for tests/ikeshim/guest_xfrm.py only
+    (owned by issue 11; it should import :mod:`ikeshim.install` instead, then this goes).
 
-    The installation is a handful of synchronous netlink round trips; a thread keeps the
-    rollback logic in one place instead of duplicating it for an async socket.
+    One implementation remains: :func:`install_sa_pair` above, run on a kept socket by
+    :mod:`ikeshim.install`, which imports this module (hence the import here, at use).
     """
-    import trio
+    if name in ("install_sa_pair_async", "remove_sa_pair_async"):
+        from ikeshim import install
 
-    from ikeshim.xfrm import XfrmSocket
-
-    def run() -> InstalledSA:
-        with XfrmSocket() as x:
-            return install_sa_pair(x, pair, options, replace_old=replace_old)
-
-    result: InstalledSA = await trio.to_thread.run_sync(run)
-    return result
-
-
-async def remove_sa_pair_async(
-    installed: InstalledSA, *, keep_policies: tuple[PolicyKey, ...] = ()
-) -> None:
-    import trio
-
-    from ikeshim.xfrm import XfrmSocket
-
-    def run() -> None:
-        with XfrmSocket() as x:
-            remove_sa_pair(x, installed, keep_policies=keep_policies)
-
-    await trio.to_thread.run_sync(run)
+        if name == "install_sa_pair_async":
+            return install.install_sa_pair
+        return install.remove_sa_pair
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

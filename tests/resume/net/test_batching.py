@@ -13,7 +13,7 @@ import trio
 
 from resume.initiator import InitiatorConfig
 from resume.net.admission import Admission
-from resume.net.client import resume_with_store
+from resume.net.client import ClientOptions, resume_with_store
 from resume.net.config import LimitsSection, ListenAddr
 from resume.net.lane import Lane
 from resume.net.server import ResponderService
@@ -126,7 +126,10 @@ async def test_thread_lookups_batched_success_nack_and_failure(
 
     async def one(i: int) -> None:
         results[i] = await resume_with_store(
-            env.client_store, ID_R, svc.addresses[0], id_i=id_i(i), config=FAST
+            env.client_store,
+            ID_R,
+            svc.addresses[0],
+            options=ClientOptions(id_i=id_i(i), config=FAST),
         )
 
     async with trio.open_nursery() as clients:
@@ -140,7 +143,9 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     con.commit()
     con.close()
     env.seed(1, server=False)  # a client with a credential, a server with no table
-    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], id_i=id_i(7), config=FAST)
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(7), config=FAST)
+    )
     assert r.outcome == "nack" and svc.metrics.cache.get("error") >= 1
     assert not svc.ready
 
@@ -155,15 +160,19 @@ async def test_unknown_handle_is_remembered_briefly_and_only_refuses(
     svc = await env.start(nursery, env.config(store={"miss_reuse_seconds": 0.4}))
     server = svc.addresses[0]
     quick = InitiatorConfig(initial_rto=0.1, max_retransmits=1, timeout=0.25)
-    first = await resume_with_store(env.client_store, ID_R, server, config=quick)
+    first = await resume_with_store(
+        env.client_store, ID_R, server, options=ClientOptions(config=quick)
+    )
     assert first.outcome == "nack" and svc.metrics.cache.get("miss") == 1
     env.server_store.upsert_full_ike("responder", cred, time.time())
-    again = await resume_with_store(env.client_store, ID_R, server, config=quick)
+    again = await resume_with_store(
+        env.client_store, ID_R, server, options=ClientOptions(config=quick)
+    )
     assert again.outcome == "timeout"  # dropped, not even NACKed, and not accepted
     assert svc.metrics.drops.get("unknown_handle_recent") >= 1
     assert svc.metrics.cache.get("miss") == 1  # no database read for the replay
     await trio.sleep(0.4)
-    ok = await resume_with_store(env.client_store, ID_R, server, config=FAST)
+    ok = await resume_with_store(env.client_store, ID_R, server, options=ClientOptions(config=FAST))
     assert ok.resumed and svc.metrics.cache.get("hit") >= 1
 
 
@@ -194,7 +203,9 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
     server, cache = svc.addresses[0], svc.metrics.cache
     for _round in range(2):
         for i in range(2):
-            r = await resume_with_store(env.client_store, ID_R, server, id_i=id_i(i), config=FAST)
+            r = await resume_with_store(
+                env.client_store, ID_R, server, options=ClientOptions(id_i=id_i(i), config=FAST)
+            )
             assert r.resumed
     assert cache.get("hit") == 4  # message 1 only
     assert sum(lane.responder.stats["credential_cache_hit"] for lane in svc.lanes) == 4
@@ -212,7 +223,9 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
     relay = Relay(server, hold_msg3)
     via = await relay.start(nursery)
     one_shot = InitiatorConfig(initial_rto=0.1, max_retransmits=0, timeout=0.3)
-    r = await resume_with_store(env.client_store, ID_R, via, id_i=id_i(0), config=one_shot)
+    r = await resume_with_store(
+        env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=one_shot)
+    )
     assert r.resumed  # the initiator completes when it sends message 3
     assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1
     await relay.release()

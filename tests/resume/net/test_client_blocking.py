@@ -18,15 +18,16 @@ import pytest
 import trio
 
 from resume.cli import EXIT_FALLBACK, EXIT_OK, main
+from resume.events import Address
 from resume.initiator import InitiatorConfig
 from resume.net.client import (
+    ClientOptions,
     ResumeResult,
     resume_once,
     resume_once_blocking,
     resume_with_store,
     resume_with_store_blocking,
 )
-from resume.net.udp import Addr
 from store.keys import Keyring, MasterKey
 from store.repository import Store
 
@@ -55,7 +56,7 @@ ONCE: dict[str, WithStore] = {"async": resume_once, "blocking": _blocking_once}
 
 
 @pytest.fixture
-def silent_port() -> Iterator[Addr]:
+def silent_port() -> Iterator[Address]:
     """A bound UDP port that never answers (datagrams queue up unread)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +81,10 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
     for rnd in range(2):
         for i in range(2):
             r = await _blocking_with_store(
-                env.client_store, ID_R, svc.addresses[0], id_i=id_i(i), config=FAST
+                env.client_store,
+                ID_R,
+                svc.addresses[0],
+                options=ClientOptions(id_i=id_i(i), config=FAST),
             )
             assert r.resumed, r
             assert r.used_generation == rnd and r.retransmits == 0
@@ -101,18 +105,24 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
 async def test_nack_and_no_credential(env: Env, nursery: trio.Nursery, path: str) -> None:
     env.seed(1, server=False)  # the server never saw this credential
     svc = await env.start(nursery)
-    r = await WITH_STORE[path](env.client_store, ID_R, svc.addresses[0], config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert (r.outcome, r.resumed, r.sa) == ("nack", False, None)
     assert _current(env, 0) == (0, None)  # a NACK leaves the cache alone
-    r = await WITH_STORE[path](env.client_store, b"\x02other", svc.addresses[0], config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, b"\x02other", svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert (r.outcome, r.detail) == ("no_credential", "no cached credential")
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_timeout_against_a_silent_port(env: Env, silent_port: Addr, path: str) -> None:
+async def test_timeout_against_a_silent_port(env: Env, silent_port: Address, path: str) -> None:
     env.seed(1)
     t0 = time.monotonic()
-    r = await WITH_STORE[path](env.client_store, ID_R, silent_port, config=FAST)
+    r = await WITH_STORE[path](
+        env.client_store, ID_R, silent_port, options=ClientOptions(config=FAST)
+    )
     assert r.outcome == "timeout" and r.retransmits == FAST.max_retransmits
     assert FAST.timeout * 0.9 <= time.monotonic() - t0 < FAST.timeout + 1.0
     assert _current(env, 0) == (0, None)
@@ -121,12 +131,14 @@ async def test_timeout_against_a_silent_port(env: Env, silent_port: Addr, path: 
 @pytest.mark.parametrize("path", PATHS)
 async def test_socket_failure_is_a_network_outcome(env: Env, path: str) -> None:
     (cred,) = env.seed(1)
-    r = await ONCE[path](cred, ("127.0.0.1", 9), local=("192.0.2.1", 0), config=FAST)
+    r = await ONCE[path](
+        cred, ("127.0.0.1", 9), options=ClientOptions(local=("192.0.2.1", 0), config=FAST)
+    )
     assert r.outcome == "network" and r.detail.startswith("socket: ")
 
 
 async def test_both_paths_give_the_same_outcomes(
-    env: Env, nursery: trio.Nursery, silent_port: Addr
+    env: Env, nursery: trio.Nursery, silent_port: Address
 ) -> None:
     """Alternating clients share one ratchet, and agree on every outcome."""
     env.seed(1)
@@ -137,13 +149,14 @@ async def test_both_paths_give_the_same_outcomes(
     async def outcomes(path: str) -> list[tuple[str, int | None]]:
         run = WITH_STORE[path]
         out = []
-        for kw in (
-            {"id_i": id_i(0), "server": addr},
-            {"id_i": id_i(1), "server": addr},
-            {"id_i": id_i(0), "server": silent_port},
-            {"id_i": b"\x02nobody", "server": addr},
+        for who, server in (
+            (id_i(0), addr),
+            (id_i(1), addr),
+            (id_i(0), silent_port),
+            (b"\x02nobody", addr),
         ):
-            r = await run(env.client_store, ID_R, natt=True, config=FAST, **kw)
+            options = ClientOptions(id_i=who, natt=True, config=FAST)
+            r = await run(env.client_store, ID_R, server, options=options)
             out.append((r.outcome, r.used_generation))
         return out
 

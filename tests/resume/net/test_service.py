@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from resume.initiator import InitiatorConfig
-from resume.net.client import resume_once, resume_with_store
+from resume.net.client import ClientOptions, resume_once, resume_with_store
 
 from .conftest import ID_R, CaptureInstaller, Env, Relay, id_i, message_id
 
@@ -50,7 +50,9 @@ async def test_success_ratchet_and_matching_keys(env: Env, nursery: trio.Nursery
     client_pairs = []
     for _round in range(2):
         for i in range(3):
-            r = await resume_with_store(env.client_store, ID_R, addr, id_i=id_i(i), config=FAST)
+            r = await resume_with_store(
+                env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=FAST)
+            )
             assert r.resumed, r
             assert r.used_generation == _round
             client_pairs.append(r.sa)
@@ -81,7 +83,9 @@ async def test_success_ratchet_and_matching_keys(env: Env, nursery: trio.Nursery
 async def test_nack_for_unknown_credential(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1, server=False)  # the client has a credential the server never saw
     svc = await env.start(nursery)
-    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], config=FAST)
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert r.outcome == "nack" and not r.resumed
     assert svc.metrics.cache.get("miss") == 1
     assert svc.metrics.exchanges.get("unknown_or_refused") == 1
@@ -96,7 +100,9 @@ async def test_store_failure_fails_closed(env: Env, nursery: trio.Nursery) -> No
     con.execute("DROP TABLE credentials")  # a broken database, not a mock
     con.commit()
     con.close()
-    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], config=FAST)
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert r.outcome == "nack"
     assert svc.metrics.cache.get("error") == 1
     assert not svc.ready
@@ -118,7 +124,9 @@ async def test_retransmission_after_lost_messages(env: Env, nursery: trio.Nurser
         relay = Relay(svc.addresses[0], decide)
         at = await relay.start(nursery)
         i = 0 if lose == "up" else 1
-        r = await resume_with_store(env.client_store, ID_R, at, id_i=id_i(i), config=FAST)
+        r = await resume_with_store(
+            env.client_store, ID_R, at, options=ClientOptions(id_i=id_i(i), config=FAST)
+        )
         assert r.resumed and r.retransmits == 1, (lose, r, relay.log)
     with trio.fail_after(5):
         while svc.metrics.exchanges.get("resumed") < 2:
@@ -137,20 +145,20 @@ async def test_lost_message_3_does_not_strand_the_client(env: Env, nursery: trio
 
     relay = Relay(svc.addresses[0], decide)
     at = await relay.start(nursery)
-    r1 = await resume_with_store(env.client_store, ID_R, at, config=FAST)
+    r1 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
     assert r1.resumed  # the initiator cannot know message 3 was lost
     await trio.sleep(0.1)
     assert svc.metrics.exchanges.get("resumed") == 0
     assert _server_generation(env, 0) == 0
     drop3["on"] = False
     # next time: the successor is unknown to the responder (NACK), the kept previous works
-    r2 = await resume_with_store(env.client_store, ID_R, at, config=FAST)
+    r2 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
     assert r2.resumed and r2.used_generation == 0
     # the client returns once message 3 is sent; the responder commits right after
     with trio.fail_after(2):
         while svc.metrics.exchanges.get("resumed") < 1:
             await trio.sleep(0.01)
-    r3 = await resume_with_store(env.client_store, ID_R, at, config=FAST)
+    r3 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
     assert r3.resumed and r3.used_generation == 1
     with trio.fail_after(2):
         while svc.metrics.exchanges.get("resumed") < 2:
@@ -168,7 +176,7 @@ async def _restart_between_2_and_3(env: Env, nursery: trio.Nursery, cfg: Initiat
 
     relay = Relay(("127.0.0.1", port), decide)
     at = await relay.start(nursery)
-    r = await resume_with_store(env.client_store, ID_R, at, config=cfg)
+    r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=cfg))
     assert r.resumed and len(relay.held) == 1  # message 3 is in flight
     first.shutdown()
     with trio.fail_after(10):
@@ -205,7 +213,7 @@ async def test_restart_between_messages_with_x25519_costs_one_retry(
     second, at = await _restart_between_2_and_3(env, nursery, FAST)
     assert second.metrics.exchanges.get("resumed") == 0
     assert _server_generation(env, 0) == 0
-    r = await resume_with_store(env.client_store, ID_R, at, config=FAST)
+    r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
     assert r.resumed and r.used_generation == 0  # the retry with the previous generation
     with trio.fail_after(5):
         while second.metrics.exchanges.get("resumed") < 1:
@@ -227,7 +235,7 @@ async def test_garbage_is_dropped_and_counted(env: Env, nursery: trio.Nursery) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for j in junk:
             s.sendto(j, addr)
-    r = await resume_with_store(env.client_store, ID_R, addr, config=FAST)
+    r = await resume_with_store(env.client_store, ID_R, addr, options=ClientOptions(config=FAST))
     assert r.resumed  # the service is alive and unharmed
     early = sum(svc.metrics.drops.values.values())
     core = svc.lanes[0].responder.stats
@@ -252,17 +260,19 @@ async def test_per_source_limit_protects_other_sources(env: Env, nursery: trio.N
     await trio.sleep(0.05)
     assert svc.metrics.drops.get("rate_limited_source") >= 190
     cred = env.creds[0]
-    r = await resume_once(cred, addr, config=FAST, local=("127.0.0.3", 0))
+    r = await resume_once(cred, addr, options=ClientOptions(config=FAST, local=("127.0.0.3", 0)))
     assert r.resumed
 
 
 async def test_natt_framing_end_to_end(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"natt_framing": True}))
-    plain = await resume_once(env.creds[0], svc.addresses[0], config=FAST)
+    plain = await resume_once(env.creds[0], svc.addresses[0], options=ClientOptions(config=FAST))
     assert plain.outcome == "timeout"  # unframed datagrams are not IKE on a NAT-T port
     assert svc.lanes[0].endpoint.drops.get("natt_not_ike", 0) >= 1
-    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], natt=True, config=FAST)
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(natt=True, config=FAST)
+    )
     assert r.resumed
 
 
@@ -275,7 +285,7 @@ async def test_ipv6_loopback(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"listen": ["[::1]:0", "127.0.0.1:0"]}))
     v6 = next(a for a in svc.addresses if ":" in a[0])
-    r = await resume_with_store(env.client_store, ID_R, v6, config=FAST)
+    r = await resume_with_store(env.client_store, ID_R, v6, options=ClientOptions(config=FAST))
     assert r.resumed
 
 
@@ -290,7 +300,7 @@ async def test_shutdown_with_exchanges_in_flight(env: Env, nursery: trio.Nursery
     async def one(i: int) -> None:
         await trio.sleep(i * 0.004)
         results[i] = await resume_with_store(
-            env.client_store, ID_R, addr, id_i=id_i(i), config=slow
+            env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=slow)
         )
 
     done = trio.Event()
@@ -327,7 +337,9 @@ async def test_failed_install_is_counted_not_fatal(env: Env, nursery: trio.Nurse
     env.seed(2)
     svc = await env.start(nursery, env.config(install={"mode": "xfrm", "hook_timeout": 5}))
     for i in range(2):
-        r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], id_i=id_i(i))
+        r = await resume_with_store(
+            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(i))
+        )
         assert r.resumed
     with trio.fail_after(10):
         while svc.metrics.installs.get("failed") + svc.metrics.installs.get("ok") < 2:
@@ -343,7 +355,9 @@ async def test_hook_receives_the_responder_sa(env: Env, nursery: trio.Nursery) -
     script.write_text(f"import sys\nopen({str(out)!r}, 'w').write(sys.stdin.read())\n")
     cfg = env.config(install={"mode": "hook", "hook": f"{sys.executable} {script}"})
     svc = await env.start(nursery, cfg)
-    r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], config=FAST)
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+    )
     assert r.resumed and r.sa is not None
     with trio.fail_after(10):
         while svc.metrics.installs.get("ok") < 1:

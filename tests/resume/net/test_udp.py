@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from resume.net.config import ListenAddr
-from resume.net.udp import NON_ESP_MARKER, UdpEndpoint
+from resume.net.udp import UdpEndpoint
+from resume.wire import NON_ESP_MARKER
 
 
 def _has_ipv6() -> bool:
