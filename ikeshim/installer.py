@@ -368,18 +368,3 @@ def remove_sa_pair(
     if first is not None:
         raise first
 
-
-def __getattr__(name: str) -> object:
-    """The names of the async variant this module had, for tests/ikeshim/guest_xfrm.py only
-    (owned by issue 11; it should import :mod:`ikeshim.install` instead, then this goes).
-
-    One implementation remains: :func:`install_sa_pair` above, run on a kept socket by
-    :mod:`ikeshim.install`, which imports this module (hence the import here, at use).
-    """
-    if name in ("install_sa_pair_async", "remove_sa_pair_async"):
-        from ikeshim import install
-
-        if name == "install_sa_pair_async":
-            return install.install_sa_pair
-        return install.remove_sa_pair
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("resume", "store", "ikeshim", "analysis")
 EXCLUDED: tuple[str, ...] = ()
 #: Known exceptions, each with its reason and its end.
-ALLOWED_EDGES = {
-    ("ikeshim.installer", "ikeshim.install"): "the deleted async variant's names, kept for "
-    "tests/ikeshim/guest_xfrm.py until issue 11 moves it: drop with ikeshim.installer.__getattr__",
-}
+ALLOWED_EDGES: dict[tuple[str, str], str] = {}
 
 #: bottom to top; a module may import its own layer and the layers below it, except that
 #: the members of one ``core`` group may not import another group of the same layer.
