@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.extras",
                 "resume.memo",
                 "resume.credential",
+                "resume.identity",
                 "resume.sa",
                 "store",
                 "store.errors",
@@ -67,7 +68,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
     (
         "service",
         {
-            "service": ("resume.net", "ikeshim.initiator", "ikeshim.harvest"),
+            "service": ("resume.net", "ikeshim.initiator", "ikeshim.harvest", "store.bootstrap"),
             "analysis": ("analysis",),
         },
     ),
