@@ -53,8 +53,10 @@ def fail(field: str | None, reason: str) -> NoReturn:
     raise FieldError(field, reason)
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise FieldError(None, f"{name} is not a JSON number (only finite numbers are allowed)")
+def _constant(name: str) -> float:
+    """``NaN``/``Infinity`` parse (Python's json accepts them) so that the field's own check
+    refuses them by name: no field of ours takes a number that is not finite."""
+    return float(name)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -67,7 +69,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse one JSON document: UTF-8, no NaN/Infinity, no duplicate keys, bounded nesting."""
+    """Parse one JSON document: UTF-8, no duplicate keys, bounded nesting (non-finite numbers
+are left to the fields' checks, which all refuse them)."""
     if isinstance(data, bytes | bytearray):
         try:
             text = bytes(data).decode("utf-8")
@@ -76,7 +79,7 @@ def loads(data: bytes | str) -> Any:
     else:
         text = data
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+        return json.loads(text, parse_constant=_constant, object_pairs_hook=_no_duplicates)
     except FieldError:
         raise
     except RecursionError:
@@ -112,6 +115,8 @@ def required(d: Mapping[str, Any], name: str, path: str | None) -> Any:
 def type_name(v: Any) -> str:
     if v is None:
         return "null"
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v).replace("inf", "Infinity").replace("nan", "NaN")
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
             list: "a list", dict: "an object"}.get(type(v), type(v).__name__)  # fmt: skip
 
