@@ -11,16 +11,20 @@ down (or a rekey's old SA, or the IKE_SA going down) -> ``record_session`` with 
 duration and bytes so that established-time and data lifetimes are enforced, and the record
 stays available for the next connection to resume.
 
-Anything wrong with one CHILD_SA (unsupported algorithm, SA gone from the kernel, store
-error) is reported as a :class:`HarvestReport` and skipped: a harvest failure only means the next
-connection runs a full IKE.  Secrets are never part of an outcome.
+Anything wrong with one CHILD_SA (a field VICI reported that does not parse, unsupported
+algorithm, SA gone from the kernel, store error) is reported as a :class:`HarvestReport`,
+counted in :attr:`Harvester.stats` and skipped; the other SAs, and the harvester, go on: a
+harvest failure only means the next connection runs a full IKE.  Secrets are never part of
+an outcome.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -29,7 +33,7 @@ import vici
 
 from ikeshim.algorithms import crypto_from_state
 from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
-from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, parse_ike_sas
+from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, read_ike_sas
 from ikeshim.xfrm import IPPROTO_ESP, SAKey, XfrmSocket, XfrmState
 from resume.credential import Credential
 from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
@@ -37,6 +41,17 @@ from resume.sa import SAParams
 
 Role = Literal["initiator", "responder"]
 VICI_EVENTS = ("child-updown", "child-rekey", "ike-updown")
+#: What the ``vici`` package raises for a stream it cannot follow (a truncated or garbled
+#: packet, a non-UTF-8 name): the connection is dropped and made again, as after a restart.
+VICI_STREAM_ERRORS: tuple[type[Exception], ...] = (
+    vici.exception.SessionException,
+    vici.exception.DeserializationException,
+    vici.exception.CommandException,
+    vici.exception.EventUnknownException,
+    struct.error,
+    UnicodeDecodeError,
+)
+_RECONNECT: tuple[type[Exception], ...] = (OSError, *VICI_STREAM_ERRORS)
 
 
 class CredentialSink(Protocol):
@@ -135,7 +150,13 @@ def harvest_child(
         )
     except ValueError as exc:
         raise HarvestError(f"CHILD_SA {child.name}: {exc}") from exc
-    local_id, remote_id = identity_payload(ike.local_id), identity_payload(ike.remote_id)
+    ids = []
+    for field_name, text in (("local-id", ike.local_id), ("remote-id", ike.remote_id)):
+        try:
+            ids.append(identity_payload(text))
+        except HarvestError as exc:
+            raise HarvestError(f"IKE_SA {ike.name}: {field_name}: {exc}") from None
+    local_id, remote_id = ids
     id_i, id_r = (local_id, remote_id) if initiator else (remote_id, local_id)
     make = bootstrap_paper_credential if paper else bootstrap_credential
     credential = make(params, i_to_r, r_to_i, id_i, id_r)
@@ -185,34 +206,50 @@ class Harvester:
     paper: bool = False
     ike_down_grace: float = 2.0
     live: dict[int, _Live] = field(default_factory=dict)
+    #: reports by kind since start ("harvested", "skipped", "error", "session")
+    stats: Counter[str] = field(default_factory=Counter)
 
     def on_event(self, name: str, msg: Mapping[str, Any], now: float) -> list[HarvestReport]:
+        """Outcomes of one VICI event; an SA that cannot be used is one "skipped" report,
+        the event's other SAs are still handled."""
+        out: list[HarvestReport] = []
         try:
+            if not isinstance(msg, Mapping):
+                raise HarvestError(f"VICI {name} event is not a section")
             if name == "child-updown":
                 up = msg.get("up") in (b"yes", "yes")
-                return self._updown(msg, up, now)
-            if name == "child-rekey":
-                return self._rekey(msg, now)
-            if name == "ike-updown" and msg.get("up") not in (b"yes", "yes"):
-                return self._ike_down(msg, now)
+                out = self._updown(msg, up, now)
+            elif name == "child-rekey":
+                out = self._rekey(msg, now)
+            elif name == "ike-updown" and msg.get("up") not in (b"yes", "yes"):
+                out = self._ike_down(msg, now)
         except HarvestError as exc:
-            return [HarvestReport("error", "?", "?", detail=str(exc))]
-        return []
+            out = [HarvestReport("error", "?", "?", detail=str(exc))]
+        return self._count(out)
+
+    def _count(self, reports: list[HarvestReport]) -> list[HarvestReport]:
+        self.stats.update(r.kind for r in reports)
+        return reports
+
+    def _read(self, msg: Mapping[str, Any]) -> tuple[list[IkeInfo], list[HarvestReport]]:
+        """The message's usable IKE_SAs, and a "skipped" report per SA that did not parse."""
+        ikes, bad = read_ike_sas(msg)
+        return ikes, [HarvestReport("skipped", b.ike, b.child, detail=b.reason) for b in bad]
 
     def sync(self, list_sas: Iterable[Mapping[str, Any]], now: float) -> list[HarvestReport]:
         """Harvest every installed CHILD_SA not yet known (at start and after reconnects)."""
         out: list[HarvestReport] = []
         for msg in list_sas:
-            try:
-                ikes = parse_ike_sas(msg)
-            except HarvestError as exc:
-                out.append(HarvestReport("error", "?", "?", detail=str(exc)))
+            if not isinstance(msg, Mapping):
+                out.append(HarvestReport("error", "?", "?", detail="list-sa is not a section"))
                 continue
+            ikes, skipped = self._read(msg)
+            out += skipped
             for ike in ikes:
                 for child in ike.children:
                     if child.uniqueid not in self.live:
                         out.append(self._harvest(ike, child, now))
-        return out
+        return self._count(out)
 
     def _harvest(self, ike: IkeInfo, child: ChildInfo, now: float) -> HarvestReport:
         try:
@@ -291,8 +328,8 @@ class Harvester:
         )
 
     def _updown(self, msg: Mapping[str, Any], up: bool, now: float) -> list[HarvestReport]:
-        out: list[HarvestReport] = []
-        for ike in parse_ike_sas(msg):
+        ikes, out = self._read(msg)
+        for ike in ikes:
             for child in ike.children:
                 if up:
                     out.append(self._harvest(ike, child, now))
@@ -319,7 +356,8 @@ class Harvester:
                         continue
                     flat = dict(d)
                     flat["child-sas"] = {f"{cname}-{part}": c[part]}
-                    ikes = parse_ike_sas({ike_name: flat})
+                    ikes, skipped = self._read({ike_name: flat})
+                    out += skipped
                     for ike in ikes:
                         for child in ike.children:
                             if part == "old":
@@ -334,8 +372,8 @@ class Harvester:
         """The IKE_SA went down.  strongSwan sends ike-updown first and a child-updown (with
         the final byte counts) per CHILD_SA after it; wait for those, for at most
         :attr:`ike_down_grace` seconds (see :meth:`tick`)."""
-        out: list[HarvestReport] = []
-        for ike in parse_ike_sas(msg):
+        ikes, out = self._read(msg)
+        for ike in ikes:
             listed = {c.uniqueid: c for c in ike.children}
             for uid, live in list(self.live.items()):
                 if live.ike_uid != ike.uniqueid:
@@ -356,7 +394,7 @@ class Harvester:
                 o = self._session_end(None, uid, now)
                 if o is not None:
                     out.append(o)
-        return out
+        return self._count(out)
 
 
 def vici_socket(uri: str, timeout: float = 5.0) -> socket.socket:
@@ -425,7 +463,7 @@ def run_harvest(
                         next_refresh = time.monotonic() + counter_interval
                     if stop():
                         break
-            except (OSError, vici.exception.SessionException) as exc:
+            except _RECONNECT as exc:
                 if once:
                     raise HarvestError(f"VICI {vici_uri}: {exc}") from exc
                 detail = f"VICI {vici_uri}: {exc}; retrying"
