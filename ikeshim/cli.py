@@ -1,4 +1,5 @@
-"""Subcommands of the ``ikeshim`` package: ``harvest`` and ``xfrm`` (inspection)."""
+"""Subcommands of the ``ikeshim`` package: ``harvest`` and ``xfrm`` (inspection, and
+``xfrm describe``: a kernel CHILD_SA as the JSON SA description ``cache bootstrap`` reads)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,37 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_harvest)
 
     x: argparse.ArgumentParser = sub.add_parser(
-        "xfrm", help="list kernel SAs and policies through our XFRM client (no keys shown)"
+        "xfrm",
+        help="list kernel SAs and policies (no keys); 'xfrm describe': a CHILD_SA's SA description",
     )
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=_cmd_xfrm)
+    xs = x.add_subparsers(dest="xfrm_command", metavar="ACTION")
+    d: argparse.ArgumentParser = xs.add_parser(
+        "describe",
+        help="write the JSON SA description of a kernel CHILD_SA (for cache bootstrap)",
+        description="Read the two ESP SAs of a CHILD_SA from the kernel (any IKE daemon: "
+        "libreswan, iked, ...) and write its JSON SA description (specs/sa-description.md), "
+        "KEYS INCLUDED, to stdout or -o FILE (mode 0600): pipe it into 'ikeresume cache "
+        "bootstrap --role R -'.  Both peers give the same initiator/responder view and get "
+        "the same description.  Run as root in the daemon's network namespace.",
+    )
+    d.add_argument("--initiator", required=True, help="IKE initiator's address")
+    d.add_argument("--responder", required=True, help="IKE responder's address")
+    d.add_argument("--spi-i2r", help="SPI of the initiator->responder SA (0x.. or decimal)")
+    d.add_argument("--spi-r2i", help="SPI of the responder->initiator SA")
+    d.add_argument("--reqid", type=int, help="instead of the SPIs: the SAs' reqid (exactly one "
+                   "ESP SA each way must have it, e.g. libreswan's $PLUTO_SA_REQID)")  # fmt: skip
+    d.add_argument("--id-i", required=True, help="initiator identity: fqdn:, email:, ipv4:, ...")
+    d.add_argument("--id-r", required=True, help="responder identity")
+    d.add_argument("--tsi", action="append", help="initiator traffic selector: ADDR[/LEN] "
+                   "(repeat, in negotiated order; default the initiator's address)")  # fmt: skip
+    d.add_argument("--tsr", action="append", help="responder traffic selector (default: address)")
+    d.add_argument("--mode", choices=("tunnel", "transport"), help="default: the kernel SA's")
+    d.add_argument("--replay-window", type=int, default=128)
+    d.add_argument("--lineage", default="unknown", help="classical, hybrid-pq, ppk, unknown")
+    d.add_argument("-o", "--output", help="file (created mode 0600; default stdout)")
+    d.set_defaults(func=_cmd_xfrm_describe)
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -159,4 +187,83 @@ def _cmd_xfrm(args: argparse.Namespace) -> int:
                 f"{r['alg']} {r['bytes']}B/{r['packets']}p"
             )
         print(f"{len(pols)} policies")
+    return 0
+
+
+def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
+    """``ikeresume xfrm describe``: exit 4 on a bad argument, 1 if the SAs cannot be read."""
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
+    import ipaddress
+
+    from ikeshim.algorithms import child_sa_from_states
+    from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
+    from ikeshim.xfrm import IPPROTO_ESP, XFRM_MODE_TUNNEL, SAKey, XfrmSocket
+    from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR
+    from resume.identity import parse_identity
+    from resume.sa import Mode, TrafficSelector
+    from store.sa_description import (
+        LINEAGES,
+        MIN_SPI,
+        SADescription,
+        description_to_json,
+        parse_sa_description,
+    )
+
+    def fail(rc: int, msg: str) -> int:
+        print(f"ikeresume xfrm describe: {msg}", file=sys.stderr)
+        return rc
+
+    try:
+        i_addr = str(ipaddress.ip_address(args.initiator))
+        r_addr = str(ipaddress.ip_address(args.responder))
+        if (args.spi_i2r is None) != (args.spi_r2i is None) or (
+            args.spi_i2r is None and args.reqid is None
+        ):
+            raise ValueError("give --spi-i2r and --spi-r2i, or --reqid")
+        spis = [int(v, 16) if v.lower().startswith("0x") else int(v) for v in
+                (args.spi_i2r, args.spi_r2i) if v is not None]  # fmt: skip
+        if not all(MIN_SPI <= v < 2**32 for v in spis):
+            raise ValueError("SPIs must be in [256, 2^32-1]")
+        id_i, id_r = parse_identity(args.id_i), parse_identity(args.id_r)
+        tsi = tuple(TrafficSelector.from_network(t) for t in args.tsi or [i_addr])
+        tsr = tuple(TrafficSelector.from_network(t) for t in args.tsr or [r_addr])
+        if args.lineage not in LINEAGES:
+            raise ValueError(f"lineage must be one of {', '.join(LINEAGES)}")
+    except ValueError as e:
+        return fail(EXIT_CONFIG, str(e))
+    try:
+        with XfrmSocket() as x:
+            states = []
+            for n, (src, dst) in enumerate(((i_addr, r_addr), (r_addr, i_addr))):
+                if spis:
+                    try:
+                        states.append(x.get_sa(SAKey(dst, spis[n], IPPROTO_ESP)))
+                    except XfrmNotFoundError:
+                        return fail(EXIT_ERROR, f"no ESP SA with SPI 0x{spis[n]:08x} to {dst} here")
+                    continue
+                found = [s for s in x.dump_sas(between=(src, dst))
+                         if s.proto == IPPROTO_ESP and s.reqid == args.reqid]  # fmt: skip
+                if len(found) != 1:
+                    why = "a rekey in progress? give the SPIs" if found else "wrong namespace?"
+                    msg = f"{len(found)} ESP SAs {src} -> {dst} with reqid {args.reqid} ({why})"
+                    return fail(EXIT_ERROR, msg)
+                states.append(found[0])
+        mode = Mode(args.mode) if args.mode else (
+            Mode.TUNNEL if states[0].mode == XFRM_MODE_TUNNEL else Mode.TRANSPORT
+        )
+        params, i2r, r2i = child_sa_from_states(
+            states[0], states[1], mode=mode, initiator_addr=i_addr, responder_addr=r_addr,
+            tsi=tsi, tsr=tsr, replay_window=args.replay_window,
+        )  # fmt: skip
+    except (XfrmError, HarvestError) as e:
+        return fail(EXIT_ERROR, str(e))
+    desc = SADescription(params, i2r, r2i, id_i, id_r, args.lineage)
+    text = json.dumps(description_to_json(desc), indent=1) + "\n"
+    parse_sa_description(text)  # what we write, bootstrap reads back (a bug otherwise)
+    if args.output:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fp:
+            fp.write(text)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -31,13 +31,12 @@ from typing import Any, Literal, Protocol
 
 import vici
 
-from ikeshim.algorithms import crypto_from_state
+from ikeshim.algorithms import child_sa_from_states
 from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
 from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, read_ike_sas
 from ikeshim.xfrm import IPPROTO_ESP, SAKey, XfrmSocket, XfrmState
 from resume.credential import Credential
 from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
-from resume.sa import SAParams
 
 Role = Literal["initiator", "responder"]
 VICI_EVENTS = ("child-updown", "child-rekey", "ike-updown")
@@ -117,39 +116,20 @@ def harvest_child(
             f"CHILD_SA {child.name}: SPIs {child.spi_in:08x}/{child.spi_out:08x} not in XFRM "
             "(harvester in another network namespace than the daemon?)"
         )
-    c_in, c_out = crypto_from_state(inbound), crypto_from_state(outbound)
-    if (c_in.encr, c_in.encr_key_bits, c_in.integ) != (
-        c_out.encr,
-        c_out.encr_key_bits,
-        c_out.integ,
-    ):
-        raise HarvestError(f"CHILD_SA {child.name}: directions use different algorithms")
     initiator = ike.initiator
     role: Role = "initiator" if initiator else "responder"
-    i_to_r, r_to_i = (c_out.keys, c_in.keys) if initiator else (c_in.keys, c_out.keys)
     i_addr, r_addr = (
         (ike.local_host, ike.remote_host) if initiator else (ike.remote_host, ike.local_host)
     )
     tsi, tsr = (child.local_ts, child.remote_ts) if initiator else (child.remote_ts, child.local_ts)
-    # The i->r SA's encapsulation carries (initiator port, responder port).
-    i_to_r_state = outbound if initiator else inbound
-    encap = i_to_r_state.encap
+    i_to_r_state, r_to_i_state = (outbound, inbound) if initiator else (inbound, outbound)
     try:
-        params = SAParams(
-            mode=child.mode,
-            encr=c_out.encr,
-            encr_key_bits=c_out.encr_key_bits,
-            integ=c_out.integ,
-            initiator_addr=str(ipaddress.ip_address(i_addr)),
-            responder_addr=str(ipaddress.ip_address(r_addr)),
-            tsi=tsi,
-            tsr=tsr,
-            natt_initiator_port=None if encap is None else encap.sport,
-            natt_responder_port=None if encap is None else encap.dport,
-            replay_window=replay_window,
-        )
-    except ValueError as exc:
-        raise HarvestError(f"CHILD_SA {child.name}: {exc}") from exc
+        params, i_to_r, r_to_i = child_sa_from_states(
+            i_to_r_state, r_to_i_state, mode=child.mode, initiator_addr=i_addr,
+            responder_addr=r_addr, tsi=tsi, tsr=tsr, replay_window=replay_window,
+        )  # fmt: skip
+    except HarvestError as exc:
+        raise HarvestError(f"CHILD_SA {child.name}: {exc}") from None
     ids = []
     for field_name, text in (("local-id", ike.local_id), ("remote-id", ike.remote_id)):
         try:

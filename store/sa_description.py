@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from resume.identity import parse_identity
+from resume.identity import format_identity, parse_identity
 from resume.sa import DirectionKeys, SAParams
 from store.errors import SADescriptionError
 from store.jsonfields import (
@@ -136,3 +136,23 @@ def parse_sa_description(data: bytes | str, *, source: str = "-") -> SADescripti
         return description_from_json(loads(data))
     except FieldError as e:
         raise SADescriptionError(e.reason, source=source, field=e.field) from None
+
+
+def description_to_json(desc: SADescription) -> dict[str, Any]:
+    """The document :func:`parse_sa_description` reads back to ``desc`` (contains the keys)."""
+
+    def direction(k: DirectionKeys) -> dict[str, Any]:
+        out: dict[str, Any] = {"spi": f"0x{k.spi:08x}", "encr_key": k.encr_key.hex()}
+        if k.integ_key:
+            out["integ_key"] = k.integ_key.hex()
+        return out
+
+    return {
+        "format": FORMAT,
+        "id_i": format_identity(desc.id_i),
+        "id_r": format_identity(desc.id_r),
+        "params": desc.params.to_json(),
+        "i_to_r": direction(desc.i_to_r),
+        "r_to_i": direction(desc.r_to_i),
+        "lineage": desc.lineage,
+    }
