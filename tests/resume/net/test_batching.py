@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import trio
 
-from resume.initiator import InitiatorConfig
 from resume.net.admission import Admission
 from resume.net.client import ClientOptions, resume_with_store
 from resume.net.config import LimitsSection, ListenAddr
@@ -20,8 +19,8 @@ from resume.net.udp import UdpEndpoint
 from resume.responder import Responder, ResponderConfig
 from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE
 
-from .conftest import ID_R, Env, Relay, id_i, message_id
-from .test_service import FAST, _server_generation
+from .conftest import HANG, ID_R, PATIENT, Env, Relay, eventually, id_i, message_id
+from .test_service import _server_generation
 
 
 def _server_handle(env: Env, i: int) -> bytes:
@@ -102,7 +101,7 @@ async def test_lane_wakes_once_per_burst_and_loses_nothing() -> None:
             lane.inbox.clear()
             lane.wake = trio.Event()
             n.start_soon(trio.to_thread.run_sync, producer)
-            with trio.fail_after(10):
+            with trio.fail_after(HANG):
                 while len(got) < 2000:
                     await lane.wake.wait()
                     lane.wake = trio.Event()
@@ -128,7 +127,7 @@ async def test_thread_lookups_batched_success_nack_and_failure(
             env.client_store,
             ID_R,
             svc.addresses[0],
-            options=ClientOptions(id_i=id_i(i), config=FAST),
+            options=ClientOptions(id_i=id_i(i), config=PATIENT),
         )
 
     async with trio.open_nursery() as clients:
@@ -143,7 +142,10 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     con.close()
     env.seed(1, server=False)  # a client with a credential, a server with no table
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(7), config=FAST)
+        env.client_store,
+        ID_R,
+        svc.addresses[0],
+        options=ClientOptions(id_i=id_i(7), config=PATIENT),
     )
     assert r.outcome == "nack" and svc.metrics.cache.get("error") >= 1
     assert not svc.ready
@@ -159,9 +161,11 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
     for _round in range(2):
         for i in range(2):
             r = await resume_with_store(
-                env.client_store, ID_R, server, options=ClientOptions(id_i=id_i(i), config=FAST)
+                env.client_store, ID_R, server, options=ClientOptions(id_i=id_i(i), config=PATIENT)
             )
             assert r.resumed
+    # the clients return once message 3 is sent; the responder commits right after
+    await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 4, "four commits")
     assert cache.get("hit") == 4  # message 1 only
     assert sum(lane.responder.stats["credential_cache_hit"] for lane in svc.lanes) == 4
     assert [_server_generation(env, i) for i in range(2)] == [2, 2]
@@ -177,15 +181,12 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
 
     relay = Relay(server, hold_msg3)
     via = await relay.start(nursery)
-    one_shot = InitiatorConfig(initial_rto=0.1, max_retransmits=0, timeout=0.3)
     r = await resume_with_store(
-        env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=one_shot)
+        env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=PATIENT)
     )
     assert r.resumed  # the initiator completes when it sends message 3
     assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1
     await relay.release()
-    with trio.fail_after(5):
-        while svc.metrics.commits.get("conflict") < 1:
-            await trio.sleep(0.01)
+    await eventually(lambda: svc.metrics.commits.get("conflict") >= 1, "the refused commit")
     assert _server_generation(env, 0) is None  # nothing was written back
     assert svc.metrics.exchanges.get("resumed") == 4
