@@ -191,3 +191,27 @@ def test_the_command_reports_file_line_field_without_a_traceback(
 def test_stored_parameters_decode_or_raise_value_error(text: str) -> None:
     with pytest.raises(ValueError, match="undecodable SA parameters"):
         parse_params(text)
+
+
+def test_list_and_stats_report_a_corrupt_counter_instead_of_crashing(
+    tmp_path: Path,
+    exported: tuple[Keyring, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What an import used to let in (``"bytes_total": Infinity``), written straight into the
+    database: ``cache list`` and ``cache stats`` now name the problem (exit 1)."""
+    import sqlite3
+
+    kr, lines = exported
+    db = tmp_path / "dst.db"
+    with Store.open(str(db), kr) as s:
+        import_jsonl(s, lines)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE credentials SET bytes_total = 9e999 WHERE rowid = 1")  # +Infinity
+    con.commit()
+    con.close()
+    for cmd in ("list", "stats"):
+        assert main(["cache", cmd, "--db", str(db)]) == 1
+        err = capsys.readouterr().err
+        assert "CorruptRecord" in err and "Traceback" not in err, err
