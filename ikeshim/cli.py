@@ -71,8 +71,10 @@ def register(sub: Any) -> None:
     d.add_argument("--responder", required=True, help="IKE responder's address")
     d.add_argument("--spi-i2r", help="SPI of the initiator->responder SA (0x.. or decimal)")
     d.add_argument("--spi-r2i", help="SPI of the responder->initiator SA")
-    d.add_argument("--reqid", type=int, help="instead of the SPIs: the SAs' reqid (exactly one "
-                   "ESP SA each way must have it, e.g. libreswan's $PLUTO_SA_REQID)")  # fmt: skip
+    d.add_argument("--spi", action="append", help="instead: the two SPIs in any order (twice; "
+                   "e.g. libreswan's updown $SPI_IN and $SPI_OUT)")  # fmt: skip
+    d.add_argument("--reqid", type=int, help="instead: the SAs' kernel reqid (exactly one ESP "
+                   "SA each way must have it)")  # fmt: skip
     d.add_argument("--id-i", required=True, help="initiator identity: fqdn:, email:, ipv4:, ...")
     d.add_argument("--id-r", required=True, help="responder identity")
     d.add_argument("--tsi", action="append", help="initiator traffic selector: ADDR[/LEN] "
@@ -216,14 +218,19 @@ def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
     try:
         i_addr = str(ipaddress.ip_address(args.initiator))
         r_addr = str(ipaddress.ip_address(args.responder))
-        if (args.spi_i2r is None) != (args.spi_r2i is None) or (
-            args.spi_i2r is None and args.reqid is None
-        ):
-            raise ValueError("give --spi-i2r and --spi-r2i, or --reqid")
-        spis = [int(v, 16) if v.lower().startswith("0x") else int(v) for v in
-                (args.spi_i2r, args.spi_r2i) if v is not None]  # fmt: skip
-        if not all(MIN_SPI <= v < 2**32 for v in spis):
-            raise ValueError("SPIs must be in [256, 2^32-1]")
+        ordered = [v for v in (args.spi_i2r, args.spi_r2i) if v is not None]
+        ways = [len(ordered) == 2, bool(args.spi), args.reqid is not None]
+        if sum(ways) != 1 or len(ordered) == 1 or (args.spi and len(args.spi) != 2):
+            raise ValueError("give --spi-i2r and --spi-r2i, or --spi twice, or --reqid")
+
+        def spi_value(v: str) -> int:
+            spi = int(v, 16) if v.lower().startswith("0x") else int(v)
+            if not MIN_SPI <= spi < 2**32:
+                raise ValueError(f"SPI {v} is outside [256, 2^32-1]")
+            return spi
+
+        spis = [spi_value(v) for v in ordered]
+        either = {spi_value(v) for v in args.spi or ()}
         id_i, id_r = parse_identity(args.id_i), parse_identity(args.id_r)
         tsi = tuple(TrafficSelector.from_network(t) for t in args.tsi or [i_addr])
         tsr = tuple(TrafficSelector.from_network(t) for t in args.tsr or [r_addr])
@@ -241,11 +248,14 @@ def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
                     except XfrmNotFoundError:
                         return fail(EXIT_ERROR, f"no ESP SA with SPI 0x{spis[n]:08x} to {dst} here")
                     continue
-                found = [s for s in x.dump_sas(between=(src, dst))
-                         if s.proto == IPPROTO_ESP and s.reqid == args.reqid]  # fmt: skip
+                found = [s for s in x.dump_sas(between=(src, dst)) if s.proto == IPPROTO_ESP
+                         and (s.spi in either if either else s.reqid == args.reqid)]  # fmt: skip
                 if len(found) != 1:
+                    what = f"SPI {' or '.join(map(hex, sorted(either)))}" if either else (
+                        f"reqid {args.reqid}"
+                    )
                     why = "a rekey in progress? give the SPIs" if found else "wrong namespace?"
-                    msg = f"{len(found)} ESP SAs {src} -> {dst} with reqid {args.reqid} ({why})"
+                    msg = f"{len(found)} ESP SAs {src} -> {dst} with {what} ({why})"
                     return fail(EXIT_ERROR, msg)
                 states.append(found[0])
         mode = Mode(args.mode) if args.mode else (

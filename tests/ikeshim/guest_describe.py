@@ -47,9 +47,7 @@ def _ip_xfrm_add(ns: str, src: str, dst: str, k: DirectionKeys, pair: SAPair, na
        f"mode {mode} replay-window 32 {algo}{encap}")  # fmt: skip
 
 
-def _pipeline(
-    ns: str, role: str, pair: SAPair, tsi: list[str], tsr: list[str], by_reqid: bool
-) -> Any:
+def _pipeline(ns: str, role: str, pair: SAPair, tsi: list[str], tsr: list[str], by: str) -> Any:
     py = sys.executable
     p = pair.params
     describe = [
@@ -57,8 +55,10 @@ def _pipeline(
         "--initiator", p.initiator_addr, "--responder", p.responder_addr,
         "--id-i", ID_I, "--id-r", ID_R, "--lineage", "classical",
     ]  # fmt: skip
-    if by_reqid:  # what a libreswan updown script has: $PLUTO_SA_REQID
+    if by == "reqid":
         describe += ["--reqid", "1"]
+    elif by == "spis":  # in any order, as libreswan's updown has them ($SPI_IN, $SPI_OUT)
+        describe += ["--spi", str(pair.r_to_i.spi), "--spi", f"0x{pair.i_to_r.spi:08x}"]
     else:
         describe += ["--spi-i2r", f"0x{pair.i_to_r.spi:08x}", "--spi-r2i", str(pair.r_to_i.spi)]
     for t in tsi:
@@ -89,7 +89,9 @@ def _setup() -> None:
         sh(f"ip -n {ns} xfrm state flush; ip -n {ns} xfrm policy flush")
 
 
-def _case(suite: str, mode: Mode, natt: bool, tsi: list[str], tsr: list[str]) -> dict[str, Any]:
+def _case(
+    suite: str, mode: Mode, natt: bool, tsi: list[str], tsr: list[str], by: tuple[str, str]
+) -> dict[str, Any]:
     _setup()
     params = make_params(
         suite, mode=mode, i_addr=B.addr, r_addr=A.addr, natt=(4500, 4500) if natt else None,
@@ -100,8 +102,8 @@ def _case(suite: str, mode: Mode, natt: bool, tsi: list[str], tsr: list[str]) ->
     for ns in ("a", "b"):  # both peers hold both SAs, as after any IKE
         _ip_xfrm_add(ns, B.addr, A.addr, pair.i_to_r, pair, natt)
         _ip_xfrm_add(ns, A.addr, B.addr, pair.r_to_i, pair, natt)
-    desc_a, out_a, db_a = _pipeline("a", "responder", pair, tsi, tsr, by_reqid=False)
-    desc_b, out_b, db_b = _pipeline("b", "initiator", pair, tsi, tsr, by_reqid=True)
+    desc_a, out_a, db_a = _pipeline("a", "responder", pair, tsi, tsr, by[0])
+    desc_b, out_b, db_b = _pipeline("b", "initiator", pair, tsi, tsr, by[1])
     assert desc_a == desc_b, (desc_a, desc_b)
     want = bootstrap_credential(params, pair.i_to_r, pair.r_to_i, b"\x02b.example",
                                 b"\x02a.example")  # fmt: skip
@@ -121,15 +123,17 @@ def _case(suite: str, mode: Mode, natt: bool, tsi: list[str], tsr: list[str]) ->
 
 
 def check_transport_gcm() -> dict[str, Any]:
-    return _case("gcm256", Mode.TRANSPORT, False, [], [])
+    return _case("gcm256", Mode.TRANSPORT, False, [], [], ("ordered", "reqid"))
 
 
 def check_tunnel_cbc_sha256_natt() -> dict[str, Any]:
-    return _case("cbc-sha256", Mode.TUNNEL, True, ["10.2.0.0/24"], ["10.1.0.0/24"])
+    return _case("cbc-sha256", Mode.TUNNEL, True, ["10.2.0.0/24"], ["10.1.0.0/24"],
+                 ("spis", "reqid"))  # fmt: skip
 
 
 def check_tunnel_chacha_two_selectors() -> dict[str, Any]:
-    return _case("chacha", Mode.TUNNEL, False, ["10.2.0.0/24", "10.2.1.0/24"], ["10.1.0.0/16"])
+    return _case("chacha", Mode.TUNNEL, False, ["10.2.0.0/24", "10.2.1.0/24"], ["10.1.0.0/16"],
+                 ("ordered", "spis"))  # fmt: skip
 
 
 def check_missing_sa_is_reported() -> str:
