@@ -36,7 +36,12 @@ def one_input(data: bytes) -> None:
 def seeds() -> dict[str, bytes]:
     from resume.sa import Mode, TrafficSelector
     from tests.ikeshim.pairs import SUITES, make_pair, make_params
-    from tests.store.sa_descriptions import description_of, example_description
+    from tests.store.sa_descriptions import (
+        DELETE,
+        description_of,
+        example_description,
+        with_field,
+    )
 
     out: dict[str, bytes] = {}
     for suite in SUITES:
@@ -52,16 +57,7 @@ def seeds() -> dict[str, bytes]:
     out["names-and-prefixes"] = json.dumps(ex).encode()
 
     def bad(path: str, value: Any) -> bytes:
-        d = json.loads(json.dumps(ex))
-        *parents, last = path.split(".")
-        node = d
-        for p in parents:
-            node = node[p]
-        if value is None:
-            del node[last]
-        else:
-            node[last] = value
-        return json.dumps(d).encode()
+        return json.dumps(with_field(ex, path, DELETE if value is None else value)).encode()
 
     out["bad-missing-encr-key"] = bad("i_to_r.encr_key", None)
     out["bad-key-length"] = bad("i_to_r.encr_key", "00" * 32)

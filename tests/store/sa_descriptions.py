@@ -6,6 +6,7 @@ ours), so the tests compare the reader against the spec's field list.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any
@@ -82,3 +83,21 @@ def example_description() -> dict[str, Any]:
 
 def dumps(d: dict[str, Any]) -> bytes:
     return json.dumps(d).encode()
+
+
+#: ``with_field(d, path, DELETE)`` removes the field
+DELETE = object()
+
+
+def with_field(d: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of description ``d`` with the field at dotted ``path`` set to ``value``."""
+    d = copy.deepcopy(d)
+    *parents, last = path.split(".")
+    node = d
+    for p in parents:
+        node = node[p]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return d

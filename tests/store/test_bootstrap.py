@@ -8,7 +8,6 @@ taken from the command line, and the lineage field is validated.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import json
@@ -30,7 +29,7 @@ from store.errors import SADescriptionError
 from store.keys import Keyring, MasterKey
 from store.repository import Store
 from store.sa_description import LINEAGES, parse_sa_description
-from tests.store.sa_descriptions import dumps, example_description
+from tests.store.sa_descriptions import DELETE, dumps, example_description, with_field
 
 NOW = 1_700_000_000.0
 
@@ -115,27 +114,12 @@ def test_the_command_reads_stdin_or_a_file(tmp_path: Path, key_env: Path) -> Non
         assert got is not None and got.credential is not None
 
 
-def _set(d: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    d = copy.deepcopy(d)
-    *parents, last = path.split(".")
-    node = d
-    for p in parents:
-        node = node[p]
-    if value is _DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return d
-
-
-_DELETE = object()
-
 BAD = [
     # (field to change, new value, field named in the error, words in the reason)
-    ("i_to_r.encr_key", _DELETE, "i_to_r.encr_key", "missing"),
-    ("id_r", _DELETE, "id_r", "missing"),
-    ("params.tsr", _DELETE, "params.tsr", "missing"),
-    ("params", _DELETE, "params", "missing"),
+    ("i_to_r.encr_key", DELETE, "i_to_r.encr_key", "missing"),
+    ("id_r", DELETE, "id_r", "missing"),
+    ("params.tsr", DELETE, "params.tsr", "missing"),
+    ("params", DELETE, "params", "missing"),
     ("i_to_r.encr_key", os.urandom(32).hex(), "i_to_r.encr_key", "32 bytes; AES_GCM_16 256"),
     ("r_to_i.encr_key", "abc", "r_to_i.encr_key", "hex digits"),
     ("r_to_i.integ_key", os.urandom(32).hex(), "r_to_i.integ_key", "NONE needs 0"),
@@ -176,7 +160,7 @@ def test_bad_input_names_the_field_and_writes_nothing(
     field: str,
     words: str,
 ) -> None:
-    d = _set(example_description(), path, value)
+    d = with_field(example_description(), path, value)
     with pytest.raises(SADescriptionError) as info:
         parse_sa_description(dumps(d), source="sa.json")
     assert info.value.field == field and words in info.value.reason, str(info.value)
@@ -210,7 +194,7 @@ def test_a_failed_bootstrap_leaves_an_existing_cache_as_it_was(tmp_path: Path) -
     d = example_description()
     with Store.open(str(tmp_path / "c.db"), kr) as s:
         first = bootstrap(s, "responder", dumps(d), NOW)
-        bad = _set(d, "i_to_r.spi", 7)
+        bad = with_field(d, "i_to_r.spi", 7)
         with pytest.raises(SADescriptionError, match=r"i_to_r\.spi"):
             bootstrap(s, "responder", dumps(bad), NOW)
         got = s.lookup(first.handle, NOW)
@@ -237,5 +221,5 @@ def test_no_option_takes_key_material(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_algorithm_names_and_numbers_are_the_same(tmp_path: Path) -> None:
     d = example_description()
-    numbers = _set(_set(d, "params.encr", 20), "params.integ", 0)
+    numbers = with_field(with_field(d, "params.encr", 20), "params.integ", 0)
     assert parse_sa_description(dumps(d)) == parse_sa_description(dumps(numbers))
