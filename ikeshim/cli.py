@@ -197,9 +197,9 @@ def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
     # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     import ipaddress
 
-    from ikeshim.algorithms import child_sa_from_states
-    from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
-    from ikeshim.xfrm import IPPROTO_ESP, XFRM_MODE_TUNNEL, SAKey, XfrmSocket
+    from ikeshim.child_sa import describe_child_sa, find_child_sa
+    from ikeshim.errors import HarvestError, XfrmError
+    from ikeshim.xfrm import XfrmSocket
     from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR
     from resume.identity import parse_identity
     from resume.sa import Mode, TrafficSelector
@@ -215,22 +215,21 @@ def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
         print(f"ikeresume xfrm describe: {msg}", file=sys.stderr)
         return rc
 
+    def spi_value(v: str | None) -> int | None:
+        if v is None:
+            return None
+        spi = int(v, 16) if v.lower().startswith("0x") else int(v)
+        if not MIN_SPI <= spi < 2**32:
+            raise ValueError(f"SPI {v} is outside [256, 2^32-1]")
+        return spi
+
     try:
         i_addr = str(ipaddress.ip_address(args.initiator))
         r_addr = str(ipaddress.ip_address(args.responder))
-        ordered = [v for v in (args.spi_i2r, args.spi_r2i) if v is not None]
-        ways = [len(ordered) == 2, bool(args.spi), args.reqid is not None]
-        if sum(ways) != 1 or len(ordered) == 1 or (args.spi and len(args.spi) != 2):
-            raise ValueError("give --spi-i2r and --spi-r2i, or --spi twice, or --reqid")
-
-        def spi_value(v: str) -> int:
-            spi = int(v, 16) if v.lower().startswith("0x") else int(v)
-            if not MIN_SPI <= spi < 2**32:
-                raise ValueError(f"SPI {v} is outside [256, 2^32-1]")
-            return spi
-
-        spis = [spi_value(v) for v in ordered]
-        either = {spi_value(v) for v in args.spi or ()}
+        if args.spi is not None and len(args.spi) != 2:
+            raise ValueError("--spi takes the CHILD_SA's two SPIs: give it twice")
+        either = {s for s in map(spi_value, args.spi or ()) if s is not None}
+        i2r_spi, r2i_spi = spi_value(args.spi_i2r), spi_value(args.spi_r2i)
         id_i, id_r = parse_identity(args.id_i), parse_identity(args.id_r)
         tsi = tuple(TrafficSelector.from_network(t) for t in args.tsi or [i_addr])
         tsr = tuple(TrafficSelector.from_network(t) for t in args.tsr or [r_addr])
@@ -240,34 +239,17 @@ def _cmd_xfrm_describe(args: argparse.Namespace) -> int:
         return fail(EXIT_CONFIG, str(e))
     try:
         with XfrmSocket() as x:
-            states = []
-            for n, (src, dst) in enumerate(((i_addr, r_addr), (r_addr, i_addr))):
-                if spis:
-                    try:
-                        states.append(x.get_sa(SAKey(dst, spis[n], IPPROTO_ESP)))
-                    except XfrmNotFoundError:
-                        return fail(EXIT_ERROR, f"no ESP SA with SPI 0x{spis[n]:08x} to {dst} here")
-                    continue
-                found = [s for s in x.dump_sas(between=(src, dst)) if s.proto == IPPROTO_ESP
-                         and (s.spi in either if either else s.reqid == args.reqid)]  # fmt: skip
-                if len(found) != 1:
-                    what = f"SPI {' or '.join(map(hex, sorted(either)))}" if either else (
-                        f"reqid {args.reqid}"
-                    )
-                    why = "a rekey in progress? give the SPIs" if found else "wrong namespace?"
-                    msg = f"{len(found)} ESP SAs {src} -> {dst} with {what} ({why})"
-                    return fail(EXIT_ERROR, msg)
-                states.append(found[0])
-        mode = Mode(args.mode) if args.mode else (
-            Mode.TUNNEL if states[0].mode == XFRM_MODE_TUNNEL else Mode.TRANSPORT
-        )
-        params, i2r, r2i = child_sa_from_states(
-            states[0], states[1], mode=mode, initiator_addr=i_addr, responder_addr=r_addr,
-            tsi=tsi, tsr=tsr, replay_window=args.replay_window,
+            i2r, r2i = find_child_sa(
+                x, i_addr, r_addr, spi_i2r=i2r_spi, spi_r2i=r2i_spi, spis=either,
+                reqid=args.reqid,
+            )  # fmt: skip
+        params, k_i2r, k_r2i = describe_child_sa(
+            i2r, r2i, initiator=i_addr, responder=r_addr, tsi=tsi, tsr=tsr,
+            mode=Mode(args.mode) if args.mode else None, replay_window=args.replay_window,
         )  # fmt: skip
     except (XfrmError, HarvestError) as e:
         return fail(EXIT_ERROR, str(e))
-    desc = SADescription(params, i2r, r2i, id_i, id_r, args.lineage)
+    desc = SADescription(params, k_i2r, k_r2i, id_i, id_r, args.lineage)
     text = json.dumps(description_to_json(desc), indent=1) + "\n"
     parse_sa_description(text)  # what we write, bootstrap reads back (a bug otherwise)
     if args.output:

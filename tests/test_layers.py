@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "ikeshim.installer",
                 "ikeshim.install",
                 "ikeshim.vici_map",
+                "ikeshim.child_sa",
             ),
         },
     ),
