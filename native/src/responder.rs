@@ -249,6 +249,18 @@ impl<A: PeerAddr> Responder<A> {
         out.append(&mut self.outbox);
     }
 
+    /// Put drained outputs back in front of anything queued since (a caller that could not
+    /// deliver them keeps them for its next call: nothing the engine produced is lost).
+    pub fn requeue_datagram(&mut self, data: Vec<u8>, addr: A) {
+        self.outbox.insert(0, (data, addr));
+    }
+
+    pub fn requeue_events(&mut self, events: Vec<ResponderEvent<A>>) {
+        for e in events.into_iter().rev() {
+            self.events.push_front(e);
+        }
+    }
+
     pub fn next_event(&mut self) -> Option<ResponderEvent<A>> {
         self.events.pop_front()
     }
