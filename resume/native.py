@@ -23,6 +23,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 # Every import of the Python core lives in this block (module names may move; see issue 12).
@@ -51,14 +52,16 @@ from resume.sa import (
 )
 from resume.states import InitiatorState
 
+_native: ModuleType | None
 try:
-    from resume import _native
+    from resume import _native as _loaded
 except ImportError as exc:  # not built: the Python core still works
-    _native = None  # type: ignore[assignment]
+    _native = None
     NATIVE_IMPORT_ERROR: str | None = str(exc)
 else:
+    _native = _loaded
     NATIVE_IMPORT_ERROR = None
-    _native._set_error_types(DecodeError, LocalProtocolError)
+    _loaded._set_error_types(DecodeError, LocalProtocolError)
 
 
 def available() -> bool:
@@ -250,9 +253,7 @@ def responder_event(ev: tuple[Any, ...]) -> Event:
 class NativeResponder:
     """``resume.responder.Responder`` (hardened mode) on the native engine."""
 
-    def __init__(
-        self, config: ResponderConfig, server_secret: bytes, rng: Rng = None
-    ) -> None:
+    def __init__(self, config: ResponderConfig, server_secret: bytes, rng: Rng = None) -> None:
         if not isinstance(config, ResponderConfig):
             raise LocalProtocolError("config must be a ResponderConfig")
         if config.allow_paper_mode:

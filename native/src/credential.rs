@@ -66,7 +66,9 @@ impl TrafficSelector {
         let start = parse_ip(start_addr)?;
         let end = parse_ip(end_addr)?;
         if start.is_ipv4() != end.is_ipv4() || start > end {
-            return invalid(format!("bad traffic selector range {start_addr}-{end_addr}"));
+            return invalid(format!(
+                "bad traffic selector range {start_addr}-{end_addr}"
+            ));
         }
         if start_port > end_port {
             return invalid("bad traffic selector ports");
@@ -270,7 +272,11 @@ pub struct Credential {
 
 impl core::fmt::Debug for Credential {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Credential(gen={}, handle={:02x?}, <secret>)", self.generation, self.handle)
+        write!(
+            f,
+            "Credential(gen={}, handle={:02x?}, <secret>)",
+            self.generation, self.handle
+        )
     }
 }
 
@@ -290,7 +296,15 @@ impl Credential {
                 return invalid(format!("{name} longer than 65535 bytes"));
             }
         }
-        Ok(Credential { mode, handle, generation, secret, id_i, id_r, params })
+        Ok(Credential {
+            mode,
+            handle,
+            generation,
+            secret,
+            id_i,
+            id_r,
+            params,
+        })
     }
 
     pub fn mode(&self) -> ProtocolMode {

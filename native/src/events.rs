@@ -27,13 +27,26 @@ pub struct Completion<A> {
 #[derive(Debug, Clone)]
 pub enum ResponderEvent<A> {
     /// Look `handle` up and answer `provide_credential(token, ...)`.
-    CredentialNeeded { token: u64, handle: Vec<u8>, addr: A },
+    CredentialNeeded {
+        token: u64,
+        handle: Vec<u8>,
+        addr: A,
+    },
     /// Compare-and-set generation `generation` of `handle` to `successor`; answer
     /// `commit_result(token, ok)`.  Only `ok` completes.
-    CommitNeeded { token: u64, handle: Vec<u8>, generation: u32, successor: Credential },
+    CommitNeeded {
+        token: u64,
+        handle: Vec<u8>,
+        generation: u32,
+        successor: Credential,
+    },
     Complete(Box<Completion<A>>),
     /// Local only (metrics): why a well-formed attempt was refused; the peer saw the NACK.
-    Failed { reason: &'static str, handle: Option<Vec<u8>>, addr: A },
+    Failed {
+        reason: &'static str,
+        handle: Option<Vec<u8>>,
+        addr: A,
+    },
 }
 
 /// Initiator events.
@@ -61,6 +74,8 @@ pub fn check_now(now: f64) -> Result<(), LocalError> {
     if now.is_finite() && now >= 0.0 {
         Ok(())
     } else {
-        Err(LocalError(format!("now must be a finite, non-negative time, not {now}")))
+        Err(LocalError(format!(
+            "now must be a finite, non-negative time, not {now}"
+        )))
     }
 }

@@ -183,7 +183,10 @@ impl<A: Clone> Initiator<A> {
 
     pub fn initiate(&mut self, now: f64) -> Result<(), LocalError> {
         if self.state != InitiatorState::Idle {
-            return Err(LocalError(format!("cannot initiate in state {}", self.state.name())));
+            return Err(LocalError(format!(
+                "cannot initiate in state {}",
+                self.state.name()
+            )));
         }
         if !now.is_finite() {
             return Err(LocalError("now must be finite".into()));
@@ -230,7 +233,10 @@ impl<A: Clone> Initiator<A> {
 
     pub fn datagrams_to_send(&mut self) -> Vec<(Vec<u8>, A)> {
         let peer = &self.peer;
-        std::mem::take(&mut self.outbox).into_iter().map(|d| (d, peer.clone())).collect()
+        std::mem::take(&mut self.outbox)
+            .into_iter()
+            .map(|d| (d, peer.clone()))
+            .collect()
     }
 
     pub fn next_event(&mut self) -> Option<InitiatorEvent<A>> {
@@ -276,7 +282,11 @@ impl<A: Clone> Initiator<A> {
     /// A fresh attempt: new IKE SPI, nonce, ESP SPI and X25519 key every time.
     fn start(&mut self, now: f64) -> Result<(), LocalError> {
         let spi: [u8; 8] = self.draw()?;
-        self.spi_i = if spi == [0; 8] { [0, 0, 0, 0, 0, 0, 0, 1] } else { spi };
+        self.spi_i = if spi == [0; 8] {
+            [0, 0, 0, 0, 0, 0, 0, 1]
+        } else {
+            spi
+        };
         self.nonce_i = Zeroizing::new(self.draw()?);
         self.esp_spi = esp_spi_from(self.draw()?);
         self.x25519 = None;
@@ -288,15 +298,30 @@ impl<A: Clone> Initiator<A> {
             );
         }
         let (encr, key_bits, integ, mode) = self.cred.params().wire();
-        let sa = ResumeSa { spi: self.esp_spi, encr, key_bits, integ, mode };
+        let sa = ResumeSa {
+            spi: self.esp_spi,
+            encr,
+            key_bits,
+            integ,
+            mode,
+        };
         let ke = self.x25519.as_ref().map(|k| *k.public());
-        self.msg1 = build_hardened_init(&self.spi_i, self.cred.handle(), &sa, &self.nonce_i[..], ke.as_ref())
-            .map_err(|e| LocalError(format!("cannot build message 1: {}", e.0)))?;
+        self.msg1 = build_hardened_init(
+            &self.spi_i,
+            self.cred.handle(),
+            &sa,
+            &self.nonce_i[..],
+            ke.as_ref(),
+        )
+        .map_err(|e| LocalError(format!("cannot build message 1: {}", e.0)))?;
         self.outbox.push(self.msg1.clone());
         self.rto = self.config.initial_rto;
         self.retransmits = 0;
-        self.next_retransmit =
-            if self.config.max_retransmits > 0 { now + self.rto } else { f64::INFINITY };
+        self.next_retransmit = if self.config.max_retransmits > 0 {
+            now + self.rto
+        } else {
+            f64::INFINITY
+        };
         Ok(())
     }
 
@@ -344,7 +369,10 @@ impl<A: Clone> Initiator<A> {
             }
         }
         let mut rs = RunSecrets::new(&self.cred, &self.nonce_i[..], resp.nonce, &dh);
-        let prefix2 = resp.raw.get(..resp.raw.len().saturating_sub(MAC_LEN)).unwrap_or(&[]);
+        let prefix2 = resp
+            .raw
+            .get(..resp.raw.len().saturating_sub(MAC_LEN))
+            .unwrap_or(&[]);
         let expected = mac_msg2(&rs.mac_r()[..], &self.msg1, prefix2);
         if !macs_equal(&expected, resp.mac) {
             self.stats.inc(Stat::DropBadMac);
@@ -372,7 +400,12 @@ impl<A: Clone> Initiator<A> {
             return;
         };
         let completion = Completion {
-            sa: SaPair { initiator_side: true, i_to_r, r_to_i, lifetimes: self.lifetimes },
+            sa: SaPair {
+                initiator_side: true,
+                i_to_r,
+                r_to_i,
+                lifetimes: self.lifetimes,
+            },
             handle: self.cred.handle().to_vec(),
             generation: self.cred.generation(),
             successor,
@@ -383,6 +416,7 @@ impl<A: Clone> Initiator<A> {
         self.msg3 = msg3.clone();
         self.outbox.push(msg3);
         self.stats.inc(Stat::Complete);
-        self.events.push_back(InitiatorEvent::Complete(Box::new(completion)));
+        self.events
+            .push_back(InitiatorEvent::Complete(Box::new(completion)));
     }
 }

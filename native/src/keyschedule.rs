@@ -135,7 +135,8 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 
 /// `ctx = lp(ID_I) | lp(ID_R) | lp(handle) | u32(generation) | params_digest`.
 pub fn context(cred: &Credential) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6 + cred.id_i().len() + cred.id_r().len() + cred.handle().len() + 36);
+    let mut out =
+        Vec::with_capacity(6 + cred.id_i().len() + cred.id_r().len() + cred.handle().len() + 36);
     push_lp(&mut out, cred.id_i());
     push_lp(&mut out, cred.id_r());
     push_lp(&mut out, cred.handle());
@@ -163,7 +164,13 @@ impl RunSecrets {
         push_lp(&mut salt, nonce_r);
         let prk = hkdf_extract(&salt, &[cred.secret(), dh]);
         let key = hmac::Key::new(hmac::HMAC_SHA256, &prk[..]);
-        RunSecrets { prk, key, ctx: context(cred), mac_i: None, mac_r: None }
+        RunSecrets {
+            prk,
+            key,
+            ctx: context(cred),
+            mac_i: None,
+            mac_r: None,
+        }
     }
 
     pub fn prk(&self) -> &[u8; 32] {
@@ -177,13 +184,17 @@ impl RunSecrets {
     pub fn mac_i(&mut self) -> Secret32 {
         let key = &self.key;
         let ctx = &self.ctx;
-        self.mac_i.get_or_insert_with(|| expand32(key, &[L_MAC_I, ctx])).clone()
+        self.mac_i
+            .get_or_insert_with(|| expand32(key, &[L_MAC_I, ctx]))
+            .clone()
     }
 
     pub fn mac_r(&mut self) -> Secret32 {
         let key = &self.key;
         let ctx = &self.ctx;
-        self.mac_r.get_or_insert_with(|| expand32(key, &[L_MAC_R, ctx])).clone()
+        self.mac_r
+            .get_or_insert_with(|| expand32(key, &[L_MAC_R, ctx]))
+            .clone()
     }
 
     pub fn keymat(&self, spi_i2r: u32, spi_r2i: u32, length: usize) -> Zeroizing<Vec<u8>> {
@@ -229,8 +240,16 @@ pub fn split_keymat(
     let k = params.keymat_len();
     let part = |a: usize, b: usize| Zeroizing::new(keymat.get(a..b).unwrap_or(&[]).to_vec());
     (
-        DirectionKeys { spi: spi_i2r, encr_key: part(0, e), integ_key: part(e, k) },
-        DirectionKeys { spi: spi_r2i, encr_key: part(k, k + e), integ_key: part(k + e, 2 * k) },
+        DirectionKeys {
+            spi: spi_i2r,
+            encr_key: part(0, e),
+            integ_key: part(e, k),
+        },
+        DirectionKeys {
+            spi: spi_r2i,
+            encr_key: part(k, k + e),
+            integ_key: part(k + e, 2 * k),
+        },
     )
 }
 
@@ -265,7 +284,11 @@ impl ResponderValues {
         if spi_r == [0u8; 8] {
             spi_r = [0, 0, 0, 0, 0, 0, 0, 1];
         }
-        ResponderValues { nonce_r, spi_r, esp_spi: esp_spi_from(esp) }
+        ResponderValues {
+            nonce_r,
+            spi_r,
+            esp_spi: esp_spi_from(esp),
+        }
     }
 }
 
@@ -375,11 +398,19 @@ pub fn bootstrap_secret(
 ) -> (Secret32, [u8; HANDLE_LEN]) {
     let prk = hkdf_extract(
         L_BOOTSTRAP,
-        &[&i_to_r.encr_key, &i_to_r.integ_key, &r_to_i.encr_key, &r_to_i.integ_key],
+        &[
+            &i_to_r.encr_key,
+            &i_to_r.integ_key,
+            &r_to_i.encr_key,
+            &r_to_i.integ_key,
+        ],
     );
     let spis = [i_to_r.spi.to_be_bytes(), r_to_i.spi.to_be_bytes()].concat();
     let key = hmac::Key::new(hmac::HMAC_SHA256, &prk[..]);
-    let secret = expand32(&key, &[L_BOOTSTRAP, &spis, &lp(id_i), &lp(id_r), &params.digest()]);
+    let secret = expand32(
+        &key,
+        &[L_BOOTSTRAP, &spis, &lp(id_i), &lp(id_r), &params.digest()],
+    );
     let handle = handle_for(&secret[..]);
     (secret, handle)
 }

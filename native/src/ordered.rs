@@ -22,7 +22,11 @@ impl<K: Hash + Eq + Clone, V> Default for OrderedMap<K, V> {
 
 impl<K: Hash + Eq + Clone, V> OrderedMap<K, V> {
     pub fn new() -> Self {
-        OrderedMap { map: HashMap::new(), order: VecDeque::new(), next_seq: 0 }
+        OrderedMap {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -99,7 +103,8 @@ impl<K: Hash + Eq + Clone, V> OrderedMap<K, V> {
     fn compact(&mut self) {
         if self.order.len() > 2 * self.map.len() + 64 {
             let map = &self.map;
-            self.order.retain(|(seq, k)| matches!(map.get(k), Some((_, s)) if s == seq));
+            self.order
+                .retain(|(seq, k)| matches!(map.get(k), Some((_, s)) if s == seq));
         }
     }
 

@@ -31,13 +31,19 @@ use crate::rng::RandomSource;
 use crate::stats::Stats;
 use crate::wire::{self, DecodeError, Header};
 
-create_exception!(_native, NativePanic, PyRuntimeError, "A panic inside the native core (a bug): the object that raised it is unusable.");
+create_exception!(
+    _native,
+    NativePanic,
+    PyRuntimeError,
+    "A panic inside the native core (a bug): the object that raised it is unusable."
+);
 
 static ERROR_TYPES: Mutex<Option<(Py<PyType>, Py<PyType>)>> = Mutex::new(None);
 
 fn error_types(py: Python<'_>) -> Option<(Bound<'_, PyType>, Bound<'_, PyType>)> {
     let g = ERROR_TYPES.lock().ok()?;
-    g.as_ref().map(|(d, l)| (d.bind(py).clone(), l.bind(py).clone()))
+    g.as_ref()
+        .map(|(d, l)| (d.bind(py).clone(), l.bind(py).clone()))
 }
 
 fn decode_err(py: Python<'_>, e: DecodeError) -> PyErr {
@@ -61,7 +67,10 @@ fn from_local(py: Python<'_>, e: LocalError) -> PyErr {
 
 /// Register the application's exception types (called once by `resume/native.py`).
 #[pyfunction]
-fn _set_error_types(decode_error: Bound<'_, PyType>, local_error: Bound<'_, PyType>) -> PyResult<()> {
+fn _set_error_types(
+    decode_error: Bound<'_, PyType>,
+    local_error: Bound<'_, PyType>,
+) -> PyResult<()> {
     let mut g = ERROR_TYPES
         .lock()
         .map_err(|_| PyRuntimeError::new_err("error type registry poisoned"))?;
@@ -131,11 +140,21 @@ impl PeerAddr for PyAddr {
 fn to_addr(v: &Bound<'_, PyAny>) -> PyResult<PyAddr> {
     let (host, port): (String, u16) = v.extract()?;
     let ip = parse_ip(&host).map_err(|e| PyValueError::new_err(e.0))?;
-    Ok(PyAddr { host: host.into(), port, ip })
+    Ok(PyAddr {
+        host: host.into(),
+        port,
+        ip,
+    })
 }
 
 fn addr_py<'py>(py: Python<'py>, a: &PyAddr) -> PyResult<Bound<'py, PyTuple>> {
-    PyTuple::new(py, [a.host.as_ref().into_pyobject(py)?.into_any(), a.port.into_pyobject(py)?.into_any()])
+    PyTuple::new(
+        py,
+        [
+            a.host.as_ref().into_pyobject(py)?.into_any(),
+            a.port.into_pyobject(py)?.into_any(),
+        ],
+    )
 }
 
 fn bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyBytes> {
@@ -155,7 +174,13 @@ fn ts_from(t: TsTuple) -> PyResult<TrafficSelector> {
 }
 
 fn ts_tuple(t: &TrafficSelector) -> TsTuple {
-    (t.start_addr.clone(), t.end_addr.clone(), t.protocol, t.start_port, t.end_port)
+    (
+        t.start_addr.clone(),
+        t.end_addr.clone(),
+        t.protocol,
+        t.start_port,
+        t.end_port,
+    )
 }
 
 #[pymethods]
@@ -222,7 +247,19 @@ impl Params {
     #[allow(clippy::type_complexity)]
     fn fields(
         &self,
-    ) -> (u8, u16, u16, u16, String, String, Vec<TsTuple>, Vec<TsTuple>, Option<u16>, Option<u16>, u32) {
+    ) -> (
+        u8,
+        u16,
+        u16,
+        u16,
+        String,
+        String,
+        Vec<TsTuple>,
+        Vec<TsTuple>,
+        Option<u16>,
+        Option<u16>,
+        u32,
+    ) {
         let p = &self.0;
         (
             p.mode,
@@ -257,10 +294,22 @@ impl NativeCredential {
         id_r: Vec<u8>,
         params: &Params,
     ) -> PyResult<Self> {
-        let mode = if hardened { ProtocolMode::Hardened } else { ProtocolMode::Paper };
-        Credential::new(mode, handle, generation, secret, id_i, id_r, Arc::clone(&params.0))
-            .map(NativeCredential)
-            .map_err(|e| PyValueError::new_err(e.0))
+        let mode = if hardened {
+            ProtocolMode::Hardened
+        } else {
+            ProtocolMode::Paper
+        };
+        Credential::new(
+            mode,
+            handle,
+            generation,
+            secret,
+            id_i,
+            id_r,
+            Arc::clone(&params.0),
+        )
+        .map(NativeCredential)
+        .map_err(|e| PyValueError::new_err(e.0))
     }
 
     #[getter]
@@ -292,11 +341,21 @@ impl NativeCredential {
         Params(Arc::clone(self.0.params()))
     }
     fn __repr__(&self) -> String {
-        format!("NativeCredential(generation={}, <secret>)", self.0.generation())
+        format!(
+            "NativeCredential(generation={}, <secret>)",
+            self.0.generation()
+        )
     }
 }
 
-type LifetimesTuple = (Option<u64>, Option<u64>, Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+type LifetimesTuple = (
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+);
 
 fn lifetimes_from(t: LifetimesTuple) -> Lifetimes {
     Lifetimes {
@@ -310,7 +369,14 @@ fn lifetimes_from(t: LifetimesTuple) -> Lifetimes {
 }
 
 fn lifetimes_tuple(l: &Lifetimes) -> LifetimesTuple {
-    (l.soft_seconds, l.hard_seconds, l.soft_bytes, l.hard_bytes, l.soft_packets, l.hard_packets)
+    (
+        l.soft_seconds,
+        l.hard_seconds,
+        l.soft_bytes,
+        l.hard_bytes,
+        l.soft_packets,
+        l.hard_packets,
+    )
 }
 
 fn rng_from(seed: Option<Vec<u8>>, draws: Option<Vec<Vec<u8>>>) -> PyResult<RandomSource> {
@@ -318,7 +384,9 @@ fn rng_from(seed: Option<Vec<u8>>, draws: Option<Vec<Vec<u8>>>) -> PyResult<Rand
         (None, None) => Ok(RandomSource::Os),
         (Some(seed), None) => Ok(RandomSource::Seeded { seed, counter: 0 }),
         (None, Some(d)) => Ok(RandomSource::Scripted(d.into())),
-        _ => Err(PyValueError::new_err("give rng_seed or rng_draws, not both")),
+        _ => Err(PyValueError::new_err(
+            "give rng_seed or rng_draws, not both",
+        )),
     }
 }
 
@@ -354,7 +422,11 @@ fn responder_event_py<'py>(
     e: &ResponderEvent<PyAddr>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     match e {
-        ResponderEvent::CredentialNeeded { token, handle, addr } => PyTuple::new(
+        ResponderEvent::CredentialNeeded {
+            token,
+            handle,
+            addr,
+        } => PyTuple::new(
             py,
             [
                 "credential".into_pyobject(py)?.into_any(),
@@ -363,7 +435,12 @@ fn responder_event_py<'py>(
                 addr_py(py, addr)?.into_any(),
             ],
         ),
-        ResponderEvent::CommitNeeded { token, handle, generation, successor } => PyTuple::new(
+        ResponderEvent::CommitNeeded {
+            token,
+            handle,
+            generation,
+            successor,
+        } => PyTuple::new(
             py,
             [
                 "commit".into_pyobject(py)?.into_any(),
@@ -374,7 +451,11 @@ fn responder_event_py<'py>(
             ],
         ),
         ResponderEvent::Complete(c) => completion_py(py, c),
-        ResponderEvent::Failed { reason, handle, addr } => PyTuple::new(
+        ResponderEvent::Failed {
+            reason,
+            handle,
+            addr,
+        } => PyTuple::new(
             py,
             [
                 "failed".into_pyobject(py)?.into_any(),
@@ -412,7 +493,7 @@ fn datagrams_py<'py>(py: Python<'py>, out: &[(Vec<u8>, PyAddr)]) -> PyResult<Bou
 pub struct NativeResponder(Mutex<Responder<PyAddr>>);
 
 enum Answer {
-    Credential(u64, Option<Credential>, Option<Lifetimes>),
+    Credential(u64, Option<Box<Credential>>, Option<Lifetimes>),
     Commit(u64, bool),
 }
 
@@ -469,9 +550,16 @@ impl NativeResponder {
         let mut answers = Vec::new();
         if let Some(cs) = credentials {
             for item in cs.iter() {
-                let (token, cred, lt): (u64, Option<PyRef<'_, NativeCredential>>, Option<LifetimesTuple>) =
-                    item.extract()?;
-                answers.push(Answer::Credential(token, cred.map(|c| c.0.clone()), lt.map(lifetimes_from)));
+                let (token, cred, lt): (
+                    u64,
+                    Option<PyRef<'_, NativeCredential>>,
+                    Option<LifetimesTuple>,
+                ) = item.extract()?;
+                answers.push(Answer::Credential(
+                    token,
+                    cred.map(|c| Box::new(c.0.clone())),
+                    lt.map(lifetimes_from),
+                ));
             }
         }
         if let Some(cs) = commits {
@@ -489,35 +577,38 @@ impl NativeResponder {
             }
         }
         let engine = &self.0;
-        let (out, events, errors) = py.detach(|| {
-            guard(|| -> Result<_, String> {
-                let mut r = engine.lock().map_err(|_| "poisoned".to_owned())?;
-                let mut errors: Vec<String> = Vec::new();
-                for a in answers {
-                    let res = match a {
-                        Answer::Credential(t, c, l) => r.provide_credential(t, c, l, now),
-                        Answer::Commit(t, ok) => r.commit_result(t, ok, now),
-                    };
-                    if let Err(e) = res {
-                        errors.push(e.0);
+        let (out, events, errors) = py
+            .detach(|| {
+                guard(|| -> Result<_, String> {
+                    let mut r = engine.lock().map_err(|_| "poisoned".to_owned())?;
+                    let mut errors: Vec<String> = Vec::new();
+                    for a in answers {
+                        let res = match a {
+                            Answer::Credential(t, c, l) => {
+                                r.provide_credential(t, c.map(|b| *b), l, now)
+                            }
+                            Answer::Commit(t, ok) => r.commit_result(t, ok, now),
+                        };
+                        if let Err(e) = res {
+                            errors.push(e.0);
+                        }
                     }
-                }
-                for (data, addr) in &input {
-                    if let Err(e) = r.receive_datagram(data, addr, now) {
-                        errors.push(e.0);
-                        break;
+                    for (data, addr) in &input {
+                        if let Err(e) = r.receive_datagram(data, addr, now) {
+                            errors.push(e.0);
+                            break;
+                        }
                     }
-                }
-                let mut out = Vec::new();
-                r.drain_datagrams(&mut out);
-                let mut events = Vec::new();
-                r.drain_events(&mut events);
-                Ok((out, events, errors))
-            })
-        })?
-        .map_err(|_| {
-            NativePanic::new_err("this object is unusable: an earlier call panicked inside it")
-        })?;
+                    let mut out = Vec::new();
+                    r.drain_datagrams(&mut out);
+                    let mut events = Vec::new();
+                    r.drain_events(&mut events);
+                    Ok((out, events, errors))
+                })
+            })?
+            .map_err(|_| {
+                NativePanic::new_err("this object is unusable: an earlier call panicked inside it")
+            })?;
         let out_py = datagrams_py(py, &out)?;
         let ev = events
             .iter()
@@ -536,7 +627,13 @@ impl NativeResponder {
         Ok((out_py, ev_py))
     }
 
-    fn receive_datagram(&self, py: Python<'_>, data: &[u8], addr: Bound<'_, PyAny>, now: f64) -> PyResult<()> {
+    fn receive_datagram(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        addr: Bound<'_, PyAny>,
+        now: f64,
+    ) -> PyResult<()> {
         let a = to_addr(&addr)?;
         let mut r = lock(&self.0)?;
         guard(|| r.receive_datagram(data, &a, now))?.map_err(|e| from_local(py, e))
@@ -611,7 +708,10 @@ fn initiator_event_py<'py>(
         InitiatorEvent::Complete(c) => completion_py(py, c),
         InitiatorEvent::Fallback(reason) => PyTuple::new(
             py,
-            ["fallback".into_pyobject(py)?.into_any(), reason.into_pyobject(py)?.into_any()],
+            [
+                "fallback".into_pyobject(py)?.into_any(),
+                reason.into_pyobject(py)?.into_any(),
+            ],
         ),
     }
 }
@@ -754,7 +854,13 @@ fn sa_tuple(sa: &ResumeSa) -> SaTuple {
 }
 
 fn sa_from(t: SaTuple) -> ResumeSa {
-    ResumeSa { spi: t.0, encr: t.1, key_bits: t.2, integ: t.3, mode: t.4 }
+    ResumeSa {
+        spi: t.0,
+        encr: t.1,
+        key_bits: t.2,
+        integ: t.3,
+        mode: t.4,
+    }
 }
 
 fn opt_bytes<'py>(py: Python<'py>, b: Option<&[u8]>) -> Bound<'py, PyAny> {
@@ -842,7 +948,10 @@ fn parse_response<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTu
         ),
         Response::Nack(m) => PyTuple::new(
             py,
-            ["nack".into_pyobject(py)?.into_any(), header_py(py, &m.header)?.into_any()],
+            [
+                "nack".into_pyobject(py)?.into_any(),
+                header_py(py, &m.header)?.into_any(),
+            ],
         ),
     }
 }
@@ -863,11 +972,21 @@ fn decode_message<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTu
         .map(|(t, c, b)| {
             PyTuple::new(
                 py,
-                [t.into_pyobject(py)?.into_any(), c.into_pyobject(py)?.to_owned().into_any(), bytes(py, b).into_any()],
+                [
+                    t.into_pyobject(py)?.into_any(),
+                    c.into_pyobject(py)?.to_owned().into_any(),
+                    bytes(py, b).into_any(),
+                ],
             )
         })
         .collect::<PyResult<Vec<_>>>()?;
-    PyTuple::new(py, [header_py(py, &m.header)?.into_any(), PyList::new(py, payloads)?.into_any()])
+    PyTuple::new(
+        py,
+        [
+            header_py(py, &m.header)?.into_any(),
+            PyList::new(py, payloads)?.into_any(),
+        ],
+    )
 }
 
 #[pyfunction]
@@ -902,7 +1021,8 @@ fn decode_ke<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>>
 }
 
 fn arr<const N: usize>(b: &[u8], what: &str) -> PyResult<[u8; N]> {
-    b.try_into().map_err(|_| PyValueError::new_err(format!("{what} must be {N} bytes")))
+    b.try_into()
+        .map_err(|_| PyValueError::new_err(format!("{what} must be {N} bytes")))
 }
 
 #[pyfunction]
@@ -953,7 +1073,12 @@ fn build_hardened_auth_prefix<'py>(
 }
 
 #[pyfunction]
-fn build_nack<'py>(py: Python<'py>, spi_i: &[u8], spi_r: &[u8], message_id: u32) -> PyResult<Bound<'py, PyBytes>> {
+fn build_nack<'py>(
+    py: Python<'py>,
+    spi_i: &[u8],
+    spi_r: &[u8],
+    message_id: u32,
+) -> PyResult<Bound<'py, PyBytes>> {
     let (a, b) = (arr::<8>(spi_i, "spi_i")?, arr::<8>(spi_r, "spi_r")?);
     Ok(bytes(py, &msg::build_nack(&a, &b, message_id)))
 }
@@ -969,9 +1094,16 @@ fn hkdf_extract<'py>(py: Python<'py>, salt: &[u8], ikm: &[u8]) -> Bound<'py, PyB
 }
 
 #[pyfunction]
-fn hkdf_expand<'py>(py: Python<'py>, prk: &[u8], info: &[u8], length: usize) -> PyResult<Bound<'py, PyBytes>> {
+fn hkdf_expand<'py>(
+    py: Python<'py>,
+    prk: &[u8],
+    info: &[u8],
+    length: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
     if length == 0 || length > 255 * 32 {
-        return Err(PyValueError::new_err(format!("HKDF-Expand cannot produce {length} bytes")));
+        return Err(PyValueError::new_err(format!(
+            "HKDF-Expand cannot produce {length} bytes"
+        )));
     }
     Ok(bytes(py, &ks::hkdf_expand(prk, &[info], length)))
 }
@@ -1000,7 +1132,15 @@ fn run_keys(
     dh: &[u8],
     spi_i2r: u32,
     spi_r2i: u32,
-) -> PyResult<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> {
+) -> PyResult<(
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+)> {
     let cred = &credential.0;
     guard(|| {
         let mut rs = ks::RunSecrets::new(cred, nonce_i, nonce_r, dh);
@@ -1047,7 +1187,13 @@ fn mac_msg2<'py>(py: Python<'py>, key: &[u8], msg1: &[u8], prefix: &[u8]) -> Bou
 }
 
 #[pyfunction]
-fn mac_msg3<'py>(py: Python<'py>, key: &[u8], msg1: &[u8], msg2: &[u8], prefix: &[u8]) -> Bound<'py, PyBytes> {
+fn mac_msg3<'py>(
+    py: Python<'py>,
+    key: &[u8],
+    msg1: &[u8],
+    msg2: &[u8],
+    prefix: &[u8],
+) -> Bound<'py, PyBytes> {
     bytes(py, &ks::mac_msg3(key, msg1, msg2, prefix))
 }
 
@@ -1060,7 +1206,11 @@ fn x25519_public<'py>(py: Python<'py>, private: &[u8]) -> PyResult<Bound<'py, Py
 
 /// X25519 shared secret; an unusable share (all-zero result) is a DecodeError.
 #[pyfunction]
-fn x25519_shared<'py>(py: Python<'py>, private: &[u8], peer: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+fn x25519_shared<'py>(
+    py: Python<'py>,
+    private: &[u8],
+    peer: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
     let p = arr::<32>(private, "private key")?;
     let q = arr::<32>(peer, "peer share")?;
     let k = X25519Key::from_private(&p).map_err(|_| PyValueError::new_err("bad X25519 key"))?;

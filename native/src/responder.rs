@@ -147,6 +147,9 @@ impl<A: Eq> Equivalent<CacheKey<A>> for CacheKeyRef<'_, A> {
     }
 }
 
+/// A verified cookie: the values, the tick of message 1, message 2 if still cached.
+type Cookie = (ResponderValues, u64, Option<Arc<[u8]>>);
+
 struct CachedResponse {
     msg2: Arc<[u8]>,
     expires: f64,
@@ -271,7 +274,11 @@ impl<A: PeerAddr> Responder<A> {
 
     /// Earliest deadline: the oldest outstanding request or the erasure of a tick key.
     pub fn get_timer(&mut self) -> Option<f64> {
-        let mut t = if self.tick_keys.is_empty() { None } else { Some(self.erase_at) };
+        let mut t = if self.tick_keys.is_empty() {
+            None
+        } else {
+            Some(self.erase_at)
+        };
         if let Some((_, slot)) = self.slots.front() {
             t = Some(t.map_or(slot.deadline, |x: f64| x.min(slot.deadline)));
         }
@@ -287,7 +294,9 @@ impl<A: PeerAddr> Responder<A> {
             if slot.deadline > now {
                 break;
             }
-            let Some((_, slot)) = self.slots.pop_front() else { break };
+            let Some((_, slot)) = self.slots.pop_front() else {
+                break;
+            };
             let stat = match slot.state {
                 SlotState::AwaitCredential1 => Stat::ExpiredAwaitCredential1,
                 SlotState::AwaitCredential3 => Stat::ExpiredAwaitCredential3,
@@ -346,19 +355,21 @@ impl<A: PeerAddr> Responder<A> {
             self.refuse(&slot, "commit_failed");
             return Ok(());
         };
-        self.completed.insert(slot.handle.clone().into_boxed_slice(), ());
+        self.completed
+            .insert(slot.handle.clone().into_boxed_slice(), ());
         while self.completed.len() > self.config.completed_cache_size {
             self.completed.pop_front();
         }
         self.stats.inc(Stat::Complete);
         let c = *commit;
-        self.events.push_back(ResponderEvent::Complete(Box::new(Completion {
-            sa: c.sa,
-            handle: slot.handle,
-            generation: c.generation,
-            successor: c.successor,
-            addr: slot.addr,
-        })));
+        self.events
+            .push_back(ResponderEvent::Complete(Box::new(Completion {
+                sa: c.sa,
+                handle: slot.handle,
+                generation: c.generation,
+                successor: c.successor,
+                addr: slot.addr,
+            })));
         Ok(())
     }
 
@@ -415,7 +426,9 @@ impl<A: PeerAddr> Responder<A> {
                 self.stats.inc(Stat::LateAnswer);
                 return Ok(None);
             }
-            return Err(LocalError(format!("{what}: token {token} was never issued")));
+            return Err(LocalError(format!(
+                "{what}: token {token} was never issued"
+            )));
         };
         let accepted = if commit {
             slot.state == SlotState::AwaitCommit
@@ -467,7 +480,11 @@ impl<A: PeerAddr> Responder<A> {
         self.outbox.push((nack_for(header), addr.clone()));
         self.stats.inc(Stat::Nack);
         self.stats.inc(Stat::nack_reason(reason));
-        self.events.push_back(ResponderEvent::Failed { reason, handle, addr: addr.clone() });
+        self.events.push_back(ResponderEvent::Failed {
+            reason,
+            handle,
+            addr: addr.clone(),
+        });
     }
 
     fn refuse(&mut self, slot: &Slot<A>, reason: &'static str) {
@@ -524,10 +541,17 @@ impl<A: PeerAddr> Responder<A> {
         create_key: bool,
     ) -> Result<(RunSecrets, Option<[u8; 32]>), &'static str> {
         let Some(ke_i) = init.ke.filter(|_| self.config.allow_x25519) else {
-            return Ok((RunSecrets::new(cred, init.nonce, &values.nonce_r, b""), None));
+            return Ok((
+                RunSecrets::new(cred, init.nonce, &values.nonce_r, b""),
+                None,
+            ));
         };
         let Some(idx) = self.tick_key(tick, create_key) else {
-            return Err(if create_key { "internal" } else { "stale_or_forged_cookie" });
+            return Err(if create_key {
+                "internal"
+            } else {
+                "stale_or_forged_cookie"
+            });
         };
         let Some((_, key)) = self.tick_keys.get(idx) else {
             return Err("internal");
@@ -539,8 +563,12 @@ impl<A: PeerAddr> Responder<A> {
             let rs = RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh[..]);
             let runs = self.tick_runs.entry(tick).or_default();
             if runs.len() < cap {
-                let kept =
-                    KeptRun { dh, cred: cred.clone(), nonce_r: values.nonce_r, rs: rs.clone() };
+                let kept = KeptRun {
+                    dh,
+                    cred: cred.clone(),
+                    nonce_r: values.nonce_r,
+                    rs: rs.clone(),
+                };
                 runs.insert(init.raw.into(), kept);
             }
             return Ok((rs, Some(ke_r)));
@@ -553,7 +581,10 @@ impl<A: PeerAddr> Responder<A> {
             }
             Some(k) => k.dh,
         };
-        Ok((RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh[..]), Some(ke_r)))
+        Ok((
+            RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh[..]),
+            Some(ke_r),
+        ))
     }
 
     /// Message 2: a pure function of (message 1, credential, values, tick key).
@@ -563,10 +594,18 @@ impl<A: PeerAddr> Responder<A> {
         rs: &mut RunSecrets,
         ke_r: Option<&[u8; 32]>,
     ) -> Option<Vec<u8>> {
-        let sa = ResumeSa { spi: values.esp_spi, ..init.sa };
-        let mut m =
-            build_hardened_resp_prefix(&init.header.spi_i, &values.spi_r, &sa, &values.nonce_r, ke_r)
-                .ok()?;
+        let sa = ResumeSa {
+            spi: values.esp_spi,
+            ..init.sa
+        };
+        let mut m = build_hardened_resp_prefix(
+            &init.header.spi_i,
+            &values.spi_r,
+            &sa,
+            &values.nonce_r,
+            ke_r,
+        )
+        .ok()?;
         let mac = mac_msg2(&rs.mac_r()[..], init.raw, &m);
         m.extend_from_slice(&mac);
         Some(m)
@@ -589,7 +628,12 @@ impl<A: PeerAddr> Responder<A> {
             return;
         }
         if req.ke.is_none() && self.config.require_x25519 {
-            self.nack(&req.header, addr, "x25519_required", Some(req.handle.to_vec()));
+            self.nack(
+                &req.header,
+                addr,
+                "x25519_required",
+                Some(req.handle.to_vec()),
+            );
             return;
         }
         let tick = self.tick(now);
@@ -632,10 +676,22 @@ impl<A: PeerAddr> Responder<A> {
         let msg2: Arc<[u8]> = msg2.into();
         self.outbox.push((msg2.to_vec(), slot.addr.clone()));
         let expires = self.tick_end(slot.tick);
-        let key = CacheKey { addr: slot.addr.clone(), m1: req.raw.into() };
-        self.cache_response(key, CachedResponse { msg2, expires, tick: slot.tick, values });
+        let key = CacheKey {
+            addr: slot.addr.clone(),
+            m1: req.raw.into(),
+        };
+        self.cache_response(
+            key,
+            CachedResponse {
+                msg2,
+                expires,
+                tick: slot.tick,
+                values,
+            },
+        );
         if self.config.credential_cache_size > 0 {
-            self.cred_cache.insert_last(req.handle.into(), (cred, lt, expires));
+            self.cred_cache
+                .insert_last(req.handle.into(), (cred, lt, expires));
             while self.cred_cache.len() > self.config.credential_cache_size {
                 self.cred_cache.pop_front();
             }
@@ -644,12 +700,7 @@ impl<A: PeerAddr> Responder<A> {
 
     /// Check the cookie (SPIr) of a message 3: the values, the tick of message 1 and, when
     /// still cached, message 2 as sent.  Constant-time compare either way.
-    fn cookie(
-        &mut self,
-        req: &HardenedAuth<'_>,
-        addr: &A,
-        now: f64,
-    ) -> Option<(ResponderValues, u64, Option<Arc<[u8]>>)> {
+    fn cookie(&mut self, req: &HardenedAuth<'_>, addr: &A, now: f64) -> Option<Cookie> {
         let init = &req.init;
         let tick = self.tick(now);
         if let Some(hit) = self.response_cache.get(&CacheKeyRef { addr, m1: init.raw }) {
@@ -682,7 +733,12 @@ impl<A: PeerAddr> Responder<A> {
             return;
         }
         let Some((values, tick, msg2)) = self.cookie(req, addr, now) else {
-            self.nack(&req.header, addr, "stale_or_forged_cookie", Some(handle.to_vec()));
+            self.nack(
+                &req.header,
+                addr,
+                "stale_or_forged_cookie",
+                Some(handle.to_vec()),
+            );
             return;
         };
         let slot = Slot {
@@ -696,7 +752,11 @@ impl<A: PeerAddr> Responder<A> {
             msg2,
             commit: None,
         };
-        let cached = if self.cred_cache.is_empty() { None } else { self.cred_cache.remove(handle) };
+        let cached = if self.cred_cache.is_empty() {
+            None
+        } else {
+            self.cred_cache.remove(handle)
+        };
         if let Some((cred, lt, expires)) = cached {
             if now < expires {
                 if let Some(token) = self.take_token() {
@@ -761,12 +821,17 @@ impl<A: PeerAddr> Responder<A> {
             return Err(None);
         }
         let values = slot.values;
-        let (mut rs, ke_r) = self.run(init, cred, &values, slot.tick, false).map_err(Some)?;
+        let (mut rs, ke_r) = self
+            .run(init, cred, &values, slot.tick, false)
+            .map_err(Some)?;
         let msg2: Vec<u8> = match &slot.msg2 {
             Some(m) => m.to_vec(),
             None => Self::msg2(init, &values, &mut rs, ke_r.as_ref()).ok_or(Some("internal"))?,
         };
-        let prefix = req.raw.get(..req.raw.len().saturating_sub(MAC_LEN)).unwrap_or(&[]);
+        let prefix = req
+            .raw
+            .get(..req.raw.len().saturating_sub(MAC_LEN))
+            .unwrap_or(&[]);
         let expected = mac_msg3(&rs.mac_i()[..], init.raw, &msg2, prefix);
         if !macs_equal(&expected, req.mac) {
             return Err(Some("bad_mac"));
@@ -779,7 +844,12 @@ impl<A: PeerAddr> Responder<A> {
             .successor(&secret, &handle_for(&secret[..]))
             .ok_or(Some("internal"))?;
         Ok(Box::new(Commit {
-            sa: SaPair { initiator_side: false, i_to_r, r_to_i, lifetimes: lt },
+            sa: SaPair {
+                initiator_side: false,
+                i_to_r,
+                r_to_i,
+                lifetimes: lt,
+            },
             generation: cred.generation(),
             successor,
         }))

@@ -30,7 +30,10 @@ impl RandomSource {
                 ctx.update(&counter.to_be_bytes());
                 *counter = counter.wrapping_add(1);
                 let d = ctx.finish();
-                let src = d.as_ref().get(..out.len()).ok_or(RngError("seeded draw over 64 bytes"))?;
+                let src = d
+                    .as_ref()
+                    .get(..out.len())
+                    .ok_or(RngError("seeded draw over 64 bytes"))?;
                 out.copy_from_slice(src);
                 Ok(())
             }

@@ -180,6 +180,9 @@ impl Stats {
 
     /// The non-zero counters, as Python's Counter holds them.
     pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Stat::ALL.iter().map(|s| (s.name(), self.get(*s))).filter(|(_, v)| *v > 0)
+        Stat::ALL
+            .iter()
+            .map(|s| (s.name(), self.get(*s)))
+            .filter(|(_, v)| *v > 0)
     }
 }

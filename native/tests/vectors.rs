@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use ikeresume_native::credential::{Credential, Lifetimes, ProtocolMode, SaParams, TrafficSelector};
+use ikeresume_native::credential::{
+    Credential, Lifetimes, ProtocolMode, SaParams, TrafficSelector,
+};
 use ikeresume_native::events::{InitiatorEvent, ResponderEvent};
 use ikeresume_native::initiator::{Initiator, InitiatorConfig};
 use ikeresume_native::keyschedule::{
@@ -29,7 +31,11 @@ fn hex(v: &Value) -> Vec<u8> {
 fn load(name: &str) -> Vec<Value> {
     let path = format!("{}/../specs/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("vector file");
-    serde_json::from_str::<Value>(&text).expect("json").as_array().expect("list").clone()
+    serde_json::from_str::<Value>(&text)
+        .expect("json")
+        .as_array()
+        .expect("list")
+        .clone()
 }
 
 fn ts(v: &Value) -> TrafficSelector {
@@ -70,7 +76,9 @@ fn dk(v: &Value) -> DirectionKeys {
 }
 
 fn addr(v: &Value) -> SocketAddr {
-    format!("{}:{}", v[0].as_str().unwrap(), v[1].as_u64().unwrap()).parse().unwrap()
+    format!("{}:{}", v[0].as_str().unwrap(), v[1].as_u64().unwrap())
+        .parse()
+        .unwrap()
 }
 
 fn lifetimes(v: &Value) -> Lifetimes {
@@ -124,7 +132,10 @@ fn replay(v: &Value) {
     };
     let mut resp: Responder<SocketAddr> =
         Responder::new(cfg, &server_secret, scripted(&run["responder_random"])).unwrap();
-    let icfg = InitiatorConfig { use_x25519: x25519, ..InitiatorConfig::default() };
+    let icfg = InitiatorConfig {
+        use_x25519: x25519,
+        ..InitiatorConfig::default()
+    };
     let mut init = Initiator::new(
         cred.clone(),
         icfg,
@@ -144,17 +155,30 @@ fn replay(v: &Value) {
     // the responder's PRF output and the NACK it would send
     let tick = run["tick"].as_u64().unwrap();
     let mut prf = ResponderPrf::new(&server_secret);
-    assert_eq!(prf.prf(tick, &client, &m1).to_vec(), hex(&inter["responder_prf"]));
-    let Ok(Request::HardenedInit(parsed)) = parse_request_untrusted(&m1) else { panic!() };
-    assert_eq!(build_nack(&parsed.header.spi_i, &ZERO_SPI, 0), hex(&msgs["nack1"]));
+    assert_eq!(
+        prf.prf(tick, &client, &m1).to_vec(),
+        hex(&inter["responder_prf"])
+    );
+    let Ok(Request::HardenedInit(parsed)) = parse_request_untrusted(&m1) else {
+        panic!()
+    };
+    assert_eq!(
+        build_nack(&parsed.header.spi_i, &ZERO_SPI, 0),
+        hex(&msgs["nack1"])
+    );
 
     resp.receive_datagram(&m1, &client, now).unwrap();
-    let Some(ResponderEvent::CredentialNeeded { token, handle: h, addr: a }) = resp.next_event()
+    let Some(ResponderEvent::CredentialNeeded {
+        token,
+        handle: h,
+        addr: a,
+    }) = resp.next_event()
     else {
         panic!("no CredentialNeeded")
     };
     assert_eq!((h, a), (cred.handle().to_vec(), client));
-    resp.provide_credential(token, Some(cred.clone()), Some(lt), now).unwrap();
+    resp.provide_credential(token, Some(cred.clone()), Some(lt), now)
+        .unwrap();
     let out = resp.datagrams_to_send();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1, client);
@@ -162,8 +186,17 @@ fn replay(v: &Value) {
     assert_eq!(m2, hex(&msgs["msg2"]), "message 2");
 
     // intermediate key schedule values
-    let dh = if x25519 { hex(&inter["dh"]) } else { Vec::new() };
-    let mut rs = RunSecrets::new(&cred, &hex(&run["initiator_random"][1]), &hex(&inter["nonce_r"]), &dh);
+    let dh = if x25519 {
+        hex(&inter["dh"])
+    } else {
+        Vec::new()
+    };
+    let mut rs = RunSecrets::new(
+        &cred,
+        &hex(&run["initiator_random"][1]),
+        &hex(&inter["nonce_r"]),
+        &dh,
+    );
     assert_eq!(rs.prk().to_vec(), hex(&inter["prk"]));
     assert_eq!(rs.mac_i().to_vec(), hex(&inter["mac_key_i"]));
     assert_eq!(rs.mac_r().to_vec(), hex(&inter["mac_key_r"]));
@@ -171,21 +204,32 @@ fn replay(v: &Value) {
     let spi_r2i = inter["esp_spi_r2i"].as_u64().unwrap() as u32;
     let keymat = rs.keymat(spi_i2r, spi_r2i, 2 * p.keymat_len());
     assert_eq!(keymat.to_vec(), hex(&inter["keymat"]));
-    assert_eq!(rs.successor_secret().to_vec(), hex(&inter["successor_secret"]));
+    assert_eq!(
+        rs.successor_secret().to_vec(),
+        hex(&inter["successor_secret"])
+    );
 
     init.receive_datagram(&m2, now);
     let out = init.datagrams_to_send();
     assert_eq!(out.len(), 1);
     let m3 = out[0].0.clone();
     assert_eq!(m3, hex(&msgs["msg3"]), "message 3");
-    let Some(InitiatorEvent::Complete(done_i)) = init.next_event() else { panic!("initiator") };
+    let Some(InitiatorEvent::Complete(done_i)) = init.next_event() else {
+        panic!("initiator")
+    };
 
     resp.receive_datagram(&m3, &client, now).unwrap();
     let Some(ResponderEvent::CredentialNeeded { token, .. }) = resp.next_event() else {
         panic!("no second CredentialNeeded")
     };
-    resp.provide_credential(token, Some(cred.clone()), Some(lt), now).unwrap();
-    let Some(ResponderEvent::CommitNeeded { token, generation, successor, .. }) = resp.next_event()
+    resp.provide_credential(token, Some(cred.clone()), Some(lt), now)
+        .unwrap();
+    let Some(ResponderEvent::CommitNeeded {
+        token,
+        generation,
+        successor,
+        ..
+    }) = resp.next_event()
     else {
         panic!("no CommitNeeded")
     };
@@ -197,7 +241,9 @@ fn replay(v: &Value) {
         v["result"]["successor_generation"].as_u64().unwrap()
     );
     resp.commit_result(token, true, now).unwrap();
-    let Some(ResponderEvent::Complete(done_r)) = resp.next_event() else { panic!("responder") };
+    let Some(ResponderEvent::Complete(done_r)) = resp.next_event() else {
+        panic!("responder")
+    };
     for done in [&done_i, &done_r] {
         assert_eq!(done.sa.i_to_r, dk(&v["result"]["i_to_r"]));
         assert_eq!(done.sa.r_to_i, dk(&v["result"]["r_to_i"]));
@@ -208,7 +254,11 @@ fn replay(v: &Value) {
     resp.receive_datagram(&m3, &client, now).unwrap();
     assert!(resp.next_event().is_none());
     assert!(resp.datagrams_to_send().is_empty());
-    assert_eq!(resp.stats.get(ikeresume_native::stats::Stat::DropReplayedMsg3), 1);
+    assert_eq!(
+        resp.stats
+            .get(ikeresume_native::stats::Stat::DropReplayedMsg3),
+        1
+    );
 }
 
 #[test]

@@ -47,15 +47,16 @@ def test_decoding_and_misuse_raise_the_python_core_errors() -> None:
 def _messages1(n: int) -> list[bytes]:
     out = []
     for i in range(n):
-        init = Initiator(simulated_full_ike(), InitiatorConfig(use_x25519=i % 2 == 0),
-                         peer=SERVER_ADDR)
+        init = Initiator(
+            simulated_full_ike(), InitiatorConfig(use_x25519=i % 2 == 0), peer=SERVER_ADDR
+        )
         init.initiate(0.0)
         out.append(init.datagrams_to_send(0.0)[0][0])
     return out
 
 
 def test_batch_equals_one_datagram_at_a_time() -> None:
-    msgs = _messages1(20) + [b"garbage", b"\x00" * 40]
+    msgs = [*_messages1(20), b"garbage", b"\x00" * 40]
     addrs = [(f"198.51.100.{i % 7 + 1}", 500 + i) for i in range(len(msgs))]
     now = 5_000.0
     one = native.NativeResponder(ResponderConfig(), b"K" * 32, rng=native.SeededRng(b"r"))

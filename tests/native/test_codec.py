@@ -18,8 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from resume import keyschedule as ks
-from resume import native
-from resume import wire
+from resume import native, wire
 from resume import wire_messages as wm
 from resume.credential import Credential, ProtocolMode
 from resume.errors import DecodeError
@@ -64,8 +63,12 @@ def _outcome(fn: Callable[[bytes], Any], data: bytes, conv: Callable[[Any], Any]
         return DecodeError
 
 
-def _same(py: Callable[[bytes], Any], nat: Callable[[bytes], Any], data: bytes,
-          conv: Callable[[Any], Any] = lambda x: x) -> None:
+def _same(
+    py: Callable[[bytes], Any],
+    nat: Callable[[bytes], Any],
+    data: bytes,
+    conv: Callable[[Any], Any] = lambda x: x,
+) -> None:
     expected = _outcome(py, data, conv)
     got = _outcome(nat, data, lambda x: x)
     assert got == expected, (data.hex(), expected, got)
@@ -82,8 +85,9 @@ datagrams = (
     st.binary(max_size=300)
     | messages().map(_encode)
     | protocol_messages()
-    | st.builds(_mutate, protocol_messages(), st.integers(0, 400), st.integers(1, 255),
-                st.integers(0, 11))
+    | st.builds(
+        _mutate, protocol_messages(), st.integers(0, 400), st.integers(1, 255), st.integers(0, 11)
+    )
 )
 
 
@@ -118,11 +122,23 @@ sas = st.tuples(
 )
 
 
-@given(spis, spis, st.binary(min_size=8, max_size=64), sas, st.binary(min_size=16, max_size=256),
-       st.none() | st.binary(min_size=32, max_size=32), st.integers(0, 1))
+@given(
+    spis,
+    spis,
+    st.binary(min_size=8, max_size=64),
+    sas,
+    st.binary(min_size=16, max_size=256),
+    st.none() | st.binary(min_size=32, max_size=32),
+    st.integers(0, 1),
+)
 def test_builders_produce_the_same_bytes(
-    spi_i: bytes, spi_r: bytes, handle: bytes, sa: tuple[int, int, int, int, int], nonce: bytes,
-    ke: bytes | None, mid: int,
+    spi_i: bytes,
+    spi_r: bytes,
+    handle: bytes,
+    sa: tuple[int, int, int, int, int],
+    nonce: bytes,
+    ke: bytes | None,
+    mid: int,
 ) -> None:
     n = N()
     rsa = wm.ResumeSA(*sa)
@@ -137,8 +153,9 @@ def test_builders_produce_the_same_bytes(
     assert n.build_nack(spi_i, spi_r, mid) == wm.build_nack(spi_i, spi_r, mid)
 
 
-@given(st.binary(max_size=200), st.binary(max_size=300), st.binary(max_size=100),
-       st.integers(1, 400))
+@given(
+    st.binary(max_size=200), st.binary(max_size=300), st.binary(max_size=100), st.integers(1, 400)
+)
 def test_hmac_and_hkdf_equal(key: bytes, data: bytes, info: bytes, length: int) -> None:
     n = N()
     assert n.hmac_sha256(key, data) == hmac.new(key, data, hashlib.sha256).digest()
@@ -153,8 +170,13 @@ hosts = st.one_of(
 )
 
 
-@given(st.binary(min_size=32, max_size=80), st.integers(0, 2**40), hosts, st.integers(0, 65535),
-       st.binary(max_size=300))
+@given(
+    st.binary(min_size=32, max_size=80),
+    st.integers(0, 2**40),
+    hosts,
+    st.integers(0, 65535),
+    st.binary(max_size=300),
+)
 def test_responder_prf_equal(secret: bytes, tick: int, host: str, port: int, m1: bytes) -> None:
     assert N().responder_prf(secret, tick, (host, port), m1) == ks.responder_prf(
         secret, tick, (host, port), m1
@@ -207,9 +229,14 @@ def credentials(draw: st.DrawFn) -> Credential:
     )
 
 
-@given(credentials(), st.binary(min_size=16, max_size=64), st.binary(min_size=16, max_size=64),
-       st.sampled_from([b"", b"\x07" * 32]), st.integers(256, 2**32 - 1),
-       st.integers(256, 2**32 - 1))
+@given(
+    credentials(),
+    st.binary(min_size=16, max_size=64),
+    st.binary(min_size=16, max_size=64),
+    st.sampled_from([b"", b"\x07" * 32]),
+    st.integers(256, 2**32 - 1),
+    st.integers(256, 2**32 - 1),
+)
 def test_run_keys_params_and_context_equal(
     cred: Credential, n_i: bytes, n_r: bytes, dh: bytes, spi_i2r: int, spi_r2i: int
 ) -> None:
@@ -223,7 +250,12 @@ def test_run_keys_params_and_context_equal(
     rk = ks.derive_run(cred, n_i, n_r, dh, spi_i2r, spi_r2i)
     got = n.run_keys(nc, n_i, n_r, dh, spi_i2r, spi_r2i)
     assert got == (
-        rk.prk, ks.context(cred), rk.mac_i, rk.mac_r, rk.keymat, rk.successor_secret,
+        rk.prk,
+        ks.context(cred),
+        rk.mac_i,
+        rk.mac_r,
+        rk.keymat,
+        rk.successor_secret,
         rk.successor_handle,
     )
     m1, m2, pre = n_i * 3, n_r * 4, n_i + n_r
@@ -262,7 +294,10 @@ LOW_ORDER = [
 ]
 
 
-@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32) | st.sampled_from(LOW_ORDER))
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32) | st.sampled_from(LOW_ORDER),
+)
 def test_x25519_equal_and_low_order_shares_refused(private: bytes, peer: bytes) -> None:
     n = N()
     key = X25519PrivateKey.from_private_bytes(private)

@@ -14,7 +14,7 @@ the attacker's variations of them.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -39,7 +39,7 @@ def _rng(label: str) -> Any:
 
 
 class ResponderPair(RuleBasedStateMachine):
-    CONFIGS = [
+    CONFIGS: ClassVar[list[ResponderConfig]] = [
         ResponderConfig(),
         ResponderConfig(credential_cache_size=2, max_pending=3, response_cache_size=2),
         ResponderConfig(require_x25519=True, lookup_timeout=1.0, completed_cache_size=1),
@@ -106,8 +106,9 @@ class ResponderPair(RuleBasedStateMachine):
         cred = self.creds[client]
         p = cred.params
         sa = wm.ResumeSA(0x1000, int(p.encr), p.encr_key_bits, int(p.integ), 2)
-        self._feed(wm.build_hardened_init(b"\x05" * 8, cred.handle, sa, b"\x06" * 32, share),
-                   ADDRS[client])
+        self._feed(
+            wm.build_hardened_init(b"\x05" * 8, cred.handle, sa, b"\x06" * 32, share), ADDRS[client]
+        )
 
     @precondition(lambda self: self.seen)
     @rule(data=st.data(), addr=st.integers(0, 2))
@@ -150,11 +151,25 @@ class ResponderPair(RuleBasedStateMachine):
             elif answer == "other":  # same handle, other parameters: params_mismatch
                 cbc = example_params(Encr.AES_CBC, Integ.HMAC_SHA2_256_128)
                 other = example_params() if cred.params.encr is Encr.AES_CBC else cbc
-                cred = Credential(cred.mode, cred.handle, cred.generation, cred.secret,
-                                  cred.id_i, cred.id_r, other)
+                cred = Credential(
+                    cred.mode,
+                    cred.handle,
+                    cred.generation,
+                    cred.secret,
+                    cred.id_i,
+                    cred.id_r,
+                    other,
+                )
             elif answer == "old":  # same handle, wrong secret: MAC fails
-                cred = Credential(cred.mode, cred.handle, cred.generation, b"\x00" * 32,
-                                  cred.id_i, cred.id_r, cred.params)
+                cred = Credential(
+                    cred.mode,
+                    cred.handle,
+                    cred.generation,
+                    b"\x00" * 32,
+                    cred.id_i,
+                    cred.id_r,
+                    cred.params,
+                )
             lt = Lifetimes(soft_seconds=100) if answer == "ok" else None
             self.py.provide_credential(ev.token, cred, lt, self.now)
             self.nat.provide_credential(ev.token, cred, lt, self.now)
@@ -180,8 +195,13 @@ class ResponderPair(RuleBasedStateMachine):
             self._compare()
 
     @precondition(lambda self: self.py is not None)
-    @rule(client=st.integers(0, 2), x25519=st.booleans(), addr=st.integers(0, 2),
-          commit_ok=st.booleans(), interleave=st.integers(0, 2))
+    @rule(
+        client=st.integers(0, 2),
+        x25519=st.booleans(),
+        addr=st.integers(0, 2),
+        commit_ok=st.booleans(),
+        interleave=st.integers(0, 2),
+    )
     def honest_exchange(
         self, client: int, x25519: bool, addr: int, commit_ok: bool, interleave: int
     ) -> None:
@@ -248,9 +268,7 @@ class ResponderPair(RuleBasedStateMachine):
 
 
 ResponderPair.r_out = []
-ResponderPair.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=40, deadline=None
-)
+ResponderPair.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
 TestResponderPair = ResponderPair.TestCase
 
 
@@ -265,21 +283,41 @@ class InitiatorPair(RuleBasedStateMachine):
         self.responder = Responder(ResponderConfig(), SECRET, rng=_rng("responder"))
         self.seen: list[bytes] = []
         self.cred = simulated_full_ike(_rng("cred"))
-        self.old = Credential(self.cred.mode, b"\x01" * 16, 0, self.cred.secret,
-                              self.cred.id_i, self.cred.id_r, self.cred.params)
+        self.old = Credential(
+            self.cred.mode,
+            b"\x01" * 16,
+            0,
+            self.cred.secret,
+            self.cred.id_i,
+            self.cred.id_r,
+            self.cred.params,
+        )
 
     @precondition(lambda self: self.py is None)
-    @rule(x25519=st.booleans(), require=st.booleans(), previous=st.booleans(),
-          retransmits=st.integers(0, 3))
+    @rule(
+        x25519=st.booleans(),
+        require=st.booleans(),
+        previous=st.booleans(),
+        retransmits=st.integers(0, 3),
+    )
     def start(self, x25519: bool, require: bool, previous: bool, retransmits: int) -> None:
-        cur = Credential(self.cred.mode, self.cred.handle, 1, self.cred.secret,
-                         self.cred.id_i, self.cred.id_r, self.cred.params)
-        cfg = InitiatorConfig(use_x25519=x25519, require_x25519=require and x25519,
-                              max_retransmits=retransmits)
+        cur = Credential(
+            self.cred.mode,
+            self.cred.handle,
+            1,
+            self.cred.secret,
+            self.cred.id_i,
+            self.cred.id_r,
+            self.cred.params,
+        )
+        cfg = InitiatorConfig(
+            use_x25519=x25519, require_x25519=require and x25519, max_retransmits=retransmits
+        )
         prev = self.old if previous else None
         self.py = Initiator(cur, cfg, native.seeded_rng(b"i"), previous=prev, peer=SERVER)
-        self.nat = native.NativeInitiator(cur, cfg, native.SeededRng(b"i"), previous=prev,
-                                          peer=SERVER)
+        self.nat = native.NativeInitiator(
+            cur, cfg, native.SeededRng(b"i"), previous=prev, peer=SERVER
+        )
         self.py.initiate(self.now)
         self.nat.initiate(self.now)
         self._compare()
@@ -298,12 +336,27 @@ class InitiatorPair(RuleBasedStateMachine):
         self.responder.receive_datagram(m, ("198.51.100.9", 500), self.now)
         while (ev := self.responder.next_event()) is not None:
             if isinstance(ev, CredentialNeeded):
-                cred = {"right": Credential(self.cred.mode, ev.handle, 1, self.cred.secret,
-                                            self.cred.id_i, self.cred.id_r, self.cred.params),
-                        "none": None,
-                        "wrong": Credential(self.cred.mode, ev.handle, 1, b"\x09" * 32,
-                                            self.cred.id_i, self.cred.id_r, self.cred.params),
-                        }[credential]
+                cred = {
+                    "right": Credential(
+                        self.cred.mode,
+                        ev.handle,
+                        1,
+                        self.cred.secret,
+                        self.cred.id_i,
+                        self.cred.id_r,
+                        self.cred.params,
+                    ),
+                    "none": None,
+                    "wrong": Credential(
+                        self.cred.mode,
+                        ev.handle,
+                        1,
+                        b"\x09" * 32,
+                        self.cred.id_i,
+                        self.cred.id_r,
+                        self.cred.params,
+                    ),
+                }[credential]
                 self.responder.provide_credential(ev.token, cred, None, self.now)
             elif isinstance(ev, CommitNeeded):
                 self.responder.commit_result(ev.token, True, self.now)
