@@ -4,19 +4,11 @@
 use ikeresume_native::messages::{
     build_hardened_auth_prefix, build_hardened_init, parse_request_untrusted, Request,
 };
-use ikeresume_native::wire::decode_chain_untrusted;
 use libfuzzer_sys::fuzz_target;
 
-/// Default version and all-zero payload flag bytes (C bit and reserved bits are ignored on
-/// receipt, so only such a message can be expected to re-encode byte for byte).
-fn plain(data: &[u8]) -> bool {
-    data.get(17) == Some(&0x20)
-        && decode_chain_untrusted(data).is_ok_and(|(_, c)| {
-            c.payloads()
-                .iter()
-                .all(|p| data.get(p.start - 3) == Some(&0))
-        })
-}
+#[path = "common.rs"]
+mod common;
+use common::plain;
 
 fuzz_target!(|data: &[u8]| {
     match parse_request_untrusted(data) {
