@@ -2,7 +2,7 @@
 //! credential -> message 2; message 3 -> credential -> MAC, keys, successor -> commit ->
 //! completion) and of the initiator, with and without X25519.
 //!
-//!     cargo run --release --example bench_engine [-- N]
+//!     cargo run --release --example bench_engine [-- N [responder|initiator|x25519|no_x25519]]
 //!
 //! CPU time of this thread from /proc/thread-self/schedstat (ns on CPU), so other load on a
 //! shared machine does not count; wall time is printed beside it.  Credentials are answered
@@ -202,7 +202,12 @@ fn main() {
     println!(
         "native engines alone, {n} exchanges per run, median of 5 runs (thread CPU; wall beside):"
     );
+    // optional second argument: only "responder" or "initiator", "x25519" or "no_x25519"
+    let only = std::env::args().nth(2).unwrap_or_default();
     for x25519 in [false, true] {
+        if only.ends_with("x25519") && (only == "x25519") != x25519 {
+            continue;
+        }
         let rec = record(&creds, &table, x25519);
         for (role, f) in [
             (
@@ -211,6 +216,9 @@ fn main() {
             ),
             ("initiator", &(|| initiator_run(&rec, &creds, x25519))),
         ] {
+            if (only == "responder" || only == "initiator") && only != role {
+                continue;
+            }
             let mut runs: Vec<(u64, f64)> = (0..5).map(|_| f()).collect();
             runs.sort_by_key(|r| r.0);
             let (cpu, wall) = runs[2];
