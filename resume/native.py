@@ -12,14 +12,17 @@ Randomness is data, never a callable (the engines run without the GIL): ``Seeded
 ``ScriptedRng`` give reproducible draws; ``seeded_rng`` is the same function for the Python
 core.  ``None`` means the operating system's generator.
 
-``available()`` tells whether the extension was built (``pip install -e .`` builds it).
+``available()`` tells whether the extension was built (``pip install -e .`` builds it);
+``make_responder`` / ``make_initiator`` pick the core: native when it is built and can serve
+the call (hardened mode, no rng callable), unless ``IKERESUME_CORE=python`` (or ``native``,
+which fails loudly when it cannot) says otherwise.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
-import math
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,8 +41,8 @@ from resume.events import (
     ResumptionComplete,
     ResumptionFailed,
 )
-from resume.initiator import IKE_PORT, NATT_PORT, InitiatorConfig
-from resume.responder import MIN_SERVER_SECRET, ResponderConfig
+from resume.initiator import IKE_PORT, NATT_PORT, Initiator, InitiatorConfig
+from resume.responder import MIN_SERVER_SECRET, Responder, ResponderConfig
 from resume.sa import (
     DirectionKeys,
     Encr,
@@ -361,8 +364,6 @@ class NativeInitiator:
         self._cred = credential
         self._previous = previous
         cfg = self.config
-        if not math.isfinite(cfg.timeout):
-            raise LocalProtocolError("timeout must be positive")
         self.core = _require().NativeInitiator(
             native_credential(credential),
             peer,
@@ -414,3 +415,82 @@ class NativeInitiator:
 
     def handle_timer(self, now: float) -> None:
         self.core.handle_timer(now)
+
+
+# --- choosing a core ------------------------------------------------------------------------------
+
+CORE_ENV = "IKERESUME_CORE"
+
+
+def _use_native(wanted: bool | None, why_not: str | None) -> bool:
+    """``wanted``: True/False forces a core, None follows IKERESUME_CORE, then availability."""
+    if wanted is None:
+        env = os.environ.get(CORE_ENV, "").strip().lower()
+        if env not in ("", "native", "python"):
+            raise LocalProtocolError(f"{CORE_ENV} must be 'native' or 'python', not {env!r}")
+        wanted = {"native": True, "python": False}.get(env)
+        if wanted is None:
+            return available() and why_not is None
+    if wanted and why_not is not None:
+        raise LocalProtocolError(f"the native core cannot serve this: {why_not}")
+    if wanted:
+        _require()
+    return wanted
+
+
+def make_responder(
+    config: ResponderConfig,
+    server_secret: bytes,
+    rng: Callable[[int], bytes] | SeededRng | ScriptedRng | None = None,
+    *,
+    native: bool | None = None,
+) -> Responder | NativeResponder:
+    """A responder on the native core when it can serve ``config`` and ``rng``, else on the
+    Python core (``native`` True/False forces one)."""
+    why_not = None
+    if config.allow_paper_mode:
+        why_not = "paper mode"
+    elif callable(rng):
+        why_not = "an rng callable (give SeededRng/ScriptedRng/None)"
+    if _use_native(native, why_not):
+        return NativeResponder(config, server_secret, rng if not callable(rng) else None)
+    if isinstance(rng, SeededRng | ScriptedRng):
+        raise LocalProtocolError("the Python core takes an rng callable (see seeded_rng)")
+    return Responder(config, server_secret, rng if rng is not None else os.urandom)
+
+
+def make_initiator(
+    credential: Credential,
+    config: InitiatorConfig | None = None,
+    rng: Callable[[int], bytes] | SeededRng | ScriptedRng | None = None,
+    *,
+    previous: Credential | None = None,
+    peer: Address | None = None,
+    lifetimes: Lifetimes | None = None,
+    native: bool | None = None,
+) -> Initiator | NativeInitiator:
+    """An initiator on the native core when it can serve the call, else on the Python core."""
+    why_not = None
+    if any(c is not None and c.mode is ProtocolMode.PAPER for c in (credential, previous)):
+        why_not = "paper mode"
+    elif callable(rng):
+        why_not = "an rng callable (give SeededRng/ScriptedRng/None)"
+    if _use_native(native, why_not):
+        return NativeInitiator(
+            credential,
+            config,
+            rng if not callable(rng) else None,
+            previous=previous,
+            peer=peer,
+            lifetimes=lifetimes,
+        )
+    if isinstance(rng, SeededRng | ScriptedRng):
+        raise LocalProtocolError("the Python core takes an rng callable (see seeded_rng)")
+    return Initiator(
+        credential,
+        config,
+        rng if rng is not None else os.urandom,
+        previous=previous,
+        peer=peer,
+        lifetimes=lifetimes,
+    )

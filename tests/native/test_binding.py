@@ -86,3 +86,34 @@ def test_a_misused_token_in_a_batch_loses_nothing() -> None:
     # the datagram of that batch was processed and its event kept for the next call
     out, events = r.process(1.0)
     assert out == [] and [e[0] for e in events] == ["credential"]
+
+
+def test_make_picks_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resume.credential import ProtocolMode
+    from resume.initiator import Initiator as PyInitiator
+    from resume.responder import Responder as PyResponder
+
+    secret = b"K" * 32
+    monkeypatch.delenv(native.CORE_ENV, raising=False)
+    assert isinstance(native.make_responder(ResponderConfig(), secret), native.NativeResponder)
+    paper = ResponderConfig(allow_paper_mode=True)
+    assert isinstance(native.make_responder(paper, secret), PyResponder)
+    assert isinstance(
+        native.make_responder(ResponderConfig(), secret, lambda n: b"\0" * n), PyResponder
+    )
+    with pytest.raises(LocalProtocolError, match="paper mode"):
+        native.make_responder(paper, secret, native=True)
+    monkeypatch.setenv(native.CORE_ENV, "python")
+    assert isinstance(native.make_responder(ResponderConfig(), secret), PyResponder)
+    monkeypatch.setenv(native.CORE_ENV, "native")
+    assert isinstance(native.make_responder(ResponderConfig(), secret), native.NativeResponder)
+    monkeypatch.setenv(native.CORE_ENV, "rust")
+    with pytest.raises(LocalProtocolError, match="IKERESUME_CORE"):
+        native.make_responder(ResponderConfig(), secret)
+    monkeypatch.delenv(native.CORE_ENV)
+    cred = simulated_full_ike()
+    assert isinstance(native.make_initiator(cred), native.NativeInitiator)
+    assert isinstance(native.make_initiator(cred, native=False), PyInitiator)
+    paper_cred = simulated_full_ike(mode=ProtocolMode.PAPER)
+    cfg = InitiatorConfig(allow_paper_mode=True)
+    assert isinstance(native.make_initiator(paper_cred, cfg), PyInitiator)
