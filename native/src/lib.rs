@@ -30,5 +30,8 @@ pub mod rng;
 #[cfg(feature = "crypto")]
 pub mod stats;
 
+#[cfg(feature = "udp")]
+pub mod udp;
+
 #[cfg(feature = "python")]
 mod python;
