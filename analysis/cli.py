@@ -80,7 +80,23 @@ def _tz(name: str) -> Any:
             raise ValueError(f"unknown time zone {name!r}") from e
 
 
+def _missing_analysis_extra(command: str) -> bool:
+    """Report (and say so) when the ``analysis`` extra (numpy, matplotlib) is missing."""
+    from resume.extras import MissingExtraError, require
+
+    try:
+        require("analysis", f"ikeresume {command}")
+    except MissingExtraError as e:
+        print(f"ikeresume {command}: {e}", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from resume.exitcodes import EXIT_CONFIG
+
+    if _missing_analysis_extra("analyze"):
+        return EXIT_CONFIG
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -90,7 +106,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.report import print_report
     from analysis.session import LogParseError
     from analysis.timeparse import TimeContext
-    from resume.cli import EXIT_ERROR, EXIT_USAGE
+    from resume.exitcodes import EXIT_ERROR, EXIT_USAGE
     from store.policy import parse_duration, parse_size
 
     err = Console(stderr=True)
@@ -153,6 +169,10 @@ def _plots(a: Any, out: Path) -> list[Path]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from resume.exitcodes import EXIT_CONFIG
+
+    if _missing_analysis_extra("synth"):
+        return EXIT_CONFIG
     from analysis.analyze import summary
     from analysis.synth import generate, write_csv
 
