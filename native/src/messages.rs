@@ -1,5 +1,5 @@
 //! The messages of the resumption exchange on top of [`crate::wire`] (mirrors
-//! `resume/wire_messages.py`).  Payload order is fixed and unknown payloads are rejected, so
+//! `resume/wire.py`).  Payload order is fixed and unknown payloads are rejected, so
 //! every message has one encoding.  Paper-mode messages are *recognised* (a hardened-only
 //! responder must NACK them exactly as the Python one does) but never built here.
 

@@ -962,6 +962,13 @@ fn peek_header<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple
     header_py(py, &h)
 }
 
+#[pyfunction]
+fn peek_handle<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let h = guard(|| wire::peek_handle_untrusted(data).map(<[u8]>::to_vec))?
+        .map_err(|e| decode_err(py, e))?;
+    Ok(bytes(py, &h))
+}
+
 /// (header, [(type, critical, body), ...]) like `resume.wire.decode_message_untrusted`.
 #[pyfunction]
 fn decode_message<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
@@ -1233,6 +1240,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(parse_request, m)?,
         wrap_pyfunction!(parse_response, m)?,
         wrap_pyfunction!(peek_header, m)?,
+        wrap_pyfunction!(peek_handle, m)?,
         wrap_pyfunction!(decode_message, m)?,
         wrap_pyfunction!(strip_non_esp_marker, m)?,
         wrap_pyfunction!(add_non_esp_marker, m)?,

@@ -105,17 +105,7 @@ fn header_untrusted(data: &[u8]) -> Result<Header, DecodeError> {
     if n > MAX_MESSAGE_LEN {
         return Err(DecodeError("datagram exceeds 2048 bytes"));
     }
-    let bad = DecodeError("bad header");
-    let h = Header {
-        spi_i: array8(data, 0).ok_or(bad)?,
-        spi_r: array8(data, 8).ok_or(bad)?,
-        next_payload: *data.get(16).ok_or(bad)?,
-        version: *data.get(17).ok_or(bad)?,
-        exchange_type: *data.get(18).ok_or(bad)?,
-        flags: *data.get(19).ok_or(bad)?,
-        message_id: be_u32(data, 20).ok_or(bad)?,
-        length: be_u32(data, 24).ok_or(bad)?,
-    };
+    let h = peek_header_untrusted(data)?;
     if h.version >> 4 != 2 {
         return Err(DecodeError("IKE major version is not 2"));
     }
@@ -127,9 +117,30 @@ fn header_untrusted(data: &[u8]) -> Result<Header, DecodeError> {
     Ok(h)
 }
 
-/// Parse only the 28-byte header (demultiplexing before any other work).
+/// The 28-byte header's fields, for demultiplexing and admission before any other work.
+/// Checks only that a header is there (the caller judges version, exchange type, flags and
+/// message ID); [`decode_chain_untrusted`] checks all of them and the lengths.
 pub fn peek_header_untrusted(data: &[u8]) -> Result<Header, DecodeError> {
-    header_untrusted(data)
+    let bad = DecodeError("datagram is shorter than an IKE header");
+    Ok(Header {
+        spi_i: array8(data, 0).ok_or(bad)?,
+        spi_r: array8(data, 8).ok_or(bad)?,
+        next_payload: *data.get(16).ok_or(bad)?,
+        version: *data.get(17).ok_or(bad)?,
+        exchange_type: *data.get(18).ok_or(bad)?,
+        flags: *data.get(19).ok_or(bad)?,
+        message_id: be_u32(data, 20).ok_or(bad)?,
+        length: be_u32(data, 24).ok_or(bad)?,
+    })
+}
+
+/// The body of the first payload -- a message 1's RESUME_HANDLE -- cut at the datagram's
+/// end, from the generic payload header alone (admission's key for recent store misses).
+pub fn peek_handle_untrusted(data: &[u8]) -> Result<&[u8], DecodeError> {
+    let plen = be_u16(data, HEADER_LEN + 2).ok_or(DecodeError("no first payload"))?;
+    let start = HEADER_LEN + PAYLOAD_HEADER_LEN;
+    let end = (HEADER_LEN + usize::from(plen)).min(data.len());
+    Ok(data.get(start..end).unwrap_or(&[]))
 }
 
 /// One payload of a chain: its type (from the previous Next Payload), C bit and body range.

@@ -9,28 +9,27 @@ from collections.abc import Callable
 from typing import Any
 
 from resume import wire
-from resume import wire_messages as wm
 from resume.errors import DecodeError
 
 
-def sa(s: wm.ResumeSA) -> tuple[int, ...]:
+def sa(s: wire.ResumeSA) -> tuple[int, ...]:
     return tuple(s)
 
 
-def request(r: wm.Request) -> tuple[Any, ...]:
-    if isinstance(r, wm.HardenedInit):
+def request(r: wire.Request) -> tuple[Any, ...]:
+    if isinstance(r, wire.HardenedInit):
         return ("hardened_init", tuple(r.header), r.handle, sa(r.sa), r.nonce, r.ke)
-    if isinstance(r, wm.HardenedAuth):
+    if isinstance(r, wire.HardenedAuth):
         return ("hardened_auth", tuple(r.header), request(r.init), r.mac)
-    if isinstance(r, wm.PaperInit):
+    if isinstance(r, wire.PaperInit):
         return ("paper_init", tuple(r.header), r.id_i, r.nonce)
     return ("paper_auth", tuple(r.header), r.id_i, r.mac)
 
 
-def response(r: wm.Response) -> tuple[Any, ...]:
-    if isinstance(r, wm.HardenedResp):
+def response(r: wire.Response) -> tuple[Any, ...]:
+    if isinstance(r, wire.HardenedResp):
         return ("hardened_resp", tuple(r.header), sa(r.sa), r.nonce, r.ke, r.mac)
-    if isinstance(r, wm.PaperResp):
+    if isinstance(r, wire.PaperResp):
         return ("paper_resp", tuple(r.header), r.id_r, r.nonce, r.mac)
     return ("nack", tuple(r.header))
 
@@ -54,14 +53,15 @@ def outcome(fn: Callable[[bytes], Any], data: bytes, conv: Callable[[Any], Any])
 def pairs(n: Any) -> list[tuple[Callable[[bytes], Any], Callable[[bytes], Any], Any]]:
     """(Python decoder, native decoder, converter of the Python value) for every decoder."""
     return [
-        (wm.parse_request_untrusted, n.parse_request, request),
-        (wm.parse_response_untrusted, n.parse_response, response),
+        (wire.parse_request_untrusted, n.parse_request, request),
+        (wire.parse_response_untrusted, n.parse_response, response),
         (wire.peek_header_untrusted, n.peek_header, tuple),
+        (wire.peek_handle_untrusted, n.peek_handle, identity),
         (wire.decode_message_untrusted, n.decode_message, message),
         (wire.strip_non_esp_marker_untrusted, n.strip_non_esp_marker, identity),
-        (wm.decode_sa_untrusted, n.decode_sa, sa),
-        (wm.decode_id_untrusted, n.decode_id, identity),
-        (wm.decode_ke_untrusted, n.decode_ke, identity),
+        (wire.decode_sa_untrusted, n.decode_sa, sa),
+        (wire.decode_id_untrusted, n.decode_id, identity),
+        (wire.decode_ke_untrusted, n.decode_ke, identity),
     ]
 
 

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from resume import keyschedule as ks
 from resume import native, wire
-from resume import wire_messages as wm
 from resume.credential import Credential, ProtocolMode
 from resume.errors import DecodeError
 from resume.sa import DirectionKeys, Encr, Integ, Mode, SAParams, TrafficSelector
@@ -90,16 +89,16 @@ def test_builders_produce_the_same_bytes(
     mid: int,
 ) -> None:
     n = N()
-    rsa = wm.ResumeSA(*sa)
-    m1 = wm.build_hardened_init(spi_i, handle, rsa, nonce, ke)
+    rsa = wire.ResumeSA(*sa)
+    m1 = wire.build_hardened_init(spi_i, handle, rsa, nonce, ke)
     assert n.build_hardened_init(spi_i, handle, sa, nonce, ke) == m1
     assert n.build_hardened_resp_prefix(spi_i, spi_r, sa, nonce, ke) == (
-        wm.build_hardened_resp_prefix(spi_i, spi_r, rsa, nonce, ke)
+        wire.build_hardened_resp_prefix(spi_i, spi_r, rsa, nonce, ke)
     )
     assert n.build_hardened_auth_prefix(spi_i, spi_r, m1) == (
-        wm.build_hardened_auth_prefix(spi_i, spi_r, m1)
+        wire.build_hardened_auth_prefix(spi_i, spi_r, m1)
     )
-    assert n.build_nack(spi_i, spi_r, mid) == wm.build_nack(spi_i, spi_r, mid)
+    assert n.build_nack(spi_i, spi_r, mid) == wire.build_nack(spi_i, spi_r, mid)
 
 
 @given(

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from resume import native
-from resume import wire_messages as wm
+from resume import wire as wm
 from resume.credential import Credential
 from resume.events import CommitNeeded, CredentialNeeded, Event
 from resume.initiator import Initiator, InitiatorConfig
