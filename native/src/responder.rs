@@ -319,17 +319,17 @@ impl<A: PeerAddr> Responder<A> {
         now: f64,
     ) -> Result<(), LocalError> {
         check_now(now)?;
-        let Some(slot) = self.take_slot(token, false, "provide_credential")? else {
-            return Ok(());
-        };
-        if let Some(c) = &credential {
-            if c.handle() != &slot.handle[..] {
-                self.slots.insert(token, slot);
+        if let (Some(c), Some(slot)) = (&credential, self.slots.get(&token)) {
+            // a misuse leaves the slot untouched (its place in the deadline order too)
+            if slot.state != SlotState::AwaitCommit && c.handle() != &slot.handle[..] {
                 return Err(LocalError(
                     "credential handle differs from the requested handle".into(),
                 ));
             }
         }
+        let Some(slot) = self.take_slot(token, false, "provide_credential")? else {
+            return Ok(());
+        };
         let lt = lifetimes.unwrap_or(self.config.default_lifetimes);
         let Some(cred) = credential else {
             self.refuse(&slot, "unknown_or_refused");

@@ -117,3 +117,19 @@ def test_make_picks_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
     paper_cred = simulated_full_ike(mode=ProtocolMode.PAPER)
     cfg = InitiatorConfig(allow_paper_mode=True)
     assert isinstance(native.make_initiator(paper_cred, cfg), PyInitiator)
+
+
+def test_a_misused_answer_leaves_the_slot_in_its_place() -> None:
+    """A credential for another handle raises and changes nothing: the oldest lookup still
+    sets the timer (as in the Python core's SlotTable)."""
+    r = native.NativeResponder(ResponderConfig(lookup_timeout=2.0), b"K" * 32)
+    m_a, m_b = _messages1(2)
+    r.receive_datagram(m_a, ("192.0.2.5", 500), 10.0)
+    r.receive_datagram(m_b, ("192.0.2.6", 500), 11.0)
+    first = r.next_event()
+    assert isinstance(first, CredentialNeeded) and r.get_timer() == 12.0
+    with pytest.raises(LocalProtocolError, match="handle differs"):
+        r.provide_credential(first.token, simulated_full_ike(), None, 11.0)
+    assert r.get_timer() == 12.0 and r.pending == 2
+    r.handle_timer(12.0)
+    assert r.pending == 1 and r.stats["expired_await_credential_1"] == 1

@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from resume import native
 from resume import wire as wm
 from resume.credential import Credential
+from resume.errors import LocalProtocolError
 from resume.events import CommitNeeded, CredentialNeeded, Event
 from resume.initiator import Initiator, InitiatorConfig
 from resume.responder import Responder, ResponderConfig
@@ -126,6 +127,29 @@ class ResponderPair(RuleBasedStateMachine):
     @rule(junk=st.binary(max_size=120))
     def garbage(self, junk: bytes) -> None:
         self._feed(junk, ADDRS[0])
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), wrong_state=st.booleans())
+    def misuse(self, data: st.DataObject, wrong_state: bool) -> None:
+        """The application answers with another handle's credential, or answers a lookup
+        with a commit result: both cores raise LocalProtocolError and change nothing."""
+        assert self.py is not None and self.nat is not None
+        _, ev = data.draw(st.sampled_from(self.pending))
+        stranger = self.creds[0] if ev.handle != self.creds[0].handle else self.creds[1]
+        outcomes = []
+        for core in (self.py, self.nat):
+            try:
+                if wrong_state and isinstance(ev, CredentialNeeded):
+                    core.commit_result(ev.token, True, self.now)
+                elif wrong_state:
+                    core.provide_credential(ev.token, None, None, self.now)
+                else:
+                    core.provide_credential(ev.token, stranger, None, self.now)
+                outcomes.append("accepted")  # only for a slot already expired: late_answer
+            except LocalProtocolError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1]
+        self._compare()
 
     @precondition(lambda self: self.pending)
     @rule(data=st.data(), answer=st.sampled_from(["right", "none", "other", "old", "ok", "fail"]))
