@@ -56,10 +56,6 @@ fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|a| SocketAddr::from((a.ip(), a.port())))
 }
 
-fn to_storage(a: &SocketAddr) -> Option<SockaddrStorage> {
-    Some(SockaddrStorage::from(*a))
-}
-
 impl UdpBatch {
     /// Bind `addr`; `natt`: RFC 3948 framing (port 4500); `batch`: datagrams per syscall;
     /// `wait`: how long `recv` blocks for the first datagram.
@@ -149,8 +145,10 @@ impl UdpBatch {
                 })
                 .collect();
             let slices: Vec<[IoSlice<'_>; 1]> = framed.iter().map(|d| [IoSlice::new(d)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> =
-                chunk.iter().map(|(_, a)| to_storage(a)).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
+                .iter()
+                .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+                .collect();
             let mut headers: MultiHeaders<SockaddrStorage> =
                 MultiHeaders::preallocate(chunk.len(), None);
             match sendmmsg(
