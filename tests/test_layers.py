@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.responder",
                 "resume.testing",
                 "resume.demo",
+                "resume.native",  # the Rust core (resume._native) behind the same API
             ),
             "store": ("store.",),
             "kernel": (
