@@ -105,7 +105,7 @@ class ResponderService:
             group_commit_max=config.store.group_commit_max,
             inline_lookups=inline_lookups,
         )
-        self.admission = Admission(config.limits, self.link.misses)
+        self.admission = Admission(config.limits)
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
         self.latency_samples: list[float] | None = None
         self.lanes: list[Lane] = []

@@ -1,18 +1,15 @@
 """The hot path's shortcuts: admission from the header, one wake-up per burst of completions,
-lookups in one worker-thread hop per batch (the PostgreSQL path, exercised on SQLite), and
-the brief memory of unknown handles."""
+lookups in one worker-thread hop per batch (the PostgreSQL path, exercised on SQLite).  The
+brief memory of unknown handles: test_unknown_handle_nack.py."""
 
 from __future__ import annotations
 
 import sqlite3
 import struct
-import time
 from collections.abc import Callable
 
-import pytest
 import trio
 
-from resume.initiator import InitiatorConfig
 from resume.net.admission import Admission
 from resume.net.client import ClientOptions, resume_with_store
 from resume.net.config import LimitsSection, ListenAddr
@@ -20,7 +17,7 @@ from resume.net.lane import Lane
 from resume.net.server import ResponderService
 from resume.net.udp import UdpEndpoint
 from resume.responder import Responder, ResponderConfig
-from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, PT_RESUME_HANDLE
+from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE
 
 from .conftest import HANG, ID_R, PATIENT, Env, Relay, eventually, id_i, message_id
 from .test_service import _server_generation
@@ -152,58 +149,6 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     )
     assert r.outcome == "nack" and svc.metrics.cache.get("error") >= 1
     assert not svc.ready
-
-
-@pytest.mark.timing
-async def test_unknown_handle_is_remembered_briefly_and_only_refuses(
-    env: Env, nursery: trio.Nursery
-) -> None:
-    """After one NACK, message 1s with that handle are dropped before the core (replays
-    cost nothing); once the record exists (a full IKE landed) the handle resumes after
-    ``miss_reuse_seconds`` -- the memory never accepts.
-
-    Timing: the memory's expiry is the behaviour under test, so real seconds pass (the
-    exact expiry rule is tested on Admission with explicit times); the window is 3 s so the
-    first two attempts (a fraction of a second) fit in it on a loaded host."""
-    (cred,) = env.seed(1, server=False)
-    svc = await env.start(nursery, env.config(store={"miss_reuse_seconds": 3.0}))
-    server = svc.addresses[0]
-    # the replay is dropped (never answered): it times out whatever the host's speed
-    quick = InitiatorConfig(initial_rto=0.1, max_retransmits=1, timeout=0.25)
-    first = await resume_with_store(
-        env.client_store, ID_R, server, options=ClientOptions(config=PATIENT)
-    )
-    assert first.outcome == "nack" and svc.metrics.cache.get("miss") == 1
-    env.server_store.upsert_full_ike("responder", cred, time.time())
-    again = await resume_with_store(
-        env.client_store, ID_R, server, options=ClientOptions(config=quick)
-    )
-    assert again.outcome == "timeout"  # dropped, not even NACKed, and not accepted
-    assert svc.metrics.drops.get("unknown_handle_recent") >= 1
-    assert svc.metrics.cache.get("miss") == 1  # no database read for the replay
-    await trio.sleep(0.4)
-    ok = await resume_with_store(
-        env.client_store, ID_R, server, options=ClientOptions(config=PATIENT)
-    )
-    assert ok.resumed and svc.metrics.cache.get("hit") >= 1
-
-
-def test_admission_drops_message_1_for_a_recently_unknown_handle() -> None:
-    misses: dict[bytes, float] = {}
-    adm = Admission(LimitsSection(per_source_rate=1e6, per_source_burst=1e6), misses)
-    handle = bytes(range(16))
-    msg1 = bytearray(_header() + bytes([41, 0, 0, 4 + len(handle)]) + handle + bytes(40))
-    msg1[16] = PT_RESUME_HANDLE
-    assert adm.admit(bytes(msg1), "10.0.0.1", 5.0, 0) is None
-    misses[handle] = 6.0
-    assert adm.admit(bytes(msg1), "10.0.0.1", 5.0, 0) == "unknown_handle_recent"
-    assert adm.admit(bytes(msg1), "10.0.0.1", 6.0, 0) is None  # expired
-    misses[handle] = 10.0
-    msg3 = bytearray(msg1)
-    msg3[23] = 1
-    assert adm.admit(bytes(msg3), "10.0.0.1", 7.0, 0) is None  # only message 1 is filtered
-    truncated = bytes(msg1[:30])
-    assert adm.admit(truncated, "10.0.0.1", 7.0, 0) is None  # the core rejects it, typed
 
 
 async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery) -> None:
