@@ -139,39 +139,48 @@ def read_csv_trace(
     gives them), or None when the file does not start with a CSV header line.  Lines
     that are not CSV rows at all go to ``on_issue`` as foreign issues (the caller offers
     them to format detection again)."""
-    from analysis.logs import _STREAM_ERRORS, MAX_LINE, OVERLONG, _stream_reason, open_text
+    from analysis.logs import MAX_LINE, OVERLONG, StreamError, read_text_chunks
 
     names: dict[str, int] = {}  # name -> increasing (not contiguous) number
     counter = itertools.count()
     seen: set[str] = set()
     parts: list[tuple[np.ndarray, ...]] = []
     slow: list[Session] = []
-    with open_text(path) as fh:
-        try:
-            header = fh.readline(MAX_LINE + 1)
-        except _STREAM_ERRORS:
-            return None
-        header = header.rstrip("\n").rstrip("\r")
-        got = generic.header_columns(header)
-        if got is None:
-            return None
-        acct.skip("CSV header")
-        delim, cols = got
-        width = len(next(csv.reader([header], delimiter=delim), []))
-        line_no = 2  # number of the next line
-        carry = ""
-        skipping = False
-        while True:
-            try:
-                block = fh.read(CHUNK_CHARS)
-            except _STREAM_ERRORS as e:
-                on_issue(Issue(f"{path}:{line_no}", _stream_reason(e)))
-                line_no += 1
-                carry, block = "", ""
-                skipping = False
+    chunks = read_text_chunks(path, CHUNK_CHARS)
+    carry = ""
+    try:
+        while "\n" not in carry and len(carry) <= MAX_LINE:
+            piece = next(chunks, None)
+            if piece is None:
                 break
-            if not block:
-                break
+            carry += piece
+    except StreamError:
+        return None
+    nl = carry.find("\n")
+    header = (carry if nl < 0 else carry[:nl]).rstrip("\r")
+    got = generic.header_columns(header) if len(header) <= MAX_LINE else None
+    if got is None:
+        return None
+    carry = "" if nl < 0 else carry[nl + 1 :]
+    acct.skip("CSV header")
+    delim, cols = got
+    width = len(next(csv.reader([header], delimiter=delim), []))
+    line_no = 2  # number of the next line
+    skipping = False
+
+    def run(text: str) -> None:
+        nonlocal line_no
+        line_no = _chunk(text, line_no, header, str(path), delim, cols, width, names, seen,
+                         counter, ctx, parts, slow, on_issue, acct)
+
+    def blocks() -> Iterator[str]:
+        if carry:
+            yield carry
+        yield from chunks
+
+    try:
+        pending = ""
+        for block in blocks():
             cut = block.rfind("\n") + 1
             if skipping:
                 if not cut:
@@ -181,20 +190,21 @@ def read_csv_trace(
                 skipping = False
                 block = block[block.find("\n") + 1 :]
                 cut = block.rfind("\n") + 1
-            text, carry = carry + block[:cut], block[cut:] if cut else carry + block
             if not cut:
-                text = ""
-            if len(carry) > MAX_LINE:
-                skipping, carry = True, ""
-            if text:
-                line_no = _chunk(text, line_no, header, str(path), delim, cols, width, names,
-                                 seen, counter, ctx, parts, slow, on_issue, acct)
+                pending += block
+            else:
+                run(pending + block[:cut])
+                pending = block[cut:]
+            if len(pending) > MAX_LINE:
+                skipping, pending = True, ""
         if skipping:
             on_issue(Issue(f"{path}:{line_no}", OVERLONG))
             line_no += 1
-        elif carry:
-            line_no = _chunk(carry + "\n", line_no, header, str(path), delim, cols, width,
-                             names, seen, counter, ctx, parts, slow, on_issue, acct)
+        elif pending:
+            run(pending + "\n")
+    except StreamError as e:
+        on_issue(Issue(f"{path}:{line_no}", str(e)))
+        line_no += 1
     acct.lines = line_no - 1
     if slow:
         parts.append((

@@ -21,6 +21,7 @@ Problems are collected as :class:`Issue` values (file:line, reason) and counted;
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
@@ -118,6 +119,44 @@ def open_text(path: Path) -> IO[str]:
     return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace", newline="")
 
 
+class StreamError(Exception):
+    """The rest of a file cannot be read (truncated or corrupt compressed data)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(_stream_reason(cause))
+
+
+def read_text_chunks(path: Path, chars: int = CHUNK) -> Iterator[str]:
+    """The file's text in pieces of about ``chars`` characters.  Compressed data is read
+    in small steps, so a damaged stream gives everything before the damage, then
+    :class:`StreamError`; ``OSError`` opening the file becomes :class:`LogParseError`."""
+    try:
+        raw = open_binary(path)
+    except OSError as e:
+        raise LogParseError(Issue(str(path), f"cannot read: {e.strerror or e}")) from e
+    step = (1 << 16) if not isinstance(raw, io.BufferedReader) else chars
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with raw:
+        pending: list[str] = []
+        size = 0
+        while True:
+            try:
+                data = raw.read(step)
+            except _STREAM_ERRORS as e:
+                if pending:
+                    yield "".join(pending)
+                raise StreamError(e) from e
+            text = decoder.decode(data, final=not data)
+            if text:
+                pending.append(text)
+                size += len(text)
+            if size >= chars or (not data and pending):
+                yield "".join(pending)
+                pending, size = [], 0
+            if not data:
+                return
+
+
 def _stream_reason(e: BaseException) -> str:
     what = type(e).__name__
     return f"unreadable from here on ({what}: {str(e)[:120] or 'truncated or corrupt data'})"
@@ -137,10 +176,6 @@ def iter_lines(
     over-long lines and unreadable data, so each is reported once.
     """
     path_s = str(path)
-    try:
-        fh = open_text(path)
-    except OSError as e:
-        raise LogParseError(Issue(path_s, f"cannot read: {e.strerror or e}")) from e
     no = 0
     carry = ""
     skipping = False  # inside an over-long line, dropping characters until its end
@@ -149,24 +184,9 @@ def iter_lines(
         if acct is not None and on_issue is not None:
             on_issue(Issue(f"{path_s}:{n}", OVERLONG))
 
-    with fh:
-        while True:
-            try:
-                text = fh.read(CHUNK)
-            except _STREAM_ERRORS as e:
-                no += 1  # the rest of the file counts as one unusable line
-                if acct is not None and on_issue is not None:
-                    on_issue(Issue(f"{path_s}:{no}", _stream_reason(e)))
-                break
-            if not text:
-                if skipping:
-                    no += 1
-                    overlong(no)
-                elif carry:
-                    no += 1
-                    if select is None or _has(select, no):
-                        yield no, carry[:-1] if carry.endswith("\r") else carry
-                break
+    chunks = read_text_chunks(path)
+    try:
+        for text in chunks:
             parts = text.split("\n")
             last = parts.pop()
             if parts:
@@ -194,6 +214,17 @@ def iter_lines(
                 carry += last
             if not skipping and len(carry) > MAX_LINE:
                 skipping, carry = True, ""
+        if skipping:
+            no += 1
+            overlong(no)
+        elif carry:
+            no += 1
+            if select is None or _has(select, no):
+                yield no, carry[:-1] if carry.endswith("\r") else carry
+    except StreamError as e:
+        no += 1  # the rest of the file (from the partial line on) counts as one line
+        if acct is not None and on_issue is not None:
+            on_issue(Issue(f"{path_s}:{no}", str(e)))
     if acct is not None:
         acct.lines = no
 

@@ -77,7 +77,7 @@ def _disconnect(msg: str, src: str, t: int) -> Event:
     else:
         dur = parse_session_duration(other)
     out_b, in_b = to_int(xmt, "Bytes xmt"), to_int(rcv, "Bytes rcv")
-    user, ip = d.group(2).strip(), peer_host(d.group(3))
+    user, ip = d.group(2).strip(), peer_host(d.group(3))  # LineError for a broken peer
     return Event("stop", "asa:" + user + "@" + ip, user, t, src, dur, in_b, out_b)
 
 

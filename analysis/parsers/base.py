@@ -249,18 +249,20 @@ def to_int(text: str, what: str) -> int:
 def peer_host(addr: str) -> str:
     """``198.51.100.25:50466``, ``2001:db8::2:50470``, ``[AF_INET]1.2.3.4:5``, ``[::1]:5``
     -> the host part (IPv6 with a port: the last group is the port when it follows ``::``
-    or the address has 8 groups).  Never raises: an odd address is its own host."""
+    or the address has 8 groups).  A ``[`` without its ``]`` is a :class:`LineError`."""
     a = addr.strip()
     if ":" not in a and "[" not in a:
         return a  # IPv4 or a name without a port: the common case
     if a.startswith("[AF_INET"):
         close = a.find("]")
         if close < 0:
-            return a
+            raise LineError(f"peer address without ']': {a[:40]!r}")
         a = a[close + 1 :]
     if a.startswith("["):
         close = a.find("]")
-        return a[1:close] if close > 0 else a
+        if close < 0:
+            raise LineError(f"peer address without ']': {a[:40]!r}")
+        return a[1:close]
     if a.count(":") == 1:
         return a.split(":", 1)[0]
     if a.count(":") > 1:

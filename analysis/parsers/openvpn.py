@@ -177,18 +177,14 @@ def parse_log(
             else:
                 yield Issue(src, "not an OpenVPN log line", foreign=True)
             continue
-        at = (m or e)[0]  # type: ignore[index]
+        at, user, addr = m or e  # type: ignore[misc]
         try:
             t = find_time(body[:at], ctx)
             if t is None:
                 raise LineError("OpenVPN line without a timestamp")
+            host = peer_host(addr)
         except LineError as err:
             yield Issue(src, str(err))
             continue
         acct.use()
-        if m:
-            user, host = m[1], peer_host(m[2])
-            yield Event("start", f"ovpn:{user}@{host}", user, t, src)
-        elif e:
-            user, host = e[1], peer_host(e[2])
-            yield Event("stop", f"ovpn:{user}@{host}", user, t, src)
+        yield Event("start" if m else "stop", f"ovpn:{user}@{host}", user, t, src)

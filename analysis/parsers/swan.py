@@ -141,8 +141,9 @@ def parse(
             head = line.split('"', 1)[0].split(" IKE_SA", 1)[0][:64]
             try:
                 t = find_time(head, ctx)
-            except LineError:
-                t = None
+            except LineError as e:  # a stamp that is there but wrong: the line is unusable
+                yield Issue(src, str(e))
+                continue
             if t is not None:
                 last_t, stamped = t, True
         try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from analysis.logs import ReadReport, read_sessions
 from analysis.session import Session
 from analysis.timeparse import TimeContext
@@ -192,7 +190,7 @@ def test_libreswan_transcripts_one_session_per_ike_sa() -> None:
     assert [(s.user, s.bytes_in, s.complete) for s in ss] == [
         ("use3", 84, True), ("use3", 0, True), ("use3", 0, True), ("use3", 168, False)
     ]
-    ss, rep = load("libreswan-pluto/xauth-pluto-30-multi-subnet-source.north.console.txt")
+    ss, _ = load("libreswan-pluto/xauth-pluto-30-multi-subnet-source.north.console.txt")
     # three connections' IPsec SAs (#2, #3, #4), all "using isakmp#1": one session
     assert [(s.user, s.complete) for s in ss] == [("use3", False)]
     ss, _ = load("libreswan-pluto/interop-ikev1-strongswan-01-xauth.west.console.txt")
