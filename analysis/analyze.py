@@ -80,7 +80,21 @@ class Settings:
             "lifetime_bound": "exclusive: a credential is refused once a measured value "
                               "reaches its limit (age, connected time, bytes, idle time, "
                               "resumptions)",
+            "units": "times in integer microseconds (sub-us digits truncated), bytes "
+                     "integers; chain sums saturate at 2**63-2",
+            "reader": _reader_limits(),
         }
+
+
+def _reader_limits() -> dict[str, Any]:
+    from analysis.logs import DETECT_WINDOW, MAX_FORMATS_PER_FILE, MAX_LINE
+    from analysis.parsers.base import Assembler
+
+    asm = Assembler()
+    return {"max_line_chars": MAX_LINE, "detect_window_lines": DETECT_WINDOW,
+            "max_formats_per_file": MAX_FORMATS_PER_FILE,
+            "repeat_window_s": asm.merge_window / US,
+            "closed_sessions_remembered": asm.max_closed}
 
 
 @dataclass
