@@ -162,6 +162,7 @@ def _return_freed_arrays_to_the_os() -> None:
     try:
         libc = ctypes.CDLL(name)
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD; glibc only (ignored elsewhere)
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: the analysis threads share two heaps
     except (OSError, AttributeError):
         return
 

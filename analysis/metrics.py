@@ -96,14 +96,14 @@ def occupancy(
         return Occupancy(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), record_bytes)
     pol = policy_us(policy)
     order = trace.user_order()
-    u = trace.user[order]
-    f = full[order]
-    s = trace.start[order]
-    e = trace.end[order]
-    chain_idx = np.flatnonzero(f)
-    born = s[chain_idx]
-    # the chain's last use: the latest end among its sessions (they are contiguous)
-    last_end = np.maximum.reduceat(e, chain_idx)
+    chain_idx = np.flatnonzero(full[order])  # chain starts, in user order
+    heads = order[chain_idx]
+    born = trace.start[heads]
+    u = trace.user[heads]
+    last_end = born
+    if pol.idle is not None:
+        # the chain's last use: the latest end among its sessions (contiguous in user order)
+        last_end = np.maximum.reduceat(trace.end[order], chain_idx)
     never = np.iinfo(np.int64).max
     death = np.full(len(chain_idx), never, dtype=np.int64)
     for lim in (pol.max_chain_age, pol.clocked):
@@ -111,7 +111,7 @@ def occupancy(
             death = np.minimum(death, born + int(lim))
     if pol.idle is not None:
         death = np.minimum(death, last_end + int(pol.idle))
-    nxt_same = np.append(u[chain_idx[1:]] == u[chain_idx[:-1]], False)
+    nxt_same = np.append(u[1:] == u[:-1], False)
     replaced = np.append(born[1:], never)
     death = np.where(nxt_same, np.minimum(death, replaced), death)
     t0, t1 = int(trace.start.min()), int(trace.end.max())

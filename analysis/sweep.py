@@ -35,7 +35,7 @@ I32 = npt.NDArray[np.int32]
 IX = npt.NDArray[np.signedinteger[Any]]  # positions (int32 when they fit)
 IMAX = np.iinfo(np.int64).max
 REASONS = (NO_RECORD, *(r.value for r in Refusal))
-STATE_BYTES = 8 << 20  # per-batch state (users x policies) budget
+STATE_BYTES = 4 << 20  # per-batch state (users x policies) budget
 BLOCK_CELLS = 1 << 15  # (rows x policies) cells per block: temporaries stay in cache
 
 
@@ -97,19 +97,23 @@ def layout(trace: Trace) -> Layout:
     if isinstance(got, Layout):
         return got
     n = len(trace)
+    ix = index_dtype(n)
     order = trace.user_order()
-    u = trace.user[order].astype(np.int64)
+    u = trace.user[order]
     counts = np.bincount(u, minlength=trace.n_users)
-    first = np.cumsum(counts) - counts
-    visit = np.arange(n) - first[u]
+    first = (np.cumsum(counts) - counts).astype(ix)
+    visit: Any = np.arange(n, dtype=ix)
+    visit -= first[u]
     by_count = np.argsort(-counts, kind="stable")
-    pos = np.empty_like(by_count)
+    pos = np.empty(len(by_count), dtype=ix)
     pos[by_count] = np.arange(len(by_count))
     per_step = np.bincount(visit) if n else np.zeros(0, dtype=np.int64)
-    step_start = np.cumsum(per_step) - per_step
+    step_start = (np.cumsum(per_step) - per_step).astype(ix)
     # step k holds rows 0..per_step[k]-1 (users by visit count): a direct placement
-    dest = step_start[visit] + pos[u]
-    src = np.empty(n, dtype=index_dtype(n))
+    dest = step_start[visit]
+    del visit
+    dest += pos[u]
+    src = np.empty(n, dtype=ix)
     src[dest] = order
     n_users_active = int(per_step[0]) if n else 0
     # Can any user's chain sums overflow int64?  Float sums overestimate safely here.
@@ -190,6 +194,16 @@ def stack_distances(trace: Trace) -> IX:
     return out
 
 
+_FAR = 2**62  # "no limit" for checks whose measured value can be negative (see sweep)
+
+
+def _reached(lim_minus_1: I64, x: npt.NDArray[np.signedinteger[Any]]) -> I64:
+    """-1 where ``x >= limit`` (``lim_minus_1 = limit - 1``), else 0."""
+    out: I64 = np.subtract(lim_minus_1, x, dtype=np.int64)
+    out >>= 63
+    return out
+
+
 def _limit_row(policies: Sequence[Policy], name: str) -> I64:
     vals = [getattr(p, name) for p in policies]
     return np.array([IMAX if v is None else min(int(v), IMAX) for v in vals], dtype=np.int64)
@@ -220,8 +234,8 @@ def sweep(
     res_l = _limit_row(pu, "max_resumptions")
     cap_l = _limit_row(pu, "capacity")
     time_l = np.minimum(age_cap, clocked)
-    use_est, use_data, use_idle = (est_l < IMAX).any(), (data_l < IMAX).any(), (idle_l < IMAX).any()
-    use_res, use_cap = (res_l < IMAX).any(), (cap_l < IMAX).any()
+    use_est, use_data, use_idle, use_res, use_cap = (
+        bool((x < IMAX).any()) for x in (est_l, data_l, idle_l, res_l, cap_l))
 
     n_full = np.zeros(L, dtype=np.int64)
     why = {r: np.zeros(L, dtype=np.int64) for r in REASONS} if reasons else None
@@ -241,20 +255,26 @@ def sweep(
     PE = lay.prev_end(trace) if use_idle else None
     SD = stack_distances(trace) if use_cap else None
     sat = lay.can_saturate
-    cell = 8 + 8 + 4 + (8 if use_est else 0) + (8 if use_res else 0)
+    cell = 8 * (3 + use_est + use_res)
     n_rows = len(lay.row_user)
     batch = max(1, min(n_rows, STATE_BYTES // (cell * L)))
     block = max(64, BLOCK_CELLS // L)
-    # state is (policies x rows): the inner, contiguous axis runs over users, so every
-    # operation is a long vector loop and every reduction is along rows
-    tl, ac, el, dl_, il, rl, cl = (x[:, None] for x in (time_l, age_cap, est_l, data_l,
-                                                         idle_l, res_l, cap_l))
+    # State is (policies x rows): the inner, contiguous axis runs over users, so every
+    # operation is a long vector loop and every reduction is along rows.
+    # A check "x >= limit" is computed as the mask (limit - 1 - x) >> 63: -1 where the
+    # limit is reached, 0 where not (no overflow: x >= -2**60, limits <= 2**63-1, and the
+    # unbounded "no limit" of a check whose x can be negative is 2**62).  Masks combine
+    # with | and apply with &, several times faster than boolean arrays and masked copies.
+    lim1 = {name: (np.minimum(x, cap_) - 1)[:, None] for name, x, cap_ in (
+        ("time", time_l, _FAR), ("age", age_cap, _FAR), ("clocked", clocked, _FAR),
+        ("est", est_l, IMAX), ("data", data_l, IMAX), ("idle", idle_l, _FAR),
+        ("res", res_l, IMAX), ("cap", cap_l, IMAX))}
     for r0 in range(0, n_rows, batch):
         r1 = min(n_rows, r0 + batch)
         rows = r1 - r0
         fa = np.zeros((L, rows), dtype=np.int64)
         byt = np.zeros((L, rows), dtype=np.int64)
-        uf = np.zeros((L, rows), dtype=np.int32)
+        uf = np.zeros((L, rows), dtype=np.int64)
         est = np.zeros((L, rows), dtype=np.int64) if use_est else None
         nres = np.zeros((L, rows), dtype=np.int64) if use_res else None
         for k in range(len(lay.per_step)):
@@ -286,39 +306,45 @@ def sweep(
                         full_out[ix] = True
                     continue
                 age = t - fa_s
-                full = age >= tl
-                hits: list[tuple[str, B]] = []
-                if why is not None:
-                    hits.append((Refusal.CHAIN_AGE.value, age >= ac))
-                    hits.append((Refusal.CLOCKED.value, full))
-                if est is not None:
-                    hits.append((Refusal.ESTABLISHED.value, est[:, b0:b1] >= el))
-                if use_data:
-                    hits.append((Refusal.DATA.value, byt_s >= dl_))
-                if PE is not None:
-                    hits.append((Refusal.IDLE.value, (t - PE[ix]) >= il))
-                if nres is not None:
-                    hits.append((Refusal.RESUMPTIONS.value, nres[:, b0:b1] >= rl))
+                checks: list[tuple[str, I64]] = []  # (refusal, mask), in Policy.check order
                 if SD is not None:
-                    hits.insert(0, (NO_RECORD, SD[ix] >= cl))
+                    checks.append((NO_RECORD, _reached(lim1["cap"], SD[ix])))
                 if why is not None:
-                    seen = np.zeros_like(full)
-                    for name, h in hits:
-                        why[name] += np.count_nonzero(h & ~seen, axis=1)
-                        seen |= h
-                    full = seen
+                    checks.append((Refusal.CHAIN_AGE.value, _reached(lim1["age"], age)))
+                    checks.append((Refusal.CLOCKED.value, _reached(lim1["clocked"], age)))
                 else:
-                    for _name, h in hits:
-                        full |= h
-                uf_s += full
+                    checks.append(("time", _reached(lim1["time"], age)))
+                if est is not None:
+                    checks.append((Refusal.ESTABLISHED.value,
+                                   _reached(lim1["est"], est[:, b0:b1])))
+                if use_data:
+                    checks.append((Refusal.DATA.value, _reached(lim1["data"], byt_s)))
+                if PE is not None:
+                    checks.append((Refusal.IDLE.value, _reached(lim1["idle"], t - PE[ix])))
+                if nres is not None:
+                    checks.append((Refusal.RESUMPTIONS.value,
+                                   _reached(lim1["res"], nres[:, b0:b1])))
+                m = checks[0][1]
+                if why is not None:
+                    seen = np.zeros_like(m)
+                    for name, h in checks:
+                        why[name] -= (h & ~seen).sum(axis=1)
+                        seen |= h
+                    m = seen
+                else:
+                    for _name, h in checks[1:]:
+                        m |= h
+                uf_s -= m
+                keep = np.invert(m)  # -1 where resumed
+                fz = np.bitwise_and(age, m)  # the age where a full IKE, else 0
+                fa_s += fz  # fa + (t - fa) = t: the chain restarts at this session
                 if figures:
-                    np.copyto(age, 0, where=full)  # age at use (0 for a full IKE)
+                    age -= fz  # age at use (0 for a full IKE)
                     np.maximum(max_use, age.max(axis=1), out=max_use)
                     age += d  # how long this chain's keys are in use by the session's end
                     np.maximum(max_age, age.max(axis=1), out=max_age)
-                np.copyto(fa_s, t, where=full)
                 if figures or use_data:
-                    np.copyto(byt_s, 0, where=full)
+                    byt_s &= keep
                     if figures:
                         np.maximum(max_buse, byt_s.max(axis=1), out=max_buse)
                     if sat:
@@ -329,18 +355,18 @@ def sweep(
                         np.maximum(max_bytes, byt_s.max(axis=1), out=max_bytes)
                 if est is not None:
                     e_s = est[:, b0:b1]
-                    np.copyto(e_s, 0, where=full)
+                    e_s &= keep
                     if sat:
                         e_s += np.minimum(d, SATURATED - e_s)
                     else:
                         e_s += d
                 if nres is not None:
                     r_s = nres[:, b0:b1]
-                    np.copyto(r_s, -1, where=full)
                     r_s += 1
+                    r_s &= keep
                 if full_out is not None:
-                    full_out[ix] = full.T
-        n_full += uf.sum(axis=1, dtype=np.int64)
+                    full_out[ix] = (m != 0).T
+        n_full += uf.sum(axis=1)
         if user_full is not None:
             user_full[lay.row_user[r0:r1]] = uf.T
     if use_cap:  # every miss inserts a record; the cache holds min(capacity, misses)

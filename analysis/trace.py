@@ -182,8 +182,9 @@ def sort_order(major: I64, minor: I64, n_major: int | None, n_minor: int | None
     if int(minor.min()) < 0 or int(major.min()) < 0 or top * span_minor >= 2**62:
         out_l: npt.NDArray[np.intp] = np.lexsort((minor, major)).astype(index_dtype(n))
         return out_l
-    key = major * span_minor + minor
-    order = np.argsort(key)
+    key = major * span_minor
+    key += minor
+    order: Any = np.argsort(key).astype(index_dtype(n), copy=False)
     ks = key[order]
     del key
     tie = ks[1:] == ks[:-1]
@@ -192,7 +193,7 @@ def sort_order(major: I64, minor: I64, n_major: int | None, n_minor: int | None
         pos = np.unique(np.concatenate((at, at + 1)))
         sub = order[pos]
         order[pos] = sub[np.lexsort((sub, ks[pos]))]
-    out: npt.NDArray[np.intp] = order.astype(index_dtype(n), copy=False)
+    out: npt.NDArray[np.intp] = order
     return out
 
 
@@ -218,7 +219,7 @@ def _concat(parts: list[Trace]) -> Trace:
     return Trace(u.astype(np.int32), s, e, bi, bo, tuple(names), c.astype(bool), r.astype(bool))
 
 
-SPLIT_CHUNK = 1 << 16  # long sessions cut at a time (bounds the temporaries)
+SPLIT_CHUNK = 1 << 16  # sessions cut at a time (bounds the temporaries)
 
 
 def split_rekeys(trace: Trace, interval: int, both_directions: bool = True) -> Trace:
@@ -229,14 +230,17 @@ def split_rekeys(trace: Trace, interval: int, both_directions: bool = True) -> T
     reconnection.  Bytes are spread over segments in proportion to time (integer parts
     that add up exactly to the session's count).  Segments follow their session, in
     input order.  ``both_directions=False`` keeps only the total (as ``bytes_in``;
-    ``bytes_out`` a zero view): what the replay needs, in less memory.
+    ``bytes_out`` a zero view): what the replay needs, in less memory.  Sessions are cut
+    a bounded number at a time (the temporaries stay small whatever the trace).
     """
     if interval <= 0:
         raise ValueError("rekey interval must be positive")
-    dur = trace.duration
-    nseg = np.maximum(1, -(-dur // interval))  # ceil for non-negative integers
+    n = len(trace)
+    nseg = np.empty(n, dtype=np.int64)
+    for c0 in range(0, n, SPLIT_CHUNK):
+        d = trace.end[c0 : c0 + SPLIT_CHUNK] - trace.start[c0 : c0 + SPLIT_CHUNK]
+        nseg[c0 : c0 + SPLIT_CHUNK] = np.maximum(1, -(-d // interval))  # ceil, d >= 0
     total = int(nseg.sum())
-    first = np.cumsum(nseg) - nseg
     cols = ([trace.bytes_in, trace.bytes_out] if both_directions else [trace.nbytes])
     user = np.empty(total, dtype=np.int32)
     start = np.empty(total, dtype=np.int64)
@@ -244,33 +248,25 @@ def split_rekeys(trace: Trace, interval: int, both_directions: bool = True) -> T
     outs = [np.empty(total, dtype=np.int64) for _ in cols]
     complete = np.empty(total, dtype=bool)
     rekey = np.ones(total, dtype=bool)
-    # sessions of one segment (most of them) are copied as they are
-    one = nseg == 1
-    at = first[one]
-    user[at], start[at], end[at] = trace.user[one], trace.start[one], trace.end[one]
-    for o, c in zip(outs, cols, strict=True):
-        o[at] = c[one]
-    complete[at], rekey[at] = trace.complete[one], trace.rekey[one]
-    del at
-    # the long ones: one row per segment, a bounded number of sessions at a time
-    long_ = np.flatnonzero(~one)
-    del one
-    for c0 in range(0, len(long_), SPLIT_CHUNK):
-        li = long_[c0 : c0 + SPLIT_CHUNK]
-        k = nseg[li]
-        rep = np.repeat(li, k)
-        m = np.arange(len(rep)) - np.repeat(np.cumsum(k) - k, k)  # segment number
-        pos = first[rep] + m
+    offset = 0
+    for c0 in range(0, n, SPLIT_CHUNK):
+        c1 = min(n, c0 + SPLIT_CHUNK)
+        k = nseg[c0:c1]
+        first = offset + np.cumsum(k) - k
+        offset += int(k.sum())
+        rep = np.repeat(np.arange(c0, c1), k)  # the session of each segment
+        m = np.arange(len(rep)) - np.repeat(first - first[0], k)  # segment number
+        pos = first[0] + np.arange(len(rep))
         s0 = trace.start[rep]
         seg_start = s0 + m * interval
         seg_end = np.minimum(seg_start + interval, trace.end[rep])
-        last = m == nseg[rep] - 1
-        d = np.maximum(dur[rep], 1).astype(np.float64)
-        frac_lo = np.minimum((seg_start - s0) / d, 1.0)
-        frac_hi = np.minimum((seg_end - s0) / d, 1.0)
         user[pos], start[pos], end[pos] = trace.user[rep], seg_start, seg_end
         complete[pos] = trace.complete[rep]
         rekey[pos] = trace.rekey[rep] | (m > 0)
+        last = m == k[rep - c0] - 1
+        d = np.maximum(trace.end[rep] - s0, 1).astype(np.float64)
+        frac_lo = np.minimum((seg_start - s0) / d, 1.0)
+        frac_hi = np.minimum((seg_end - s0) / d, 1.0)
         for o, c in zip(outs, cols, strict=True):
             tot = c[rep]
             # float shares, capped below 2**62 before the cast (an int64 cast of 2**63
