@@ -81,6 +81,16 @@ def _disconnect(msg: str, src: str, t: int) -> Event:
     return Event("stop", "asa:" + user + "@" + ip, user, t, src, dur, in_b, out_b)
 
 
+_SKIP: dict[str, str] = {}  # message id -> the skip reason (formatted once)
+
+
+def _skip_reason(msg_id: str) -> str:
+    why = _SKIP.get(msg_id)
+    if why is None:
+        why = _SKIP[msg_id] = f"%ASA-{msg_id}: not a session event"
+    return why
+
+
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
 ) -> Iterator[Event | Issue]:
@@ -100,7 +110,7 @@ def parse(
             and line[at + 5].isdecimal() and msg_id.isdecimal()
         ):
             if msg_id not in WANTED:
-                skip[f"%ASA-{msg_id}: not a session event"] += 1
+                skip[_SKIP.get(msg_id) or _skip_reason(msg_id)] += 1
                 continue
             msg = line[at + 14 :].lstrip()
         else:
@@ -111,7 +121,7 @@ def parse(
                 continue
             msg_id = m.group(1)
             if msg_id not in WANTED:
-                skip[f"%ASA-{msg_id}: not a session event"] += 1
+                skip[_skip_reason(msg_id)] += 1
                 continue
             msg = line[m.end() :]
         src = f"{path}:{no}"

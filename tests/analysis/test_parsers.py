@@ -302,3 +302,38 @@ def test_csv_fast_path_iso_times_equal_row_parser(tmp_path: Path, zone: str) -> 
     z.write_text("user,start,end\na,2024-01-01T00:00:00Z,2024-01-01T01:00:00.5Z\n")
     zt = read_trace([z])
     assert (zt.start[0], zt.end[0]) == (ts("2024-01-01T00:00:00+00:00"), 1704070800_500000)
+
+
+def test_line_ends_split_across_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRLF, a CR or an over-long line cut by the reader's chunk boundary: same lines."""
+    import analysis.logs as lg
+
+    text = "a,1\r\nbb,2\r\n" + "x" * 70000 + "\r\nccc,3\r\n" + "d\re,4\n" + "last"
+    p = tmp_path / "t.txt"
+    p.write_text(text)
+    want = [(1, "a,1"), (2, "bb,2"), (4, "ccc,3"), (5, "d\re,4"), (6, "last")]
+    for chunk in (1, 2, 3, 5, 7, 64, 1 << 20):
+        monkeypatch.setattr(lg, "CHUNK", chunk)
+        got = list(lg.iter_lines(p))
+        assert got == want, chunk
+
+
+@given(st.text(st.sampled_from("ab\r\n"), max_size=60), st.integers(1, 9))
+def test_iter_lines_equals_split_at_newlines(text: str, chunk: int) -> None:
+    import tempfile
+
+    import analysis.logs as lg
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "t.txt"
+        p.write_bytes(text.encode())
+        old = lg.CHUNK
+        lg.CHUNK = chunk
+        try:
+            got = list(lg.iter_lines(p))
+        finally:
+            lg.CHUNK = old
+    parts = text.split("\n")
+    if parts[-1] == "":
+        parts.pop()
+    assert got == [(i, ln[:-1] if ln.endswith("\r") else ln) for i, ln in enumerate(parts, 1)]
