@@ -332,20 +332,25 @@ CAPACITY_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def _limit_rows(trace: Trace, pols: list[Policy], values: list[Any]) -> list[dict[str, Any]]:
-    res = sweep(trace, pols, reasons=False)
+    return _rows_of(sweep(trace, pols, reasons=False), pols, values, range(len(pols)))
+
+
+def _rows_of(res: SweepResult, pols: list[Policy], values: list[Any],
+             idx: Any) -> list[dict[str, Any]]:
     sav = res.saving()
     return [
         {"value": v, "saving": float(sav[i]), "full": int(res.n_full[i]),
          "max_age_at_use_s": int(res.max_age_at_use[i]) / US,
          "max_bytes_at_use": int(res.max_bytes_at_use[i]),
          **({"evictions": int(res.evictions[i])} if pols[i].capacity is not None else {})}
-        for i, v in enumerate(values)
+        for i, v in zip(idx, values, strict=True)
     ]
 
 
 def limit_sweeps(trace: Trace, base: Policy, lim: Limits) -> dict[str, list[dict[str, Any]]]:
-    """Savings of ``base`` with each other limit varied (capacity: see :func:`analyze`)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    """Savings of ``base`` with each other limit varied (capacity: see :func:`analyze`),
+    all in one sweep."""
+    groups: list[tuple[str, list[Any], list[Policy]]] = []
     for name, values in LIMIT_VALUES.items():
         vals = list(values)
         if name == "max_chain_age" and lim.max_secret_age is not None:
@@ -359,7 +364,14 @@ def limit_sweeps(trace: Trace, base: Policy, lim: Limits) -> dict[str, list[dict
         conv: Callable[[float], float | int] = int if name == "max_resumptions" else float
         changes: list[dict[str, Any]] = [{name: None if v is None else conv(v)} for v in vals]
         pols = [replace(base, **c) for c in changes]
-        out[name] = _limit_rows(trace, pols, vals)
+        groups.append((name, vals, pols))
+    every = [p for _n, _v, pols in groups for p in pols]
+    res = sweep(trace, every, reasons=False)
+    out: dict[str, list[dict[str, Any]]] = {}
+    at = 0
+    for name, vals, pols in groups:
+        out[name] = _rows_of(res, every, vals, range(at, at + len(pols)))
+        at += len(pols)
     return out
 
 

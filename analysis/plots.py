@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from analysis import metrics
 from analysis.analyze import STUDY_POINTS, Analysis
@@ -61,9 +61,10 @@ def _savings(a: Analysis, out: Path) -> Path:
         for j, (ax, xl) in enumerate(((axes[row][0], "lifetime (hours)"),
                                       (axes[row][1], "data lifetime (MB)"))):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks: most of the time
             ax.set_xlabel(xl)
             ax.set_ylim(0, 105)
-            ax.grid(True, which="both", alpha=0.3)
+            ax.grid(True, which="major", alpha=0.3)
             if j == 0:
                 ax.set_ylabel(f"full IKE exchanges left\n({denom_label})")
     ax_t, ax_d = axes[0]
@@ -158,6 +159,8 @@ def _distributions(a: Analysis, out: Path) -> Path:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_title(title)
         ax.set_xlabel(xl)
         ax.set_ylabel("sessions" if ax is not ax3 else "users")

@@ -144,20 +144,30 @@ def greater_before(v: I64) -> I64:
     x: Any = v.astype(dt)
     order: Any = np.arange(m, dtype=dt)
     cnt: Any = np.zeros(m, dtype=dt)
+    # buffers reused level after level (fresh arrays this size would be mapped and
+    # zeroed by the kernel each time)
+    key, bit, grp, ones, tmp = (np.empty(m, dtype=dt) for _ in range(5))
+    x2, order2, cnt2 = (np.empty(m, dtype=dt) for _ in range(3))
     flag = np.empty(m, dtype=bool)
     flag[0] = True
     for b in range(int(x.max()).bit_length() - 1, -1, -1):
-        key = x >> b
-        bit = key & 1
-        grp = key >> 1
+        np.right_shift(x, b, out=key)
+        np.bitwise_and(key, 1, out=bit)
+        np.right_shift(key, 1, out=grp)
         np.not_equal(grp[1:], grp[:-1], out=flag[1:])
-        ones: Any = np.cumsum(bit, dtype=dt)
+        np.cumsum(bit, out=ones)
         ones -= bit  # ones before, in the whole arrangement
-        ones -= np.maximum.accumulate(np.where(flag, ones, 0))  # ... within the group
-        ones[bit == 1] = 0
+        np.multiply(ones, flag, out=tmp)
+        np.maximum.accumulate(tmp, out=tmp)
+        ones -= tmp  # ... within the group
+        np.subtract(1, bit, out=bit)  # 1 where the bit is 0
+        ones *= bit
         cnt += ones
         perm = np.argsort(key, kind="stable")
-        x, order, cnt = x[perm], order[perm], cnt[perm]
+        np.take(x, perm, out=x2)
+        np.take(order, perm, out=order2)
+        np.take(cnt, perm, out=cnt2)
+        x, x2, order, order2, cnt, cnt2 = x2, x, order2, order, cnt2, cnt
     out = np.empty(m, dtype=np.int64)
     out[order] = cnt
     return out

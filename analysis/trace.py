@@ -91,8 +91,9 @@ class Trace:
         """Sessions by user, then start, then input position (cached)."""
         got = self._cache.get("user_order")
         if got is None:
+            lo = int(self.start.min()) if len(self) else 0
             got = self._cache["user_order"] = sort_order(
-                self.user.astype(np.int64), self.start, self.n_users, 0)
+                self.user.astype(np.int64), self.start - lo, self.n_users, 0)
         out: npt.NDArray[np.intp] = got
         return out
 
