@@ -175,8 +175,13 @@ def analyze(
     settings: Settings | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    when_lighter: Callable[[], None] | None = None,
 ) -> Analysis:
-    """Sweeps with intervals, Pareto table, maximum and knee, and their neighbourhood."""
+    """Sweeps with intervals, Pareto table, maximum and knee, and their neighbourhood.
+
+    ``when_lighter`` is called once the sweeps with rekeying are done and their segments
+    freed (from the worker thread): memory is lower from there on, so the CLI starts
+    drawing the trace's plots then, beside the remaining sweeps."""
     lim = limits if limits is not None else Limits()
     st = settings if settings is not None else Settings()
     a = Analysis(trace, lim, st)
@@ -193,6 +198,7 @@ def analyze(
         cands[kind] = [candidate(kind, float(v), lim) for v in a.lifetimes[kind]]
 
     held = [seg]  # the segments, released as soon as their sweeps are done
+    seg_none = seg is None
 
     def rekeyed() -> None:
         """The sweeps with rekeying: only full IKE counts and intervals are shown."""
@@ -209,9 +215,13 @@ def analyze(
             tick(f"sweep {kind} with rekeying")
         held.clear()
         held.append(None)
+        if when_lighter is not None:
+            when_lighter()
 
     def background() -> None:
         rekeyed()
+        if seg_none and when_lighter is not None:
+            when_lighter()
         if len(trace):
             stack_distances(trace)  # for the capacity sweep at the end (cached on the trace)
 

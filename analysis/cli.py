@@ -222,14 +222,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         stage = prog.add_task("replaying policies", total=9 if settings.rekey_us else 6)
         drawing = not args.no_plots and len(trace) > 0
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # the trace-only plots are drawn while the sweeps run (numpy leaves the GIL)
-            early = pool.submit(_trace_plots, trace, limits, settings, out) if drawing else None
-            a = analyze(trace, limits, settings, progress=lambda _m: prog.advance(stage))
+            # the trace-only plots are drawn beside the last sweeps (numpy leaves the
+            # GIL), once the rekey segments are freed (matplotlib costs ~45 MB)
+            early: list[Any] = []
+
+            def draw_early() -> None:
+                if drawing and not early:
+                    early.append(pool.submit(_trace_plots, trace, limits, settings, out))
+
+            a = analyze(trace, limits, settings, progress=lambda _m: prog.advance(stage),
+                        when_lighter=draw_early)
+            draw_early()
             doc = to_json(a)
             doc["inputs"] = inputs_json(read, MAX_LINE)
             plots: list[str] = []
-            if drawing and early is not None:
-                plots = [str(p) for p in _result_plots(a, out) + early.result()]
+            if drawing:
+                plots = [str(p) for p in _result_plots(a, out) + early[0].result()]
     doc["plots"] = plots
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(doc, indent=1)

@@ -103,13 +103,16 @@ def _per_day(a: Analysis, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = a.trace
     if len(t):
-        day = (t.start - t.start.min()) // (86400 * US)
-        days = day[~t.rekey]
-        if int(days.max()) <= 100_000:
-            counts = np.bincount(days)
-            ax.bar(np.arange(len(counts)), counts, color="tab:blue", width=1.0)
+        t0, step = int(t.start.min()), 1 << 18
+        n_days = (int(t.start.max()) - t0) // (86400 * US) + 1
+        if n_days <= 100_000:
+            counts = np.zeros(n_days, dtype=np.int64)
+            for i in range(0, len(t), step):  # in slices: no full-length temporaries
+                day = (t.start[i : i + step] - t0) // (86400 * US)
+                counts += np.bincount(day[~t.rekey[i : i + step]], minlength=n_days)
+            ax.bar(np.arange(n_days), counts, color="tab:blue", width=1.0)
         else:  # a trace spanning centuries: only the days that have connections
-            d, c = np.unique(days, return_counts=True)
+            d, c = np.unique((t.start[~t.rekey] - t0) // (86400 * US), return_counts=True)
             ax.plot(d, c, ".", color="tab:blue")
     ax.set_xlabel("day of trace")
     ax.set_ylabel("connections")

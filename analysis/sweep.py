@@ -80,15 +80,14 @@ class Layout:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def prev_end(self, trace: Trace) -> I64:
-        """Per session (input order): end of its user's previous session (0 if first)."""
-        got = self.extra.get("prev_end")
-        if got is None:
-            order = trace.user_order()
-            pe = np.concatenate(([0], trace.end[order][:-1])) if len(order) else order
-            got = np.empty(len(order), dtype=np.int64)
-            got[order] = pe
-            self.extra["prev_end"] = got
-        out: I64 = got
+        """Per session (input order): end of its user's previous session (meaningless for
+        a user's first session, which is a full IKE anyway).  Not cached: one sweep needs
+        it, and it is as large as a trace column."""
+        order = trace.user_order()
+        out: I64 = np.empty(len(order), dtype=np.int64)
+        if len(order):
+            out[order[1:]] = trace.end[order[:-1]]
+            out[order[0]] = 0
         return out
 
 
