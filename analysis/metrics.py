@@ -22,6 +22,20 @@ RECORD_BYTES = 512
 MAX_POINTS = 100_000  # occupancy samples at most (hourly unless the trace spans >11 years)
 
 
+def _minutes(trace: Trace) -> npt.NDArray[np.int64] | npt.NDArray[np.int32]:
+    """Each session's start minute, counted from the trace's first (cached on the trace)."""
+    got = trace._cache.get("minutes")
+    if got is None:
+        t0 = int(trace.start.min())
+        span = (int(trace.start.max()) - t0) // (60 * US)
+        got = (trace.start - t0) // (60 * US)
+        if span < 2**31:
+            got = got.astype(np.int32)
+        trace._cache["minutes"] = got
+    out: npt.NDArray[np.int64] | npt.NDArray[np.int32] = got
+    return out
+
+
 def peak_per_minute(trace: Trace, full: B | None = None, after: int | None = None) -> int:
     """Most full IKE exchanges started in any one minute (``full=None``: no cache).
 
@@ -31,19 +45,16 @@ def peak_per_minute(trace: Trace, full: B | None = None, after: int | None = Non
     """
     if len(trace) == 0:
         return 0
-    sel = np.ones(len(trace), dtype=bool) if after is None else trace.start >= after
-    if not sel.any():
-        return 0
-    minute = trace.start[sel] // (60 * US)
-    minute -= minute.min()
-    w = None if full is None else full[sel]
-    if int(minute.max()) <= 4 * len(minute) + 10**6:
-        return int(np.bincount(minute, weights=w).max())
-    # a trace spanning years (or a stray stamp): count by the minutes that occur
-    if w is not None:
-        minute = minute[w]
+    minute = _minutes(trace)
+    keep = full if after is None else (trace.start >= after if full is None else
+                                       full & (trace.start >= after))
+    if keep is not None:
+        minute = minute[keep]
     if not len(minute):
         return 0
+    if int(minute.max()) <= 4 * len(trace) + 10**6:
+        return int(np.bincount(minute).max())
+    # a trace spanning years (or a stray stamp): count by the minutes that occur
     return int(np.unique(minute, return_counts=True)[1].max())
 
 

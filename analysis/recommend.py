@@ -233,8 +233,9 @@ class Bootstrap:
 
     def _weighted(self, per_user: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         out = np.zeros((self.resamples, per_user.shape[1]))
-        for u0 in range(0, len(self.visits), _WBLOCK):
-            u1 = min(len(self.visits), u0 + _WBLOCK)
+        step = max(1, (1 << 19) // (4 * max(1, self.resamples)))  # float32 blocks < 1 MiB
+        for u0 in range(0, len(self.visits), step):
+            u1 = min(len(self.visits), u0 + step)
             w = self.weights[:, u0:u1].astype(np.float32)
             out += w @ per_user[u0:u1].astype(np.float32)
         return out
