@@ -232,12 +232,20 @@ class Bootstrap:
         return other
 
     def _weighted(self, per_user: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        out = np.zeros((self.resamples, per_user.shape[1]))
-        step = max(1, (1 << 19) // (4 * max(1, self.resamples)))  # float32 blocks < 1 MiB
-        for u0 in range(0, len(self.visits), step):
-            u1 = min(len(self.visits), u0 + step)
-            w = self.weights[:, u0:u1].astype(np.float32)
-            out += w @ per_user[u0:u1].astype(np.float32)
+        """Every resample's weighted sum of ``per_user`` (users x columns), float64."""
+        n, cols = len(self.visits), per_user.shape[1]
+        out = np.zeros((self.resamples, cols))
+        step = min(n, _WBLOCK)
+        # float32 blocks in buffers made once (BLAS speed without fresh pages per block)
+        w = np.empty((self.resamples, step), dtype=np.float32)
+        x = np.empty((step, cols), dtype=np.float32)
+        part = np.empty((self.resamples, cols), dtype=np.float32)
+        for u0 in range(0, n, step):
+            m = min(n, u0 + step) - u0
+            np.copyto(w[:, :m], self.weights[:, u0 : u0 + m])
+            np.copyto(x[:m], per_user[u0 : u0 + m])
+            np.matmul(w[:, :m], x[:m], out=part)
+            out += part
         return out
 
     def ci(self, user_full: npt.NDArray[np.int32]) -> npt.NDArray[np.float64] | None:
