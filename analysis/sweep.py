@@ -36,7 +36,7 @@ IX = npt.NDArray[np.signedinteger[Any]]  # positions (int32 when they fit)
 IMAX = np.iinfo(np.int64).max
 REASONS = (NO_RECORD, *(r.value for r in Refusal))
 STATE_BYTES = 4 << 20  # per-batch state (users x policies) budget
-BLOCK_CELLS = 1 << 15  # (rows x policies) cells per block: temporaries stay in cache
+BLOCK_CELLS = 1 << 16  # (rows x policies) cells per block: 512 KiB temporaries (cache, heap)
 
 
 @dataclass
