@@ -39,9 +39,10 @@ def _savings(a: Analysis, out: Path) -> Path:
     nrows = 2 if with_rekey else 1
     fig, axes = plt.subplots(nrows, 2, figsize=(11, 4.2 * nrows), squeeze=False)
     n = max(1, len(a.trace))
+    every = format_duration(a.rekey / US) if a.rekey else ""
     for row, sweeps, cis, denom_label in (
         (0, a.sweeps, a.ci, "% of connections"),
-        (1, a.sweeps_rekey, a.ci_rekey, "% of key exchanges"),
+        (1, a.sweeps_rekey, a.ci_rekey, f"% of key exchanges,\nIKE rekeyed every {every}"),
     ):
         if row >= nrows:
             continue
