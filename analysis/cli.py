@@ -168,6 +168,11 @@ def _return_freed_arrays_to_the_os() -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    import os
+
+    # Our matrix products are small (bootstrap blocks): OpenBLAS's own threads would spin
+    # beside the analysis threads for nothing.  Set before numpy is first imported.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.console import Console
