@@ -110,6 +110,18 @@ def _tz(name: str) -> Any:
             raise ValueError(f"unknown time zone {name!r}") from e
 
 
+def _missing_analysis_extra(command: str) -> bool:
+    """Report (and say so) when the ``analysis`` extra (numpy, matplotlib) is missing."""
+    from resume.extras import MissingExtraError, require
+
+    try:
+        require("analysis", f"ikeresume {command}")
+    except MissingExtraError as e:
+        print(f"ikeresume {command}: {e}", file=sys.stderr)
+        return True
+    return False
+
+
 def _opt(value: str | None, conv: Any, option: str) -> Any:
     """An option's value, or None for 'none'; ValueError names the option."""
     if value is None or value.strip().lower() in NONE_WORDS:
@@ -170,6 +182,11 @@ def _return_freed_arrays_to_the_os() -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import os
 
+    from resume.exitcodes import EXIT_CONFIG
+
+    if _missing_analysis_extra("analyze"):
+        return EXIT_CONFIG
+
     # Our matrix products are small (bootstrap blocks): OpenBLAS's own threads would spin
     # beside the analysis threads for nothing.  Set before numpy is first imported.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -183,7 +200,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.report import inputs_json, print_inputs, print_report
     from analysis.session import LogParseError
     from analysis.timeparse import US, TimeContext
-    from resume.cli import EXIT_ERROR, EXIT_USAGE
+    from resume.exitcodes import EXIT_ERROR, EXIT_USAGE
     from store.policy import parse_duration
 
     err = Console(stderr=True, highlight=False)
@@ -295,6 +312,10 @@ def _result_plots(a: Any, out: Path) -> list[Path]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from resume.exitcodes import EXIT_CONFIG
+
+    if _missing_analysis_extra("synth"):
+        return EXIT_CONFIG
     from analysis.analyze import summary
     from analysis.synth import generate, write_csv
 

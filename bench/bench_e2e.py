@@ -41,7 +41,7 @@ from benchlib import cpu_model
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ikeshim.testbed import run_in_uml, strongswan_available, uml_available  # noqa: E402
+from tests.testbed.uml import run_in_uml, strongswan_available, uml_available  # noqa: E402
 
 
 def machine() -> dict[str, object]:

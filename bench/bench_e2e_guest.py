@@ -39,9 +39,9 @@ import trio
 
 from ikeshim.errors import XfrmNotFoundError
 from ikeshim.initiator import StoreWriter, resume_and_install
-from ikeshim.testbed import in_netns
-from ikeshim.testbed_strongswan import A, B, Child, make_namespaces, start_charons
 from ikeshim.xfrm import XFRM_POLICY_IN, XFRM_POLICY_OUT, Selector, XfrmPolicy, XfrmSocket
+from tests.testbed.netns import in_netns
+from tests.testbed.strongswan import A, B, Child, make_namespaces, start_charons
 
 WORK = Path("/tmp/bench-e2e")  # the guest's private tmpfs (sockets, configs)
 PROBE_PORT = 9999

@@ -58,6 +58,7 @@ def register(sub: Any) -> None:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from store.keys import Keyring
     from store.policy import Policy
     from store.repository import Store
@@ -75,9 +76,10 @@ def _open_store(args: argparse.Namespace) -> Any:
 
 
 def _cmd_harvest(args: argparse.Namespace) -> int:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from ikeshim.errors import HarvestError, XfrmError
-    from ikeshim.harvest import Outcome, run_harvest
-    from resume.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+    from ikeshim.harvest import HarvestReport, run_harvest
+    from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
     try:
         store = _open_store(args)
@@ -93,7 +95,7 @@ def _cmd_harvest(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_handler)
     signal.signal(signal.SIGINT, stop_handler)
 
-    def emit(o: Outcome) -> None:
+    def emit(o: HarvestReport) -> None:
         if args.json:
             print(json.dumps(o.to_json()), flush=True)
         else:
@@ -124,9 +126,10 @@ def _alg_name(s: Any) -> str | None:
 
 
 def _cmd_xfrm(args: argparse.Namespace) -> int:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from ikeshim.errors import XfrmError
     from ikeshim.xfrm import XfrmSocket
-    from resume.cli import EXIT_ERROR
+    from resume.exitcodes import EXIT_ERROR
 
     try:
         with XfrmSocket() as x:

@@ -12,7 +12,7 @@ duration and bytes so that established-time and data lifetimes are enforced, and
 stays available for the next connection to resume.
 
 Anything wrong with one CHILD_SA (unsupported algorithm, SA gone from the kernel, store
-error) is reported as an :class:`Outcome` and skipped: a harvest failure only means the next
+error) is reported as a :class:`HarvestReport` and skipped: a harvest failure only means the next
 connection runs a full IKE.  Secrets are never part of an outcome.
 """
 
@@ -25,11 +25,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import vici
+
 from ikeshim.algorithms import crypto_from_state
 from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
 from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, parse_ike_sas
 from ikeshim.xfrm import IPPROTO_ESP, SAKey, XfrmSocket, XfrmState
 from resume.credential import Credential
+from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
 from resume.sa import SAParams
 
 Role = Literal["initiator", "responder"]
@@ -60,7 +63,7 @@ class Harvested:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class HarvestReport:
     """What the harvester did with one event; safe to log (no secrets)."""
 
     kind: Literal["harvested", "session", "skipped", "error", "ready"]
@@ -90,8 +93,6 @@ def harvest_child(
     paper: bool = False,
 ) -> Harvested:
     """Map one established CHILD_SA to generation 0 of a credential; HarvestError if not."""
-    from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
-
     if child.protocol != "ESP":
         raise HarvestError(f"CHILD_SA {child.name} uses {child.protocol}, only ESP resumes")
     inbound = read_state(ike.local_host, child.spi_in)
@@ -185,7 +186,7 @@ class Harvester:
     ike_down_grace: float = 2.0
     live: dict[int, _Live] = field(default_factory=dict)
 
-    def on_event(self, name: str, msg: Mapping[str, Any], now: float) -> list[Outcome]:
+    def on_event(self, name: str, msg: Mapping[str, Any], now: float) -> list[HarvestReport]:
         try:
             if name == "child-updown":
                 up = msg.get("up") in (b"yes", "yes")
@@ -195,17 +196,17 @@ class Harvester:
             if name == "ike-updown" and msg.get("up") not in (b"yes", "yes"):
                 return self._ike_down(msg, now)
         except HarvestError as exc:
-            return [Outcome("error", "?", "?", detail=str(exc))]
+            return [HarvestReport("error", "?", "?", detail=str(exc))]
         return []
 
-    def sync(self, list_sas: Iterable[Mapping[str, Any]], now: float) -> list[Outcome]:
+    def sync(self, list_sas: Iterable[Mapping[str, Any]], now: float) -> list[HarvestReport]:
         """Harvest every installed CHILD_SA not yet known (at start and after reconnects)."""
-        out: list[Outcome] = []
+        out: list[HarvestReport] = []
         for msg in list_sas:
             try:
                 ikes = parse_ike_sas(msg)
             except HarvestError as exc:
-                out.append(Outcome("error", "?", "?", detail=str(exc)))
+                out.append(HarvestReport("error", "?", "?", detail=str(exc)))
                 continue
             for ike in ikes:
                 for child in ike.children:
@@ -213,17 +214,17 @@ class Harvester:
                         out.append(self._harvest(ike, child, now))
         return out
 
-    def _harvest(self, ike: IkeInfo, child: ChildInfo, now: float) -> Outcome:
+    def _harvest(self, ike: IkeInfo, child: ChildInfo, now: float) -> HarvestReport:
         try:
             h = harvest_child(
                 ike, child, self.read_state, replay_window=self.replay_window, paper=self.paper
             )
         except (HarvestError, XfrmError) as exc:
-            return Outcome("skipped", ike.name, child.name, detail=str(exc))
+            return HarvestReport("skipped", ike.name, child.name, detail=str(exc))
         try:
             self.sink.upsert_full_ike(h.role, h.credential, now)
         except Exception as exc:  # store failure: not cached, full IKE next
-            return Outcome("error", ike.name, child.name, h.role, detail=f"store: {exc}")
+            return HarvestReport("error", ike.name, child.name, h.role, detail=f"store: {exc}")
         self.live[child.uniqueid] = _Live(
             h.role,
             h.credential.handle,
@@ -236,7 +237,7 @@ class Harvester:
             child.spi_in,
             child.spi_out,
         )
-        return Outcome("harvested", ike.name, child.name, h.role, h.credential.handle.hex())
+        return HarvestReport("harvested", ike.name, child.name, h.role, h.credential.handle.hex())
 
     def refresh_counters(self) -> None:
         """Remember each live CHILD_SA's kernel byte counters.
@@ -259,7 +260,7 @@ class Harvester:
                 total += st.curlft.bytes
         live.last_bytes = max(live.last_bytes, total)
 
-    def _session_end(self, child: ChildInfo | None, uid: int, now: float) -> Outcome | None:
+    def _session_end(self, child: ChildInfo | None, uid: int, now: float) -> HarvestReport | None:
         live = self.live.pop(uid, None)
         if live is None:
             return None
@@ -276,7 +277,7 @@ class Harvester:
                 live.role, live.handle, duration_s=duration, nbytes=nbytes, ended_at=now
             )
         except Exception as exc:  # accounting lost: policy stays stricter
-            return Outcome(
+            return HarvestReport(
                 "error",
                 live.ike_name,
                 live.child_name,
@@ -285,12 +286,12 @@ class Harvester:
                 f"store: {exc}",
             )
         detail = f"{duration:.0f}s {nbytes}B" + ("" if found else " (record gone)")
-        return Outcome(
+        return HarvestReport(
             "session", live.ike_name, live.child_name, live.role, live.handle.hex(), detail
         )
 
-    def _updown(self, msg: Mapping[str, Any], up: bool, now: float) -> list[Outcome]:
-        out: list[Outcome] = []
+    def _updown(self, msg: Mapping[str, Any], up: bool, now: float) -> list[HarvestReport]:
+        out: list[HarvestReport] = []
         for ike in parse_ike_sas(msg):
             for child in ike.children:
                 if up:
@@ -301,9 +302,9 @@ class Harvester:
                         out.append(o)
         return out
 
-    def _rekey(self, msg: Mapping[str, Any], now: float) -> list[Outcome]:
+    def _rekey(self, msg: Mapping[str, Any], now: float) -> list[HarvestReport]:
         """``child-rekey``: children are ``{name: {old: {...}, new: {...}}}``."""
-        out: list[Outcome] = []
+        out: list[HarvestReport] = []
         for ike_name, d in msg.items():
             if not isinstance(d, Mapping):
                 continue
@@ -329,11 +330,11 @@ class Harvester:
                                 out.append(self._harvest(ike, child, now))
         return out
 
-    def _ike_down(self, msg: Mapping[str, Any], now: float) -> list[Outcome]:
+    def _ike_down(self, msg: Mapping[str, Any], now: float) -> list[HarvestReport]:
         """The IKE_SA went down.  strongSwan sends ike-updown first and a child-updown (with
         the final byte counts) per CHILD_SA after it; wait for those, for at most
         :attr:`ike_down_grace` seconds (see :meth:`tick`)."""
-        out: list[Outcome] = []
+        out: list[HarvestReport] = []
         for ike in parse_ike_sas(msg):
             listed = {c.uniqueid: c for c in ike.children}
             for uid, live in list(self.live.items()):
@@ -347,9 +348,9 @@ class Harvester:
                     live.ike_down_at = now
         return out
 
-    def tick(self, now: float) -> list[Outcome]:
+    def tick(self, now: float) -> list[HarvestReport]:
         """End sessions whose IKE_SA went down without a child-updown within the grace."""
-        out: list[Outcome] = []
+        out: list[HarvestReport] = []
         for uid, live in list(self.live.items()):
             if live.ike_down_at is not None and now - live.ike_down_at >= self.ike_down_grace:
                 o = self._session_end(None, uid, now)
@@ -380,7 +381,7 @@ def run_harvest(
     vici_uri: str,
     sink: CredentialSink,
     *,
-    on_outcome: Callable[[Outcome], None],
+    on_outcome: Callable[[HarvestReport], None],
     stop: Callable[[], bool] = lambda: False,
     once: bool = False,
     replay_window: int = 128,
@@ -395,8 +396,6 @@ def run_harvest(
     Reconnects after the daemon restarts (re-syncing what it missed).  ``once`` harvests the
     currently installed CHILD_SAs and returns.  Runs in the daemon's network namespace.
     """
-    import vici
-
     with XfrmSocket() as x:
         h = Harvester(sink, xfrm_state_reader(x), replay_window, paper)
         while not stop():
@@ -413,7 +412,8 @@ def run_harvest(
                         # Registered for events first, then sync: nothing falls in between.
                         _sync(vici_uri, h, clock, on_outcome)
                         synced = True
-                        on_outcome(Outcome("ready", vici_uri, "", detail=f"{len(h.live)} live"))
+                        live = f"{len(h.live)} live"
+                        on_outcome(HarvestReport("ready", vici_uri, "", detail=live))
                     if name is not None:
                         ev = name.decode() if isinstance(name, bytes) else str(name)
                         for o in h.on_event(ev, msg, clock()):
@@ -428,16 +428,15 @@ def run_harvest(
             except (OSError, vici.exception.SessionException) as exc:
                 if once:
                     raise HarvestError(f"VICI {vici_uri}: {exc}") from exc
-                on_outcome(Outcome("error", "", "", detail=f"VICI {vici_uri}: {exc}; retrying"))
+                detail = f"VICI {vici_uri}: {exc}; retrying"
+                on_outcome(HarvestReport("error", "", "", detail=detail))
                 time.sleep(reconnect_delay)
         return h
 
 
 def _sync(
-    uri: str, h: Harvester, clock: Callable[[], float], on_outcome: Callable[[Outcome], None]
+    uri: str, h: Harvester, clock: Callable[[], float], on_outcome: Callable[[HarvestReport], None]
 ) -> None:
-    import vici
-
     s = vici.Session(vici_socket(uri))
     try:
         listed: Sequence[Mapping[str, Any]] = list(s.list_sas())

@@ -44,30 +44,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import trio
 
 from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions, install_sa_pair, remove_sa_pair
 from ikeshim.xfrm import XfrmOps
+from resume.events import Address
 from resume.initiator import InitiatorConfig
-from resume.net.client import ResumeResult, advance_after, no_credential_reason, resume_cached
-from resume.net.udp import Addr
+from resume.net.client import (
+    ClientOptions,
+    Outcome,
+    ResumeResult,
+    advance_after,
+    lookup,
+    resume_once,
+)
+from resume.sa import SAPair
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
 T = TypeVar("T")
-
-Outcome = Literal[
-    "resumed",
-    "nack",
-    "timeout",
-    "network",
-    "no_credential",
-    "store_error",
-    "install_failed",
-]
 
 
 @dataclass(frozen=True)
@@ -145,19 +143,82 @@ class StoreWriter:
 
 async def _lookup(
     store: Store, id_r: bytes, now: float, id_i: bytes | None, inline: bool
-) -> LookupResult | None:
+) -> LookupResult | ResumeResult:
     if inline:
-        return store.lookup_peer(id_r, now, id_i=id_i)
-    res: LookupResult | None = await trio.to_thread.run_sync(
-        lambda: store.lookup_peer(id_r, now, id_i=id_i)
-    )
+        return lookup(store, id_r, id_i, now)
+    res: LookupResult | ResumeResult = await trio.to_thread.run_sync(lookup, store, id_r, id_i, now)
     return res
+
+
+@dataclass
+class _AfterExchange:
+    """The two steps after message 3 -- the durable write and the install -- and what each
+    left behind, so that they can run in either order or concurrently."""
+
+    store: Store
+    exchange: ResumeResult
+    sa: SAPair
+    clock: Callable[[], float]
+    timings: dict[str, float]
+    advanced: bool | None = None
+    ratchet_error: StoreError | None = None
+    installed: InstalledSA | None = None
+    install_error: XfrmError | ValueError | None = None
+
+    def ratchet(self) -> bool:
+        t = time.perf_counter()
+        try:
+            return advance_after(self.store, self.exchange, self.clock())
+        finally:
+            self.timings["ratchet"] = time.perf_counter() - t
+
+    async def write(self, writer: StoreWriter | None, in_thread: bool) -> None:
+        """The durable write: in ``writer``, in a trio worker thread, or in this thread."""
+        try:
+            if writer is not None:
+                self.advanced = await writer.run(self.ratchet)
+            elif in_thread:
+                self.advanced = await trio.to_thread.run_sync(self.ratchet)
+            else:
+                self.advanced = self.ratchet()
+        except StoreError as e:
+            self.ratchet_error = e
+
+    def install(
+        self, xfrm: XfrmOps, options: InstallOptions, replace_old: InstalledSA | None
+    ) -> None:
+        t = time.perf_counter()
+        try:
+            self.installed = install_sa_pair(xfrm, self.sa, options, replace_old=replace_old)
+        except (XfrmError, ValueError) as e:
+            self.install_error = e
+        self.timings["install"] = time.perf_counter() - t
+
+    def written(self) -> bool:
+        return self.ratchet_error is None and bool(self.advanced)
+
+    def result(self, xfrm: XfrmOps) -> ResumeInstallResult:
+        """Success only with both steps done; SAs whose write failed are removed again."""
+        ex, timings = self.exchange, self.timings
+        if not self.written():
+            err = self.ratchet_error
+            detail = f"ratchet: {err}" if err else "credential changed meanwhile"
+            if self.installed is not None:
+                try:
+                    remove_sa_pair(xfrm, self.installed)
+                except XfrmError as e:
+                    detail += f"; removing the SAs again failed: {e}"
+            return ResumeInstallResult("store_error", ex, detail=detail, timings=timings)
+        if self.install_error is not None:
+            detail = f"install: {self.install_error}"
+            return ResumeInstallResult("install_failed", ex, detail=detail, timings=timings)
+        return ResumeInstallResult("resumed", ex, self.installed, timings=timings)
 
 
 async def resume_and_install(
     store: Store,
     id_r: bytes,
-    server: Addr,
+    server: Address,
     xfrm: XfrmOps,
     *,
     options: InstallOptions | None = None,
@@ -165,7 +226,7 @@ async def resume_and_install(
     id_i: bytes | None = None,
     config: InitiatorConfig | None = None,
     natt: bool = False,
-    local: Addr | None = None,
+    local: Address | None = None,
     inline_lookup: bool | None = None,
     writer: StoreWriter | None = None,
     overlap_write: bool = False,
@@ -176,87 +237,41 @@ async def resume_and_install(
     ``xfrm`` is the daemon's open XFRM socket (a blocking :class:`XfrmSocket` is right here:
     the kernel handles an XFRM request inside ``sendmsg`` and queues the reply before it
     returns, so the receive never waits, and a thread hop would cost more than the request).
-    ``inline_lookup`` None reads the cache in this thread for SQLite (an indexed read on a
-    WAL database, which writers do not block) and in a worker thread for PostgreSQL (a
-    network round trip).  The durable write then runs before the install, in ``writer``
-    when given (the event loop keeps running) or else in this thread (no hand-off; the loop
-    waits for one commit).  With ``overlap_write`` it runs in ``writer`` (or a trio worker
-    thread) while this task installs; see the module docstring for why that is safe.
+    ``inline_lookup`` None reads the cache in this thread for an embedded (SQLite) store
+    (an indexed read on a WAL database, which writers do not block) and in a worker thread
+    for PostgreSQL (a network round trip).  The durable write then runs before the install,
+    in ``writer`` when given (the event loop keeps running) or else in this thread (no
+    hand-off; the loop waits for one commit).  With ``overlap_write`` it runs in ``writer``
+    (or a trio worker thread) while this task installs; see the module docstring for why
+    that is safe.  ``config``, ``natt``, ``local`` and ``clock`` are the attempt's
+    :class:`~resume.net.client.ClientOptions`.
     """
-    opts = options or InstallOptions()
+    install_options = options or InstallOptions()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    inline = store.dialect == "sqlite" if inline_lookup is None else inline_lookup
-    try:
-        res = await _lookup(store, id_r, clock(), id_i, inline)
-    except StoreError as e:
-        return ResumeInstallResult("store_error", detail=str(e))
+    inline = store.embedded if inline_lookup is None else inline_lookup
+    res = await _lookup(store, id_r, clock(), id_i, inline)
+    if isinstance(res, ResumeResult) and res.outcome == "store_error":
+        return ResumeInstallResult("store_error", detail=res.detail)
     t1 = time.perf_counter()
     timings["lookup"] = t1 - t0
-    if res is None or res.credential is None:
-        detail = no_credential_reason(res)
-        return ResumeInstallResult("no_credential", detail=detail, timings=timings)
-    ex = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
+    if isinstance(res, ResumeResult):
+        return ResumeInstallResult(res.outcome, detail=res.detail, timings=timings)
+    client = ClientOptions(config=config, natt=natt, local=local, clock=clock)
+    ex = await resume_once(res, server, client)
     t2 = time.perf_counter()
     timings["exchange"] = t2 - t1
     if not ex.resumed or ex.sa is None or ex.successor is None or ex.used_handle is None:
         return ResumeInstallResult(ex.outcome, ex, detail=ex.detail, timings=timings)
-
-    def ratchet() -> bool:
-        t = time.perf_counter()
-        try:
-            return advance_after(store, ex, clock())
-        finally:
-            timings["ratchet"] = time.perf_counter() - t
-
-    advanced: bool | None = None
-    ratchet_error: StoreError | None = None
-
-    async def write() -> None:
-        nonlocal advanced, ratchet_error
-        try:
-            if writer is not None:
-                advanced = await writer.run(ratchet)
-            elif overlap_write:
-                advanced = await trio.to_thread.run_sync(ratchet)
-            else:
-                advanced = ratchet()
-        except StoreError as e:
-            ratchet_error = e
-
-    installed: InstalledSA | None = None
-    install_error: XfrmError | ValueError | None = None
-    sa = ex.sa
-
-    def install() -> None:
-        nonlocal installed, install_error
-        t = time.perf_counter()
-        try:
-            installed = install_sa_pair(xfrm, sa, opts, replace_old=replace_old)
-        except (XfrmError, ValueError) as e:
-            install_error = e
-        timings["install"] = time.perf_counter() - t
-
+    after = _AfterExchange(store, ex, ex.sa, clock, timings)
     if overlap_write:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(write)
+            nursery.start_soon(after.write, writer, True)
             await trio.lowlevel.checkpoint()  # let the write reach its thread before we block
-            install()
+            after.install(xfrm, install_options, replace_old)
     else:
-        await write()
-        if ratchet_error is None and advanced:
-            install()
+        await after.write(writer, False)
+        if after.written():
+            after.install(xfrm, install_options, replace_old)
     timings["after_exchange"] = time.perf_counter() - t2
-    if ratchet_error is not None or not advanced:
-        detail = f"ratchet: {ratchet_error}" if ratchet_error else "credential changed meanwhile"
-        if installed is not None:
-            try:
-                remove_sa_pair(xfrm, installed)
-            except XfrmError as e:
-                detail += f"; removing the SAs again failed: {e}"
-        return ResumeInstallResult("store_error", ex, detail=detail, timings=timings)
-    if install_error is not None:
-        return ResumeInstallResult(
-            "install_failed", ex, detail=f"install: {install_error}", timings=timings
-        )
-    return ResumeInstallResult("resumed", ex, installed, timings=timings)
+    return after.result(xfrm)

@@ -1,6 +1,7 @@
 """The installer entry point the resumption service and client call (``[install] mode=xfrm``).
 
-``resume.net.hooks.XfrmInstaller`` looks for an async ``install_sa_pair(sa)`` here.  Each call
+``resume.net.hooks.XfrmInstaller`` calls the async ``install_sa_pair(sa)`` here; the work is
+the one synchronous :func:`ikeshim.installer.install_sa_pair`.  Each call
 is all-or-nothing (see :mod:`ikeshim.installer`), takes over the policies of the previous
 session between the same selectors, and removes that session's SAs once the new ones are in.
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
+
+import trio
 
 from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions
@@ -68,8 +71,6 @@ async def install_sa_pair(
     replace_old: InstalledSA | None = None,
 ) -> InstalledSA:
     """Install ``sa`` (inbound + outbound SA and policies, as ``sa.role`` sees them)."""
-    import trio
-
     await trio.lowlevel.checkpoint()  # an async function that can be cancelled before it acts
     sock = _socket()
     try:
@@ -84,8 +85,6 @@ async def remove_sa_pair(
     installed: InstalledSA, *, keep_policies: tuple[PolicyKey, ...] = ()
 ) -> None:
     """Remove what :func:`install_sa_pair` installed (objects already gone are no error)."""
-    import trio
-
     await trio.lowlevel.checkpoint()
     sock = _socket()
     try:

@@ -368,39 +368,3 @@ def remove_sa_pair(
     if first is not None:
         raise first
 
-
-async def install_sa_pair_async(
-    pair: SAPair,
-    options: InstallOptions = InstallOptions(),
-    *,
-    replace_old: InstalledSA | None = None,
-) -> InstalledSA:
-    """trio: :func:`install_sa_pair` on a private socket in a worker thread.
-
-    The installation is a handful of synchronous netlink round trips; a thread keeps the
-    rollback logic in one place instead of duplicating it for an async socket.
-    """
-    import trio
-
-    from ikeshim.xfrm import XfrmSocket
-
-    def run() -> InstalledSA:
-        with XfrmSocket() as x:
-            return install_sa_pair(x, pair, options, replace_old=replace_old)
-
-    result: InstalledSA = await trio.to_thread.run_sync(run)
-    return result
-
-
-async def remove_sa_pair_async(
-    installed: InstalledSA, *, keep_policies: tuple[PolicyKey, ...] = ()
-) -> None:
-    import trio
-
-    from ikeshim.xfrm import XfrmSocket
-
-    def run() -> None:
-        with XfrmSocket() as x:
-            remove_sa_pair(x, installed, keep_policies=keep_policies)
-
-    await trio.to_thread.run_sync(run)

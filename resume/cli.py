@@ -12,6 +12,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+# Re-exported: callers and tests read the exit codes next to ``main``.
+from resume.exitcodes import EXIT_CONFIG as EXIT_CONFIG
+from resume.exitcodes import EXIT_ERROR as EXIT_ERROR
+from resume.exitcodes import EXIT_FALLBACK as EXIT_FALLBACK
+from resume.exitcodes import EXIT_OK as EXIT_OK
+from resume.exitcodes import EXIT_USAGE as EXIT_USAGE
+
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = ("resume.commands", "store.cli", "ikeshim.cli", "analysis.cli")
 
@@ -30,13 +37,6 @@ COMMAND_OWNERS = {
     "analyze": "analysis.cli",
     "synth": "analysis.cli",
 }
-
-# Exit codes shared by every subcommand (documented in the README).
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_FALLBACK = 3  # resumption refused or timed out: caller must run a full IKE
-EXIT_CONFIG = 4
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from typing import Any
 
-from resume.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from resume.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 
 #: (loopback, in-process) defaults for the options both demos share
 DEMO_DEFAULTS = {"clients": (300, 20), "rounds": (2, 15)}
@@ -21,6 +22,7 @@ DEMO_DEFAULTS = {"clients": (300, 20), "rounds": (2, 15)}
 
 def register(sub: Any) -> None:
     """Add this package's subcommands to the ``ikeresume`` parser."""
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
     from resume.net import cli as net_cli
 
     p = sub.add_parser(
@@ -62,6 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         loss = 0.05 if args.loss is None else args.loss
         if not 0.0 <= loss < 1.0:
             return _usage("--loss must be in [0, 1)")
+        # lazy: --help and the other subcommands stay light (tests/test_startup.py)
         from resume import demo
 
         rep = demo.run_demo(clients, rounds, loss, not args.no_x25519, args.seed)
@@ -72,8 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_OK if rep["ok"] else EXIT_ERROR
     if args.loss is not None or args.seed is not None:
         return _usage("--loss and --seed apply to --in-process only")
-    import tempfile
-
+    # lazy: the loopback demo imports trio and the store, which --help must not
     from resume.net import demo as net_demo
 
     with tempfile.TemporaryDirectory(prefix="ikeresume-demo-") as tmp:

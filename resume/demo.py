@@ -15,19 +15,19 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
+from resume.errors import DecodeError
 from resume.events import FallbackToFullIKE, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
 from resume.responder import ResponderConfig
-from resume.testing import ConnectionPair, simulated_full_ike
-from resume.wire import HEADER_LEN
+from resume.testing import ConnectionPair, LossFilter, simulated_full_ike
+from resume.wire import peek_header_untrusted
 
 START = 1_700_000_000.0
 
@@ -39,8 +39,62 @@ class _Client:
     previous: Credential | None = None
 
 
+_OUTCOMES = (
+    "resumed_both_sides",
+    "message3_lost",
+    "retried_previous_generation",
+    "fallback_nack",
+    "fallback_timeout",
+    "key_mismatch",
+)
+
+
+@dataclass
+class _Tally:
+    """What the attempts add up to: outcome counts, per-attempt CPU, keys, sample rows."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_OUTCOMES, 0))
+    r_us: list[float] = field(default_factory=list)
+    i_us: list[float] = field(default_factory=list)
+    esp_keys: set[bytes] = field(default_factory=set)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def resumed(self, ev: ResumptionComplete, r_done: list[ResumptionComplete]) -> str:
+        """Count a resumption the initiator completed; its outcome's words."""
+        sa = ev.sa
+        if r_done:
+            same = (r_done[0].sa.i_to_r, r_done[0].sa.r_to_i) == (sa.i_to_r, sa.r_to_i)
+            self.outcomes["resumed_both_sides" if same else "key_mismatch"] += 1
+            outcome = "resumed" if same else "KEY MISMATCH"
+        else:
+            self.outcomes["message3_lost"] += 1
+            outcome = "msg3 lost"
+        self.esp_keys.update((sa.i_to_r.encr_key, sa.r_to_i.encr_key))
+        return outcome
+
+    def sample(self, c: _Client, rnd_no: int, ev: ResumptionComplete, outcome: str) -> None:
+        sa = ev.sa
+        self.samples.append(
+            {
+                "client": c.name,
+                "round": rnd_no,
+                "generation": ev.generation,
+                "outcome": outcome,
+                "handle_fp": ks.fingerprint(ev.handle),
+                "spi_i2r": f"{sa.i_to_r.spi:08x}",
+                "key_i2r_fp": ks.fingerprint(sa.i_to_r.encr_key),
+                "spi_r2i": f"{sa.r_to_i.spi:08x}",
+                "key_r2i_fp": ks.fingerprint(sa.r_to_i.encr_key),
+                "next_handle_fp": ks.fingerprint(ev.successor.handle),
+            }
+        )
+
+
 def _is_message3(data: bytes) -> bool:
-    return len(data) >= HEADER_LEN and struct.unpack_from(">I", data, 20)[0] == 1
+    try:
+        return peek_header_untrusted(data).message_id == 1
+    except DecodeError:
+        return False
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -69,6 +123,46 @@ def paper_comparison(rounds: int, rng: Callable[[int], bytes]) -> dict[str, Any]
     return {"resumptions": done, "distinct_esp_keys": len(set(keys)), "key_fp": sorted(set(keys))}
 
 
+def _attempt(
+    pair: ConnectionPair,
+    c: _Client,
+    icfg: InitiatorConfig,
+    rng: Callable[[int], bytes],
+    now: float,
+    keep: LossFilter,
+    tally: _Tally,
+    rnd_no: int,
+) -> None:
+    """One client's attempt in one round, counted in ``tally``; the client's credentials
+    move on (ratchet, or a fresh full IKE after a fallback)."""
+    init = Initiator(c.current, icfg, rng, previous=c.previous)
+    r0, i0 = pair.responder_seconds, pair.initiator_seconds
+    i_events, r_events, _ = pair.run(init, now, keep)
+    tally.r_us.append((pair.responder_seconds - r0) * 1e6)
+    tally.i_us.append((pair.initiator_seconds - i0) * 1e6)
+    retried = init.stats["retry_previous"] > 0
+    tally.outcomes["retried_previous_generation"] += int(retried)
+    i_done = [e for e in i_events if isinstance(e, ResumptionComplete)]
+    r_done = [e for e in r_events if isinstance(e, ResumptionComplete)]
+    fb = [e for e in i_events if isinstance(e, FallbackToFullIKE)]
+    if fb:
+        tally.outcomes[f"fallback_{fb[0].reason}"] += 1
+        fresh = simulated_full_ike(rng, id_i=c.current.id_i)
+        pair.table.add(fresh)
+        c.current, c.previous = fresh, None
+        if len(tally.samples) < 40:
+            outcome = f"fallback ({fb[0].reason}): full IKE"
+            tally.samples.append({"client": c.name, "round": rnd_no, "outcome": outcome})
+    elif i_done:
+        ev = i_done[0]
+        outcome = tally.resumed(ev, r_done)
+        if retried:
+            outcome += " (retried previous gen)"
+        c.previous, c.current = init.credential, ev.successor
+        if len(tally.samples) < 12 or retried or outcome != "resumed":
+            tally.sample(c, rnd_no, ev, outcome)
+
+
 def run_demo(
     clients: int = 20,
     rounds: int = 15,
@@ -87,97 +181,43 @@ def run_demo(
         pair.table.add(cred)
         people.append(_Client(f"client{i}", cred))
     # a client the responder has never seen: its attempt must be NACKed -> full IKE
-    stranger = simulated_full_ike(rng, id_i=b"\x02stranger.example.org")
-
-    outcomes = {
-        "resumed_both_sides": 0,
-        "message3_lost": 0,
-        "retried_previous_generation": 0,
-        "fallback_nack": 0,
-        "fallback_timeout": 0,
-        "key_mismatch": 0,
-    }
-    r_us: list[float] = []
-    i_us: list[float] = []
-    esp_keys: set[bytes] = set()
-    samples: list[dict[str, Any]] = []
-    now = START
-    wall0 = time.perf_counter()
+    stranger = _Client("stranger", simulated_full_ike(rng, id_i=b"\x02stranger.example.org"))
 
     def keep(direction: str, data: bytes) -> bool:
         return not (direction == "i2r" and _is_message3(data) and rnd.random() < loss)
 
+    tally = _Tally()
+    wall0 = time.perf_counter()
     for rnd_no in range(rounds):
-        now = START + 60.0 * rnd_no
-        batch = list(people)
-        if rnd_no == 0:
-            batch.append(_Client("stranger", stranger))
-        for c in batch:
-            init = Initiator(c.current, icfg, rng, previous=c.previous)
-            r0, i0 = pair.responder_seconds, pair.initiator_seconds
-            i_events, r_events, _ = pair.run(init, now, keep)
-            r_us.append((pair.responder_seconds - r0) * 1e6)
-            i_us.append((pair.initiator_seconds - i0) * 1e6)
-            retried = init.stats["retry_previous"] > 0
-            outcomes["retried_previous_generation"] += int(retried)
-            i_done = [e for e in i_events if isinstance(e, ResumptionComplete)]
-            r_done = [e for e in r_events if isinstance(e, ResumptionComplete)]
-            fb = [e for e in i_events if isinstance(e, FallbackToFullIKE)]
-            if fb:
-                outcomes[f"fallback_{fb[0].reason}"] += 1
-                fresh = simulated_full_ike(rng, id_i=c.current.id_i)
-                pair.table.add(fresh)
-                c.current, c.previous = fresh, None
-                outcome = f"fallback ({fb[0].reason}): full IKE"
-            elif i_done:
-                ev = i_done[0]
-                sa = ev.sa
-                if r_done:
-                    same = (r_done[0].sa.i_to_r, r_done[0].sa.r_to_i) == (sa.i_to_r, sa.r_to_i)
-                    outcomes["resumed_both_sides" if same else "key_mismatch"] += 1
-                    outcome = "resumed" if same else "KEY MISMATCH"
-                else:
-                    outcomes["message3_lost"] += 1
-                    outcome = "msg3 lost"
-                if retried:
-                    outcome += " (retried previous gen)"
-                esp_keys.update((sa.i_to_r.encr_key, sa.r_to_i.encr_key))
-                c.previous, c.current = init.credential, ev.successor
-                if len(samples) < 12 or retried or outcome != "resumed":
-                    samples.append(
-                        {
-                            "client": c.name,
-                            "round": rnd_no,
-                            "generation": ev.generation,
-                            "outcome": outcome,
-                            "handle_fp": ks.fingerprint(ev.handle),
-                            "spi_i2r": f"{sa.i_to_r.spi:08x}",
-                            "key_i2r_fp": ks.fingerprint(sa.i_to_r.encr_key),
-                            "spi_r2i": f"{sa.r_to_i.spi:08x}",
-                            "key_r2i_fp": ks.fingerprint(sa.r_to_i.encr_key),
-                            "next_handle_fp": ks.fingerprint(ev.successor.handle),
-                        }
-                    )
-            else:
-                outcome = "no outcome"
-            if fb and len(samples) < 40:
-                samples.append({"client": c.name, "round": rnd_no, "outcome": outcome})
+        for c in [*people, stranger] if rnd_no == 0 else people:
+            _attempt(pair, c, icfg, rng, START + 60.0 * rnd_no, keep, tally, rnd_no)
     wall = time.perf_counter() - wall0
-    paper = paper_comparison(min(rounds, 10), rng)
+    scenario = {
+        "clients": clients,
+        "rounds": rounds,
+        "message3_loss": loss,
+        "x25519": x25519,
+        "mode": "hardened",
+        "seed": seed,
+    }
+    return _report(scenario, tally, pair, wall, paper_comparison(min(rounds, 10), rng))
+
+
+def _report(
+    scenario: dict[str, Any],
+    tally: _Tally,
+    pair: ConnectionPair,
+    wall: float,
+    paper: dict[str, Any],
+) -> dict[str, Any]:
+    outcomes, r_us, i_us = tally.outcomes, tally.r_us, tally.i_us
     attempts = len(r_us)
     completed_initiator = attempts - outcomes["fallback_nack"] - outcomes["fallback_timeout"]
     return {
-        "scenario": {
-            "clients": clients,
-            "rounds": rounds,
-            "message3_loss": loss,
-            "x25519": x25519,
-            "mode": "hardened",
-            "seed": seed,
-        },
+        "scenario": scenario,
         "attempts": attempts,
         "outcomes": outcomes,
-        "esp_keys_distinct": len(esp_keys),
+        "esp_keys_distinct": len(tally.esp_keys),
         "esp_keys_expected": 2 * completed_initiator,
         "responder_stats": dict(pair.responder.stats),
         "timings_us": {
@@ -188,10 +228,10 @@ def run_demo(
         },
         "wall_seconds": wall,
         "attempts_per_second": attempts / wall if wall > 0 else float("inf"),
-        "samples": samples,
+        "samples": tally.samples,
         "paper_mode_comparison": paper,
         "ok": outcomes["key_mismatch"] == 0
-        and len(esp_keys) == 2 * completed_initiator
+        and len(tally.esp_keys) == 2 * completed_initiator
         and outcomes["fallback_nack"] >= 1,
     }
 

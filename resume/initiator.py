@@ -28,7 +28,7 @@ from resume.errors import DecodeError, LocalProtocolError
 from resume.events import Address, Event, FallbackToFullIKE, ResumptionComplete
 from resume.sa import Lifetimes
 from resume.states import InitiatorInput, InitiatorState, initiator_next
-from resume.wire_messages import (
+from resume.wire import (
     MAC_LEN,
     NONCE_LEN,
     HardenedResp,

@@ -23,13 +23,13 @@ the ratchet moves forward only through a run both sides authenticated.
 Paper mode reproduces the 2007 proposal verbatim (``paper_mac``) and is insecure for ESP:
 see ``specs/protocol.md``.
 
-HMAC (RFC 2104) and HKDF (RFC 5869) are computed on :mod:`hashlib` (OpenSSL) with the key
-pads absorbed once per key (:class:`HmacKey`): the responder answers every message 1 and 3
-with a dozen HMACs, and a key used several times (the server secret, a run's PRK) then costs
-two hash-state copies per use instead of a new HMAC context.  (``hmac.digest`` and
-``cryptography``'s HMAC were measured slower per call here: both set up a fresh context.)
-The tests prove the bytes equal ``cryptography``'s HMAC/HKDF for arbitrary inputs; X25519
-stays on ``cryptography``.
+HMAC (RFC 2104) and HKDF (RFC 5869) are computed on :mod:`hashlib` (OpenSSL): a key used
+several times (the server secret, a run's PRK) has its pads absorbed once
+(:class:`HmacKey`) and then costs two hash-state copies per use instead of a new HMAC
+context -- the responder answers every message 1 and 3 with a dozen HMACs; a key used once
+goes through OpenSSL's one-shot ``hmac.digest`` (:func:`hmac_sha256`), the fastest per
+call for that case.  The tests prove the bytes equal ``cryptography``'s HMAC/HKDF for
+arbitrary inputs; X25519 stays on ``cryptography``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.errors import DecodeError
+from resume.memo import IdentityMemo, Memo
 from resume.sa import (
     DirectionKeys,
     Encr,
@@ -56,6 +57,7 @@ from resume.sa import (
     SAParams,
     TrafficSelector,
 )
+from resume.wire import HANDLE_LEN, MIN_ESP_SPI
 
 L_BOOTSTRAP = b"ikeresume v1 bootstrap"
 L_HANDLE = b"ikeresume v1 handle"
@@ -70,8 +72,6 @@ L_RESPONDER_VALUES = b"ikeresume v1 responder values"
 L_FINGERPRINT = b"ikeresume v1 fingerprint"
 
 SECRET_LEN = 32
-HANDLE_LEN = 16
-MIN_ESP_SPI = 256
 
 _sha256 = hashlib.sha256
 _sha512 = hashlib.sha512
@@ -243,8 +243,9 @@ class ParamsInfo(NamedTuple):
     keymat_len: int  # KEYMAT bytes of one direction
 
 
-_BY_ID: dict[int, tuple[SAParams, ParamsInfo]] = {}
-_BY_VALUE: dict[tuple[object, ...], ParamsInfo] = {}
+_MEMO_SIZE = 4096
+_BY_ID: IdentityMemo[SAParams, ParamsInfo] = IdentityMemo(_MEMO_SIZE)
+_BY_VALUE: Memo[tuple[object, ...], ParamsInfo] = Memo(_MEMO_SIZE)
 
 
 def _params_key(p: SAParams) -> tuple[object, ...]:
@@ -260,21 +261,17 @@ def _params_key(p: SAParams) -> tuple[object, ...]:
     )
 
 
-_MEMO_SIZE = 4096
-
-
 def params_info(params: SAParams) -> ParamsInfo:
     """Memoised by object identity, then by value.
 
     Why both: hashing a nested frozen dataclass costs a quarter of computing the digest, and
     the same object usually comes twice (message 1 and 3); but a store builds a new
-    ``SAParams`` per lookup, while a deployment has only a few distinct parameter sets.  The
-    identity entry keeps the object alive, so an id is never reused while cached.  SAParams
-    holds no secret, so keeping it costs memory only.
+    ``SAParams`` per lookup, while a deployment has only a few distinct parameter sets.
+    SAParams holds no secret, so keeping it costs memory only.
     """
-    hit = _BY_ID.get(id(params))
-    if hit is not None and hit[0] is params:
-        return hit[1]
+    hit = _BY_ID.get(params)
+    if hit is not None:
+        return hit
     key = _params_key(params)
     info = _BY_VALUE.get(key)
     if info is None:
@@ -285,13 +282,8 @@ def params_info(params: SAParams) -> ParamsInfo:
             e,
             klen,
         )
-        if len(_BY_VALUE) >= _MEMO_SIZE:
-            _BY_VALUE.clear()
-        _BY_VALUE[key] = info
-    if len(_BY_ID) >= _MEMO_SIZE:
-        _BY_ID.clear()
-    _BY_ID[id(params)] = (params, info)
-    return info
+        _BY_VALUE.put(key, info)
+    return _BY_ID.put(params, info)
 
 
 def params_digest(params: SAParams) -> bytes:

@@ -18,6 +18,12 @@ for unknown/refused/store down, which all produce the same NACK) and ``CommitNee
 (compare-and-set the ratchet; only ``ok=True`` completes).  A bounded response cache answers
 retransmitted message 1 without a second lookup.  Nothing here reads the clock: every entry
 point takes ``now``.
+
+Where the state is: the outstanding requests (slots) live in one
+:class:`~resume.states.SlotTable`, which makes every state change as
+``resume.states.SLOT_TRANSITIONS`` lists it and remembers the handles committing or just
+completed (replayed messages 3 are dropped from that).  Everything else here is a cache of
+public or recomputable values, plus paper mode's half-open exchanges.
 """
 
 from __future__ import annotations
@@ -47,13 +53,14 @@ from resume.sa import Lifetimes, SAPair
 from resume.states import (
     ACCEPTS_COMMIT,
     ACCEPTS_CREDENTIAL,
+    Slot,
     SlotInput,
     SlotState,
-    slot_next,
+    SlotTable,
 )
-from resume.wire_messages import MAC_LEN as _MAC_LEN
-from resume.wire_messages import ZERO_SPI as _ZERO_SPI
-from resume.wire_messages import (
+from resume.wire import MAC_LEN as _MAC_LEN
+from resume.wire import ZERO_SPI as _ZERO_SPI
+from resume.wire import (
     HardenedAuth,
     HardenedInit,
     PaperAuth,
@@ -120,21 +127,19 @@ class ResponderConfig:
             raise LocalProtocolError("credential_cache_size must be non-negative")
 
 
-class _Slot:
+class _Slot(Slot):
     """One outstanding request to the application (the only per-peer state kept).
 
-    A plain ``__slots__`` class: one is built for every message 1 and 3.
+    A plain ``__slots__`` class: one is built for every message 1 and 3.  Its ``state``
+    changes only through the responder's :class:`~resume.states.SlotTable`.
     """
 
     __slots__ = (
         "addr",
-        "deadline",
         "generation",
-        "handle",
         "msg2",
         "request",
         "sa",
-        "state",
         "successor",
         "tick",
         "values",
@@ -151,11 +156,9 @@ class _Slot:
         tick: int = 0,
         msg2: bytes | None = None,
     ) -> None:
-        self.state = state
+        super().__init__(state, handle, deadline)
         self.request = request
         self.addr = addr
-        self.handle = handle
-        self.deadline = deadline
         self.values = values
         self.tick = tick
         #: message 2 as sent, from the response cache (message 3 then needs not rebuild it)
@@ -207,15 +210,13 @@ class Responder:
         self._erase_at = math.inf
         self._tick_s = config.cookie_tick_seconds
         self._lookup_timeout = config.lookup_timeout
-        self._slots: OrderedDict[int, _Slot] = OrderedDict()
-        self._next_token = 1
+        #: every outstanding request, and the handles committing or just completed
+        self.slots: SlotTable[_Slot] = SlotTable(config.completed_cache_size)
         self._events: deque[Event] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
         #: (address, message 1) -> message 2 as sent, when it expires, its tick and values
         #: (all public: they are in message 2).
         self._response_cache: OrderedDict[tuple[Address, bytes], _CachedResponse] = OrderedDict()
-        self._completed: OrderedDict[bytes, None] = OrderedDict()
-        self._committing: set[bytes] = set()
         self._half_open: OrderedDict[tuple[Address, bytes, bytes], _HalfOpen] = OrderedDict()
         self._cred_cache: OrderedDict[bytes, tuple[Credential, Lifetimes, float]] = OrderedDict()
         #: Counters for metrics: datagrams by outcome, drops and NACKs by reason.
@@ -256,24 +257,17 @@ class Responder:
         """Earliest deadline: an unanswered request (slots are created in ``now`` order, so
         the first one) or the erasure of an X25519 tick key."""
         times = [self._erase_at] if self._tick_keys else []
-        for slot in self._slots.values():
-            times.append(slot.deadline)
-            break
+        first = self.slots.first_deadline()
+        if first is not None:
+            times.append(first)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         """Expire requests the application did not answer in time (dropped, counted) and
         erase X25519 tick keys that no message 3 can use any more."""
         self._erase_tick_keys(now)
-        while self._slots:
-            token, slot = next(iter(self._slots.items()))
-            if slot.deadline > now:
-                break
-            del self._slots[token]
-            slot_next(slot.state, SlotInput.EXPIRE)
-            if slot.state is SlotState.AWAIT_COMMIT:
-                self._committing.discard(slot.handle)
-            self.stats[f"expired_{slot.state.value}"] += 1
+        for state in self.slots.expire(now):
+            self.stats[f"expired_{state.value}"] += 1
 
     def _erase_tick_keys(self, now: float) -> None:
         self._forget_tick_keys_before(self._tick(now) - 1)
@@ -293,39 +287,34 @@ class Responder:
         now: float,
     ) -> None:
         """Answer ``CredentialNeeded``.  ``None`` => the one NACK (fail closed)."""
-        slot = self._take_slot(token, ACCEPTS_CREDENTIAL, "provide_credential")
+        slot = self._get_slot(token, ACCEPTS_CREDENTIAL, "provide_credential")
         if slot is None:
             return
         if credential is not None and credential.handle != slot.handle:
-            self._slots[token] = slot
             raise LocalProtocolError("credential handle differs from the requested handle")
         lt = lifetimes if lifetimes is not None else self.config.default_lifetimes
         req = slot.request
         if credential is None:
-            self._refuse(slot, "unknown_or_refused")
+            self._refuse(token, slot, "unknown_or_refused")
         elif isinstance(req, HardenedInit):
-            self._answer_hardened_init(slot, req, credential, lt, now)
+            self._answer_hardened_init(token, slot, req, credential, lt, now)
         elif isinstance(req, HardenedAuth):
             self._answer_hardened_auth(token, slot, req, credential, lt, now)
         elif isinstance(req, PaperInit):
-            self._answer_paper_init(slot, req, credential, lt, now)
+            self._answer_paper_init(token, slot, req, credential, lt, now)
         else:  # PaperAuth never waits for a credential
             raise LocalProtocolError("no credential request for this token")
 
     def commit_result(self, token: int, ok: bool, now: float) -> None:
         """Answer ``CommitNeeded``: ``ok`` is the outcome of the compare-and-set."""
-        slot = self._take_slot(token, ACCEPTS_COMMIT, "commit_result")
+        slot = self._get_slot(token, ACCEPTS_COMMIT, "commit_result")
         if slot is None:
             return
-        slot_next(slot.state, SlotInput.COMMIT)
-        self._committing.discard(slot.handle)
         if not ok or slot.sa is None or slot.successor is None:
             self.stats["commit_failed"] += 1
-            self._refuse(slot, "commit_failed")
+            self._refuse(token, slot, "commit_failed")
             return
-        self._completed[slot.handle] = None
-        while len(self._completed) > self.config.completed_cache_size:
-            self._completed.popitem(last=False)
+        self.slots.advance(token, SlotInput.COMMIT)
         self.stats["complete"] += 1
         self._events.append(
             ResumptionComplete(slot.sa, slot.handle, slot.generation, slot.successor, slot.addr)
@@ -334,7 +323,7 @@ class Responder:
     @property
     def pending(self) -> int:
         """Outstanding requests to the application."""
-        return len(self._slots)
+        return len(self.slots)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -343,32 +332,23 @@ class Responder:
             raise LocalProtocolError(f"now must be a finite time, not {now!r}")
         return math.floor(now / self._tick_s)
 
-    def _take_slot(self, token: int, accepted: frozenset[SlotState], what: str) -> _Slot | None:
-        slot = self._slots.get(token)
+    def _get_slot(self, token: int, accepted: frozenset[SlotState], what: str) -> _Slot | None:
+        slot = self.slots.get(token, accepted, what)
         if slot is None:
-            if 0 < token < self._next_token:
-                self.stats["late_answer"] += 1  # expired by the timer: not a misuse
-                return None
-            raise LocalProtocolError(f"{what}: token {token} was never issued")
-        if slot.state not in accepted:
-            raise LocalProtocolError(f"{what}: token {token} is in state {slot.state.value}")
-        del self._slots[token]
+            self.stats["late_answer"] += 1  # expired by the timer: not a misuse
         return slot
 
-    def _take_token(self) -> int | None:
-        """A token for one more pending exchange, or None (counted) when max_pending is full."""
-        if len(self._slots) >= self.config.max_pending:
+    def _open(self, slot: _Slot) -> int | None:
+        """Open ``slot`` in the table; its token, or None (counted) when max_pending is full."""
+        if len(self.slots) >= self.config.max_pending:
             self.stats["drop_overload"] += 1
             return None
-        token = self._next_token
-        self._next_token += 1
-        return token
+        return self.slots.open(slot)
 
     def _ask_credential(self, slot: _Slot, key: bytes, addr: Address, counter: str) -> None:
-        """Park ``slot`` and ask the application for the credential under ``key``."""
-        token = self._take_token()
+        """Open ``slot`` and ask the application for the credential under ``key``."""
+        token = self._open(slot)
         if token is not None:
-            self._slots[token] = slot
             self.stats[counter] += 1
             self._events.append(CredentialNeeded(token, key, addr))
 
@@ -384,9 +364,8 @@ class Responder:
         self.stats[f"nack_{reason}"] += 1
         self._events.append(ResumptionFailed(reason, handle, addr))
 
-    def _refuse(self, slot: _Slot, reason: str) -> None:
-        if slot.state in ACCEPTS_CREDENTIAL:
-            slot_next(slot.state, SlotInput.REFUSED)
+    def _refuse(self, token: int, slot: _Slot, reason: str) -> None:
+        self.slots.advance(token, SlotInput.REFUSED)
         self._nack(slot.request, slot.addr, reason, slot.handle)
 
     def _cache_response(
@@ -497,23 +476,29 @@ class Responder:
         self._ask_credential(slot, req.handle, addr, "msg1")
 
     def _answer_hardened_init(
-        self, slot: _Slot, req: HardenedInit, cred: Credential, lt: Lifetimes, now: float
+        self,
+        token: int,
+        slot: _Slot,
+        req: HardenedInit,
+        cred: Credential,
+        lt: Lifetimes,
+        now: float,
     ) -> None:
         problem = self._credential_usable(req, cred)
         values = slot.values
         if problem is not None or values is None:
-            self._refuse(slot, problem or "internal")
+            self._refuse(token, slot, problem or "internal")
             return
         try:
             run = self._run(req, cred, values, slot.tick, create_key=True)
         except DecodeError:
-            self._refuse(slot, "bad_key_share")
+            self._refuse(token, slot, "bad_key_share")
             return
         if run is None:
-            self._refuse(slot, "internal")
+            self._refuse(token, slot, "internal")
             return
         msg2 = self._msg2(req, values, *run)
-        slot_next(slot.state, SlotInput.CREDENTIAL)
+        self.slots.advance(token, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
         self._outbox.append((msg2, slot.addr))
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
@@ -554,7 +539,7 @@ class Responder:
 
     def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
         init = req.init
-        if init.handle in self._completed or init.handle in self._committing:
+        if self.slots.busy(init.handle):
             self.stats["drop_replayed_msg3"] += 1
             return
         cookie = self._cookie(req, addr, now)
@@ -574,7 +559,7 @@ class Responder:
         )
         cached = self._cred_cache.pop(init.handle, None) if self._cred_cache else None
         if cached is not None and now < cached[2]:
-            token = self._take_token()
+            token = self._open(slot)
             if token is not None:
                 self.stats["msg3"] += 1
                 self.stats["credential_cache_hit"] += 1
@@ -595,39 +580,37 @@ class Responder:
         problem = self._credential_usable(init, cred)
         values = slot.values
         if problem is not None or values is None:
-            self._refuse(slot, problem or "internal")
+            self._refuse(token, slot, problem or "internal")
             return
-        if init.handle in self._completed or init.handle in self._committing:
+        if self.slots.busy(init.handle):
             self.stats["drop_replayed_msg3"] += 1
-            slot_next(slot.state, SlotInput.EXPIRE)
+            self.slots.advance(token, SlotInput.REPLAYED)
             return
         try:
             run = self._run(init, cred, values, slot.tick, create_key=False, many=True)
         except DecodeError:
-            self._refuse(slot, "bad_key_share")
+            self._refuse(token, slot, "bad_key_share")
             return
         if run is None:
-            self._refuse(slot, "stale_or_forged_cookie")
+            self._refuse(token, slot, "stale_or_forged_cookie")
             return
         rs = run[0]
         msg2 = slot.msg2 if slot.msg2 is not None else self._msg2(init, values, *run)
         expected = ks.mac_msg3(rs.mac_i(), init.raw, msg2, req.raw[:-_MAC_LEN])
         if not ks.macs_equal(expected, req.mac):
-            self._refuse(slot, "bad_mac")
+            self._refuse(token, slot, "bad_mac")
             return
-        slot.state = slot_next(slot.state, SlotInput.VERIFIED)
-        slot.deadline = now + self._lookup_timeout
         slot.sa, slot.successor = ks.finish_run(
             "responder", cred, rs, values.esp_spi, init.sa.spi, lt
         )
         slot.generation = cred.generation
+        self.slots.advance(token, SlotInput.VERIFIED, now + self._lookup_timeout)
         self._commit(token, slot)
 
     def _commit(self, token: int, slot: _Slot) -> None:
+        """Ask for the compare-and-set of a slot in AWAIT_COMMIT."""
         if slot.successor is None:
             raise LocalProtocolError("internal: commit without a successor")
-        self._slots[token] = slot
-        self._committing.add(slot.handle)
         self.stats["commit_requested"] += 1
         self._events.append(CommitNeeded(token, slot.handle, slot.generation, slot.successor))
 
@@ -652,16 +635,16 @@ class Responder:
         self._ask_credential(slot, req.id_i, addr, "msg1")
 
     def _answer_paper_init(
-        self, slot: _Slot, req: PaperInit, cred: Credential, lt: Lifetimes, now: float
+        self, token: int, slot: _Slot, req: PaperInit, cred: Credential, lt: Lifetimes, now: float
     ) -> None:
         if cred.mode is not ProtocolMode.PAPER or cred.paper_keys is None or slot.values is None:
-            self._refuse(slot, "mode_mismatch")
+            self._refuse(token, slot, "mode_mismatch")
             return
         v = slot.values
         prefix = build_paper_resp_prefix(req.header.spi_i, v.spi_r, cred.id_r, v.nonce_r)
         key = ks.paper_auth_key(cred.paper_keys.r_to_i)
         msg2 = prefix + ks.paper_mac(key, cred.id_r, req.nonce, v.nonce_r)
-        slot_next(slot.state, SlotInput.CREDENTIAL)
+        self.slots.advance(token, SlotInput.CREDENTIAL)
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
         self._half_open[(slot.addr, req.header.spi_i, v.spi_r)] = _HalfOpen(
             cred, req.nonce, v.nonce_r, lt, expires
@@ -690,14 +673,14 @@ class Responder:
         if not ks.macs_equal(expected, req.mac):
             self._nack(req, addr, "bad_mac", cred.handle)
             return
-        if cred.handle in self._committing:
+        if self.slots.committing(cred.handle):
             self.stats["drop_replayed_msg3"] += 1
             return
         slot = _Slot(SlotState.AWAIT_COMMIT, req, addr, cred.handle, now + self._lookup_timeout)
         slot.sa = ks.paper_sa_pair("responder", cred, half.lifetimes)
         slot.generation = cred.generation
         slot.successor = ks.paper_successor(cred)
-        token = self._take_token()
+        token = self._open(slot)
         if token is not None:
             self.stats["msg3"] += 1
             self._commit(token, slot)
@@ -706,7 +689,7 @@ class Responder:
         """Counters and table sizes (no secrets) for metrics endpoints."""
         return {
             "stats": dict(self.stats),
-            "pending": len(self._slots),
+            "pending": len(self.slots),
             "response_cache": len(self._response_cache),
             "half_open": len(self._half_open),
         }

@@ -14,20 +14,29 @@ Initiator (one object per attempt)::
     DONE --identical message 2 again--> DONE (message 3 re-sent: it was lost)
 
 Responder (one object for all peers; per-request *slots* identified by a token, stateless
-between message 2 and message 3)::
+between message 2 and message 3).  :class:`SlotTable` holds every slot and is the only code
+that changes a slot's state: each change is a row of ``SLOT_TRANSITIONS``::
 
-    message 1 --> AWAIT_CREDENTIAL_1 --credential--> (message 2 sent, slot freed)
-                                     --None------> (NACK, slot freed)
-    message 3 --> AWAIT_CREDENTIAL_3 --credential, MAC ok--> AWAIT_COMMIT
-                                     --None / MAC bad----> (NACK, slot freed)
-    AWAIT_COMMIT --commit ok--> (ResumptionComplete, slot freed)
-                 --commit failed--> (NACK, slot freed)
-    any slot --lookup timeout--> (dropped; the initiator retransmits)
+    message 1 --> AWAIT_CREDENTIAL_1 --credential--> CLOSED (message 2 sent)
+                                     --refused-----> CLOSED (NACK)
+    message 3 --> AWAIT_CREDENTIAL_3 --verified----> AWAIT_COMMIT (CommitNeeded)
+                                     --refused-----> CLOSED (NACK: None, mismatch, bad MAC)
+                                     --replayed----> CLOSED (dropped: the handle completed or
+                                                     is committing meanwhile)
+    paper message 3 --> AWAIT_COMMIT --commit------> CLOSED (ResumptionComplete)
+                                     --refused-----> CLOSED (NACK: the commit failed)
+    any open slot --expire (lookup or commit timeout)--> CLOSED (dropped; the peer retransmits)
+
+The responder's other tables are caches of public or recomputable values (the response
+cache, the per-tick X25519 keys and runs, the optional credential cache) and, in paper mode
+only, the half-open exchanges the 2007 proposal needs; none of them decides a transition.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
+from typing import Generic, TypeVar
 
 from resume.errors import LocalProtocolError
 
@@ -81,11 +90,12 @@ class SlotState(enum.Enum):
 class SlotInput(enum.Enum):
     __hash__ = object.__hash__
 
-    CREDENTIAL = "credential"  # local: provide_credential
+    CREDENTIAL = "credential"  # local: provide_credential answered message 1 (message 2 sent)
     VERIFIED = "verified"  # message 3 checked against the credential
-    REFUSED = "refused"  # None, mismatch or bad MAC: NACK
-    COMMIT = "commit"  # local: commit_result
-    EXPIRE = "expire"
+    REFUSED = "refused"  # None, mismatch, bad MAC or a failed commit: NACK
+    REPLAYED = "replayed"  # message 3 of a handle completed or committing meanwhile: dropped
+    COMMIT = "commit"  # local: commit_result(ok=True)
+    EXPIRE = "expire"  # the application did not answer in time
 
 
 SLOT_TRANSITIONS: dict[SlotState, dict[SlotInput, SlotState]] = {
@@ -97,10 +107,12 @@ SLOT_TRANSITIONS: dict[SlotState, dict[SlotInput, SlotState]] = {
     SlotState.AWAIT_CREDENTIAL_3: {
         SlotInput.VERIFIED: SlotState.AWAIT_COMMIT,
         SlotInput.REFUSED: SlotState.CLOSED,
+        SlotInput.REPLAYED: SlotState.CLOSED,
         SlotInput.EXPIRE: SlotState.CLOSED,
     },
     SlotState.AWAIT_COMMIT: {
         SlotInput.COMMIT: SlotState.CLOSED,
+        SlotInput.REFUSED: SlotState.CLOSED,
         SlotInput.EXPIRE: SlotState.CLOSED,
     },
     SlotState.CLOSED: {},
@@ -110,6 +122,127 @@ SLOT_TRANSITIONS: dict[SlotState, dict[SlotInput, SlotState]] = {
 #: state is API misuse.  Network inputs in a wrong state are dropped and counted instead.
 ACCEPTS_CREDENTIAL = frozenset({SlotState.AWAIT_CREDENTIAL_1, SlotState.AWAIT_CREDENTIAL_3})
 ACCEPTS_COMMIT = frozenset({SlotState.AWAIT_COMMIT})
+#: States a slot may be opened in (paper mode's message 3 is checked before its slot opens).
+OPENING_STATES = frozenset(
+    {SlotState.AWAIT_CREDENTIAL_1, SlotState.AWAIT_CREDENTIAL_3, SlotState.AWAIT_COMMIT}
+)
+
+
+class Slot:
+    """What the table needs of a slot; the responder's slots add the request's data."""
+
+    __slots__ = ("deadline", "handle", "state")
+
+    def __init__(self, state: SlotState, handle: bytes, deadline: float) -> None:
+        self.state = state
+        self.handle = handle
+        self.deadline = deadline
+
+
+S = TypeVar("S", bound=Slot)
+
+
+class SlotTable(Generic[S]):
+    """Every open slot of a responder, by token, and the one place slot states change.
+
+    Besides the slots it keeps what the transitions imply about handles: which are
+    committing (a slot in AWAIT_COMMIT holds them) and which completed recently (a bounded
+    memory), so that a replayed message 3 is dropped before any lookup.  ``last`` is the
+    most recent transition ``(state, input, next state)``, for tests and debugging.
+    """
+
+    __slots__ = ("_committing", "_completed", "_completed_size", "_next_token", "_slots", "last")
+
+    def __init__(self, completed_size: int) -> None:
+        #: token -> slot, in deadline order (a slot whose deadline moves goes to the end)
+        self._slots: OrderedDict[int, S] = OrderedDict()
+        self._next_token = 1
+        self._committing: set[bytes] = set()
+        self._completed: OrderedDict[bytes, None] = OrderedDict()
+        self._completed_size = completed_size
+        self.last: tuple[SlotState, SlotInput, SlotState] | None = None
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def open(self, slot: S) -> int:
+        """Register a new slot (in one of ``OPENING_STATES``); its token."""
+        if slot.state not in OPENING_STATES:
+            raise LocalProtocolError(f"a slot cannot open in state {slot.state.value}")
+        token = self._next_token
+        self._next_token += 1
+        self._slots[token] = slot
+        if slot.state is SlotState.AWAIT_COMMIT:
+            self._committing.add(slot.handle)
+        return token
+
+    def get(self, token: int, accepted: frozenset[SlotState], what: str) -> S | None:
+        """The slot ``token`` names if it is in an ``accepted`` state; None when it was
+        closed already (a late answer after expiry: not a misuse).  Anything else is a
+        LocalProtocolError and leaves the slot untouched."""
+        slot = self._slots.get(token)
+        if slot is None:
+            if 0 < token < self._next_token:
+                return None
+            raise LocalProtocolError(f"{what}: token {token} was never issued")
+        if slot.state not in accepted:
+            raise LocalProtocolError(f"{what}: token {token} is in state {slot.state.value}")
+        return slot
+
+    def advance(self, token: int, event: SlotInput, deadline: float | None = None) -> SlotState:
+        """Apply ``event`` to the slot ``token`` names, as ``SLOT_TRANSITIONS`` says.
+
+        A CLOSED slot leaves the table; a slot that stays open gets ``deadline`` (required)
+        and moves to the end of the deadline order.  A row not in the table is a
+        LocalProtocolError (the responder checks network input before it gets here).
+        """
+        slot = self._slots[token]
+        old = slot.state
+        nxt = SLOT_TRANSITIONS[old].get(event)
+        if nxt is None:
+            raise LocalProtocolError(f"slot in state {old.value} cannot take {event.value}")
+        if old is SlotState.AWAIT_COMMIT:
+            self._committing.discard(slot.handle)
+            if event is SlotInput.COMMIT:
+                self._completed[slot.handle] = None
+                if len(self._completed) > self._completed_size:
+                    self._completed.popitem(last=False)
+        slot.state = nxt
+        if nxt is SlotState.CLOSED:
+            del self._slots[token]
+        else:
+            if deadline is None:
+                raise LocalProtocolError("an open slot needs a deadline")
+            slot.deadline = deadline
+            self._slots.move_to_end(token)
+            if nxt is SlotState.AWAIT_COMMIT:
+                self._committing.add(slot.handle)
+        self.last = (old, event, nxt)
+        return nxt
+
+    def expire(self, now: float) -> list[SlotState]:
+        """Close every slot whose deadline has passed; the states they were in."""
+        states = []
+        slots = self._slots
+        while slots:
+            token, slot = next(iter(slots.items()))
+            if slot.deadline > now:
+                break
+            states.append(slot.state)
+            self.advance(token, SlotInput.EXPIRE)
+        return states
+
+    def first_deadline(self) -> float | None:
+        for slot in self._slots.values():
+            return slot.deadline
+        return None
+
+    def busy(self, handle: bytes) -> bool:
+        """``handle`` completed recently or is committing: its message 3 is a replay."""
+        return handle in self._completed or handle in self._committing
+
+    def committing(self, handle: bytes) -> bool:
+        return handle in self._committing
 
 
 def initiator_next(state: InitiatorState, event: InitiatorInput) -> InitiatorState | None:
@@ -118,13 +251,4 @@ def initiator_next(state: InitiatorState, event: InitiatorInput) -> InitiatorSta
     nxt = INITIATOR_TRANSITIONS[state].get(event)
     if nxt is None and event is InitiatorInput.INITIATE:
         raise LocalProtocolError(f"cannot {event.value} in state {state.value}")
-    return nxt
-
-
-def slot_next(state: SlotState, event: SlotInput) -> SlotState:
-    """The next slot state; a transition not in the table is a LocalProtocolError (the
-    responder only feeds network input to slots after checking the table itself)."""
-    nxt = SLOT_TRANSITIONS[state].get(event)
-    if nxt is None:
-        raise LocalProtocolError(f"slot in state {state.value} cannot take {event.value}")
     return nxt

@@ -4,7 +4,9 @@
 ``answer_events`` plays the application loop that answers the responder's requests, and
 ``ConnectionPair`` moves datagrams between an initiator and a responder, with an optional
 loss filter, advancing a simulated clock through the initiator's timers.  Nothing here
-touches a socket, a database or the wall clock.
+touches a socket or a database, and the protocol only ever sees the simulated clock;
+``ConnectionPair`` reads ``time.perf_counter`` for one thing only, the CPU time each side
+spent (the demo's figures), never to decide anything.
 """
 
 from __future__ import annotations

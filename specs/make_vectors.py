@@ -21,7 +21,7 @@ from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
 from resume.responder import Responder, ResponderConfig
 from resume.sa import DirectionKeys, Encr, Integ, Lifetimes, Mode, SAParams, TrafficSelector
-from resume.wire_messages import (
+from resume.wire import (
     MAC_LEN,
     HardenedInit,
     HardenedResp,

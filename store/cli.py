@@ -11,15 +11,24 @@ table the analyzer prints and the server reads).  Commands that never touch a se
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import time
-import tomllib
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-ENV_DB = "IKERESUME_DB"
+from store.engine import ENV_DB
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler ``name`` of :mod:`store.cache_commands`, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        # Lazy on purpose: ``ikeresume --help`` and the other subcommands must not import
+        # the store, SQLAlchemy or cryptography (tests/test_startup.py).
+        from store import cache_commands
+
+        handler: Callable[[argparse.Namespace], int] = getattr(cache_commands, name)
+        return handler(args)
+
+    return run
 
 
 def register(sub: Any) -> None:
@@ -37,297 +46,43 @@ def register(sub: Any) -> None:
     a = cs.add_parser("list", parents=[common], help="list cached records (no secrets)")
     a.add_argument("--role", choices=("initiator", "responder"))
     a.add_argument("--limit", type=int)
-    a.set_defaults(func=_cmd_list)
+    a.set_defaults(func=_handler("_cmd_list"))
 
     a = cs.add_parser("show", parents=[common], help="show one record by uid or handle (hex)")
     a.add_argument("ref")
     a.add_argument("--verify", action="store_true", help="check the secret unwraps (needs key)")
-    a.set_defaults(func=_cmd_show)
+    a.set_defaults(func=_handler("_cmd_show"))
 
     a = cs.add_parser("revoke", parents=[common], help="delete a record by uid or handle (hex)")
     a.add_argument("ref")
-    a.set_defaults(func=_cmd_revoke)
+    a.set_defaults(func=_handler("_cmd_revoke"))
 
     a = cs.add_parser("purge", parents=[common], help="delete records the policy never allows")
     a.add_argument("--dry-run", action="store_true")
-    a.set_defaults(func=_cmd_purge)
+    a.set_defaults(func=_handler("_cmd_purge"))
 
     a = cs.add_parser("stats", parents=[common], help="entries, bytes per record, oldest")
-    a.set_defaults(func=_cmd_stats)
+    a.set_defaults(func=_handler("_cmd_stats"))
 
     a = cs.add_parser(
         "rotate-key", parents=[common], help="rewrap every secret under the current key"
     )
     a.add_argument("--batch", type=int, default=500)
-    a.set_defaults(func=_cmd_rotate)
+    a.set_defaults(func=_handler("_cmd_rotate"))
 
     a = cs.add_parser("export", parents=[common], help="export records as JSON lines")
     a.add_argument("-o", "--output", help="file (default stdout)")
     a.add_argument("--rewrap-key-file", help="re-encrypt secrets under this key file's key")
-    a.set_defaults(func=_cmd_export)
+    a.set_defaults(func=_handler("_cmd_export"))
 
     a = cs.add_parser("import", parents=[common], help="import a JSON-lines export")
     a.add_argument("input", help="file ('-' for stdin)")
     a.add_argument("--source-key-file", help="key file the export was wrapped with (rewrap)")
     a.add_argument("--replace", action="store_true", help="replace records with same uid")
-    a.set_defaults(func=_cmd_import)
+    a.set_defaults(func=_handler("_cmd_import"))
 
     a = cs.add_parser("keygen", help="print (or write, mode 0600) a new master key line")
     a.add_argument("--id", dest="key_id", help="key id (default: derived from the key)")
     a.add_argument("-o", "--output", help="write to this file (refuses to overwrite)")
     a.add_argument("--json", action="store_true")
-    a.set_defaults(func=_cmd_keygen)
-
-
-# -- plumbing --------------------------------------------------------------------------
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    from store.errors import StoreConfigError
-
-    if not args.config:
-        return {}
-    try:
-        return tomllib.loads(Path(args.config).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise StoreConfigError(f"config {args.config}: {e}") from None
-
-
-def _open(args: argparse.Namespace, *, need_key: bool) -> Any:
-    from store.errors import StoreConfigError
-    from store.keys import Keyring
-    from store.policy import Policy
-    from store.repository import Store
-
-    cfg = _config(args)
-    st = cfg.get("store", {})
-    url = args.db or os.environ.get(ENV_DB) or st.get("url")
-    if not url:
-        raise StoreConfigError(f"no database: pass --db or set ${ENV_DB}")
-    try:
-        policy = Policy.from_mapping(cfg.get("policy", {}))
-    except ValueError as e:
-        raise StoreConfigError(f"policy: {e}") from None
-    keyring = None
-    key_file = args.key_file or (None if _env_key() else st.get("key_file"))
-    if need_key or key_file or _env_key():
-        keyring = Keyring.load(key_file)
-    return Store.open(
-        url,
-        keyring,
-        policy,
-        sqlite_synchronous=str(st.get("sqlite_synchronous", "FULL")),
-    )
-
-
-def _env_key() -> bool:
-    from store.keys import ENV_KEY, ENV_KEY_FILE
-
-    return bool(os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE))
-
-
-def _now(args: argparse.Namespace) -> float:
-    return float(args.now) if args.now is not None else time.time()
-
-
-def _run(args: argparse.Namespace, body: Any) -> int:
-    """Run ``body``; map store errors to exit codes and a clear message (JSON with --json)."""
-    from resume.cli import EXIT_CONFIG, EXIT_ERROR
-    from store.errors import MasterKeyError, StoreConfigError, StoreError
-
-    try:
-        return int(body() or 0)
-    except StoreError as e:
-        rc = EXIT_CONFIG if isinstance(e, StoreConfigError | MasterKeyError) else EXIT_ERROR
-        if getattr(args, "json", False):
-            print(json.dumps({"error": str(e), "type": type(e).__name__}))
-        print(f"ikeresume cache: {type(e).__name__}: {e}", file=sys.stderr)
-        return rc
-
-
-def _emit(args: argparse.Namespace, obj: Any, human: str) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True) if args.json else human)
-
-
-def _ts(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + "Z"
-
-
-# -- commands --------------------------------------------------------------------------
-def _cmd_list(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.maintenance import list_records
-
-        with _open(args, need_key=False) as store:
-            recs = list_records(store, _now(args), role=args.role, limit=args.limit)
-        if args.json:
-            print(json.dumps([r.to_json() for r in recs], indent=2, sort_keys=True))
-            return 0
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table("uid", "role", "peer (id_i -> id_r)", "gen", "resumed", "last used", "usable")
-        for r in recs:
-            t.add_row(
-                r.uid[:12],
-                r.role,
-                f"{r.id_i} -> {r.id_r}",
-                str(r.generation),
-                str(r.counters.resumptions),
-                _ts(r.counters.last_used_at),
-                "yes" if r.refusal is None else f"no ({r.refusal.value})",
-            )
-        Console().print(t)
-        print(f"{len(recs)} record(s)")
-        return 0
-
-    return _run(args, body)
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from resume.cli import EXIT_ERROR
-        from store.errors import StoreError
-        from store.maintenance import find_record
-
-        with _open(args, need_key=args.verify) as store:
-            rec = find_record(store, args.ref, _now(args))
-            if rec is None:
-                if args.json:
-                    print(json.dumps({"error": f"no record {args.ref}", "type": "NotFound"}))
-                print(f"ikeresume cache: no record {args.ref}", file=sys.stderr)
-                return EXIT_ERROR
-            out = rec.to_json()
-            if args.verify:
-                try:
-                    # unwraps current (and previous) generation; never prints the secret
-                    out["secret_verified"] = store.verify_record(rec.uid)
-                except StoreError as e:
-                    out["secret_verified"] = False
-                    out["verify_error"] = str(e)
-        human = "\n".join(f"{k:20} {v}" for k, v in out.items() if k != "params")
-        human += "\nparams               " + json.dumps(out["params"], sort_keys=True)
-        _emit(args, out, human)
-        return 0 if out.get("secret_verified", True) else EXIT_ERROR
-
-    return _run(args, body)
-
-
-def _cmd_revoke(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from resume.cli import EXIT_ERROR
-        from store.maintenance import find_record
-
-        with _open(args, need_key=False) as store:
-            rec = find_record(store, args.ref, _now(args))
-            n = 0 if rec is None else store.revoke(uid=rec.uid)
-        _emit(args, {"revoked": n, "uid": None if rec is None else rec.uid},
-              f"revoked {n} record(s)")  # fmt: skip
-        return 0 if n else EXIT_ERROR
-
-    return _run(args, body)
-
-
-def _cmd_purge(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.maintenance import purge
-
-        with _open(args, need_key=False) as store:
-            n = purge(store, _now(args), dry_run=args.dry_run)
-        verb = "would purge" if args.dry_run else "purged"
-        _emit(args, {"purged": n, "dry_run": args.dry_run}, f"{verb} {n} record(s)")
-        return 0
-
-    return _run(args, body)
-
-
-def _cmd_stats(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.maintenance import stats
-
-        with _open(args, need_key=False) as store:
-            s = stats(store, _now(args))
-        human = "\n".join(f"{k:24} {v}" for k, v in s.items())
-        _emit(args, s, human)
-        return 0
-
-    return _run(args, body)
-
-
-def _cmd_rotate(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from resume.cli import EXIT_ERROR
-        from store.maintenance import rotate_key
-
-        with _open(args, need_key=True) as store:
-            res = rotate_key(store, batch=args.batch)
-            cur = store.keyring.current_id
-        out = {**res.to_json(), "current_key_id": cur}
-        _emit(args, out, f"rewrapped {res.rewrapped}, already current {res.already_current}, "
-              f"failed {len(res.failed)} (current key {cur})")  # fmt: skip
-        return EXIT_ERROR if res.failed else 0
-
-    return _run(args, body)
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.keys import Keyring
-        from store.maintenance import export_jsonl
-
-        target = Keyring.from_file(args.rewrap_key_file) if args.rewrap_key_file else None
-        with _open(args, need_key=target is not None) as store:
-            if args.output:
-                fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as fp:
-                    n = export_jsonl(store, fp, rewrap_to=target)
-            else:
-                n = export_jsonl(store, sys.stdout, rewrap_to=target)
-        if args.output:
-            _emit(args, {"exported": n, "output": args.output}, f"exported {n} record(s)")
-        return 0
-
-    return _run(args, body)
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.errors import StoreConfigError
-        from store.keys import Keyring
-        from store.maintenance import import_jsonl
-
-        source = Keyring.from_file(args.source_key_file) if args.source_key_file else None
-        with _open(args, need_key=True) as store:
-            try:
-                fp = sys.stdin if args.input == "-" else open(args.input)  # noqa: SIM115
-            except OSError as e:
-                raise StoreConfigError(f"cannot read {args.input}: {e.strerror}") from None
-            with fp:
-                res = import_jsonl(store, fp, source=source, replace=args.replace)
-        _emit(args, res.to_json(), f"imported {res.imported} (replaced {res.replaced}, "
-              f"skipped existing {res.skipped_existing})")  # fmt: skip
-        return 0
-
-    return _run(args, body)
-
-
-def _cmd_keygen(args: argparse.Namespace) -> int:
-    def body() -> int:
-        from store.errors import StoreConfigError
-        from store.keys import MasterKey
-
-        k = MasterKey.generate(args.key_id)
-        if args.output:
-            try:
-                fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except OSError as e:
-                raise StoreConfigError(f"cannot create {args.output}: {e.strerror}") from None
-            with os.fdopen(fd, "w") as fp:
-                fp.write(k.to_line() + "\n")
-            _emit(args, {"key_id": k.key_id, "output": args.output},
-                  f"wrote key {k.key_id} to {args.output}")  # fmt: skip
-        else:
-            _emit(args, {"key_id": k.key_id, "key_line": k.to_line()}, k.to_line())
-        return 0
-
-    return _run(args, body)
+    a.set_defaults(func=_handler("_cmd_keygen"))

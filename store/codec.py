@@ -3,38 +3,35 @@
 The wrapping AAD covers the stored parameter text byte for byte, so the text must be
 canonical (sorted keys, no spaces): the same :class:`SAParams` always serializes the same
 way, and a ratchet commit can check that a successor carries exactly the row's parameters
-by comparing text.  Parsing and serializing are memoized because both sit on the
-per-resumption path and the set of distinct parameter sets is small.
+by comparing text.  Parsing and serializing are memoized (:mod:`resume.memo`) because both
+sit on the per-resumption path and the set of distinct parameter sets is small.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 
 from resume.credential import PaperKeys
+from resume.memo import IdentityMemo, Memo
 from resume.sa import DirectionKeys, SAParams
 
-_TEXT_BY_ID: dict[int, tuple[SAParams, str]] = {}
-_TEXT_CACHE_MAX = 4096
+_TEXT_BY_OBJECT: IdentityMemo[SAParams, str] = IdentityMemo(4096)
+_PARSED: Memo[str, SAParams] = Memo(4096)
 
 
 def params_text(p: SAParams) -> str:
-    hit = _TEXT_BY_ID.get(id(p))
-    if hit is not None and hit[0] is p:
-        return hit[1]
-    text = json.dumps(p.to_json(), sort_keys=True, separators=(",", ":"))
-    if len(_TEXT_BY_ID) >= _TEXT_CACHE_MAX:
-        _TEXT_BY_ID.clear()
-    _TEXT_BY_ID[id(p)] = (p, text)  # keeps p alive, so the id cannot be reused meanwhile
-    return text
+    hit = _TEXT_BY_OBJECT.get(p)
+    if hit is not None:
+        return hit
+    return _TEXT_BY_OBJECT.put(p, json.dumps(p.to_json(), sort_keys=True, separators=(",", ":")))
 
 
-@lru_cache(maxsize=4096)
 def parse_params(text: str) -> SAParams:
     """Decode stored parameters (raises ValueError/KeyError/TypeError on bad text)."""
-    p = SAParams.from_json(json.loads(text))
-    _TEXT_BY_ID.setdefault(id(p), (p, text))
+    p = _PARSED.get(text)
+    if p is None:
+        p = _PARSED.put(text, SAParams.from_json(json.loads(text)))
+        _TEXT_BY_OBJECT.put(p, text)
     return p
 
 

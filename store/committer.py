@@ -79,7 +79,7 @@ class GroupCommitter:
         # SQLite: checkpoint the WAL from another thread instead of inside a commit (an
         # automatic checkpoint would stall every waiter of that batch for its fsyncs).
         self._checkpointer: _Checkpointer | None = None
-        if store.dialect == "sqlite" and sqlite_checkpoint_interval_s is not None:
+        if store.embedded and sqlite_checkpoint_interval_s is not None:
             self._checkpointer = _Checkpointer(store, sqlite_checkpoint_interval_s)
         self.stats = CommitterStats()
         self._q: queue.SimpleQueue[_Waiter | list[_Waiter] | None] = queue.SimpleQueue()

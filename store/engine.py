@@ -24,7 +24,11 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resume.extras import MissingExtraError, require
 from store.errors import StoreConfigError
+
+#: The environment variable naming the credential cache (a URL or a SQLite path).
+ENV_DB = "IKERESUME_DB"
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -67,6 +71,7 @@ def sqlite_path(url: str) -> str | None:
 
 def normalize_url(url: str | URL) -> URL:
     """Accept SQLAlchemy URLs, ``postgresql://`` (mapped to psycopg 3) and bare file paths."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy.engine import make_url
 
     if isinstance(url, str) and "://" not in url:
@@ -118,6 +123,7 @@ def make_engine(
     connect_timeout_s: float = 5.0,
     pool_size: int = 8,
 ) -> Engine:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy import create_engine, event
 
     u = normalize_url(url)
@@ -135,6 +141,10 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    try:
+        require("postgres", "a PostgreSQL store")
+    except MissingExtraError as e:
+        raise StoreConfigError(str(e)) from None
     return create_engine(
         u,
         connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
@@ -145,6 +155,7 @@ def make_engine(
 
 
 def _alembic_config() -> Config:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.config import Config
 
     cfg = Config()
@@ -154,6 +165,7 @@ def _alembic_config() -> Config:
 
 def head_revision() -> str:
     """The head according to alembic's scripts (slow: imports alembic)."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
@@ -163,6 +175,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -171,6 +184,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def _at_head(engine: Engine) -> bool:
     """True when the database says it is at SCHEMA_HEAD (any error: let alembic decide)."""
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -195,6 +209,7 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest alembic revision (no-op when already there)."""
     if _at_head(engine):
         return
+    # lazy: a SQLite cache opens on the sqlite3 driver alone (tests/test_startup.py)
     from alembic import command
 
     if current_revision(engine) == head_revision():

@@ -34,13 +34,14 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from resume.memo import Memo
 from store.errors import CorruptRecord, MasterKeyError
 
 ENV_KEY = "IKERESUME_MASTER_KEY"
 ENV_KEY_FILE = "IKERESUME_MASTER_KEY_FILE"
 
 KEY_LEN = 32
-NONCE_LEN = 12
+AEAD_NONCE_LEN = 12
 _TAG_LEN = 16
 _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _AAD_PREFIX = b"ikeresume-store/v1\x00"
@@ -94,7 +95,8 @@ class MasterKey:
         return f"{self.key_id}:{base64.b64encode(self.key).decode()}"
 
 
-_AAD_HEADS: dict[tuple[bytes, str, str], bytes] = {}
+#: a handful of (purpose, role, mode) triples in practice
+_AAD_HEADS: Memo[tuple[bytes, str, str], bytes] = Memo(64)
 
 
 def record_aad(
@@ -103,17 +105,19 @@ def record_aad(
     """AAD of one wrapped field: what the ciphertext is only valid for."""
     head = _AAD_HEADS.get((purpose, role, mode))
     if head is None:
-        head = b"".join(
-            (_AAD_PREFIX, purpose, b"\x00", role.encode(), b"\x00", mode.encode(), b"\x00")
+        head = _AAD_HEADS.put(
+            (purpose, role, mode),
+            b"".join(
+                (_AAD_PREFIX, purpose, b"\x00", role.encode(), b"\x00", mode.encode(), b"\x00")
+            ),
         )
-        if len(_AAD_HEADS) < 64:  # a handful of (purpose, role, mode) triples in practice
-            _AAD_HEADS[(purpose, role, mode)] = head
     return b"".join(
         (head, len(handle).to_bytes(2, "big"), handle, generation.to_bytes(8, "big"), binding)
     )
 
 
-_BINDINGS: dict[tuple[bytes, bytes, str], bytes] = {}
+#: as many entries as active peers
+_BINDINGS: Memo[tuple[bytes, bytes, str], bytes] = Memo(65536)
 
 
 def record_binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
@@ -125,10 +129,7 @@ def record_binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
     hit = _BINDINGS.get(key)
     if hit is not None:
         return hit
-    if len(_BINDINGS) >= 65536:
-        _BINDINGS.clear()
-    d = _BINDINGS[key] = _binding(id_i, id_r, params_text)
-    return d
+    return _BINDINGS.put(key, _binding(id_i, id_r, params_text))
 
 
 def _binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
@@ -218,9 +219,9 @@ class Keyring:
         must be fresh random bytes (never a counter or a reused value).
         """
         if nonce is None:
-            nonce = os.urandom(NONCE_LEN)
-        elif len(nonce) != NONCE_LEN:
-            raise ValueError(f"nonce must be {NONCE_LEN} bytes")
+            nonce = os.urandom(AEAD_NONCE_LEN)
+        elif len(nonce) != AEAD_NONCE_LEN:
+            raise ValueError(f"nonce must be {AEAD_NONCE_LEN} bytes")
         return self._current.key_id, nonce + self._current_aead.encrypt(nonce, plaintext, aad)
 
     def try_unwrap(self, key_id: str, blob: bytes, aad: bytes) -> bytes | None:
@@ -232,7 +233,7 @@ class Keyring:
         if aead is None:
             return None
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], aad)
         except (InvalidTag, TypeError, ValueError):
             return None
 
@@ -245,10 +246,10 @@ class Keyring:
             )
         if not isinstance(blob, bytes | bytearray | memoryview):
             raise CorruptRecord(f"{what}: wrapped value is not binary ({type(blob).__name__})")
-        if len(blob) < NONCE_LEN + _TAG_LEN:
+        if len(blob) < AEAD_NONCE_LEN + _TAG_LEN:
             raise CorruptRecord(f"{what}: wrapped value truncated ({len(blob)} bytes)")
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], aad)
         except (InvalidTag, TypeError, ValueError):
             raise CorruptRecord(
                 f"{what} does not authenticate under master key id {key_id!r}: the row was "
@@ -259,7 +260,7 @@ class Keyring:
         """A wrapped known value stored once per key id, to detect a wrong key at open."""
         kid = key_id or self.current_id
         aead = self._by_id[kid]
-        nonce = os.urandom(NONCE_LEN)
+        nonce = os.urandom(AEAD_NONCE_LEN)
         return kid, nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, kid.encode())
 
     def verify_check(self, key_id: str, blob: bytes) -> bool | None:
@@ -268,7 +269,7 @@ class Keyring:
         if aead is None:
             return None
         try:
-            return aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], key_id.encode()) == (
+            return aead.decrypt(blob[:AEAD_NONCE_LEN], blob[AEAD_NONCE_LEN:], key_id.encode()) == (
                 _CHECK_PLAINTEXT
             )
         except (InvalidTag, ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,8 +40,6 @@ _ID_TYPES = {1: "ipv4", 2: "fqdn", 3: "rfc822", 5: "ipv6", 9: "der_asn1_dn", 11:
 
 def describe_identity(ident: bytes) -> str:
     """Human form of an IKE ID payload body (type byte, 3 reserved, data) or raw bytes."""
-    import ipaddress
-
     if len(ident) >= 4 and ident[0] in _ID_TYPES and ident[1:4] == b"\x00\x00\x00":
         kind, data = _ID_TYPES[ident[0]], ident[4:]
         try:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from math import isfinite as _isfinite
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from resume.credential import Credential, PaperKeys, ProtocolMode
+from resume.credential import Credential, ProtocolMode
 from resume.sa import Lifetimes
-from store.codec import paper_keys_bytes, paper_keys_from_bytes, params_text, parse_params
+from store.codec import params_text
 from store.engine import (
     check_sync,
     make_engine,
@@ -44,8 +44,9 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.keys import NONCE_LEN, Keyring, record_aad, record_binding
+from store.keys import AEAD_NONCE_LEN, Keyring
 from store.policy import Counters, Policy, Refusal
+from store.wrapping import unwrap_credential, wrap_credential
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,6 +65,7 @@ def _table() -> Table:
     responder's per-message reads and commits) runs on the sqlite3 driver alone, and
     SQLAlchemy's import costs 0.2-0.4 s per process.
     """
+    # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
     from store.tables import credentials
 
     return credentials
@@ -258,9 +260,13 @@ class Store:
         self.keyring = keyring
         self.policy = policy if policy is not None else Policy()
         self.replace_same_peers = replace_same_peers
-        # "sqlite" | "postgresql"
+        # "sqlite" | "postgresql" (make_engine accepts no other)
         self.dialect = engine.dialect.name if engine is not None else "sqlite"
-        self._pg = self.dialect == "postgresql"
+        #: An embedded SQLite file: a read is an indexed lookup on a local WAL file (callers
+        #: run it inline rather than in a worker thread) and WAL checkpoints are ours to
+        #: schedule.  The one place that decides anything from the dialect's name.
+        self.embedded = self.dialect == "sqlite"
+        self._pg = not self.embedded
         self._sql: dict[str, str] = {}
         # SQLite hot paths use one long-lived driver connection per thread: a pool
         # checkout costs more than the indexed lookup itself.  (PostgreSQL keeps the pool:
@@ -318,7 +324,7 @@ class Store:
         else:
             engine = factory()
             store = cls(engine, keyring, policy, replace_same_peers=replace_same_peers)
-            if store.dialect == "sqlite":
+            if store.embedded:
                 store._sqlite_args = (
                     str(engine.url.database),
                     check_sync(sqlite_synchronous),
@@ -429,6 +435,7 @@ class Store:
         the SELECT redone -- it has no effect to repeat; any other failure, or a failure
         on a fresh connection, is StoreUnavailable (the lookup fails closed).
         """
+        # lazy: psycopg only for a PostgreSQL store (tests/test_startup.py)
         import psycopg
 
         for attempt in (0, 1):
@@ -524,72 +531,6 @@ class Store:
             raise MasterKeyError("this operation needs the master key (--key-file or env)")
         return self.keyring
 
-    # -- wrapping --------------------------------------------------------------------
-    def _wrap(self, role: str, c: Credential, ptext: str) -> tuple[str, bytes, bytes | None]:
-        kr = self._need_keyring()
-        binding = record_binding(c.id_i, c.id_r, ptext)
-        mode = c.mode.value
-        kid, wrapped = kr.wrap(
-            c.secret, record_aad(b"secret", role, mode, c.handle, c.generation, binding)
-        )
-        paper = None
-        if c.paper_keys is not None:
-            _, paper = kr.wrap(
-                paper_keys_bytes(c.paper_keys),
-                record_aad(b"paper", role, mode, c.handle, c.generation, binding),
-            )
-        return kid, wrapped, paper
-
-    def _unwrap_credential(
-        self,
-        uid: str,
-        role: str,
-        mode_s: str,
-        handle: bytes,
-        generation: int,
-        key_id: str,
-        wrapped: bytes,
-        paper_wrapped: bytes | None,
-        id_i: bytes,
-        id_r: bytes,
-        ptext: str,
-    ) -> Credential:
-        """Decode and authenticate one generation of a row; CorruptRecord/MasterKeyError.
-
-        The success path builds no message strings (it runs once or twice per resumption);
-        a failed decrypt is redone by :meth:`Keyring.unwrap` for its typed error.
-        """
-        kr = self._need_keyring()
-        try:
-            mode = _MODES[mode_s]
-            params = parse_params(ptext)
-            binding = record_binding(id_i, id_r, ptext)
-            aad = record_aad(b"secret", role, mode_s, handle, generation, binding)
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
-            what = f"record {uid} ({role}, generation {generation!r})"
-            raise CorruptRecord(f"{what}: undecodable mode/SA parameters: {e!r}") from None
-        secret = kr.try_unwrap(key_id, wrapped, aad)
-        if secret is None:
-            what = f"record {uid} ({role}, generation {generation})"
-            secret = kr.unwrap(key_id, wrapped, aad, what=f"secret of {what}")
-        paper: PaperKeys | None = None
-        if paper_wrapped is not None:
-            what = f"record {uid} ({role}, generation {generation})"
-            raw = kr.unwrap(
-                key_id,
-                paper_wrapped,
-                record_aad(b"paper", role, mode_s, handle, generation, binding),
-                what=f"paper keys of {what}",
-            )
-            try:
-                paper = paper_keys_from_bytes(raw)
-            except (ValueError, KeyError, TypeError) as e:
-                raise CorruptRecord(f"{what}: undecodable paper keys: {e}") from None
-        try:
-            return Credential(mode, handle, generation, secret, id_i, id_r, params, paper)
-        except (ValueError, TypeError) as e:
-            raise CorruptRecord(f"record {uid} ({role}, generation {generation}): {e}") from None
-
     def _result(self, row: Sequence[Any], now: float, *, enforce: bool = True) -> LookupResult:
         (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
          p_kid, p_wrapped, p_paper, id_i, id_r, ptext, full_ike_at, last_used_at,
@@ -613,14 +554,15 @@ class Store:
                 p_fields = None
         except (TypeError, ValueError) as e:  # SQLite: any type in any column
             raise CorruptRecord(f"record {uid}: wrongly typed column: {e}") from None
-        cred = self._unwrap_credential(
-            uid, role, mode_s, h, gen, key_id, wrapped_b, paper_b, ii, ir, ptext
+        kr = self._need_keyring()
+        cred = unwrap_credential(
+            kr, uid, role, mode_s, h, gen, key_id, wrapped_b, paper_b, ii, ir, ptext
         )
         prev = None
         if p_fields is not None:
-            prev = self._unwrap_credential(uid, role, mode_s, p_fields[0], p_fields[1],
-                                           p_fields[2], p_fields[3], p_fields[4], ii, ir,
-                                           ptext)  # fmt: skip
+            prev = unwrap_credential(kr, uid, role, mode_s, p_fields[0], p_fields[1],
+                                     p_fields[2], p_fields[3], p_fields[4], ii, ir,
+                                     ptext)  # fmt: skip
         return LookupResult(
             cred, counters, None, self.policy.sa_lifetimes(counters, now), uid, role, prev
         )
@@ -678,9 +620,9 @@ class Store:
         refusal = policy.check(counters, now)
         if refusal is not None:
             return LookupResult(None, counters, refusal, None, uid, "responder")
-        cred = self._unwrap_credential(
-            uid, "responder", mode_s, handle, generation, key_id, wrapped, paper_w,
-            id_i, id_r, ptext,
+        cred = unwrap_credential(
+            self._need_keyring(), uid, "responder", mode_s, handle, generation, key_id,
+            wrapped, paper_w, id_i, id_r, ptext,
         )  # fmt: skip
         return LookupResult(
             cred, counters, None, policy.sa_lifetimes(counters, now), uid, "responder"
@@ -745,27 +687,16 @@ class Store:
         kr = self._need_keyring()
         sql, guard = self._ratchet_sql()
         # one getrandom() for the whole batch's nonces instead of one per successor
-        nonces = os.urandom(NONCE_LEN * len(reqs))
+        nonces = os.urandom(AEAD_NONCE_LEN * len(reqs))
         rows = []
         for k, r in enumerate(reqs):
             s = r.successor
             ptext = params_text(s.params)
-            mode = s.mode.value
-            binding = record_binding(s.id_i, s.id_r, ptext)
-            kid, wrapped = kr.wrap(
-                s.secret,
-                record_aad(b"secret", "responder", mode, s.handle, s.generation, binding),
-                nonces[k * NONCE_LEN : (k + 1) * NONCE_LEN],
-            )
-            paper = None
-            if s.paper_keys is not None:
-                _, paper = kr.wrap(
-                    paper_keys_bytes(s.paper_keys),
-                    record_aad(b"paper", "responder", mode, s.handle, s.generation, binding),
-                )
+            nonce = nonces[k * AEAD_NONCE_LEN : (k + 1) * AEAD_NONCE_LEN]
+            kid, wrapped, paper = wrap_credential(kr, "responder", s, ptext, nonce)
             row: tuple[Any, ...] = (
                 s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
-                r.generation, mode, s.id_i, s.id_r, ptext,
+                r.generation, s.mode.value, s.id_i, s.id_r, ptext,
             )  # fmt: skip
             if guard:
                 now = r.now
@@ -856,6 +787,7 @@ class Store:
         return out
 
     def _ratchet_pg_ordered(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+        # lazy: psycopg only for a PostgreSQL store (tests/test_startup.py)
         import psycopg
 
         sql = self._q(sql) + " RETURNING id"
@@ -899,7 +831,7 @@ class Store:
         RatchetRequest(used_handle, used_generation, successor, now)  # validates generation
         s = successor
         ptext = params_text(s.params)
-        kid, wrapped, paper = self._wrap("initiator", s, ptext)
+        kid, wrapped, paper = wrap_credential(self._need_keyring(), "initiator", s, ptext)
         used = (used_handle, used_generation)
         p = (*used * 5, s.handle, s.generation, wrapped, paper, kid, now, now,
              s.mode.value, s.id_i, s.id_r, ptext, *used, *used)  # fmt: skip
@@ -909,6 +841,7 @@ class Store:
 
     def confirm_initiator(self, handle: bytes, generation: int) -> bool:
         """Initiator: the responder is known to hold (handle, generation); drop the older one."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import update
 
         _T = _table()
@@ -936,6 +869,7 @@ class Store:
         replaces that pair's previous chain for this role.  Evicts the least recently used
         records beyond ``policy.capacity`` in the same transaction.
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete, insert
 
         _T = _table()
@@ -944,7 +878,7 @@ class Store:
         c = credential
         ctr = counters or Counters.fresh(now)
         ptext = params_text(c.params)
-        kid, wrapped, paper = self._wrap(role, c, ptext)
+        kid, wrapped, paper = wrap_credential(self._need_keyring(), role, c, ptext)
         uid = secrets.token_hex(16)
         with self._errors("upsert_full_ike"), self.engine.begin() as conn:
             if self.replace_same_peers:
@@ -993,6 +927,7 @@ class Store:
         this batch's included.  For loading many chains at once (start-up harvest,
         migration, benchmarks): one commit instead of one per chain.
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import bindparam, delete, insert
 
         _T = _table()
@@ -1015,7 +950,7 @@ class Store:
             if self.replace_same_peers and last_by_peers[(c.id_i, c.id_r)] != i:
                 continue
             ptext = params_text(c.params)
-            kid, wrapped, paper = self._wrap(role, c, ptext)
+            kid, wrapped, paper = wrap_credential(self._need_keyring(), role, c, ptext)
             values.append(
                 {
                     "uid": uid, "role": role, "mode": c.mode.value, "handle": c.handle,
@@ -1048,6 +983,7 @@ class Store:
 
     def _evict_beyond_capacity(self, conn: Connection, keep_uid: str | None = None) -> None:
         """LRU: delete the least recently used records beyond policy.capacity (same txn)."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete, func, select
 
         _T = _table()
@@ -1072,6 +1008,7 @@ class Store:
         ``handle`` may be the record's current or (initiator) kept previous handle.
         Returns False if no such record (e.g. revoked or replaced meanwhile).
         """
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import case, literal, update
 
         _T = _table()
@@ -1094,6 +1031,7 @@ class Store:
 
     def revoke(self, *, uid: str | None = None, handle: bytes | None = None) -> int:
         """Delete a record (by uid, or by current handle in any role); returns rows deleted."""
+        # lazy: a SQLite cache runs on the sqlite3 driver alone (tests/test_startup.py)
         from sqlalchemy import delete
 
         _T = _table()

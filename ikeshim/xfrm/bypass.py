@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from ikeshim.errors import XfrmError
+from ikeshim.errors import XfrmError, xfrm_error
 from ikeshim.xfrm.abi import (
     LIFETIME_CFG,
     LIFETIME_CUR,
@@ -55,6 +55,4 @@ def bypass_socket(sock: socket.socket) -> None:
 
 
 def xfrm_error_from_os(op: str, exc: OSError) -> XfrmError:
-    from ikeshim.errors import xfrm_error
-
     return xfrm_error(op, exc.errno or 0)

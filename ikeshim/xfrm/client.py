@@ -250,6 +250,8 @@ class AsyncXfrmSocket:
         self._sock = open_socket((), blocking=False)
         self._buf = bytearray(RECV_BUFSIZE)
         self._rb = _RequestBuilder()
+        # lazy: the blocking socket serves ikeresume resume, which must not import trio
+        # (tests/test_startup.py::test_resume_client_path_does_not_import_trio)
         import trio
 
         self._lock = trio.Lock()
@@ -264,6 +266,8 @@ class AsyncXfrmSocket:
         self.close()
 
     async def _run(self, data: bytes, ex: nl.Exchange) -> list[nl.NetlinkMessage]:
+        # lazy: the blocking socket serves ikeresume resume, which must not import trio
+        # (tests/test_startup.py::test_resume_client_path_does_not_import_trio)
         import trio
 
         async with self._lock:

@@ -168,6 +168,8 @@ class XfrmEventSocket:
 
     async def next_events(self) -> list[XfrmEvent]:
         """trio: wait until at least one event arrives and return them."""
+        # lazy: the blocking socket serves ikeresume resume, which must not import trio
+        # (tests/test_startup.py::test_resume_client_path_does_not_import_trio)
         import trio
 
         while True:

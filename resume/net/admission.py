@@ -2,10 +2,10 @@
 
 Why a module of its own: this runs for every datagram of a flood, before any cryptography
 or database work, and it is where the overload policy lives.  Cheapest checks first: the
-RFC 7296 header is read at raw offsets (no parsed object), then the per-source bucket, the
-global new-exchange budget and the pending-work bound.  Message 3 is never charged to the
-new-exchange budget and gets twice the pending room of message 1, so a flood of
-valid-looking message 1s cannot starve exchanges already under way.
+RFC 7296 header's fields (:func:`resume.wire.peek_header_untrusted`, no payload parsed),
+then the per-source bucket, the global new-exchange budget and the pending-work bound.
+Message 3 is never charged to the new-exchange budget and gets twice the pending room of
+message 1, so a flood of valid-looking message 1s cannot starve exchanges already under way.
 
 A message 1 whose handle the store reported unknown moments ago (the store link's memory
 of misses) is dropped here, before the core: a replayed or forged message 1 would otherwise
@@ -18,14 +18,16 @@ whether it is worth reading.
 
 from __future__ import annotations
 
+from resume.errors import DecodeError
 from resume.net.config import LimitsSection
 from resume.net.ratelimit import SourceLimiter, TokenBucket
 from resume.wire import (
     EXCHANGE_IKE_RESUME,
     FLAG_INITIATOR,
     FLAG_RESPONSE,
-    HEADER_LEN,
     PT_RESUME_HANDLE,
+    peek_handle_untrusted,
+    peek_header_untrusted,
 )
 
 _FLAGS_MASK = FLAG_RESPONSE | FLAG_INITIATOR
@@ -52,25 +54,29 @@ class Admission:
 
     def admit(self, data: bytes, host: str, now: float, pending: int) -> str | None:
         """``pending``: the core's outstanding requests, counting those admitted this batch."""
-        if len(data) < HEADER_LEN:
+        try:
+            h = peek_header_untrusted(data)
+        except DecodeError:
             return "malformed"
-        # RFC 7296 3.1: SPIs 0-15, next payload 16, version 17, exchange type 18, flags 19
-        if data[17] >> 4 != 2 or data[18] != EXCHANGE_IKE_RESUME:
+        # fields: spi_i, spi_r, next payload, version, exchange type, flags, message id, length
+        if h[3] >> 4 != 2 or h[4] != EXCHANGE_IKE_RESUME:
             return "not_resumption"
-        if data[19] & _FLAGS_MASK != FLAG_INITIATOR:
+        if h[5] & _FLAGS_MASK != FLAG_INITIATOR:
             return "response_at_responder"
-        if data[20] or data[21] or data[22] or data[23] > 1:  # message id 0 or 1
+        if h[6] > 1:  # message id 0 or 1
             return "bad_message_id"
         if not self.sources.allow(host, now):
             return "rate_limited_source"
-        if data[23] == 0:
+        if h[6] == 0:
             if self.draining:
                 return "draining"
             misses = self.misses
-            if misses and data[16] == PT_RESUME_HANDLE and len(data) >= HEADER_LEN + 4:
-                # first payload: 4-byte generic header (length includes it), then the handle
-                end = HEADER_LEN + (data[HEADER_LEN + 2] << 8 | data[HEADER_LEN + 3])
-                if misses.get(data[HEADER_LEN + 4 : end], 0.0) > now:
+            if misses and h[2] == PT_RESUME_HANDLE:
+                try:
+                    handle = peek_handle_untrusted(data)
+                except DecodeError:
+                    handle = b""
+                if misses.get(handle, 0.0) > now:
                     return "unknown_handle_recent"
             if self.new_exchanges is not None and not self.new_exchanges.take(now):
                 return "rate_limited_new"

@@ -1,21 +1,22 @@
 """The initiator side over UDP: try a resumption, or tell the caller to run a full IKE.
 
-Two levels:
+Two levels, each taking one :class:`ClientOptions` (how the attempt runs):
 
 * :func:`resume_once` drives one :class:`~resume.initiator.Initiator` over a connected UDP
   socket (retransmission with backoff and the overall timeout are the core's timers; this
-  only sleeps until ``get_timer()``).  It never raises for network trouble: the outcome is
-  ``resumed`` or a fallback with its reason (``nack``, ``timeout``, ``network``).
+  only sleeps until ``get_timer()``), with a credential or a store lookup's result (its
+  kept previous generation and lifetimes).  It never raises for network trouble: the
+  outcome is ``resumed`` or a fallback with its reason (``nack``, ``timeout``, ``network``).
 * :func:`resume_with_store` adds the initiator's credential cache: picks the credential for
   the responder identity, passes the kept ``previous`` generation (lost-message-3 rule), and
   on success ratchets the store *before* returning the SA pair, so a crash after returning
   can never leave the store at a generation the responder has moved past.
 
-Each has a blocking twin (``resume_once_blocking``, ``resume_cached_blocking``,
-``resume_with_store_blocking``) that waits with ``selectors`` instead of trio and runs the
-store calls inline: ``ikeresume resume`` runs before every reconnection of a road warrior,
-and importing trio alone costs it 100-180 ms.  trio is imported only inside the async
-functions, so importing this module does not pull it in.
+Each has a blocking twin (``resume_once_blocking``, ``resume_with_store_blocking``) that
+waits with ``selectors`` instead of trio and runs the store calls inline: ``ikeresume
+resume`` runs before every reconnection of a road warrior, and importing trio alone costs
+it 100-180 ms.  trio is imported only inside the async functions (tests/test_startup.py
+checks that importing this module and a blocking attempt do not pull it in).
 
 An IKE daemon embeds these; ``ikeresume resume`` wraps the blocking ones (exit code 3 = run
 a full IKE).
@@ -31,14 +32,43 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from resume.credential import Credential
-from resume.events import FallbackToFullIKE, ResumptionComplete
+from resume.errors import DecodeError
+from resume.events import Address, FallbackToFullIKE, ResumptionComplete
 from resume.initiator import Initiator, InitiatorConfig
-from resume.net.udpwire import MAX_DATAGRAM, NON_ESP_MARKER, Addr, try_bypass_ipsec
+from resume.net.udpwire import MAX_DATAGRAM, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
+from resume.wire import add_non_esp_marker, strip_non_esp_marker_untrusted
 from store.errors import StoreError
 from store.repository import LookupResult, Store
 
-Outcome = Literal["resumed", "nack", "timeout", "network", "no_credential", "store_error"]
+#: Every outcome of a client attempt; ``install_failed`` only from
+#: :func:`ikeshim.initiator.resume_and_install`, which also installs the SAs.
+Outcome = Literal[
+    "resumed", "nack", "timeout", "network", "no_credential", "store_error", "install_failed"
+]
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How an attempt runs: the initiator's timers, the framing and the socket.
+
+    ``id_i`` picks our identity when the cache holds several credentials for one
+    responder (the store calls only); ``natt`` frames datagrams for UDP 4500 (RFC 3948);
+    ``local`` binds the socket;
+    ``bypass_ipsec`` exempts it from IPsec policies (needs CAP_NET_ADMIN; silently skipped
+    without it): a previous session's policies must not capture this attempt.  ``clock``
+    gives ``now`` to the core (wall-clock seconds).
+    """
+
+    config: InitiatorConfig | None = None
+    id_i: bytes | None = None
+    natt: bool = False
+    local: Address | None = None
+    bypass_ipsec: bool = True
+    clock: Callable[[], float] = time.time
+
+
+_DEFAULT = ClientOptions()
 
 
 @dataclass(frozen=True)
@@ -59,7 +89,7 @@ class ResumeResult:
         return self.outcome == "resumed"
 
 
-def _socket_for(server: Addr, local: Addr | None, bypass: bool) -> socket.socket:
+def _socket_for(server: Address, local: Address | None, bypass: bool) -> socket.socket:
     fam = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     try:
@@ -81,42 +111,63 @@ class _Attempt:
     The trio and the blocking client differ only in how they wait for the socket to become
     readable; sending, the outcome, draining and the timers live here once, so the two
     cannot drift apart.  The loop is: :meth:`step` (a result, or seconds to wait), wait for
-    readability at most that long, :meth:`after_wait`.
+    readability at most that long, again.
     """
 
     def __init__(
         self,
         credential: Credential,
-        server: Addr,
-        *,
-        config: InitiatorConfig | None,
+        server: Address,
+        options: ClientOptions,
         previous: Credential | None,
         lifetimes: Lifetimes | None,
-        natt: bool,
-        local: Addr | None,
-        bypass_ipsec: bool,
-        clock: Callable[[], float],
     ) -> None:
         self.t0 = time.perf_counter()
         self.server = server
-        self.natt = natt
-        self.clock = clock
+        self.natt = options.natt
+        self.clock = clock = options.clock
         self.ini = Initiator(
-            credential, config, previous=previous, peer=server, lifetimes=lifetimes
+            credential, options.config, previous=previous, peer=server, lifetimes=lifetimes
         )
-        self.sock = _socket_for(server, local, bypass_ipsec)
+        self.sock = _socket_for(server, options.local, options.bypass_ipsec)
+        self._waited = False
         try:
             self.ini.initiate(clock())
         except BaseException:
             self.sock.close()  # the callers' ``with att.sock`` is not reached
             raise
 
+    @classmethod
+    def open(
+        cls,
+        what: Credential | LookupResult,
+        server: Address,
+        options: ClientOptions | None,
+    ) -> _Attempt | ResumeResult:
+        """The attempt, or the ``network`` outcome when no socket could be set up."""
+        previous: Credential | None = None
+        lifetimes: Lifetimes | None = None
+        if isinstance(what, LookupResult):
+            if what.credential is None:
+                raise ValueError("resume_once needs a lookup that found a credential")
+            credential, previous, lifetimes = what.credential, what.previous, what.lifetimes
+        else:
+            credential = what
+        try:
+            return cls(credential, server, options or _DEFAULT, previous, lifetimes)
+        except OSError as e:
+            return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
+
     def step(self) -> ResumeResult | float:
-        """Send what the core has queued; the outcome if there is one, else how long to wait."""
+        """Feed the core what arrived since the last step (firing its timer when due), send
+        what it queued; the outcome if there is one, else how long to wait for the socket."""
+        if self._waited:
+            self.after_wait()
+        self._waited = True
         ini, clock = self.ini, self.clock
         for data, _addr in ini.datagrams_to_send(clock()):
             try:
-                self.sock.send(NON_ESP_MARKER + data if self.natt else data)
+                self.sock.send(add_non_esp_marker(data) if self.natt else data)
             except BlockingIOError:
                 pass  # counts as a lost datagram: the core retransmits
             except OSError as e:
@@ -158,175 +209,48 @@ class _Attempt:
                 self.ini.stats["recv_error"] += 1  # ICMP port unreachable: like a lost datagram
                 return
             if self.natt:
-                if data[:4] != NON_ESP_MARKER:
-                    continue
-                data = data[4:]
+                try:
+                    data = strip_non_esp_marker_untrusted(data)
+                except DecodeError:
+                    continue  # ESP or a keepalive on the shared port: not ours
             self.ini.receive_datagram(data, self.server, self.clock())
 
 
-def _open_attempt(
-    credential: Credential,
-    server: Addr,
-    *,
-    config: InitiatorConfig | None,
-    previous: Credential | None,
-    lifetimes: Lifetimes | None,
-    natt: bool,
-    local: Addr | None,
-    bypass_ipsec: bool,
-    clock: Callable[[], float],
-) -> _Attempt | ResumeResult:
-    """The attempt, or the ``network`` outcome when no socket could be set up."""
-    try:
-        return _Attempt(
-            credential,
-            server,
-            config=config,
-            previous=previous,
-            lifetimes=lifetimes,
-            natt=natt,
-            local=local,
-            bypass_ipsec=bypass_ipsec,
-            clock=clock,
-        )
-    except OSError as e:
-        return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
-
-
 async def resume_once(
-    credential: Credential,
-    server: Addr,
-    *,
-    config: InitiatorConfig | None = None,
-    previous: Credential | None = None,
-    lifetimes: Lifetimes | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    bypass_ipsec: bool = True,
-    clock: Callable[[], float] = time.time,
+    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
-    """One resumption attempt against ``server``; see the module docstring.
+    """One resumption attempt against ``server`` with a credential, or with a store
+    lookup's result (its credential, kept previous generation and lifetimes); see the
+    module docstring."""
+    import trio  # here, not at the top: the blocking path must not import trio
 
-    ``bypass_ipsec`` exempts the socket from IPsec policies (needs CAP_NET_ADMIN; silently
-    skipped without it): a previous session's policies must not capture this attempt.
-    """
-    import trio
-
-    att = _open_attempt(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        bypass_ipsec=bypass_ipsec,
-        clock=clock,
-    )
+    att = _Attempt.open(what, server, options)
     if isinstance(att, ResumeResult):
         return att
     with att.sock:
-        while True:
-            step = att.step()
-            if isinstance(step, ResumeResult):
-                return step
+        while not isinstance(step := att.step(), ResumeResult):
             with trio.move_on_after(step):
                 await trio.lowlevel.wait_readable(att.sock)
-            att.after_wait()
+    return step
 
 
 def resume_once_blocking(
-    credential: Credential,
-    server: Addr,
-    *,
-    config: InitiatorConfig | None = None,
-    previous: Credential | None = None,
-    lifetimes: Lifetimes | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    bypass_ipsec: bool = True,
-    clock: Callable[[], float] = time.time,
+    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """:func:`resume_once` for callers without an event loop: blocks the calling thread."""
-    att = _open_attempt(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        bypass_ipsec=bypass_ipsec,
-        clock=clock,
-    )
+    att = _Attempt.open(what, server, options)
     if isinstance(att, ResumeResult):
         return att
     with att.sock, selectors.DefaultSelector() as sel:
         sel.register(att.sock, selectors.EVENT_READ)
-        while True:
-            step = att.step()
-            if isinstance(step, ResumeResult):
-                return step
+        while not isinstance(step := att.step(), ResumeResult):
             sel.select(step)
-            att.after_wait()
+    return step
 
 
 def no_credential_reason(res: LookupResult | None) -> str:
     """Why an initiator lookup that gave no credential gave none (the outcome's detail)."""
     return "no cached credential" if res is None else f"policy refuses: {res.refusal}"
-
-
-def _cached(res: LookupResult) -> tuple[Credential, Credential | None, Lifetimes | None]:
-    """What an attempt takes from a lookup: the credential, its kept previous, lifetimes."""
-    if res.credential is None:
-        raise ValueError("resume_cached needs a lookup that found a credential")
-    return res.credential, res.previous, res.lifetimes
-
-
-async def resume_cached(
-    res: LookupResult,
-    server: Addr,
-    *,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    clock: Callable[[], float] = time.time,
-) -> ResumeResult:
-    """One exchange with a looked-up credential, its kept previous generation and lifetimes."""
-    credential, previous, lifetimes = _cached(res)
-    return await resume_once(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
-
-
-def resume_cached_blocking(
-    res: LookupResult,
-    server: Addr,
-    *,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    clock: Callable[[], float] = time.time,
-) -> ResumeResult:
-    """:func:`resume_cached` without an event loop (blocks the calling thread)."""
-    credential, previous, lifetimes = _cached(res)
-    return resume_once_blocking(
-        credential,
-        server,
-        config=config,
-        previous=previous,
-        lifetimes=lifetimes,
-        natt=natt,
-        local=local,
-        clock=clock,
-    )
 
 
 def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
@@ -345,7 +269,7 @@ def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
     )
 
 
-def _lookup(
+def lookup(
     store: Store, id_r: bytes, id_i: bytes | None, now: float
 ) -> LookupResult | ResumeResult:
     """The usable cached credential, or the outcome that says why there is none."""
@@ -358,11 +282,12 @@ def _lookup(
     return res
 
 
-def _needs_ratchet(result: ResumeResult) -> bool:
+def needs_ratchet(result: ResumeResult) -> bool:
+    """``result`` resumed: the store must hold its successor before anything else."""
     return result.resumed and result.successor is not None and result.used_handle is not None
 
 
-def _ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
+def ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
     """``result`` once the store holds its successor, or the store_error that prevented it."""
     try:
         advanced = advance_after(store, result, clock())
@@ -374,51 +299,36 @@ def _ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> 
 
 
 async def resume_with_store(
-    store: Store,
-    id_r: bytes,
-    server: Addr,
-    *,
-    id_i: bytes | None = None,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    clock: Callable[[], float] = time.time,
+    store: Store, id_r: bytes, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """Resume with the cached credential for responder ``id_r`` and ratchet the store.
 
     Store calls run in a worker thread (the caller's event loop keeps running).
     """
-    import trio
+    import trio  # here, not at the top: the blocking path must not import trio
 
-    now = clock()
-    res = await trio.to_thread.run_sync(_lookup, store, id_r, id_i, now)
+    opts = options or _DEFAULT
+    res = await trio.to_thread.run_sync(lookup, store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
-    result = await resume_cached(res, server, config=config, natt=natt, local=local, clock=clock)
-    if not _needs_ratchet(result):
+    result = await resume_once(res, server, options)
+    if not needs_ratchet(result):
         return result
-    ratcheted: ResumeResult = await trio.to_thread.run_sync(_ratchet, store, result, clock)
+    ratcheted: ResumeResult = await trio.to_thread.run_sync(ratchet, store, result, opts.clock)
     return ratcheted
 
 
 def resume_with_store_blocking(
-    store: Store,
-    id_r: bytes,
-    server: Addr,
-    *,
-    id_i: bytes | None = None,
-    config: InitiatorConfig | None = None,
-    natt: bool = False,
-    local: Addr | None = None,
-    clock: Callable[[], float] = time.time,
+    store: Store, id_r: bytes, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
     """:func:`resume_with_store` without an event loop: store calls run inline.
 
     For one-shot callers (``ikeresume resume``) that have nothing else to keep responsive
     and should not pay trio's import cost.
     """
-    res = _lookup(store, id_r, id_i, clock())
+    opts = options or _DEFAULT
+    res = lookup(store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
-    result = resume_cached_blocking(res, server, config=config, natt=natt, local=local, clock=clock)
-    return _ratchet(store, result, clock) if _needs_ratchet(result) else result
+    result = resume_once_blocking(res, server, options)
+    return ratchet(store, result, opts.clock) if needs_ratchet(result) else result

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resume.errors import LocalProtocolError
+from resume.responder import ResponderConfig
 from store.policy import Policy, parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -309,9 +311,6 @@ def responder_config(protocol: Mapping[str, Any]) -> ResponderConfig:
     default differs from the library's: the service turns ``credential_cache_size`` on
     (:data:`SERVICE_CREDENTIAL_CACHE`), so message 3 needs no second lookup.
     """
-    from resume.errors import LocalProtocolError
-    from resume.responder import ResponderConfig
-
     allowed = {f.name: f for f in fields(ResponderConfig) if f.name != "default_lifetimes"}
     kw: dict[str, Any] = {"credential_cache_size": SERVICE_CREDENTIAL_CACHE}
     defaults = ResponderConfig()

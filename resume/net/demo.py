@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from rich.console import Console
+from rich.table import Table
 
 from resume.initiator import InitiatorConfig
 from resume.keyschedule import fingerprint
-from resume.net.client import ResumeResult, resume_with_store
+from resume.net.client import ClientOptions, ResumeResult, resume_with_store
 from resume.net.config import from_mapping
 from resume.net.server import ResponderService
 from resume.sa import SAPair
@@ -172,14 +174,10 @@ async def run_loopback_demo_async(
 
                 async def one(i: int, rnd: int = rnd) -> None:
                     async with limiter:
-                        r = await resume_with_store(
-                            client_store,
-                            ID_R,
-                            server,
-                            id_i=client_id(i),
-                            config=ini_cfg,
-                            local=(client_addr(i), 0),
+                        options = ClientOptions(
+                            config=ini_cfg, id_i=client_id(i), local=(client_addr(i), 0)
                         )
+                        r = await resume_with_store(client_store, ID_R, server, options)
                     results.append((i, rnd, r))
                     if progress is not None:
                         progress(len(results), total)
@@ -293,9 +291,6 @@ def run_loopback_demo(n_clients: int = 300, rounds: int = 2, **kw: Any) -> DemoS
 
 
 def print_summary(s: DemoSummary) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     con = Console()
     con.print(
         f"ikeresume demo: responder on udp {s.listen}, SQLite cache (every accept durable); "

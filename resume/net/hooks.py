@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import trio
 
+from ikeshim.install import install_sa_pair
 from resume.sa import SAPair
 
 
@@ -101,28 +102,19 @@ class PythonHook:
 
 
 class XfrmInstaller:
-    """Adapter to ikeshim's ``install_sa_pair`` (``ikeshim.install``), imported when configured.
+    """Adapter to ikeshim's service entry point :func:`ikeshim.install.install_sa_pair`.
 
-    ikeshim owns the kernel side (all-or-nothing install of both SAs and their policies);
-    the service does not import netlink code unless ``mode = "xfrm"``.
+    ikeshim owns the kernel side (all-or-nothing install of both SAs and their policies, on
+    a socket kept open per thread); this only bounds it in time and maps its errors.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        fn: Any = None
-        try:  # the entry point ikeshim provides for the service (session replacement)
-            from ikeshim.install import install_sa_pair as fn
-        except ImportError:
-            try:
-                from ikeshim.installer import install_sa_pair_async as fn
-            except ImportError as e:
-                raise ValueError(f"install mode 'xfrm' needs ikeshim's installer: {e}") from None
-        self._fn: Callable[[SAPair], Any] = fn
 
     async def install(self, sa: SAPair) -> None:
         try:
             with trio.fail_after(self.timeout):
-                await self._fn(sa)
+                await install_sa_pair(sa)
         except trio.TooSlowError:
             raise InstallError(f"XFRM install timed out after {self.timeout:g}s") from None
         except Exception as e:  # ikeshim.errors.XfrmError and friends: counted, not fatal

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import trio
 
 from resume.events import (
+    Address,
     CommitNeeded,
     CredentialNeeded,
     ResumptionComplete,
@@ -45,7 +46,8 @@ from resume.net.lane import Lane
 from resume.net.metrics import ServerMetrics
 from resume.net.server_secret import load_server_secret
 from resume.net.storelink import StoreLink
-from resume.net.udp import Addr, UdpEndpoint, try_bypass_ipsec
+from resume.net.udp import UdpEndpoint
+from resume.net.udpwire import try_bypass_ipsec
 from resume.responder import Responder
 from store.committer import GroupCommitter
 from store.repository import Store
@@ -117,7 +119,7 @@ class ResponderService:
 
     # -- state -----------------------------------------------------------------------------
     @property
-    def addresses(self) -> list[Addr]:
+    def addresses(self) -> list[Address]:
         return [lane.endpoint.local_addr for lane in self.lanes]
 
     @property

@@ -51,7 +51,7 @@ class StoreLink:
     ) -> None:
         self.store = store
         self.metrics = metrics
-        self.inline = store.dialect == "sqlite" if inline_lookups is None else inline_lookups
+        self.inline = store.embedded if inline_lookups is None else inline_lookups
         self.miss_seconds = miss_seconds
         #: handle -> until when it is answered "unknown" without reading the store (admission
         #: reads it too: message 1s for these handles are dropped before the core)

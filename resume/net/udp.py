@@ -21,17 +21,14 @@ from collections.abc import Iterable
 
 import trio
 
+from resume.errors import DecodeError
+from resume.events import Address
 from resume.net.config import ListenAddr
-
-# re-exported: the framing lives in udpwire so the blocking client can skip trio
-from resume.net.udpwire import MAX_DATAGRAM as MAX_DATAGRAM
-from resume.net.udpwire import NATT_KEEPALIVE as NATT_KEEPALIVE
-from resume.net.udpwire import NON_ESP_MARKER as NON_ESP_MARKER
-from resume.net.udpwire import Addr as Addr
-from resume.net.udpwire import try_bypass_ipsec as try_bypass_ipsec
+from resume.net.udpwire import MAX_DATAGRAM, NATT_KEEPALIVE
+from resume.wire import add_non_esp_marker, strip_non_esp_marker_untrusted
 
 
-def norm_addr(addr: tuple[object, ...]) -> Addr:
+def norm_addr(addr: tuple[object, ...]) -> Address:
     """(host, port) from an AF_INET or AF_INET6 address tuple (scope kept in the host)."""
     return (str(addr[0]), int(addr[1]))  # type: ignore[call-overload]
 
@@ -75,7 +72,7 @@ class UdpEndpoint:
         return cls(sock, natt=natt)
 
     @property
-    def local_addr(self) -> Addr:
+    def local_addr(self) -> Address:
         return norm_addr(self.sock.getsockname())
 
     def close(self) -> None:
@@ -90,9 +87,9 @@ class UdpEndpoint:
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
-    def recv_nowait(self, max_n: int) -> list[tuple[bytes, Addr]]:
+    def recv_nowait(self, max_n: int) -> list[tuple[bytes, Address]]:
         """Up to ``max_n`` datagrams already queued in the kernel; never blocks or yields."""
-        out: list[tuple[bytes, Addr]] = []
+        out: list[tuple[bytes, Address]] = []
         recvfrom = self.sock.recvfrom
         natt = self.natt
         for _ in range(max_n):
@@ -105,15 +102,16 @@ class UdpEndpoint:
                 self._drop("socket_error")
                 continue
             if natt:
-                if data[:4] != NON_ESP_MARKER:
+                try:
+                    data = strip_non_esp_marker_untrusted(data)
+                except DecodeError:
                     self._drop("natt_keepalive" if data == NATT_KEEPALIVE else "natt_not_ike")
                     continue
-                data = data[4:]
             out.append((data, (raw[0], raw[1])))
         self.received += len(out)
         return out
 
-    async def recv_batch(self, max_n: int) -> list[tuple[bytes, Addr]]:
+    async def recv_batch(self, max_n: int) -> list[tuple[bytes, Address]]:
         """At least one datagram (awaiting readability only when the socket is empty)."""
         while True:
             batch = self.recv_nowait(max_n)
@@ -121,11 +119,11 @@ class UdpEndpoint:
                 return batch
             await trio.lowlevel.wait_readable(self.sock)
 
-    def send_nowait(self, items: list[tuple[bytes, Addr]]) -> list[tuple[bytes, Addr]]:
+    def send_nowait(self, items: list[tuple[bytes, Address]]) -> list[tuple[bytes, Address]]:
         """Send what the kernel takes now; return what is left (the socket buffer is full)."""
         sendto = self.sock.sendto
         for i, (data, addr) in enumerate(items):
-            payload = NON_ESP_MARKER + data if self.natt else data
+            payload = add_non_esp_marker(data) if self.natt else data
             try:
                 sendto(payload, addr)
             except BlockingIOError:
@@ -137,7 +135,7 @@ class UdpEndpoint:
             self.sent += 1
         return []
 
-    async def send_batch(self, items: Iterable[tuple[bytes, Addr]]) -> None:
+    async def send_batch(self, items: Iterable[tuple[bytes, Address]]) -> None:
         left = list(items)
         while left:
             left = self.send_nowait(left)

@@ -1,17 +1,20 @@
-"""UDP framing constants and socket set-up shared by the trio endpoint and the clients.
+"""UDP constants and socket set-up shared by the trio endpoint and the clients.
 
 Why a module of its own: :mod:`resume.net.udp` is the trio endpoint, and ``ikeresume
-resume`` (a blocking, one-shot client) must not pay trio's import cost just to learn the
-NAT-T marker or to exempt its socket from IPsec policies.
+resume`` (a blocking, one-shot client) must not pay trio's import cost just to set up its
+socket (the NAT-T framing itself is the wire codec's: :mod:`resume.wire`).
 """
 
 from __future__ import annotations
 
 import socket
 
-Addr = tuple[str, int]
-NON_ESP_MARKER = b"\x00\x00\x00\x00"
+from ikeshim.xfrm.bypass import bypass_socket
+
+#: A NAT keepalive on UDP 4500 (RFC 3948 section 2.3): one 0xFF byte.
 NATT_KEEPALIVE = b"\xff"
+#: Receive buffer: the largest UDP payload, so that an oversized datagram is read whole and
+#: then refused by the wire codec (``resume.wire.MAX_MESSAGE_LEN``) instead of truncated.
 MAX_DATAGRAM = 65535
 
 
@@ -23,10 +26,6 @@ def try_bypass_ipsec(sock: socket.socket) -> str | None:
     CAP_NET_ADMIN; returns why it could not be done (None on success) instead of raising,
     because without kernel policies there is nothing to bypass.
     """
-    try:
-        from ikeshim.xfrm import bypass_socket
-    except ImportError as e:  # pragma: no cover - ikeshim is part of the distribution
-        return f"ikeshim unavailable: {e}"
     try:
         bypass_socket(sock)
     except Exception as e:  # ikeshim.errors.XfrmError (EPERM without CAP_NET_ADMIN, ...)

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import contextlib
 
-from resume import wire, wire_construct, wire_messages
+from resume import wire
 from resume.errors import DecodeError
+from tests.resume import wire_oracle
 
 DECODERS = (
     wire.peek_header_untrusted,
     wire.decode_message_untrusted,
-    wire_construct.decode_message_construct_untrusted,
-    wire_messages.parse_request_untrusted,
-    wire_messages.parse_response_untrusted,
+    wire_oracle.decode_message_construct_untrusted,
+    wire.parse_request_untrusted,
+    wire.parse_response_untrusted,
     wire.strip_non_esp_marker_untrusted,
-    wire_messages.decode_sa_untrusted,
-    wire_messages.decode_id_untrusted,
-    wire_messages.decode_ke_untrusted,
+    wire.decode_sa_untrusted,
+    wire.decode_id_untrusted,
+    wire.decode_ke_untrusted,
 )
 
 

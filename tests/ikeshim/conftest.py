@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ikeshim.testbed import UmlError, cleanup, run_in_uml, uml_available
 from tests.conftest import require
+from tests.testbed.uml import UmlError, cleanup, run_in_uml, uml_available
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ikeshim.testbed import in_netns
-from ikeshim.testbed_strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 from ikeshim.xfrm import XfrmSocket, XfrmState
+from tests.testbed.netns import in_netns
+from tests.testbed.strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 
 WORK = Path("/tmp/e2e")
 CLOCKED_S = 45
@@ -227,7 +227,7 @@ def _resume(
             "xfrm",
             "--json",
             "--timeout",
-            "8",
+            "30",
         ),
         capture_output=True,
         text=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ikeshim.testbed_strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 from resume.sa import Encr, Integ, Mode
+from tests.testbed.strongswan import A, B, Charons, Child, make_namespaces, sh, start_charons
 
 WORK = Path("/tmp/harvest-test")
 CHILDREN = [
@@ -90,6 +91,13 @@ def _wait(pred: Any, what: str, timeout: float = 20.0) -> None:
     raise AssertionError(
         f"timed out waiting for {what}; outcomes a={_outcomes(A)} b={_outcomes(B)} errs={errs}"
     )
+
+
+def _established_s(charons: Charons, peer: Any, ike: str) -> int:
+    """Seconds the daemon says IKE SA ``ike`` has been established (-1 if it has none)."""
+    out = charons.swanctl(peer, "--list-sas", "--ike", ike)
+    found = re.search(r"established (\d+)s ago", out)
+    return int(found.group(1)) if found else -1
 
 
 def _harvested(peer: Any, child: str) -> list[dict[str, str]]:
@@ -191,6 +199,9 @@ def check_3_disconnect_records_the_session() -> dict[str, Any]:
     # No wait for --counter-interval: the final byte counts come with the child-updown
     # events strongSwan sends after ike-updown.
     charons: Charons = _state["charons"]
+    # The record's connected time is what the daemon reports at ike-updown, in whole
+    # seconds: let it reach 1 s on both sides first, however fast this host is.
+    _wait(lambda: all(_established_s(charons, p, "ike6") >= 1 for p in (A, B)), "ike6 for 1 s")
     charons.terminate_ike("ike6")
 
     def sessions(peer: Any) -> dict[str, dict[str, str]]:

@@ -415,7 +415,7 @@ def check_permission_error_without_cap_net_admin() -> str:
 def check_trio_async_socket() -> None:
     import trio
 
-    from ikeshim.installer import install_sa_pair_async, remove_sa_pair_async
+    from ikeshim.install import install_sa_pair, remove_sa_pair
     from ikeshim.xfrm import AsyncXfrmSocket
 
     async def main() -> None:
@@ -432,8 +432,8 @@ def check_trio_async_socket() -> None:
                 pass
             else:
                 raise AssertionError("missing SA deleted")
-        inst: InstalledSA = await install_sa_pair_async(_tunnel_pair())
-        await remove_sa_pair_async(inst)
+        inst: InstalledSA = await install_sa_pair(_tunnel_pair())
+        await remove_sa_pair(inst)
 
     trio.run(main)
     with XfrmSocket() as x:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ikeshim.testbed import strongswan_available
 from tests.conftest import require
 from tests.ikeshim.conftest import make_verdict, run_guest_checks
+from tests.testbed.uml import strongswan_available
 
 pytestmark = [pytest.mark.uml, pytest.mark.slow]
 

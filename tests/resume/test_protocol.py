@@ -31,7 +31,7 @@ from resume.testing import (
     example_params,
     simulated_full_ike,
 )
-from resume.wire_messages import build_nack
+from resume.wire import build_nack
 
 NOW = 1_000_000.0
 SECRET = b"S" * 32
@@ -428,7 +428,7 @@ def test_configuration_errors_are_local() -> None:
 
 
 def test_low_order_x25519_share_is_refused() -> None:
-    from resume import wire_messages as wm
+    from resume import wire as wm
 
     cred = simulated_full_ike()
     resp = Responder(ResponderConfig(), SECRET)
@@ -481,7 +481,7 @@ def test_tampered_message3_is_refused_and_nothing_commits(paper: bool) -> None:
 
 
 def test_paper_message3_without_message1_is_refused() -> None:
-    from resume import wire_messages as wm
+    from resume import wire as wm
 
     resp = Responder(ResponderConfig(allow_paper_mode=True), SECRET)
     m3 = wm.build_paper_auth_prefix(b"I" * 8, b"R" * 8, b"\x02someone") + b"m" * 32

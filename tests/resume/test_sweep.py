@@ -20,9 +20,11 @@ from resume.states import (
     SLOT_TRANSITIONS,
     InitiatorInput,
     InitiatorState,
+    SlotInput,
+    SlotState,
 )
 from resume.testing import CLIENT_ADDR, SERVER_ADDR, MemoryTable, answer_events, simulated_full_ike
-from resume.wire_messages import build_nack
+from resume.wire import build_nack
 
 NOW = 5_000.0
 CRED = simulated_full_ike()
@@ -122,12 +124,7 @@ def test_initiator_state_by_input(state: InitiatorState, name: str) -> None:
         assert [type(e) for e in events] == [FallbackToFullIKE]
 
 
-def test_every_table_state_is_reachable_and_listed() -> None:
-    assert set(INITIATOR_TRANSITIONS) == set(InitiatorState)
-    assert all(v for k, v in SLOT_TRANSITIONS.items() if k.value != "closed")
-
-
-def _responder_with_slot(kind: str) -> tuple[Responder, int]:
+def _responder_with_slot(kind: str, m3_twice: bool = False) -> tuple[Responder, int]:
     resp = Responder(ResponderConfig(), b"R" * 32)
     table = MemoryTable()
     table.add(CRED)
@@ -144,6 +141,8 @@ def _responder_with_slot(kind: str) -> tuple[Responder, int]:
     init.receive_datagram(m2, SERVER_ADDR, NOW)
     [(m3, _)] = init.datagrams_to_send(NOW)
     resp.receive_datagram(m3, CLIENT_ADDR, NOW)
+    if m3_twice:  # a copy of message 3 arrives while the first waits for its credential
+        resp.receive_datagram(m3, CLIENT_ADDR, NOW)
     ev = resp.next_event()
     assert isinstance(ev, CredentialNeeded)
     if kind == "await_credential_3":
@@ -174,11 +173,14 @@ def test_responder_slot_by_local_input(kind: str, answer: str) -> None:
                 cred = OTHER if answer == "wrong_handle" else CRED
                 resp.provide_credential(token, None if answer == "none" else cred, None, NOW)
         assert resp.pending == 1  # the slot is untouched by a misuse
+        assert resp.slots.last == _OPENED.get(kind)  # and no transition happened
         return
+    state = SlotState(kind)
     if answer == "expire":
         resp.handle_timer(NOW + 60)
         assert resp.pending == 0
         assert resp.datagrams_to_send(NOW + 60) == []
+        assert resp.slots.last == (state, SlotInput.EXPIRE, SlotState.CLOSED)
         return
     if answer.startswith("commit"):
         resp.commit_result(token, answer == "commit_ok", NOW)
@@ -188,6 +190,13 @@ def test_responder_slot_by_local_input(kind: str, answer: str) -> None:
     while (ev := resp.next_event()) is not None:
         events.append(ev)
     out = resp.datagrams_to_send(NOW)
+    taken = {
+        "none": SlotInput.REFUSED,
+        "commit_fail": SlotInput.REFUSED,
+        "commit_ok": SlotInput.COMMIT,
+        "credential": SlotInput.CREDENTIAL if kind == "await_credential_1" else SlotInput.VERIFIED,
+    }[answer]
+    assert resp.slots.last == (state, taken, SLOT_TRANSITIONS[state][taken])
     if answer == "none" or answer == "commit_fail":
         assert len(out) == 1 and not any(isinstance(e, ResumptionComplete) for e in events)
     elif answer == "commit_ok":
@@ -196,3 +205,54 @@ def test_responder_slot_by_local_input(kind: str, answer: str) -> None:
         assert len(out) == 1 and resp.pending == 0  # message 2, nothing kept
     else:
         assert [type(e) for e in events] == [CommitNeeded] and resp.pending == 1
+
+
+#: the last transition of a responder whose newest slot was just opened in that state
+_OPENED = {
+    "await_credential_1": None,
+    "await_credential_3": (SlotState.AWAIT_CREDENTIAL_1, SlotInput.CREDENTIAL, SlotState.CLOSED),
+    "await_commit": (SlotState.AWAIT_CREDENTIAL_3, SlotInput.VERIFIED, SlotState.AWAIT_COMMIT),
+}
+
+
+def _drive(state: SlotState, event: SlotInput) -> Responder:
+    """A real responder that has just applied ``event`` to a slot in ``state``."""
+    if event is SlotInput.REPLAYED:
+        # two copies of message 3 wait for their credential; the first one verifies (its
+        # handle is now committing), so the second is a replay once its credential comes
+        resp, first = _responder_with_slot("await_credential_3", m3_twice=True)
+        second = resp.next_event()
+        assert isinstance(second, CredentialNeeded)
+        resp.provide_credential(first, CRED, None, NOW)
+        resp.provide_credential(second.token, CRED, None, NOW)
+        return resp
+    resp, token = _responder_with_slot(state.value)
+    if event is SlotInput.EXPIRE:
+        resp.handle_timer(NOW + 60)
+    elif event is SlotInput.COMMIT:
+        resp.commit_result(token, True, NOW)
+    elif event is SlotInput.REFUSED and state is SlotState.AWAIT_COMMIT:
+        resp.commit_result(token, False, NOW)
+    else:
+        cred = None if event is SlotInput.REFUSED else CRED
+        resp.provide_credential(token, cred, None, NOW)
+    return resp
+
+
+ROWS = [(st, ev) for st, row in SLOT_TRANSITIONS.items() for ev in row]
+
+
+@pytest.mark.parametrize(("state", "event"), ROWS, ids=[f"{s.value}-{e.value}" for s, e in ROWS])
+def test_every_slot_table_row_is_a_real_transition(state: SlotState, event: SlotInput) -> None:
+    """Each row of the slot table happens in a real Responder, through its SlotTable."""
+    resp = _drive(state, event)
+    assert resp.slots.last == (state, event, SLOT_TRANSITIONS[state][event])
+
+
+def test_every_state_is_in_the_tables_and_every_open_state_can_close() -> None:
+    assert set(INITIATOR_TRANSITIONS) == set(InitiatorState)
+    assert set(SLOT_TRANSITIONS) == set(SlotState)
+    rows = set(ROWS)
+    for state in SlotState:
+        if state is not SlotState.CLOSED:
+            assert (state, SlotInput.EXPIRE) in rows and (state, SlotInput.REFUSED) in rows

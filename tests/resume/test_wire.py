@@ -13,9 +13,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from resume import wire
-from resume import wire_construct as wc
-from resume import wire_messages as wm
+from resume import wire as wm
 from resume.errors import DecodeError, RemoteProtocolError
+from tests.resume import wire_oracle as wc
 
 spis = st.binary(min_size=8, max_size=8)
 payload_types = st.sampled_from([34, 35, 36, 40, 41, 240, 241, 242, 243, 7, 128, 255])

@@ -1,9 +1,10 @@
-"""The wire layouts written declaratively with construct (documentation and cross-check).
+"""Test oracles for :mod:`resume.wire`: the layouts written declaratively with construct,
+and message 2 through the generic framer.
 
-The responder's hot path uses the hand-written ``struct`` decoder in :mod:`resume.wire`
-because construct's interpreter costs tens of microseconds per message; these definitions
-are the readable reference, used where speed does not matter (tooling, tests).  The test
-suite proves that both produce and accept exactly the same bytes.
+The product decodes with ``struct`` (construct's interpreter costs tens of microseconds per
+message, and the responder needs no second codec), so construct is a test dependency only:
+these definitions are an independent reading of RFC 7296 3.1/3.2 that the tests hold the
+product's codec to (both produce and accept exactly the same bytes).
 """
 
 from __future__ import annotations
@@ -13,7 +14,23 @@ from typing import Any
 import construct as c
 
 from resume.errors import DecodeError
-from resume.wire import HEADER_LEN, MAX_MESSAGE_LEN, MAX_PAYLOADS, Header, Message, Payload
+from resume.wire import (
+    FLAG_RESPONSE,
+    HEADER_LEN,
+    MAC_LEN,
+    MAX_MESSAGE_LEN,
+    MAX_PAYLOADS,
+    PT_KE,
+    PT_NONCE,
+    PT_RESUME_AUTH,
+    PT_RESUME_SA,
+    Header,
+    Message,
+    Payload,
+    ResumeSA,
+    encode_ke,
+    encode_message,
+)
 
 HEADER = c.Struct(
     "spi_i" / c.Bytes(8),
@@ -126,3 +143,15 @@ def encode_message_construct(message: Message) -> bytes:
         }
     )
     return out
+
+
+def build_hardened_resp_prefix_generic(
+    spi_i: bytes, spi_r: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+) -> bytes:
+    """Message 2 up to its MAC through the generic framer: the reference for
+    :func:`resume.wire.build_hardened_resp_prefix` (one struct)."""
+    payloads = [(PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
+    if ke is not None:
+        payloads.append((PT_KE, encode_ke(ke)))
+    payloads.append((PT_RESUME_AUTH, b""))
+    return encode_message(spi_i, spi_r, FLAG_RESPONSE, 0, payloads, trailer=MAC_LEN)

@@ -36,7 +36,7 @@ class Peer:
         return f"v6.{self.ident}"
 
     def vici_path(self) -> str:
-        return f"/tmp/sw-{self.ns}.vici"  # noqa: S108 - the UML guest's private tmpfs
+        return f"/tmp/sw-{self.ns}.vici"
 
 
 A = Peer("a", "192.0.2.1", "2001:db8::1", "a.example")  # responder
@@ -45,7 +45,7 @@ B = Peer("b", "192.0.2.2", "2001:db8::2", "b.example")  # initiator
 
 def sh(cmd: str, timeout: float = 60) -> str:
     # Testbed plumbing with fixed command strings (no outside input).
-    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)  # noqa: S602
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
     if out.returncode:
         raise RuntimeError(f"{cmd!r} failed ({out.returncode}): {out.stdout}{out.stderr}")
     return out.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ikeshim import testbed
+from tests.testbed import uml as testbed
 
 
 def test_entries_under_host_tmp_are_found_once_and_others_ignored() -> None:
