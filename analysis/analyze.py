@@ -87,8 +87,9 @@ class Settings:
 
 
 def _reader_limits() -> dict[str, Any]:
-    from analysis.logs import DETECT_WINDOW, MAX_FORMATS_PER_FILE, MAX_LINE
+    from analysis.logs import DETECT_WINDOW, MAX_FORMATS_PER_FILE
     from analysis.parsers.base import Assembler
+    from analysis.textin import MAX_LINE
 
     asm = Assembler()
     return {"max_line_chars": MAX_LINE, "detect_window_lines": DETECT_WINDOW,

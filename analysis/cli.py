@@ -196,9 +196,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     _return_freed_arrays_to_the_os()
     from analysis.analyze import Settings, analyze, to_json
-    from analysis.logs import MAX_LINE, ReadReport, read_trace
+    from analysis.logs import ReadReport, read_trace
     from analysis.report import inputs_json, print_inputs, print_report
     from analysis.session import LogParseError
+    from analysis.textin import MAX_LINE
     from analysis.timeparse import US, TimeContext
     from resume.exitcodes import EXIT_ERROR, EXIT_USAGE
     from store.policy import parse_duration

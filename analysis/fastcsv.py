@@ -24,6 +24,7 @@ from analysis import bytecsv
 from analysis.account import FileAccount
 from analysis.parsers import generic
 from analysis.session import Issue, LineError, Session
+from analysis.textin import MAX_LINE, OVERLONG, StreamError, read_text_chunks
 from analysis.timeparse import MAX_US, MIN_US, TimeContext
 from analysis.trace import Trace
 
@@ -139,7 +140,6 @@ def read_csv_trace(
     gives them), or None when the file does not start with a CSV header line.  Lines
     that are not CSV rows at all go to ``on_issue`` as foreign issues (the caller offers
     them to format detection again)."""
-    from analysis.logs import MAX_LINE, OVERLONG, StreamError, read_text_chunks
 
     names: dict[str, int] = {}  # name -> increasing (not contiguous) number
     counter = itertools.count()
@@ -240,8 +240,6 @@ def _chunk(
 ) -> int:
     """One chunk of whole lines (ending in a newline): the fastest path that accepts it.
     Returns the number of the line after it."""
-    from analysis.logs import MAX_LINE
-
     n_lines = text.count("\n")
     got = bytecsv.chunk_columns(text, delim, cols, width, names, seen, counter, MAX_LINE)
     if got is not None:
@@ -261,8 +259,6 @@ def _chunk(
     numbered = []
     for i, ln in enumerate(lines, line_no):
         if len(ln) > MAX_LINE:
-            from analysis.logs import OVERLONG
-
             on_issue(Issue(f"{path}:{i}", OVERLONG))
         else:
             numbered.append((i, ln))

@@ -14,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 from analysis.account import FileAccount
-from analysis.logs import MAX_LINE, ReadReport, read_trace
+from analysis.logs import ReadReport, read_trace
 from analysis.parsers.base import Assembler, Event
 from analysis.parsers.detect import FORMATS
 from analysis.session import Issue, Session
+from analysis.textin import MAX_LINE
 from analysis.timeparse import MAX_US, MIN_US, TimeContext
 
 _DIR = Path(tempfile.mkdtemp(prefix="ikr-fuzz-log-"))
