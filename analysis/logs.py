@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Assembler, AssemblyStats, Event
+from analysis.parsers.base import Assembler, AssemblyStats, LogEvent
 from analysis.parsers.detect import FORMATS, Format, detect
 from analysis.session import Issue, LogParseError, Session
 from analysis.textin import MAX_LINE, OVERLONG, StreamError, read_text_chunks
@@ -304,7 +304,7 @@ def _read_file(
         )
         feed = assembler.feed
         for item in f.parse(lines, name, ctx, acct):
-            if type(item) is Event:
+            if type(item) is LogEvent:
                 done = feed(item)
                 if done:  # most events complete nothing
                     yield from take(done, f.name)

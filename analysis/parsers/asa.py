@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, peer_host, to_int
+from analysis.parsers.base import LogEvent, peer_host, to_int
 from analysis.session import Issue, LineError
 from analysis.timeparse import US, TimeContext, find_time, parse_session_duration
 
@@ -65,7 +65,7 @@ def _fields(msg: str) -> tuple[str, str] | None:
     return None
 
 
-def _disconnect(msg: str, src: str, t: int) -> Event:
+def _disconnect(msg: str, src: str, t: int) -> LogEvent:
     at = msg.find("Group = ")
     d = _113019.match(msg, at) if at >= 0 else None
     if not d:
@@ -78,7 +78,7 @@ def _disconnect(msg: str, src: str, t: int) -> Event:
         dur = parse_session_duration(other)
     out_b, in_b = to_int(xmt, "Bytes xmt"), to_int(rcv, "Bytes rcv")
     user, ip = d.group(2).strip(), peer_host(d.group(3))  # LineError for a broken peer
-    return Event("stop", "asa:" + user + "@" + ip, user, t, src, dur, in_b, out_b)
+    return LogEvent("stop", "asa:" + user + "@" + ip, user, t, src, dur, in_b, out_b)
 
 
 _SKIP: dict[str, str] = {}  # message id -> the skip reason (formatted once)
@@ -93,7 +93,7 @@ def _skip_reason(msg_id: str) -> str:
 
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     skip = acct.skipped
     for no, line in lines:
         if not line or line.isspace():
@@ -143,7 +143,7 @@ def parse(
                     if f is None or not f[0]:
                         raise LineError(f"{msg_id} without Group/User/IP fields")
                     user, ip = f[0], peer_host(f[1])
-                ev = Event("start" if msg_id in START_IDS else "stop", f"asa:{user}@{ip}",
+                ev = LogEvent("start" if msg_id in START_IDS else "stop", f"asa:{user}@{ip}",
                            user, t, src)
         except LineError as e:
             yield Issue(src, str(e))

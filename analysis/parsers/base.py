@@ -1,7 +1,7 @@
 """Events, the assembler that pairs them into sessions, and small shared line helpers.
 
 Most logs do not write sessions: they write a start here, an interim counter there and a
-stop (sometimes twice, sometimes never).  Parsers turn lines into :class:`Event` values;
+stop (sometimes twice, sometimes never).  Parsers turn lines into :class:`LogEvent` values;
 one :class:`Assembler` per run pairs them by session key, so a session that starts in one
 rotated file and stops in the next is still one session.
 
@@ -33,7 +33,7 @@ EventKind = Literal["start", "stop", "interim", "usage"]
 
 
 @dataclass(slots=True)
-class Event:
+class LogEvent:
     """One accounting fact from one line (mutable only because frozen init is slow).
 
     ``time`` and ``duration`` are integer microseconds."""
@@ -79,7 +79,7 @@ class Assembler:
     _open: dict[str, _Open] = field(default_factory=dict)
     _closed: dict[str, tuple[int, tuple[object, ...]]] = field(default_factory=dict)
 
-    def feed(self, ev: Event) -> list[Session | Issue]:
+    def feed(self, ev: LogEvent) -> list[Session | Issue]:
         """What this event completes (usually nothing: a plain list, no generator, since
         this runs once per log line that matters)."""
         out: list[Session | Issue] = []
@@ -127,7 +127,7 @@ class Assembler:
             cur.bytes_out = (cur.bytes_out or 0) + (ev.bytes_out or 0)
         return out
 
-    def _stop(self, ev: Event, out: list[Session | Issue]) -> None:
+    def _stop(self, ev: LogEvent, out: list[Session | Issue]) -> None:
         sig = (ev.duration, ev.bytes_in, ev.bytes_out, ev.bytes_total)
         cur = self._open.pop(ev.key, None)
         if cur is None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from analysis.account import FileAccount
 from analysis.parsers import asa, fortigate, generic, openvpn, paloalto, pulse, radius, swan
-from analysis.parsers.base import Event
+from analysis.parsers.base import LogEvent
 from analysis.session import Issue, Session
 from analysis.timeparse import TimeContext
 
 Lines = Iterable[tuple[int, str]]
-ParseFn = Callable[[Lines, str, TimeContext, FileAccount], Iterator[Event | Issue | Session]]
+ParseFn = Callable[[Lines, str, TimeContext, FileAccount], Iterator[LogEvent | Issue | Session]]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, parse_kv, to_int
+from analysis.parsers.base import LogEvent, parse_kv, to_int
 from analysis.session import Issue, LineError
 from analysis.timeparse import (
     TimeContext,
@@ -67,7 +67,7 @@ def _user(kv: dict[str, str]) -> str | None:
 
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     for no, raw in lines:
         line = raw.rstrip("|")
         if not line.strip():
@@ -99,4 +99,4 @@ def parse(
         tid = kv.get("tunnelid") or f"{user}@{kv.get('remip', '')}"
         key = f"fgt:{kv.get('devid', '')}:{kv.get('vd', '')}:{tid}"
         acct.use()
-        yield Event(kind, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]
+        yield LogEvent(kind, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, peer_host, strip_pri, to_int
+from analysis.parsers.base import LogEvent, peer_host, strip_pri, to_int
 from analysis.session import Issue, LineError
 from analysis.timeparse import TimeContext, find_time, parse_epoch, parse_time
 
@@ -45,17 +45,17 @@ def sniff_status(lines: list[str]) -> int:
 
 def parse_status(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     snap_t: int | None = None
     seen: dict[str, tuple[str, str]] = {}
     prev: dict[str, tuple[str, str]] = {}
     v1_section = ""
 
-    def end_snapshot() -> Iterator[Event]:
+    def end_snapshot() -> Iterator[LogEvent]:
         nonlocal prev, seen
         for key, (user, src) in prev.items():
             if key not in seen:
-                yield Event("stop", key, user, None, src)
+                yield LogEvent("stop", key, user, None, src)
         prev, seen = seen, {}
 
     for no, line in lines:
@@ -102,8 +102,8 @@ def parse_status(
                     continue
                 seen[key] = (cn, src)
                 acct.use()
-                yield Event("start", key, cn, start, src)
-                yield Event("interim", key, cn, snap_t, src, bytes_in=b_in, bytes_out=b_out)
+                yield LogEvent("start", key, cn, start, src)
+                yield LogEvent("interim", key, cn, snap_t, src, bytes_in=b_in, bytes_out=b_out)
                 continue
         except LineError as e:
             yield Issue(src, f"bad status row: {e}")
@@ -162,7 +162,7 @@ def _exit(body: str) -> tuple[int, str, str] | None:
 
 def parse_log(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     for no, line in lines:
         if not line.strip():
             acct.skip("blank line")
@@ -187,4 +187,4 @@ def parse_log(
             yield Issue(src, str(err))
             continue
         acct.use()
-        yield Event("start" if m else "stop", f"ovpn:{user}@{host}", user, t, src)
+        yield LogEvent("start" if m else "stop", f"ovpn:{user}@{host}", user, t, src)

@@ -14,7 +14,7 @@ import csv
 from collections.abc import Iterable, Iterator
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event
+from analysis.parsers.base import LogEvent
 from analysis.session import Issue, LineError
 from analysis.timeparse import TimeContext, parse_time
 
@@ -30,7 +30,7 @@ def sniff(lines: list[str]) -> int:
 
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     for no, line in lines:
         if not line.strip():
             acct.skip("blank line")
@@ -66,4 +66,4 @@ def parse(
             yield Issue(src, str(e))
             continue
         acct.use()
-        yield Event(kind, f"gp:{user}@{peer}", user, t, src)  # type: ignore[arg-type]
+        yield LogEvent(kind, f"gp:{user}@{peer}", user, t, src)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, to_int
+from analysis.parsers.base import LogEvent, to_int
 from analysis.session import Issue, LineError
 from analysis.timeparse import US, TimeContext, find_time
 
@@ -54,7 +54,7 @@ def _is_stop(msg: str) -> bool:
 
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     for no, line in lines:
         if not line.strip():
             acct.skip("blank line")
@@ -88,15 +88,15 @@ def parse(
             sid = _SID.search(msg)
             key = "pcs:" + (ids[-1] if ids else sid.group(1) if sid else f"{user}@{peer}")
             if closed:
-                ev = Event("usage", key, user, t, src, duration=int(closed.group(1)) * US,
+                ev = LogEvent("usage", key, user, t, src, duration=int(closed.group(1)) * US,
                            bytes_in=to_int(closed.group(2), "bytes read"),
                            bytes_out=to_int(closed.group(3), "bytes written"))
             elif is_start:
-                ev = Event("start", key, user, t, src)
+                ev = LogEvent("start", key, user, t, src)
             else:
                 bw = _BW.search(msg)
                 total = to_int(bw.group(1), "Bandwidth consumed") if bw and bw.group(1) else None
-                ev = Event("stop", key, user, t, src, bytes_total=total)
+                ev = LogEvent("stop", key, user, t, src, bytes_total=total)
         except LineError as e:
             yield Issue(src, str(e))
             continue

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, to_int
+from analysis.parsers.base import LogEvent, to_int
 from analysis.session import MAX_BYTES, Issue, LineError
 from analysis.timeparse import (
     US,
@@ -42,7 +42,7 @@ def _unquote(v: str) -> str:
 
 def record_to_event(
     attrs: dict[str, str], header_t: int | None, ctx: TimeContext, src: str, ns: str
-) -> Event | None:
+) -> LogEvent | None:
     """The record's event; None for a record that is not about a session (Accounting-On);
     :class:`LineError` for a session record we cannot use."""
     status = _STATUS.get(attrs.get("Acct-Status-Type", "").lower())
@@ -81,8 +81,8 @@ def record_to_event(
     sid = attrs.get("Acct-Unique-Session-Id") or attrs.get("Acct-Session-Id") or user
     key = f"{ns}:{attrs.get('NAS-IP-Address', '')}:{sid}"
     if status == "start":
-        return Event("start", key, user, t, src)
-    return Event(status, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]
+        return LogEvent("start", key, user, t, src)
+    return LogEvent(status, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]
 
 
 def sniff_detail(lines: list[str]) -> int:
@@ -98,7 +98,7 @@ def sniff_detail(lines: list[str]) -> int:
 
 def parse_detail(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     """Records are separated by blank lines (detail) or fill the file (attribute lists);
     ``#`` comments and ``==`` (expected-answer) lines are skipped."""
     attrs: dict[str, str] = {}
@@ -106,7 +106,7 @@ def parse_detail(
     first = 0
     n_rec = 0  # lines of the current record
 
-    def flush() -> Iterator[Event | Issue]:
+    def flush() -> Iterator[LogEvent | Issue]:
         nonlocal attrs, header_t, n_rec
         if attrs:
             src = f"{path}:{first}"
@@ -169,7 +169,7 @@ def sniff_ise(lines: list[str]) -> int:
 
 def parse_ise(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     """Each syslog segment is parsed on its own; a continuation segment that repeats a
     stop is recognised by the assembler (same key, same counters)."""
     for no, line in lines:

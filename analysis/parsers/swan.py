@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from analysis.account import FileAccount
-from analysis.parsers.base import Event, to_int
+from analysis.parsers.base import LogEvent, to_int
 from analysis.session import Issue, LineError
 from analysis.timeparse import US, TimeContext, check_range, find_time
 
@@ -100,12 +100,12 @@ class _Pluto:
     newest: dict[str, int] = field(default_factory=dict)  # connection instance -> IKE SA
     users: dict[int, str] = field(default_factory=dict)  # IKE SA state -> user seen early
 
-    def start(self, n: int, conn: str, who: str, t: int | None, src: str) -> Event:
+    def start(self, n: int, conn: str, who: str, t: int | None, src: str) -> LogEvent:
         sa = _IkeSa(f"pluto:{conn.split('[', 1)[0]}:#{n}", who, conn, timed=t is not None)
         self.ike[n] = sa
         self.newest[conn] = n
         self.newest[conn.split("[", 1)[0]] = n
-        return Event("start", sa.key, sa.user, t, src)
+        return LogEvent("start", sa.key, sa.user, t, src)
 
     def ike_of(self, child: int, conn: str) -> int | None:
         p = self.parent.get(child)
@@ -127,7 +127,7 @@ def _user_of(sa: _IkeSa | None, *names: str | None) -> str | None:
 
 def parse(
     lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
-) -> Iterator[Event | Issue]:
+) -> Iterator[LogEvent | Issue]:
     last_t: int | None = None
     pl = _Pluto(path)
     charon_users: dict[str, str] = {}
@@ -172,7 +172,7 @@ def parse(
 
 def _pluto_line(
     line: str, src: str, last_t: int | None, pl: _Pluto, acct: FileAccount
-) -> tuple[int | None, list[Event]] | None:
+) -> tuple[int | None, list[LogEvent]] | None:
     """Events of one pluto line (``(a time it teaches, events)``), or None if not pluto's."""
     b = _B_STATE.match(line)
     if b is not None:
@@ -190,7 +190,7 @@ def _pluto_line(
     peer = inst[1].strip() if len(inst) > 1 else ""
     conn_i = conn + (inst[0] if inst[0].startswith("[") else "")
     n = int(a.group(1))
-    ev: list[Event] = []
+    ev: list[LogEvent] = []
     if "ISAKMP SA established" in msg or "established IKE SA" in msg:
         if n in pl.ike and pl.ike[n].open:
             return None, []  # established again after XAUTH/mode-config: the same SA
@@ -212,7 +212,7 @@ def _pluto_line(
         if sa is None:
             return None, []
         sa.user = who
-        return None, [Event("interim", sa.key, who, last_t, src)]
+        return None, [LogEvent("interim", sa.key, who, last_t, src)]
     using = _USING.search(msg)
     if using is not None and ("initiating Quick Mode" in msg or "established Child SA" in msg
                               or rk is not None or "deleting IPsec SA" in msg):
@@ -235,7 +235,7 @@ def _pluto_line(
             sa = pl.ike[p]
         if um:
             sa.user = um.group(1)
-            ev.append(Event("interim", sa.key, sa.user, last_t, src))
+            ev.append(LogEvent("interim", sa.key, sa.user, last_t, src))
         return None, ev
     esp = _ESP.search(msg)
     if esp is not None:
@@ -251,7 +251,7 @@ def _pluto_line(
         if esp.group(3):
             sa.user = esp.group(3)
         b_in, b_out = sa.totals()
-        ev.append(Event("interim" if sa.open else "stop", sa.key, sa.user, last_t, src,
+        ev.append(LogEvent("interim" if sa.open else "stop", sa.key, sa.user, last_t, src,
                         bytes_in=b_in, bytes_out=b_out))
         return None, ev
     if "deleting ISAKMP SA" in msg or "deleting IKE SA" in msg or (
@@ -262,7 +262,7 @@ def _pluto_line(
             return None, []
         sa.open = False
         b_in, b_out = sa.totals()
-        return None, [Event("stop", sa.key, sa.user, last_t, src, bytes_in=b_in,
+        return None, [LogEvent("stop", sa.key, sa.user, last_t, src, bytes_in=b_in,
                             bytes_out=b_out)]
     return None
 
@@ -274,9 +274,9 @@ def _peer_id(msg: str) -> str | None:
 
 def _listing(
     line: str, n: int, conn: str, src: str, last_t: int | None, pl: _Pluto, acct: FileAccount
-) -> tuple[int | None, list[Event]]:
+) -> tuple[int | None, list[LogEvent]]:
     """``ipsec trafficstatus`` and showstates rows: running counters of a Child SA."""
-    ev: list[Event] = []
+    ev: list[LogEvent] = []
     add = _ADD_TIME.search(line)
     t_add = check_range(to_int(add.group(1), "add_time") * US) if add else None
     now = last_t if t_add is None else max(last_t or t_add, t_add)
@@ -302,20 +302,20 @@ def _listing(
         sa = pl.ike[p]
     elif t_add is not None and not sa.timed:
         sa.timed = True
-        ev.append(Event("start", sa.key, sa.user, t_add, src))  # the first time it shows
+        ev.append(LogEvent("start", sa.key, sa.user, t_add, src))  # the first time it shows
     who = _user_of(None, um.group(1) if um else None, im.group(1) if im else None)
     if who is not None and (sa.user == sa.conn or um is not None):
         sa.user = who
     sa.children[n] = (to_int(counters.group(1), "inBytes"), to_int(counters.group(2),
                       "outBytes"))
     b_in, b_out = sa.totals()
-    ev.append(Event("interim", sa.key, sa.user, now, src, bytes_in=b_in, bytes_out=b_out))
+    ev.append(LogEvent("interim", sa.key, sa.user, now, src, bytes_in=b_in, bytes_out=b_out))
     return t_add, ev
 
 
 def _charon_line(
     line: str, src: str, last_t: int | None, users: dict[str, str], acct: FileAccount
-) -> tuple[int | None, list[Event]] | None:
+) -> tuple[int | None, list[LogEvent]] | None:
     at = line.find("IKE_SA ")
     if at >= 0:
         cu = _C_UP.match(line, at)
@@ -323,12 +323,12 @@ def _charon_line(
             who = cu.group(4) or cu.group(3)
             key = f"charon:{cu.group(1)}[{cu.group(2)}]"
             users[key] = who
-            return None, [Event("start", key, who, last_t, src)]
+            return None, [LogEvent("start", key, who, last_t, src)]
         dat = line.find("deleting IKE_SA ")
         cd = _C_DOWN.match(line, dat) if dat >= 0 else None
         if cd is not None:
             key = f"charon:{cd.group(1)}[{cd.group(2)}]"
-            return None, [Event("stop", key, users.get(key, cd.group(4)), last_t, src)]
+            return None, [LogEvent("stop", key, users.get(key, cd.group(4)), last_t, src)]
         if "rekeyed" in line or "rekeying IKE_SA" in line:
             acct.note(IKE_REKEYS)
             return None, []
@@ -339,7 +339,7 @@ def _charon_line(
         if ike is None:
             raise LineError("closing CHILD_SA without its <name|N> IKE_SA tag")
         key = f"charon:{ike.group(1)}[{ike.group(2)}]"
-        return None, [Event("usage", key, users.get(key, ike.group(1)), last_t, src,
+        return None, [LogEvent("usage", key, users.get(key, ike.group(1)), last_t, src,
                             bytes_in=to_int(cb.group(2), "bytes in"),
                             bytes_out=to_int(cb.group(3), "bytes out"))]
     if "CHILD_SA " in line and " established with SPIs" in line:

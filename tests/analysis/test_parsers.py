@@ -272,14 +272,14 @@ def test_csv_fast_path_equals_row_parser_and_falls_back(tmp_path: Path) -> None:
 
 
 def test_assembler_memory_of_closed_sessions_is_bounded() -> None:
-    from analysis.parsers.base import Assembler, Event
+    from analysis.parsers.base import Assembler, LogEvent
 
     asm = Assembler(max_closed=10)
     for i in range(100):
-        list(asm.feed(Event("stop", f"k{i}", "u", i * 1000 * US, f"f:{i}", duration=US)))
+        list(asm.feed(LogEvent("stop", f"k{i}", "u", i * 1000 * US, f"f:{i}", duration=US)))
     assert len(asm._closed) <= 10
     # a repeat right after its stop is still recognised
-    list(asm.feed(Event("stop", "k99", "u", 99_000 * US, "f:100", duration=US)))
+    list(asm.feed(LogEvent("stop", "k99", "u", 99_000 * US, "f:100", duration=US)))
     assert asm.stats.repeated_stops == 1
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis.account import FileAccount
 from analysis.logs import ReadReport, read_trace
-from analysis.parsers.base import Assembler, Event
+from analysis.parsers.base import Assembler, LogEvent
 from analysis.parsers.detect import FORMATS
 from analysis.session import Issue, Session
 from analysis.textin import MAX_LINE
@@ -41,7 +41,7 @@ def run_format(fmt: str, data: bytes) -> None:
     problem_lines = foreign = 0
     out: list[Session | Issue] = []
     for item in FORMATS[fmt].parse(numbered, "f", TimeContext(year=2024), acct):
-        if type(item) is Event:
+        if type(item) is LogEvent:
             out.extend(asm.feed(item))
         elif isinstance(item, Issue):
             foreign += item.foreign
