@@ -84,6 +84,7 @@ class ServerSection:
     server_secret_file: str = "/var/lib/ikeresume/server.key"  # noqa: S105 (a path)
     shutdown_grace: float = 5.0
     ipsec_bypass: bool = True
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ _CHOICES = {
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("json", "text"),
     ("store", "sqlite_synchronous"): ("FULL", "NORMAL"),
+    ("server", "engine"): ("auto", "native", "python"),
 }
 _POSITIVE = {"workers", "recv_batch", "group_commit_max", "max_sources", "max_pending"}
 _POSITIVE |= {"per_source_rate", "per_source_burst", "max_concurrent"}

@@ -36,6 +36,7 @@ from resume.keyschedule import fingerprint
 from resume.net.client import ClientOptions, ResumeResult, resume_with_store
 from resume.net.config import from_mapping
 from resume.net.server import ResponderService
+from resume.net.service import make_service
 from resume.sa import SAPair
 from resume.testing import simulated_full_ike
 from store.keys import Keyring, MasterKey
@@ -160,7 +161,7 @@ async def run_loopback_demo_async(
             }
         )
         installer = FingerprintInstaller()
-        service = ResponderService(cfg, server_store, installer=installer)
+        service = make_service(cfg, server_store, installer=installer)
         ini_cfg = InitiatorConfig(use_x25519=use_x25519, initial_rto=0.25, timeout=3.0)
         results: list[tuple[int, int, ResumeResult]] = []
         limiter = trio.CapacityLimiter(concurrency)
