@@ -660,6 +660,31 @@ impl NativeSqliteStore {
         lookup_py(py, r)
     }
 
+    /// Several lookups in one read transaction (as a lane does per received batch).
+    fn lookup_batch<'py>(
+        &self,
+        py: Python<'py>,
+        handles: Vec<Vec<u8>>,
+        now: f64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let m = &self.reader;
+        let rs = py.detach(|| {
+            guard(|| {
+                lock(m).map(|mut r| {
+                    r.batch_start();
+                    let out: Vec<_> = handles.iter().map(|h| r.lookup(h, now)).collect();
+                    r.batch_end();
+                    out
+                })
+            })
+        })??;
+        let items = rs
+            .into_iter()
+            .map(|r| lookup_py(py, r))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
     /// One transaction: [(handle, generation, successor, params_text | None, now)] ->
     /// [won]; ("error", kind, message) raised as OSError when nothing was committed.
     #[allow(clippy::type_complexity)]

@@ -53,7 +53,12 @@ from store.committer import GroupCommitter
 from store.errors import CorruptRecord, MasterKeyError, StoreError
 from store.repository import LookupResult, Store
 
-__all__ = ["ExternalStore", "NativeResponderService", "native_engine_problem"]
+__all__ = [
+    "ExternalStore",
+    "NativeResponderService",
+    "native_engine_problem",
+    "native_sqlite_store",
+]
 
 #: how long the event pump waits for the native queue per call (bounds shutdown latency)
 _WAIT_S = 0.25
@@ -93,6 +98,22 @@ def native_engine_problem(
 
 def _policy_limits(store: Store) -> dict[str, int | float | None]:
     return {f: getattr(store.policy, f) for f in _POLICY_FIELDS}
+
+
+def native_sqlite_store(store: Store, policy: Any = None) -> Any:
+    """The Rust SQLite store (``resume._native.NativeSqliteStore``) on ``store``'s file,
+    keys and policy (``policy`` overrides it): lookups and group commits without a service
+    (the contract tests and the race test's native worker use it)."""
+    mod = _native_module()
+    args = store.sqlite_file()
+    if mod is None or args is None or store.keyring is None:
+        raise ConfigError("the native SQLite store needs the extension, a SQLite file and keys")
+    path, sync, busy = args
+    pol = store.policy if policy is None else policy
+    limits = {f: getattr(pol, f) for f in _POLICY_FIELDS}
+    return mod.NativeSqliteStore(
+        path, store.keyring.material(), limits, synchronous=sync, busy_timeout=busy
+    )
 
 
 def _store_error_kind(e: BaseException) -> str:
@@ -383,6 +404,14 @@ class NativeResponderService(ResponderService):
         if self.native is None:
             return True
         return bool(self.native.store_ok)
+
+    @property
+    def ready(self) -> bool:
+        n = self.native
+        return (
+            n is not None and bool(self.lanes) and not self._draining and not self._stopped
+            and n.failure is None and bool(n.store_ok)
+        )  # fmt: skip
 
     @property
     def committer(self) -> Any:

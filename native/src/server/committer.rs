@@ -82,12 +82,18 @@ impl CommitQueue {
 
 /// The committer thread's body.
 pub fn run(shared: Arc<Shared>, queue: Arc<CommitQueue>, mut writer: Writer, max_batch: usize) {
-    let mut accepts = Vec::with_capacity(max_batch);
     let mut by_lane: Vec<Vec<Inbound>> = shared.lanes.iter().map(|_| Vec::new()).collect();
     while let Some(batch) = queue.take(max_batch) {
-        accepts.clear();
-        accepts.extend(batch.iter().map(|j| j.accept.clone()));
-        let results: Vec<Result<bool, StoreError>> = match writer.commit(&accepts) {
+        let t_dbg = Instant::now();
+        let r_dbg = writer.commit_iter(batch.iter().map(|j| &j.accept));
+        if std::env::var_os("IKR_DEBUG_COMMIT").is_some() {
+            eprintln!(
+                "commit rows={} ms={:.2}",
+                batch.len(),
+                t_dbg.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let results: Vec<Result<bool, StoreError>> = match r_dbg {
             Ok(won) => {
                 shared
                     .counters

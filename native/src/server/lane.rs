@@ -193,6 +193,9 @@ impl Lane {
             l.received.fetch_add(n as u64, Ordering::Relaxed);
         }
         self.admission.draining = sh.draining.load(Ordering::Relaxed);
+        if let LaneStore::Sqlite(r) = &mut self.store {
+            r.batch_start();
+        }
         let mut pending = self.engine.pending();
         for (data, addr) in udp.received() {
             if let Some(d) = self.admission.admit(data, addr.ip(), now, pending) {
@@ -204,6 +207,9 @@ impl Lane {
             pending += 1; // at most: the engine may have answered from its caches
         }
         self.pump(now);
+        if let LaneStore::Sqlite(r) = &mut self.store {
+            r.batch_end();
+        }
     }
 
     /// Answer every request the engine raised (answers may raise more: message 3).
