@@ -612,7 +612,9 @@ class Responder:
         if slot.successor is None:
             raise LocalProtocolError("internal: commit without a successor")
         self.stats["commit_requested"] += 1
-        self._events.append(CommitNeeded(token, slot.handle, slot.generation, slot.successor))
+        self._events.append(
+            CommitNeeded(token, slot.handle, slot.generation, slot.successor, slot.sa)
+        )
 
     # --- paper mode (2007 proposal; insecure, off by default) -------------------------------
 

@@ -6,12 +6,22 @@ is dropped and counted without changing state.  The state machines never use ``a
 
 Initiator (one object per attempt)::
 
-    IDLE --initiate--> WAIT_RESPONSE --valid message 2--> DONE   (message 3 sent)
+    IDLE --initiate--> WAIT_RESPONSE --valid message 2--> SAVE_SUCCESSOR  (SaveSuccessor)
                           |  |--NACK, previous generation unused--> WAIT_RESPONSE (retry once)
                           |  |--NACK--> FALLBACK
                           |--retransmit timer--> WAIT_RESPONSE (message 1 again, backoff)
                           |--overall timeout--> FALLBACK
+    SAVE_SUCCESSOR --successor_saved (local)--> DONE      (message 3 sent, completion)
+                   --save_failed (local)------> FALLBACK  (nothing sent: g still valid)
     DONE --identical message 2 again--> DONE (message 3 re-sent: it was lost)
+
+Why SAVE_SUCCESSOR (write-ahead): message 3 is what lets the responder move to generation
+g+1.  If it could leave before the application had g+1 durably stored next to g, a crash
+in between would leave a client holding only g against a responder at g+1: stranded.  So
+message 3 is not even queued until the application says the successor is durable; a crash
+at any point then leaves the client holding g+1 and g, and the lost-message-3 rule (try
+g+1, on NACK retry once with g) covers every case.  An identical message 2 arriving while
+the successor is being saved is dropped (counted): message 3 does not exist yet.
 
 Responder (one object for all peers; per-request *slots* identified by a token, stateless
 between message 2 and message 3).  :class:`SlotTable` holds every slot and is the only code
@@ -48,6 +58,7 @@ class InitiatorState(enum.Enum):
 
     IDLE = "idle"
     WAIT_RESPONSE = "wait_response"
+    SAVE_SUCCESSOR = "save_successor"
     DONE = "done"
     FALLBACK = "fallback"
 
@@ -57,6 +68,8 @@ class InitiatorInput(enum.Enum):
 
     INITIATE = "initiate"  # local
     VALID_RESPONSE = "valid_response"
+    SUCCESSOR_SAVED = "successor_saved"  # local: the successor is durable next to g
+    SAVE_FAILED = "save_failed"  # local: it could not be stored; nothing was sent
     NACK_RETRY_PREVIOUS = "nack_retry_previous"
     NACK = "nack"
     RETRANSMIT = "retransmit"
@@ -67,11 +80,15 @@ class InitiatorInput(enum.Enum):
 INITIATOR_TRANSITIONS: dict[InitiatorState, dict[InitiatorInput, InitiatorState]] = {
     InitiatorState.IDLE: {InitiatorInput.INITIATE: InitiatorState.WAIT_RESPONSE},
     InitiatorState.WAIT_RESPONSE: {
-        InitiatorInput.VALID_RESPONSE: InitiatorState.DONE,
+        InitiatorInput.VALID_RESPONSE: InitiatorState.SAVE_SUCCESSOR,
         InitiatorInput.NACK_RETRY_PREVIOUS: InitiatorState.WAIT_RESPONSE,
         InitiatorInput.NACK: InitiatorState.FALLBACK,
         InitiatorInput.RETRANSMIT: InitiatorState.WAIT_RESPONSE,
         InitiatorInput.TIMEOUT: InitiatorState.FALLBACK,
+    },
+    InitiatorState.SAVE_SUCCESSOR: {
+        InitiatorInput.SUCCESSOR_SAVED: InitiatorState.DONE,
+        InitiatorInput.SAVE_FAILED: InitiatorState.FALLBACK,
     },
     InitiatorState.DONE: {InitiatorInput.DUPLICATE_RESPONSE: InitiatorState.DONE},
     InitiatorState.FALLBACK: {},
@@ -245,10 +262,17 @@ class SlotTable(Generic[S]):
         return handle in self._committing
 
 
+#: Inputs that come from the application, not the network: one not allowed in the current
+#: state is API misuse (LocalProtocolError), never a datagram to drop.
+INITIATOR_LOCAL_INPUTS = frozenset(
+    {InitiatorInput.INITIATE, InitiatorInput.SUCCESSOR_SAVED, InitiatorInput.SAVE_FAILED}
+)
+
+
 def initiator_next(state: InitiatorState, event: InitiatorInput) -> InitiatorState | None:
     """The next state, or None when ``event`` is not allowed in ``state`` (network input:
     drop it).  A local input that is not allowed raises LocalProtocolError."""
     nxt = INITIATOR_TRANSITIONS[state].get(event)
-    if nxt is None and event is InitiatorInput.INITIATE:
+    if nxt is None and event in INITIATOR_LOCAL_INPUTS:
         raise LocalProtocolError(f"cannot {event.value} in state {state.value}")
     return nxt

@@ -137,6 +137,9 @@ async def test_thread_lookups_batched_success_nack_and_failure(
             clients.start_soon(one, i)
     assert [results[i].outcome for i in range(7)] == ["resumed"] * 6 + ["nack"]
     assert svc.metrics.cache.get("miss") >= 1  # (a retransmitted message 1 asks again)
+    with trio.fail_after(10):  # a client reports success once its message 3 is sent
+        while svc.metrics.commits.get("ok") < 6:
+            await trio.sleep(0.01)
     assert svc.metrics.commits.get("ok") == 6
     con = sqlite3.connect(env.tmp / "server.db")
     con.execute("DROP TABLE credentials")  # a broken database, not a mock
@@ -207,6 +210,10 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
                 env.client_store, ID_R, server, options=ClientOptions(id_i=id_i(i), config=FAST)
             )
             assert r.resumed
+            done = 2 * _round + i + 1
+            with trio.fail_after(10):  # a client reports success once its message 3 is sent
+                while svc.metrics.commits.get("ok") < done:
+                    await trio.sleep(0.01)
     assert cache.get("hit") == 4  # message 1 only
     assert sum(lane.responder.stats["credential_cache_hit"] for lane in svc.lanes) == 4
     assert [_server_generation(env, i) for i in range(2)] == [2, 2]
@@ -227,6 +234,9 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
         env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=one_shot)
     )
     assert r.resumed  # the initiator completes when it sends message 3
+    with trio.fail_after(10):
+        while not relay.held:
+            await trio.sleep(0.01)
     assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1
     await relay.release()
     with trio.fail_after(5):

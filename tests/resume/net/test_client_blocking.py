@@ -23,6 +23,8 @@ from resume.initiator import InitiatorConfig
 from resume.net.client import (
     ClientOptions,
     ResumeResult,
+    keep_in_memory,
+    keep_in_memory_blocking,
     resume_once,
     resume_once_blocking,
     resume_with_store,
@@ -46,13 +48,16 @@ async def _blocking_with_store(*args: Any, **kwargs: Any) -> ResumeResult:
 
 
 async def _blocking_once(*args: Any, **kwargs: Any) -> ResumeResult:
-    fn = functools.partial(resume_once_blocking, *args, **kwargs)
+    fn = functools.partial(resume_once_blocking, *args, save=keep_in_memory_blocking, **kwargs)
     result: ResumeResult = await trio.to_thread.run_sync(fn)
     return result
 
 
 WITH_STORE: dict[str, WithStore] = {"async": resume_with_store, "blocking": _blocking_with_store}
-ONCE: dict[str, WithStore] = {"async": resume_once, "blocking": _blocking_once}
+ONCE: dict[str, WithStore] = {
+    "async": functools.partial(resume_once, save=keep_in_memory),
+    "blocking": _blocking_once,
+}
 
 
 @pytest.fixture
