@@ -297,6 +297,12 @@ class Store:
     ) -> Store:
         """Open (and by default create/migrate) a store; raises StoreError subclasses.
 
+        Opening a cache that exists, at the current schema, with a registered key, is
+        read-only: it takes no write lock, so ``ikeresume resume`` never waits for another
+        process's write just to start (and never holds one up).  Writes happen only when
+        something must be written: creating or migrating the schema, and registering a
+        master key on its first use (:meth:`register_master_key`).
+
         A plain SQLite file is opened on the sqlite3 driver alone: SQLAlchemy (and alembic)
         are loaded only if the schema needs migrating or a maintenance operation runs, so
         ``ikeresume resume`` and the responder's hot paths never pay their import.
@@ -335,8 +341,8 @@ class Store:
             if run_migrations and not store._sqlite_at_head():
                 with store._errors("open"):
                     migrate(store.engine)
-            if keyring is not None and verify_keys:
-                store.verify_master_keys()
+            if keyring is not None and verify_keys and not store.verify_master_keys():
+                store.register_master_key()  # first use of this key: its own write
         except BaseException:
             store.close()
             raise
@@ -1042,33 +1048,58 @@ class Store:
             return int(conn.execute(delete(_T).where(cond)).rowcount)
 
     # -- master keys -----------------------------------------------------------------
-    def verify_master_keys(self, now: float = 0.0) -> None:
+    def verify_master_keys(self) -> bool:
         """Refuse a master key that does not match the one that wrapped this database.
 
-        Checks each configured key against its stored check value (registering the current
-        key on first use), and that the records' key ids are not all unknown.
+        Read-only (no write lock, no transaction that writes): opening a cache must not
+        stall behind another process's write, nor block one.  Checks each configured key
+        against its stored check value and that the records' key ids are not all unknown.
+        Returns whether the current key is registered; if not, :meth:`register_master_key`
+        is the (separate, explicit) write that registers it.
         """
         kr = self._need_keyring()
-        with self._transaction("verify master keys") as raw:
-            rows = raw.execute("SELECT key_id, check_blob FROM master_keys").fetchall()
-            stored = {str(k): bytes(b) for k, b in rows}
-            for kid in kr.key_ids:
-                if kid in stored and kr.verify_check(kid, stored[kid]) is False:
-                    raise MasterKeyError(
-                        f"master key {kid!r} is not the key this database was written with "
-                        f"({self.url_display}); refusing to use it"
-                    )
-            if kr.current_id not in stored:
-                kid, blob = kr.key_check()
-                raw.execute(
-                    self._q(
-                        "INSERT INTO master_keys (key_id, check_blob, created_at) VALUES (?, ?, ?)"
-                    ),
-                    (kid, blob, now),
-                )
-            used = {r[0] for r in raw.execute("SELECT DISTINCT key_id FROM credentials").fetchall()}
+        with self._raw("verify master keys") as raw:
+            cur = raw.cursor()
+            try:
+                rows = cur.execute("SELECT key_id, check_blob FROM master_keys").fetchall()
+                used = {r[0] for r in cur.execute(
+                    "SELECT DISTINCT key_id FROM credentials").fetchall()}  # fmt: skip
+            finally:
+                cur.close()
+        stored = {str(k): bytes(b) for k, b in rows}
+        self._check_keys(kr, stored)
         if used and not used & set(kr.key_ids):
             raise MasterKeyError(
                 f"wrong master key: records in {self.url_display} are wrapped under key id(s) "
                 f"{', '.join(sorted(used))}, configured: {', '.join(kr.key_ids)}"
             )
+        return kr.current_id in stored
+
+    def _check_keys(self, kr: Keyring, stored: dict[str, bytes]) -> None:
+        for kid in kr.key_ids:
+            if kid in stored and kr.verify_check(kid, stored[kid]) is False:
+                raise MasterKeyError(
+                    f"master key {kid!r} is not the key this database was written with "
+                    f"({self.url_display}); refusing to use it"
+                )
+
+    def register_master_key(self, now: float = 0.0) -> bool:
+        """Register the keyring's current key (its check value) so that a wrong key is
+        caught at open; True if this call registered it, False if it already was.
+
+        One write transaction of its own, done on a database's first use with a key (a new
+        cache, or the new key of a rotation): every other open is read-only.  Two processes
+        registering the same key at once: one inserts, the other finds it (and checks it).
+        """
+        kr = self._need_keyring()
+        kid, blob = kr.key_check()
+        with self._transaction("register master key") as raw:
+            row = raw.execute(
+                self._q("SELECT check_blob FROM master_keys WHERE key_id = ?"), (kid,)
+            ).fetchone()
+            if row is not None:
+                self._check_keys(kr, {kid: bytes(row[0])})
+                return False
+            sql = "INSERT INTO master_keys (key_id, check_blob, created_at) VALUES (?, ?, ?)"
+            raw.execute(self._q(sql), (kid, blob, now))
+        return True
