@@ -111,6 +111,7 @@ class InstallSection:
     hook: str = ""
     hook_timeout: float = 5.0
     max_concurrent: int = 64
+    node: str = ""
 
 
 @dataclass(frozen=True)
