@@ -47,7 +47,7 @@ from resume.events import (
 )
 from resume.net import logs
 from resume.net.admission import Admission
-from resume.net.config import ConfigError, ServeConfig, responder_config
+from resume.net.config import ConfigError, ServeConfig, affinity_warning, responder_config
 from resume.net.gctune import SERVE_GC_THRESHOLD, serving_gc
 from resume.net.health import HealthServer
 from resume.net.hooks import Installer, InstallError, NoInstaller, make_installer
@@ -234,6 +234,9 @@ class ResponderService:
                 http_port=self.http_port,
                 install=self.config.install.mode,
             )
+            warning = affinity_warning(self.config, self.responder_config)
+            if warning:
+                logs.event(logging.WARNING, "message3_affinity_unstated", detail=warning)
             task_status.started(self)
             await self._stop.wait()
             await self._drain(recv_scopes)
