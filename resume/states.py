@@ -29,6 +29,8 @@ that changes a slot's state: each change is a row of ``SLOT_TRANSITIONS``::
 
     message 1 --> AWAIT_CREDENTIAL_1 --credential--> CLOSED (message 2 sent)
                                      --refused-----> CLOSED (NACK)
+                                     --committing--> CLOSED (dropped: the handle is being
+                                                     committed, consumed or as successor)
     message 3 --> AWAIT_CREDENTIAL_3 --verified----> AWAIT_COMMIT (CommitNeeded)
                                      --refused-----> CLOSED (NACK: None, mismatch, bad MAC)
                                      --replayed----> CLOSED (dropped: the handle completed or
@@ -111,6 +113,9 @@ class SlotInput(enum.Enum):
     VERIFIED = "verified"  # message 3 checked against the credential
     REFUSED = "refused"  # None, mismatch, bad MAC or a failed commit: NACK
     REPLAYED = "replayed"  # message 3 of a handle completed or committing meanwhile: dropped
+    #: message 1 whose handle a commit in flight consumes or creates: dropped, not NACKed
+    #: (the initiator retransmits; the answer then follows the commit's outcome)
+    COMMITTING = "committing"
     COMMIT = "commit"  # local: commit_result(ok=True)
     EXPIRE = "expire"  # the application did not answer in time
 
@@ -119,6 +124,7 @@ SLOT_TRANSITIONS: dict[SlotState, dict[SlotInput, SlotState]] = {
     SlotState.AWAIT_CREDENTIAL_1: {
         SlotInput.CREDENTIAL: SlotState.CLOSED,
         SlotInput.REFUSED: SlotState.CLOSED,
+        SlotInput.COMMITTING: SlotState.CLOSED,
         SlotInput.EXPIRE: SlotState.CLOSED,
     },
     SlotState.AWAIT_CREDENTIAL_3: {
@@ -146,14 +152,19 @@ OPENING_STATES = frozenset(
 
 
 class Slot:
-    """What the table needs of a slot; the responder's slots add the request's data."""
+    """What the table needs of a slot; the responder's slots add the request's data.
 
-    __slots__ = ("deadline", "handle", "state")
+    ``next_handle`` is the successor's handle once message 3 verified (AWAIT_COMMIT): the
+    table then knows both handles the commit in flight is about.
+    """
+
+    __slots__ = ("deadline", "handle", "next_handle", "state")
 
     def __init__(self, state: SlotState, handle: bytes, deadline: float) -> None:
         self.state = state
         self.handle = handle
         self.deadline = deadline
+        self.next_handle: bytes | None = None
 
 
 S = TypeVar("S", bound=Slot)
@@ -168,13 +179,23 @@ class SlotTable(Generic[S]):
     most recent transition ``(state, input, next state)``, for tests and debugging.
     """
 
-    __slots__ = ("_committing", "_completed", "_completed_size", "_next_token", "_slots", "last")
+    __slots__ = (
+        "_committing",
+        "_committing_next",
+        "_completed",
+        "_completed_size",
+        "_next_token",
+        "_slots",
+        "last",
+    )
 
     def __init__(self, completed_size: int) -> None:
         #: token -> slot, in deadline order (a slot whose deadline moves goes to the end)
         self._slots: OrderedDict[int, S] = OrderedDict()
         self._next_token = 1
         self._committing: set[bytes] = set()
+        #: successor handles of the commits in flight
+        self._committing_next: set[bytes] = set()
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._completed_size = completed_size
         self.last: tuple[SlotState, SlotInput, SlotState] | None = None
@@ -190,8 +211,18 @@ class SlotTable(Generic[S]):
         self._next_token += 1
         self._slots[token] = slot
         if slot.state is SlotState.AWAIT_COMMIT:
-            self._committing.add(slot.handle)
+            self._start_commit(slot)
         return token
+
+    def _start_commit(self, slot: Slot) -> None:
+        self._committing.add(slot.handle)
+        if slot.next_handle is not None:
+            self._committing_next.add(slot.next_handle)
+
+    def _end_commit(self, slot: Slot) -> None:
+        self._committing.discard(slot.handle)
+        if slot.next_handle is not None:
+            self._committing_next.discard(slot.next_handle)
 
     def get(self, token: int, accepted: frozenset[SlotState], what: str) -> S | None:
         """The slot ``token`` names if it is in an ``accepted`` state; None when it was
@@ -219,7 +250,7 @@ class SlotTable(Generic[S]):
         if nxt is None:
             raise LocalProtocolError(f"slot in state {old.value} cannot take {event.value}")
         if old is SlotState.AWAIT_COMMIT:
-            self._committing.discard(slot.handle)
+            self._end_commit(slot)
             if event is SlotInput.COMMIT:
                 self._completed[slot.handle] = None
                 if len(self._completed) > self._completed_size:
@@ -233,7 +264,7 @@ class SlotTable(Generic[S]):
             slot.deadline = deadline
             self._slots.move_to_end(token)
             if nxt is SlotState.AWAIT_COMMIT:
-                self._committing.add(slot.handle)
+                self._start_commit(slot)
         self.last = (old, event, nxt)
         return nxt
 
@@ -260,6 +291,11 @@ class SlotTable(Generic[S]):
 
     def committing(self, handle: bytes) -> bool:
         return handle in self._committing
+
+    def being_committed(self, handle: bytes) -> bool:
+        """A commit in flight consumes ``handle`` or creates it (its successor): a message 1
+        for it must wait for that commit's outcome, not be answered from the store now."""
+        return handle in self._committing or handle in self._committing_next
 
 
 #: Inputs that come from the application, not the network: one not allowed in the current

@@ -240,8 +240,43 @@ _OPENED = {
 }
 
 
+def _message1_meets_its_own_commit() -> Responder:
+    """A message 1 for a successor handle waits for its credential; then the message 3
+    that creates that handle verifies (its commit is in flight): "not yet", not a NACK."""
+    resp = Responder(ResponderConfig(), b"R" * 32)
+    first = Initiator(CRED)
+    first.initiate(NOW)
+    [(m1, _)] = first.datagrams_to_send(NOW)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    [(m2, _)] = resp.datagrams_to_send(NOW)
+    first.receive_datagram(m2, SERVER_ADDR, NOW)
+    save = first.next_event()
+    assert isinstance(save, SaveSuccessor)
+    first.successor_saved(NOW)
+    [(m3, _)] = first.datagrams_to_send(NOW)
+    again = Initiator(save.successor, previous=CRED)  # the client's next process
+    again.initiate(NOW)
+    [(m1_next, _)] = again.datagrams_to_send(NOW)
+    resp.receive_datagram(m1_next, CLIENT_ADDR, NOW)  # before message 3 is read
+    waiting = resp.next_event()
+    assert isinstance(waiting, CredentialNeeded) and waiting.handle == save.successor.handle
+    resp.receive_datagram(m3, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    assert isinstance(resp.next_event(), CommitNeeded)
+    resp.provide_credential(waiting.token, None, None, NOW)  # the store: not there yet
+    assert resp.datagrams_to_send(NOW) == []  # no NACK
+    return resp
+
+
 def _drive(state: SlotState, event: SlotInput) -> Responder:
     """A real responder that has just applied ``event`` to a slot in ``state``."""
+    if event is SlotInput.COMMITTING:
+        return _message1_meets_its_own_commit()
     if event is SlotInput.REPLAYED:
         # two copies of message 3 wait for their credential; the first one verifies (its
         # handle is now committing), so the second is a replay once its credential comes

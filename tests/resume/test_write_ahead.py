@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resume.credential import Credential
-from resume.events import FallbackToFullIKE, ResumptionComplete, SaveSuccessor
+from resume.events import CommitNeeded, FallbackToFullIKE, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
 from resume.responder import Responder, ResponderConfig
 from resume.states import InitiatorState
@@ -148,3 +148,51 @@ def test_a_crash_at_any_point_never_strands_the_client(points: list[str]) -> Non
     # the last, clean attempt was delivered: both ends hold the same generation
     assert pair.table.lookup(cache.current.handle) == cache.current
     assert len(accepted) == len(set(accepted))
+
+
+def test_a_restarted_client_does_not_race_its_own_message3() -> None:
+    """Killed right after sending message 3 and started again at once, a client's first
+    message 1 (with g+1) can reach the responder while that message 3's commit is still in
+    flight.  Answered from the store then, it would be NACKed (g+1 not there yet), the
+    retry with g would get a message 2 (g not gone yet), and once the first commit lands
+    the second could never commit: a client stranded by its own message 3.  The responder
+    drops a message 1 whose handle a commit in flight consumes or creates; the client's
+    retransmission is answered after the commit."""
+    cred = simulated_full_ike()
+    table = MemoryTable()
+    table.add(cred)
+    resp = Responder(ResponderConfig(credential_cache_size=16), b"S" * 32)
+    first = Initiator(cred)
+    first.initiate(NOW)
+    [(m1, _)] = first.datagrams_to_send(NOW)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    answer_events(resp, table, NOW)
+    [(m2, _)] = resp.datagrams_to_send(NOW)
+    first.receive_datagram(m2, SERVER_ADDR, NOW)
+    [save] = drain(first)
+    assert isinstance(save, SaveSuccessor)
+    cache = DurableCache(cred)
+    cache.advance(save.handle, save.generation, save.successor)
+    first.successor_saved(NOW)
+    [(m3, _)] = first.datagrams_to_send(NOW)  # ... and the process is killed
+    resp.receive_datagram(m3, CLIENT_ADDR, NOW)  # verified (cached credential): committing
+    commit = resp.next_event()
+    assert isinstance(commit, CommitNeeded)
+
+    second = Initiator(cache.current, InitiatorConfig(initial_rto=0.5), previous=cache.previous)
+    second.initiate(NOW + 0.01)
+    [(n1, _)] = second.datagrams_to_send(NOW + 0.01)
+    resp.receive_datagram(n1, CLIENT_ADDR, NOW + 0.01)
+    assert resp.datagrams_to_send(NOW + 0.01) == []  # no NACK while g -> g+1 commits
+    assert resp.stats["drop_committing"] == 1
+    assert table.commit(commit.handle, commit.generation, commit.successor)
+    resp.commit_result(commit.token, True, NOW + 0.02)
+    drain(resp)
+    second.handle_timer(NOW + 0.6)  # retransmission of message 1 (g+1)
+    [(n1_again, _)] = second.datagrams_to_send(NOW + 0.6)
+    resp.receive_datagram(n1_again, CLIENT_ADDR, NOW + 0.6)
+    answer_events(resp, table, NOW + 0.6)
+    [(n2, _)] = resp.datagrams_to_send(NOW + 0.6)
+    second.receive_datagram(n2, SERVER_ADDR, NOW + 0.6)
+    [save2] = drain(second)
+    assert isinstance(save2, SaveSuccessor) and save2.generation == cred.generation + 1

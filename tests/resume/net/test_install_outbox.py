@@ -2,7 +2,7 @@
 between commit and install is repaired at the next start-up, expired pairs are dropped.
 
 The "crash" here is the service's task cancelled while its install is stuck (the process
-dies before the install finished); ``tests/test_crash.py`` kills real processes.
+dies before the install finished); ``tests/crash/test_sigkill.py`` kills real processes.
 """
 
 from __future__ import annotations
