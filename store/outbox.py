@@ -22,7 +22,9 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from resume.memo import Memo
 from resume.sa import DirectionKeys, Lifetimes, SAPair, SAParams
+from store.codec import params_text
 from store.errors import CorruptRecord
 from store.keys import Keyring
 from store.wrapping import unwrap_install, wrap_install
@@ -71,9 +73,37 @@ class OutboxReplay:
     unreadable: dict[str, str] | None = None
 
 
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+#: a handful of lifetime sets in practice (they follow the policy)
+_LIFETIMES: Memo[Lifetimes, str] = Memo(1024)
+
+
 def sa_text(sa: SAPair) -> str:
-    """The public part of ``sa`` (no keys) as canonical JSON."""
-    doc = {
+    """The public part of ``sa`` (no keys) as canonical JSON (sorted keys, no spaces).
+
+    Assembled from memoized parts -- the parameter text (:func:`store.codec.params_text`)
+    and the lifetimes -- because it is built once per accepted exchange, inside the
+    commit's critical path; ``tests/store/test_outbox.py`` checks it equals the plain
+    ``json.dumps`` of the whole document.
+    """
+    lt = _LIFETIMES.get(sa.lifetimes)
+    if lt is None:
+        lt = _LIFETIMES.put(sa.lifetimes, _canonical(sa.lifetimes.to_json()))
+    reqid = "null" if sa.reqid is None else str(int(sa.reqid))
+    role = f'"{sa.role}"' if sa.role.isalpha() else _canonical(sa.role)
+    return (
+        f'{{"i_to_r_spi":{int(sa.i_to_r.spi)},"lifetimes":{lt},'
+        f'"params":{params_text(sa.params)},"r_to_i_spi":{int(sa.r_to_i.spi)},'
+        f'"reqid":{reqid},"role":{role}}}'
+    )
+
+
+def sa_document(sa: SAPair) -> dict[str, Any]:
+    """What :func:`sa_text` encodes, as a dict."""
+    return {
         "role": sa.role,
         "params": sa.params.to_json(),
         "lifetimes": sa.lifetimes.to_json(),
@@ -81,7 +111,6 @@ def sa_text(sa: SAPair) -> str:
         "i_to_r_spi": sa.i_to_r.spi,
         "r_to_i_spi": sa.r_to_i.spi,
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def _lp(b: bytes) -> bytes:

@@ -716,16 +716,19 @@ class Store:
             return []
         kr = self._need_keyring()
         sql, guard = self._ratchet_sql()
-        # one getrandom() for the whole batch's nonces instead of one per successor
-        nonces = os.urandom(AEAD_NONCE_LEN * len(reqs))
+        # one getrandom() for the whole batch's nonces instead of one per successor (and
+        # per install-outbox row: the second half)
+        n = len(reqs)
+        nonces = os.urandom(2 * AEAD_NONCE_LEN * n)
         rows = []
         outbox: list[tuple[Any, ...] | None] = []
         for k, r in enumerate(reqs):
-            outbox.append(
-                None
-                if r.install is None
-                else encode_row(kr, r.install, r.handle, r.generation, r.now)
-            )
+            if r.install is None:
+                outbox.append(None)
+            else:
+                o = (n + k) * AEAD_NONCE_LEN
+                nonce = nonces[o : o + AEAD_NONCE_LEN]
+                outbox.append(encode_row(kr, r.install, r.handle, r.generation, r.now, nonce))
             s = r.successor
             ptext = params_text(s.params)
             nonce = nonces[k * AEAD_NONCE_LEN : (k + 1) * AEAD_NONCE_LEN]

@@ -51,6 +51,9 @@ keys_wrapped   bytes           ``nonce(12) || AES-256-GCM(master key, K, AAD)`` 
 =============  ==============  ==========================================================
 
 (:mod:`store.keys` defines ``record_aad``; :mod:`store.outbox` encodes and decodes rows.)
+No index besides the key: a row lives from a commit until its install finished (well under
+a second), so the table holds about as many rows as installs in flight, and start-up reads
+it whole.
 """
 
 from __future__ import annotations
@@ -116,7 +119,6 @@ install_outbox = Table(
     Column("sa", Text, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("keys_wrapped", LargeBinary, nullable=False),
-    Index("ix_install_outbox_node", "node", "expires_at"),
 )
 
 #: One wrapped known value per master key id: a wrong key is caught at open time.

@@ -156,3 +156,16 @@ def test_remaining_lifetimes() -> None:
     assert remaining_lifetimes(lt, 99.5, 0.5) == Lifetimes(1, 1, 5, 9)  # at least a second
     unlimited = Lifetimes(hard_bytes=9)
     assert remaining_lifetimes(unlimited, 1e6, None) == unlimited
+
+
+def test_sa_text_is_the_canonical_json_of_the_document() -> None:
+    import json
+
+    from store.outbox import sa_document, sa_text
+
+    for pair in (sa_pair(), sa_pair(hard=None, soft=None)):
+        for reqid in (None, 0x40000001):
+            p = SAPair(pair.role, pair.params, pair.i_to_r, pair.r_to_i, pair.lifetimes, reqid)
+            doc = sa_document(p)
+            assert sa_text(p) == json.dumps(doc, sort_keys=True, separators=(",", ":"))
+            assert json.loads(sa_text(p)) == doc

@@ -30,9 +30,7 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("keys_wrapped", sa.LargeBinary(), nullable=False),
     )
-    op.create_index("ix_install_outbox_node", "install_outbox", ["node", "expires_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_install_outbox_node", "install_outbox")
     op.drop_table("install_outbox")
