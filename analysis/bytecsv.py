@@ -9,9 +9,10 @@ and the digits are checked and converted eight at a time with the SWAR routine o
 simdjson / fast_float (``parse_eight_digits_unrolled``).  Users are fetched left-aligned, up
 to 32 bytes, and made unique by a hash that is then verified byte for byte.
 
-Exactly equal to the row parser or nothing: decimals become ``m / 10**k`` with the integer
-``m`` below 2**53, which IEEE division rounds correctly, i.e. to the same double as
-``float(text)``.  Anything outside the simple grammar (signs, exponents, quotes, a CR not
+Exactly equal to the row parser or nothing: a decimal number of seconds becomes integer
+microseconds (integer part times 10**6 plus the first six fraction digits, the rest
+truncated), as :func:`analysis.parsers.generic.decimal_us` does; values past year 9999
+decline.  Anything outside the simple grammar (signs, exponents, quotes, a CR not
 before LF, NUL, rows with another field count, fields over 16 digits, names over 32 bytes
 or with surrounding white space, ...) makes the whole chunk return ``None`` and the caller
 takes the slower paths, which report bad rows with file:line.
@@ -42,8 +43,7 @@ _MUL2 = np.uint64(1 + (10000 << 32))
 _LOW32 = np.uint64(0xFFFFFFFF)
 _E8 = np.uint64(100_000_000)
 _P10 = np.array([10**k for k in range(20)], dtype=np.uint64)
-_F10 = np.array([10.0**k for k in range(20)], dtype=np.float64)  # exact up to 1e22
-_EXACT = np.uint64(2**53)
+_MAX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 def _tables() -> tuple[U64, U64, dict[int, U64]]:
@@ -100,10 +100,9 @@ def _integers(win16: np.ndarray, start: I64, end: I64) -> I64 | None:
     return None if v is None else v.astype(np.int64)
 
 
-def _decimals(
-    win16: np.ndarray, dots: I64, start: I64, end: I64
-) -> npt.NDArray[np.float64] | None:
-    """``123``, ``123.``, ``.5``, ``123.456`` -> the doubles ``float()`` gives, or None.
+def _decimals(win16: np.ndarray, dots: I64, start: I64, end: I64) -> I64 | None:
+    """``123``, ``123.``, ``.5``, ``123.456`` seconds -> exact integer microseconds
+    (fraction digits past the sixth truncated), or None.
 
     ``dots``: sorted offsets of every ``.`` in the chunk."""
     length = end - start
@@ -124,12 +123,11 @@ def _decimals(
         return None
     if len(length) and int((length - has).min()) < 1:
         return None  # "." alone
-    if len(length) and int(((dot - start) + k).max()) > 19:
-        return None
-    m = ip * _P10.take(k) + fp
-    if len(m) and (m > _EXACT).any():
-        return None
-    out: npt.NDArray[np.float64] = m.astype(np.float64) / _F10.take(k)
+    if len(ip) and int(ip.max()) > _MAX_S:
+        return None  # past year 9999: the row parser reports it
+    kk = np.minimum(k, 6)
+    frac = fp // _P10.take(k - kk) * _P10.take(6 - kk)  # the first six digits, in us
+    out: I64 = (ip * _P10[6] + frac).astype(np.int64)
     return out
 
 
@@ -167,11 +165,11 @@ def _names(
 
 def chunk_columns(
     text: str, delim: str, cols: dict[str, int], width: int, names: dict[str, int],
-    seen: set[str], counter: Iterator[int],
+    seen: set[str], counter: Iterator[int], max_line: int = 1 << 16,
 ) -> tuple[np.ndarray, ...] | None:
     """Columns (user number, start, end, bytes in, bytes out) of ``text`` (whole lines), or
-    None when anything in it needs the row parser's judgement.  ``names`` and ``seen`` are
-    updated only on success."""
+    None when anything in it needs the row parser's judgement (a line over ``max_line``
+    characters included).  ``names`` and ``seen`` are updated only on success."""
     if not LITTLE or not text or '"' in text or "\0" in text:
         return None
     if "\r" in text:  # Windows line ends read as csv.reader reads them; a lone CR declines
@@ -187,6 +185,8 @@ def chunk_columns(
     dl = np.flatnonzero(u8 == ord(delim))
     n = len(nl)
     if len(dl) != n * (width - 1):
+        return None
+    if n and int(np.diff(nl, prepend=PAD - 1).max()) - 1 > max_line:
         return None
     d = dl.reshape(n, width - 1)
     if (d[:, -1] > nl).any() or (d[1:, 0] < nl[:-1]).any():
@@ -210,6 +210,8 @@ def chunk_columns(
     else:
         dur = _decimals(win16, dots, *field("duration"))
         end = None if dur is None else start + dur
+        if end is not None and len(end) and int(end.max()) > (_MAX_S + 1) * 10**6 - 1:
+            return None
     zeros = np.zeros(n, dtype=np.int64)
     b_in = _integers(win16, *field("bytes_in")) if "bytes_in" in cols else zeros
     b_out = _integers(win16, *field("bytes_out")) if "bytes_out" in cols else zeros

@@ -2,11 +2,11 @@
 
 Turning every row into a :class:`Session` object costs microseconds per row; here a chunk
 of lines becomes numpy columns directly: first at byte level (:mod:`analysis.bytecsv`,
-plain numbers), else from strings (``csv`` module in C, numpy string conversion: quoting,
-ISO times).
-Any chunk with something unusual in it (short rows, blank user, non-numeric bytes, a
-stop before a start, a repeated session id, ISO timestamps) is handed to the row-by-row
-parser instead, so problems are still reported with file:line and nothing is lost.
+plain numbers), else from strings (``csv`` module in C, exact decimal and numpy ISO time
+conversion: quoting, ISO times).  Any chunk with something unusual in it (short rows,
+blank user, non-numeric bytes, a stop before a start, a repeated session id, an over-long
+line, a bare CR) is handed to the row parser instead, so problems are still reported
+with file:line and nothing is lost.  Times are integer microseconds throughout.
 """
 
 from __future__ import annotations
@@ -14,20 +14,21 @@ from __future__ import annotations
 import csv
 import itertools
 import re
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta, timezone
-from typing import IO
+from pathlib import Path
 
 import numpy as np
 
 from analysis import bytecsv
+from analysis.account import FileAccount
 from analysis.parsers import generic
-from analysis.session import Issue, Session
-from analysis.timeparse import TimeContext
+from analysis.session import Issue, LineError, Session
+from analysis.textin import MAX_LINE, OVERLONG, StreamError, read_text_chunks
+from analysis.timeparse import MAX_US, MIN_US, TimeContext
 from analysis.trace import Trace
 
-CHUNK_CHARS = 8 << 20
+CHUNK_CHARS = 2 << 20
 
 
 def _chunk_columns(
@@ -43,8 +44,13 @@ def _chunk_columns(
         flat = text.replace("\n", delim).split(delim)
         c = [flat[i : n * width : width] for i in range(width)]
     else:
-        rows = list(csv.reader(lines, delimiter=delim))
-        if not rows or min(map(len, rows)) < width:
+        if "\r" in text:
+            return None  # a bare CR inside a field: the row parser reports it
+        try:
+            rows = list(csv.reader(lines, delimiter=delim))
+        except csv.Error:
+            return None
+        if not rows or min(map(len, rows)) < width or len(rows) != n:
             return None
         c = list(zip(*rows, strict=False))
     users = c[cols["user"]]
@@ -52,21 +58,23 @@ def _chunk_columns(
         return None
     if (" " in text or "\t" in text) and any(u != u.strip() for u in users):
         return None
+    if any(u.strip().lower() in generic.ALIASES["user"] for u in set(users)):
+        return None  # a repeated header: the row parser skips it
     start = _times(c[cols["start"]], ctx)
     end = _times(c[cols["end"]], ctx) if "end" in cols else None
-    dur = _numbers(c[cols["duration"]], np.float64) if "end" not in cols else None
+    dur = _decimals(c[cols["duration"]]) if "end" not in cols else None
     zeros = np.zeros(n, dtype=np.int64)
-    b_in = _numbers(c[cols["bytes_in"]], np.int64) if "bytes_in" in cols else zeros
-    b_out = _numbers(c[cols["bytes_out"]], np.int64) if "bytes_out" in cols else zeros
+    b_in = _counts(c[cols["bytes_in"]]) if "bytes_in" in cols else zeros
+    b_out = _counts(c[cols["bytes_out"]]) if "bytes_out" in cols else zeros
     if start is None or b_in is None or b_out is None:
         return None
     if end is None:
         if dur is None:
             return None
         end = start + dur
-    if not (np.isfinite(start).all() and np.isfinite(end).all()):
-        return None
-    if (end < start).any() or (b_in < 0).any() or (b_out < 0).any():
+        if n and int(end.max()) > MAX_US:
+            return None
+    if (end < start).any():
         return None
     if "session_id" in cols:
         sids = [s for s in c[cols["session_id"]] if s]
@@ -81,16 +89,29 @@ def _chunk_columns(
 _ISO_PLAIN = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?Z?")
 
 
+def _decimals(col: Sequence[str]) -> np.ndarray | None:
+    """Decimal seconds -> exact integer us (as the row parser reads them), or None."""
+    try:
+        return np.fromiter(map(generic.decimal_us, col), dtype=np.int64, count=len(col))
+    except (LineError, OverflowError):
+        return None
+
+
 def _times(col: Sequence[str], ctx: TimeContext) -> np.ndarray | None:
     """POSIX seconds, or ISO 8601 stamps that are UTC (``Z``) or zone-less (operator's zone,
     when that is a fixed offset); anything else goes row by row (same values, slower)."""
-    nums = _numbers(col, np.float64)
-    if nums is not None or not col:
+    if not col:
+        return np.zeros(0, dtype=np.int64)
+    if col[0][:1].isdigit() and "-" not in col[0]:
+        nums = _decimals(col)
+        if nums is None or int(nums.max()) > MAX_US:
+            return None
         return nums
     if not isinstance(ctx.tz, timezone):
         return None
     zulu = col[0].endswith("Z")
-    if not all(_ISO_PLAIN.fullmatch(v) and v.endswith("Z") == zulu for v in col):
+    if not all(_ISO_PLAIN.fullmatch(v) and v.endswith("Z") == zulu and v[:4] != "0000"
+               for v in col):
         return None
     vals = [v[:-1] for v in col] if zulu else list(col)
     try:
@@ -99,76 +120,111 @@ def _times(col: Sequence[str], ctx: TimeContext) -> np.ndarray | None:
         return None
     off = ctx.tz.utcoffset(None)
     off_us = 0 if zulu or off is None else off // timedelta(microseconds=1)
-    out: np.ndarray = (us - off_us) / 1e6  # datetime.timestamp() does exactly this
+    out: np.ndarray = us - off_us  # what epoch_us(datetime) gives, exactly
+    if int(out.min()) < MIN_US or int(out.max()) > MAX_US:
+        return None
     return out
 
 
-def _numbers(col: Sequence[str], dtype: type[np.float64] | type[np.int64]) -> np.ndarray | None:
-    """Parse a column of decimal strings in C; None if any value is not a plain number.
-
-    numpy saturates integers beyond int64 silently: such columns go row by row."""
-    if dtype is np.int64 and max(map(len, col), default=0) > 18:
+def _counts(col: Sequence[str]) -> np.ndarray | None:
+    """Byte counts of plain ASCII digits (at most 18), else None (the row parser decides)."""
+    if max(map(len, col), default=0) > 18 or not all(v.isascii() and v.isdigit() for v in col):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # older numpy warns and stops at the bad value
-        try:
-            arr = np.fromstring(" ".join(col), dtype=dtype, sep=" ")
-        except ValueError:  # newer numpy raises instead
-            return None
-    return arr if len(arr) == len(col) else None
+    return np.fromiter(map(int, col), dtype=np.int64, count=len(col))
 
 
 def read_csv_trace(
-    head: list[str], fh: IO[str], path: str, ctx: TimeContext, on_issue: Callable[[Issue], None],
-) -> Trace:
-    """The whole CSV file as a trace; slow-path sessions and issues as the row parser gives.
+    path: Path, ctx: TimeContext, on_issue: Callable[[Issue], None], acct: FileAccount,
+) -> Trace | None:
+    """The whole CSV file as a trace (slow-path sessions and issues as the row parser
+    gives them), or None when the file does not start with a CSV header line.  Lines
+    that are not CSV rows at all go to ``on_issue`` as foreign issues (the caller offers
+    them to format detection again)."""
 
-    ``head`` are the lines already read for format detection, ``fh`` the rest of the file.
-    """
-    header = head[0] if head else ""
-    delim = max((",", "\t", ";"), key=header.count)
-    cols = generic._columns(next(csv.reader([header], delimiter=delim)))
     names: dict[str, int] = {}  # name -> increasing (not contiguous) number
     counter = itertools.count()
     seen: set[str] = set()
     parts: list[tuple[np.ndarray, ...]] = []
     slow: list[Session] = []
-    if "user" not in cols or "start" not in cols or not ({"end", "duration"} & cols.keys()):
-        on_issue(Issue(f"{path}:1", "CSV header needs user, start and end or duration columns"))
-        return Trace.from_sessions([])
-    width = len(header.split(delim))
-    line_no = 2
-    carry = "".join(head[1:])
-    while True:
-        block = fh.read(CHUNK_CHARS)
-        text = carry + block
-        if not block:
-            carry = ""
-        else:
-            cut = text.rfind("\n") + 1
-            text, carry = text[:cut], text[cut:]
-        if not text:
-            if not block:
+    chunks = read_text_chunks(path, CHUNK_CHARS)
+    carry = ""
+    try:
+        while "\n" not in carry and len(carry) <= MAX_LINE:
+            piece = next(chunks, None)
+            if piece is None:
                 break
-            continue
-        got = bytecsv.chunk_columns(text, delim, cols, width, names, seen, counter)
-        if got is not None:
-            parts.append(got)
-            line_no += text.count("\n") + (not text.endswith("\n"))
-        else:
-            line_no += _string_chunk(text, line_no, header, path, delim, cols, width, names,
-                                     seen, counter, ctx, parts, slow, on_issue)
-        if not block:
-            break
-    for s in slow:
+            carry += piece
+    except StreamError:
+        return None
+    nl = carry.find("\n")
+    header = (carry if nl < 0 else carry[:nl]).rstrip("\r")
+    got = generic.header_columns(header) if len(header) <= MAX_LINE else None
+    if got is None:
+        return None
+    carry = "" if nl < 0 else carry[nl + 1 :]
+    acct.skip("CSV header")
+    delim, cols = got
+    width = len(next(csv.reader([header], delimiter=delim), []))
+    line_no = 2  # number of the next line
+    skipping = False
+
+    def run(text: str) -> None:
+        nonlocal line_no
+        line_no = _chunk(text, line_no, header, str(path), delim, cols, width, names, seen,
+                         counter, ctx, parts, slow, on_issue, acct)
+
+    def blocks() -> Iterator[str]:
+        if carry:
+            yield carry
+        yield from chunks
+
+    try:
+        pending = ""
+        for block in blocks():
+            cut = block.rfind("\n") + 1
+            if skipping:
+                if not cut:
+                    continue
+                on_issue(Issue(f"{path}:{line_no}", OVERLONG))
+                line_no += 1
+                skipping = False
+                block = block[block.find("\n") + 1 :]
+                cut = block.rfind("\n") + 1
+            if not cut:
+                pending += block
+            else:
+                run(pending + block[:cut])
+                pending = block[cut:]
+            if len(pending) > MAX_LINE:
+                skipping, pending = True, ""
+        if skipping:
+            on_issue(Issue(f"{path}:{line_no}", OVERLONG))
+            line_no += 1
+        elif pending:
+            run(pending + "\n")
+    except StreamError as e:
+        on_issue(Issue(f"{path}:{line_no}", str(e)))
+        line_no += 1
+    acct.lines = line_no - 1
+    if slow:
         parts.append((
-            np.array([names.setdefault(s.user, next(counter))], dtype=np.int64),
-            np.array([s.start]), np.array([s.end]), np.array([s.bytes_in], dtype=np.int64),
-            np.array([s.bytes_out], dtype=np.int64),
+            np.array([names.setdefault(s.user, next(counter)) for s in slow], dtype=np.int64),
+            np.array([s.start for s in slow], dtype=np.int64),
+            np.array([s.end for s in slow], dtype=np.int64),
+            np.array([s.bytes_in for s in slow], dtype=np.int64),
+            np.array([s.bytes_out for s in slow], dtype=np.int64),
         ))
     if not parts:
         return Trace.from_sessions([])
-    u, st, en, bi, bo = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    # column by column, each chunk's piece released as soon as its column is joined
+    columns = [list(c) for c in zip(*parts, strict=True)]
+    parts.clear()
+    joined = []
+    for pieces in columns:
+        joined.append(np.concatenate(pieces))
+        pieces.clear()
+    u, st, en, bi, bo = joined
+    del joined
     keys = np.fromiter(names.values(), dtype=np.int64, count=len(names))
     order = np.argsort(keys)
     dense = np.searchsorted(keys[order], u)  # names' numbers -> 0..len-1 in insertion order
@@ -176,35 +232,39 @@ def read_csv_trace(
     return Trace.from_columns(user, st, en, bi, bo, names)
 
 
-def _string_chunk(
+def _chunk(
     text: str, line_no: int, header: str, path: str, delim: str, cols: dict[str, int],
     width: int, names: dict[str, int], seen: set[str], counter: Iterator[int],
     ctx: TimeContext, parts: list[tuple[np.ndarray, ...]], slow: list[Session],
-    on_issue: Callable[[Issue], None],
+    on_issue: Callable[[Issue], None], acct: FileAccount,
 ) -> int:
-    """A chunk the byte path declined: string columns, else row by row.  Returns its lines."""
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-        body = text[:-1]
-    else:
-        body = text
-    got = _chunk_columns(body, lines, delim, cols, width, names, seen, counter, ctx)
+    """One chunk of whole lines (ending in a newline): the fastest path that accepts it.
+    Returns the number of the line after it."""
+    n_lines = text.count("\n")
+    got = bytecsv.chunk_columns(text, delim, cols, width, names, seen, counter, MAX_LINE)
     if got is not None:
         parts.append(got)
-    else:
-        for item in _slow([ln + "\n" for ln in lines], line_no, header, path, ctx, seen):
-            if isinstance(item, Issue):
-                on_issue(item)
-            else:
-                slow.append(item)
-    return len(lines)
-
-
-def _slow(
-    lines: list[str], first_no: int, header: str, path: str, ctx: TimeContext, seen: set[str]
-) -> Iterator[Session | Issue]:
-    """Row-by-row parse of one chunk, line numbers kept (sessions ids shared with fast path)."""
-    yield from generic.parse_csv(
-        itertools.chain([header], lines), path, ctx, seen=seen, first_line=first_no
-    )
+        acct.use(n_lines)
+        return line_no + n_lines
+    lines = text.split("\n")
+    lines.pop()  # the text ends in a newline
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    if max(map(len, lines), default=0) <= MAX_LINE:
+        got = _chunk_columns("\n".join(lines), lines, delim, cols, width, names, seen,
+                             counter, ctx)
+        if got is not None:
+            parts.append(got)
+            acct.use(n_lines)
+            return line_no + n_lines
+    numbered = []
+    for i, ln in enumerate(lines, line_no):
+        if len(ln) > MAX_LINE:
+            on_issue(Issue(f"{path}:{i}", OVERLONG))
+        else:
+            numbered.append((i, ln))
+    for item in generic.parse_csv(numbered, path, ctx, acct, seen=seen, header=header):
+        if isinstance(item, Issue):
+            on_issue(item)
+        else:
+            slow.append(item)
+    return line_no + n_lines

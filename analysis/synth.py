@@ -138,11 +138,15 @@ def generate(
     b_in = np.rint(b_in * (p.mean_in / b_in.mean())).astype(np.int64)
     b_out = np.rint(b_out * (p.mean_out / b_out.mean())).astype(np.int64)
     names = tuple(f"{p.name[0]}{i:06d}" for i in range(n_users))
-    return Trace.from_columns(user, start, end, b_in, b_out, names)
+    # integer microseconds, on whole milliseconds (what write_csv's three decimals hold)
+    start_us = np.rint(start * 1e3).astype(np.int64) * 1000
+    end_us = np.maximum(np.rint(end * 1e3).astype(np.int64) * 1000, start_us)
+    return Trace.from_columns(user, start_us, end_us, b_in, b_out, names)
 
 
 def write_csv(trace: Trace, path: str) -> int:
-    """Write a trace in the generic CSV format the analyzer reads back."""
+    """Write a trace in the generic CSV format the analyzer reads back (times to the
+    millisecond, exactly as generated)."""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("user,start,end,bytes_in,bytes_out\n")
         names = trace.user_names
@@ -150,5 +154,6 @@ def write_csv(trace: Trace, path: str) -> int:
             trace.user.tolist(), trace.start.tolist(), trace.end.tolist(),
             trace.bytes_in.tolist(), trace.bytes_out.tolist(), strict=True,
         ):
-            fh.write(f"{names[u]},{s:.3f},{e:.3f},{bi},{bo}\n")
+            fh.write(f"{names[u]},{s // 1_000_000}.{s % 1_000_000 // 1000:03d},"
+                     f"{e // 1_000_000}.{e % 1_000_000 // 1000:03d},{bi},{bo}\n")
     return len(trace)

@@ -1,9 +1,19 @@
-"""Timestamps as VPN devices write them, turned into POSIX seconds.
+"""Timestamps as VPN devices write them, turned into integer POSIX microseconds.
+
+Integers, not float seconds: two stamps exactly an hour apart must come out exactly
+3,600,000,000 us apart wherever the epoch puts them, or a session at exactly a policy's
+lifetime would resume or not depending on float rounding.  Digits below the microsecond
+are dropped (truncated); every stamp lies in years 1..9999 (what ``datetime`` holds), so
+every time and every difference of two fits an int64 with room to spare.
 
 Logs rarely say everything: BSD syslog has no year and no zone, FreeRADIUS writes zone
 abbreviations (``WIB``), FortiGate splits date, time and offset into three fields.  A
 :class:`TimeContext` carries what the operator knows (the year, the devices' zone) and
 handles the year rollover of long syslog files (December followed by January).
+
+Every function here reads untrusted text and raises only :class:`TimeFormatError` (a
+:class:`~analysis.session.LineError`); the regular expressions are anchored or bounded,
+so each call is linear in the length of its input.
 """
 
 from __future__ import annotations
@@ -11,6 +21,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+
+from analysis.session import LineError
+
+US = 1_000_000  # microseconds per second
+MIN_US = -62_135_596_800 * US  # 0001-01-01T00:00:00Z
+MAX_US = 253_402_300_799 * US + (US - 1)  # 9999-12-31T23:59:59.999999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 MONTHS = {
     m: i + 1
@@ -30,20 +48,28 @@ TZ_ABBREV: dict[str, float] = {
 }
 
 
-class TimeFormatError(ValueError):
-    """A timestamp we cannot read."""
+class TimeFormatError(LineError):
+    """A timestamp, zone or duration we cannot read (or that lies outside years 1..9999)."""
+
+
+_OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
 
 
 def parse_offset(text: str) -> tzinfo:
-    """``+0200``, ``-07:00``, ``Z``, ``UTC``, ``WIB`` -> a fixed-offset zone."""
+    """``+0200``, ``-07:00``, ``Z``, ``UTC``, ``WIB`` -> a fixed-offset zone.
+
+    Offsets of 24 h or more do not exist (and ``timezone`` refuses them): an error."""
     t = text.strip().strip('"')
     if t.upper() in TZ_ABBREV:
         return timezone(timedelta(hours=TZ_ABBREV[t.upper()]))
-    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", t)
+    m = _OFFSET.fullmatch(t)
     if not m:
-        raise TimeFormatError(f"unknown time zone {text!r}")
+        raise TimeFormatError(f"unknown time zone {text[:40]!r}")
+    hours, minutes = int(m.group(2)), int(m.group(3))
+    if hours > 23 or minutes > 59:
+        raise TimeFormatError(f"UTC offset out of range {text[:40]!r} (at most +-23:59)")
     sign = -1 if m.group(1) == "-" else 1
-    return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
 @dataclass
@@ -60,9 +86,9 @@ class TimeContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _last_month: int = 0
     _bump: int = 0
-    _days: dict[tuple[int, int, str], float] = field(default_factory=dict)
+    _days: dict[tuple[int, int, str], int] = field(default_factory=dict)
     _last_header: str = ""
-    _last_value: float = 0.0
+    _last_value: int = 0
 
     def year_for(self, month: int) -> int:
         """Year of a year-less stamp; a month far below the previous one means a new year."""
@@ -83,21 +109,38 @@ class TimeContext:
         self._last_header = ""
 
 
-def _epoch(dt: datetime, ctx: TimeContext) -> float:
+def epoch_us(dt: datetime, ctx: TimeContext | None = None) -> int:
+    """Exact POSIX microseconds of ``dt`` (a naive ``dt`` is in the operator's zone)."""
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ctx.tz)
-    return dt.timestamp()
+        dt = dt.replace(tzinfo=ctx.tz if ctx is not None else UTC)
+    try:
+        return (dt - _EPOCH) // _ONE_US
+    except OverflowError as e:  # year 1 minus a positive offset
+        raise TimeFormatError(f"time out of range: {e}") from e
+
+
+def frac_us(digits: str) -> int:
+    """``"25"`` (the digits after the point) -> 250000 us; digits past the 6th dropped."""
+    return int((digits + "000000")[:6]) if digits else 0
+
+
+def check_range(us: int, what: str = "timestamp") -> int:
+    if not MIN_US <= us <= MAX_US:
+        raise TimeFormatError(f"{what} out of range (years 1..9999)")
+    return us
 
 
 _ISO = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?\s*(Z|[+-]\d\d:?\d\d)?(?![\d])"
+    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,32}+))?[ \t]{0,4}+"
+    r"(Z|[+-]\d\d:?\d\d)?(?![\d])"
 )
 _BSD = re.compile(
-    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+)?"
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(\d{1,2})\s+"
-    r"(?:(\d{4})\s+)?(\d\d):(\d\d):(\d\d)(\.\d+)?(?:\s+(\d{4}))?(?:\s+([A-Z]{1,5})\b)?",
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s{1,8}+)?"
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s{1,8}+(\d{1,2})\s{1,8}+"
+    r"(?:(\d{4})\s{1,8}+)?(\d\d):(\d\d):(\d\d)(?:\.(\d{1,32}+))?(?:\s{1,8}+(\d{4}))?"
+    r"(?:\s{1,8}+([A-Z]{1,5})\b)?",
     re.IGNORECASE,
-)
+)  # bounded runs of white space: a line of spaces costs each start position O(1)
 
 
 def _datetime(y: int, mo: int, d: int, h: int, mi: int, s: int) -> datetime:
@@ -107,75 +150,88 @@ def _datetime(y: int, mo: int, d: int, h: int, mi: int, s: int) -> datetime:
         raise TimeFormatError(f"impossible time {(y, mo, d, h, mi, s)}: {e}") from e
 
 
-def parse_iso_match(m: re.Match[str], ctx: TimeContext) -> float:
+def parse_iso_match(m: re.Match[str], ctx: TimeContext) -> int:
     y, mo, d, h, mi, s = (int(m.group(i)) for i in range(1, 7))
-    frac = float(m.group(7)) if m.group(7) else 0.0
     dt = _datetime(y, mo, d, h, mi, s)
     if m.group(8):
         dt = dt.replace(tzinfo=parse_offset(m.group(8)))
-    return _epoch(dt, ctx) + frac
+    return check_range(epoch_us(dt, ctx) + frac_us(m.group(7) or ""))
 
 
-def parse_bsd_match(m: re.Match[str], ctx: TimeContext) -> float:
+def parse_bsd_match(m: re.Match[str], ctx: TimeContext) -> int:
     month = MONTHS[m.group(1).lower()]
     year_s = m.group(3) or m.group(8)
     year = int(year_s) if year_s else ctx.year_for(month)
-    frac = float(m.group(7)) if m.group(7) else 0.0
     dt = _datetime(year, month, int(m.group(2)), int(m.group(4)), int(m.group(5)),
                    int(m.group(6)))
     zone = m.group(9)
     if zone and zone.isupper() and zone in TZ_ABBREV:
         dt = dt.replace(tzinfo=parse_offset(zone))
-    return _epoch(dt, ctx) + frac
+    return check_range(epoch_us(dt, ctx) + frac_us(m.group(7) or ""))
 
 
-def parse_time(text: str, ctx: TimeContext) -> float:
-    """Any single timestamp: POSIX seconds, ISO 8601, ``Tue Mar 21 10:39:14 2017``,
-    ``Feb  1 2015 08:28:58 WIB``, year-less syslog ``Apr 27 11:11:47``."""
+_NUMBER = re.compile(r"(\d{1,20}+)(?:\.(\d{1,32}+))?")
+
+
+def parse_epoch(text: str) -> int:
+    """POSIX time as a decimal number: seconds, or (by magnitude) ms, us or ns -> us."""
+    m = _NUMBER.fullmatch(text)
+    if not m:
+        raise TimeFormatError(f"not a POSIX time {text[:40]!r}")
+    whole, frac = int(m.group(1)), m.group(2) or ""
+    if whole > 10**17:  # nanoseconds (FortiGate eventtime)
+        us = whole // 1000
+    elif whole > 10**14:  # microseconds
+        us = whole
+    elif whole > 10**11:  # milliseconds
+        us = whole * 1000 + int((frac + "000")[:3])
+    else:
+        us = whole * US + frac_us(frac)
+    return check_range(us)
+
+
+def parse_time(text: str, ctx: TimeContext) -> int:
+    """Any single timestamp -> POSIX us: POSIX seconds, ISO 8601, ``Tue Mar 21 10:39:14
+    2017``, ``Feb  1 2015 08:28:58 WIB``, year-less syslog ``Apr 27 11:11:47``."""
     t = text.strip().strip("'\"")
     if not t:
         raise TimeFormatError("empty timestamp")
-    if t[0].isdigit() and re.fullmatch(r"\d+(\.\d+)?", t):
-        v = float(t)
-        if v > 1e17:  # nanoseconds (FortiGate eventtime)
-            v /= 1e9
-        elif v > 1e14:  # microseconds
-            v /= 1e6
-        elif v > 1e11:  # milliseconds
-            v /= 1e3
-        return v
+    if t[0].isdigit() and _NUMBER.fullmatch(t):
+        return parse_epoch(t)
     m = _ISO.fullmatch(t)
     if m:
         return parse_iso_match(m, ctx)
     m = _BSD.fullmatch(t)
     if m:
         return parse_bsd_match(m, ctx)
-    raise TimeFormatError(f"unreadable timestamp {text!r}")
+    raise TimeFormatError(f"unreadable timestamp {text[:60]!r}")
 
 
 _MON = {m.capitalize(): i for m, i in MONTHS.items()}  # "Jan" -> 1 (case as devices write)
 _HOUR_MIN = {f"{h:02d}:{m:02d}": h * 3600 + m * 60 for h in range(24) for m in range(60)}
 _FAST_BSD = re.compile(
     r"(?:<\d{1,3}>)?(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) "
-    r"(?:(\d{4}) )?(\d\d:\d\d):(\d\d) (?!.*?(?:\d:\d\d:\d\d|\d{4}-\d\d-\d\d))(\S*)"
-)  # the lookahead: no second stamp later in the header (find_time would prefer the last)
+    r"(?:(\d{4}) )?(\d\d:\d\d):(\d\d) (\S*+)"
+)
+_SECOND_STAMP = re.compile(r"\d:\d\d:\d\d|\d{4}-\d\d-\d\d")
 
 
-def _fast_bsd(text: str, ctx: TimeContext) -> float | None:
+def _fast_bsd(text: str, ctx: TimeContext) -> int | None:
     """The common case, a single zone-less BSD stamp at the start, without datetime objects
     (day bases are cached, and so is the previous line's header: logs write many lines a
     second).
 
-    Anything else (a zone word, a second stamp, a trailing year, fractions, a zone with
-    daylight saving, hours past 23) returns None and takes the general path, which gives
-    the same value (tests/analysis/test_syslog_fast.py checks this).
+    Anything else (a zone word, a second stamp later in the header, which find_time would
+    prefer, a trailing year, fractions, a zone with daylight saving, hours past 23)
+    returns None and takes the general path, which gives the same value
+    (tests/analysis/test_syslog_fast.py checks this).
     """
     if not isinstance(ctx.tz, timezone):
         return None
     if text == ctx._last_header:
         return ctx._last_value  # year_for(same month) would change nothing
     m = _FAST_BSD.match(text)
-    if m is None:
+    if m is None or _SECOND_STAMP.search(text, m.end(5)) is not None:
         return None
     mon, day, year_s, hour_min, sec, nxt = m.groups()
     nxt = nxt.rstrip(":,")
@@ -188,20 +244,20 @@ def _fast_bsd(text: str, ctx: TimeContext) -> float | None:
     base = ctx._days.get(key)
     if base is None:
         try:
-            base = datetime(year, month, int(day), tzinfo=ctx.tz).timestamp()
-        except (ValueError, OverflowError):
+            base = epoch_us(datetime(year, month, int(day), tzinfo=ctx.tz))
+        except (ValueError, OverflowError, TimeFormatError):
             return None  # Jan 32: the general path reports it
         ctx._days[key] = base
     s = int(sec)
     if s > 59:
         return None
-    value = base + hms + s
+    value = base + (hms + s) * US
     ctx._last_header, ctx._last_value = text, value
     return value
 
 
-def find_time(text: str, ctx: TimeContext) -> float | None:
-    """The most informative timestamp inside a line header.
+def find_time(text: str, ctx: TimeContext) -> int | None:
+    """The most informative timestamp inside a line header (POSIX us), or None.
 
     Relays and collectors stack headers (``<pri>Sep 25 15:47:07 host : Sep 25 15:47:07 EDT:``,
     an ISO relay stamp before a BSD one); we prefer a stamp with an explicit zone, then one
@@ -213,7 +269,7 @@ def find_time(text: str, ctx: TimeContext) -> float | None:
     return find_time_general(text, ctx)
 
 
-def find_time_general(text: str, ctx: TimeContext) -> float | None:
+def find_time_general(text: str, ctx: TimeContext) -> int | None:
     """:func:`find_time` without the fast path (the reference it is tested against)."""
     best: tuple[int, int, re.Match[str], bool] | None = None
     for m in _ISO.finditer(text):
@@ -232,28 +288,39 @@ def find_time_general(text: str, ctx: TimeContext) -> float | None:
 
 
 _DUR = re.compile(
-    r"^\s*(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*:?\s*)?(?:(\d+)\s*m\s*:?\s*)?(?:(\d+)\s*s)?\s*$",
+    r"\s*+(?:(\d{1,9}+)\s*+d\s*+)?(?:(\d{1,12}+)\s*+h\s*+:?\s*+)?(?:(\d{1,12}+)\s*+m\s*+:?\s*+)?"
+    r"(?:(\d{1,12}+)\s*+s)?\s*+",
     re.IGNORECASE,
 )
+_ASA_DUR = re.compile(r"(?:(\d{1,9}+)d )?(\d{1,12}+)h:(\d{1,12}+)m:(\d{1,12}+)s")
+_HMS = re.compile(r"(\d{1,12}+):(\d\d):(\d\d)")
+_SECONDS = re.compile(r"(\d{1,12}+)(?:\.(\d{1,32}+))?")
+MAX_DURATION_US = MAX_US - MIN_US
 
 
-_ASA_DUR = re.compile(r"(?:(\d+)d )?(\d+)h:(\d+)m:(\d+)s")
-
-
-def parse_session_duration(text: str) -> float:
-    """Device durations: ``1d 19h:41m:14s``, ``0h:32m:16s``, ``92:24:20``, ``385``."""
+def parse_session_duration(text: str) -> int:
+    """Device durations -> us: ``1d 19h:41m:14s``, ``0h:32m:16s``, ``92:24:20``, ``385``,
+    ``385.25``, ``2h 5m``."""
     t = text.strip()
     m = _ASA_DUR.fullmatch(t)
     if m:
         d = int(m.group(1)) if m.group(1) else 0
-        return d * 86400.0 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
-    if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    m = re.fullmatch(r"(\d+):(\d\d):(\d\d)", t)
+        s = d * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
+        return _duration(s * US)
+    m = _SECONDS.fullmatch(t)
     if m:
-        return int(m.group(1)) * 3600.0 + int(m.group(2)) * 60 + int(m.group(3))
-    m = _DUR.match(t)
+        return _duration(int(m.group(1)) * US + frac_us(m.group(2) or ""))
+    m = _HMS.fullmatch(t)
+    if m:
+        return _duration((int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))) * US)
+    m = _DUR.fullmatch(t)
     if not m or not any(m.groups()):
-        raise TimeFormatError(f"unreadable duration {text!r}")
+        raise TimeFormatError(f"unreadable duration {text[:40]!r}")
     d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return d * 86400.0 + h * 3600 + mi * 60 + s
+    return _duration((d * 86400 + h * 3600 + mi * 60 + s) * US)
+
+
+def _duration(us: int) -> int:
+    if us > MAX_DURATION_US:
+        raise TimeFormatError("duration out of range (longer than years 1..9999)")
+    return us

@@ -219,6 +219,7 @@ def asa_lines(trace: Trace, noise: int = 1) -> list[str]:
                                trace.bytes_in.tolist(), trace.bytes_out.tolist(), strict=True):
         name = trace.user_names[u]
         ip = f"198.51.{(u >> 8) & 255}.{u & 255}"
+        s, e = s // 1_000_000, e // 1_000_000  # the trace is in microseconds; syslog seconds
         d = int(e - s)
         dur = f"{d // 86400}d {d % 86400 // 3600}h:{d % 3600 // 60:02d}m:{d % 60:02d}s"
         lines.append((s, f"%ASA-6-113039: Group <VPN> User <{name}> IP <{ip}> AnyConnect parent "
@@ -251,7 +252,7 @@ def naive_asa(path: Path, year: int) -> tuple[list[Session], list[Issue]]:
     syslog, an unreadable stamp or a message without its fields is reported with
     file:line), but only for this file's layout: no relay headers, zones, IPv6 ports,
     751025/716002, repeated records."""
-    open_: dict[str, tuple[str, float, str]] = {}
+    open_: dict[str, tuple[str, int, str]] = {}
     sessions: list[Session] = []
     issues: list[Issue] = []
     with path.open(encoding="utf-8", errors="replace") as fh:
@@ -264,8 +265,8 @@ def naive_asa(path: Path, year: int) -> tuple[list[Session], list[Issue]]:
             if m.group(2) not in ("113039", "113019"):
                 continue
             try:
-                t = datetime.strptime(f"{year} {m.group(1)}", "%Y %b %d %H:%M:%S").replace(
-                    tzinfo=UTC).timestamp()
+                t = int(datetime.strptime(f"{year} {m.group(1)}", "%Y %b %d %H:%M:%S").replace(
+                    tzinfo=UTC).timestamp()) * 1_000_000
             except ValueError as e:
                 issues.append(Issue(src, str(e)))
                 continue
@@ -281,7 +282,7 @@ def naive_asa(path: Path, year: int) -> tuple[list[Session], list[Issue]]:
                 issues.append(Issue(src, "113019 without Username/IP/Duration/Bytes"))
                 continue
             d, h, mi, sec = (int(g or 0) for g in s.group(3, 4, 5, 6))
-            dur = d * 86400 + h * 3600 + mi * 60 + sec
+            dur = (d * 86400 + h * 3600 + mi * 60 + sec) * 1_000_000
             key = f"{s.group(1)}@{s.group(2)}"
             open_.pop(key, None)
             sessions.append(Session(s.group(1), t - dur, t, int(s.group(8)), int(s.group(7)),
@@ -304,7 +305,7 @@ def bench_syslog(
     path = tmp / "asa.log"
     lines = asa_lines(trace, noise)
     path.write_text("".join(lines))
-    year = datetime.fromtimestamp(float(trace.start.min()), UTC).year
+    year = datetime.fromtimestamp(int(trace.start.min()) // 1_000_000, UTC).year
     rep = ReadReport()
 
     def ours() -> list[Session]:

@@ -7,11 +7,12 @@ exactly one IKEv2 transform, or the harvested record would resume with different
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ikeshim.errors import HarvestError
 from ikeshim.xfrm import Algo, XfrmState
-from resume.sa import DirectionKeys, Encr, Integ, SAParams
+from resume.sa import DirectionKeys, Encr, Integ, Mode, SAParams, TrafficSelector
 
 AEAD_NAMES = {
     Encr.AES_GCM_16: "rfc4106(gcm(aes))",
@@ -92,3 +93,44 @@ def crypto_from_state(state: XfrmState) -> HarvestedCrypto:
         integ,
         DirectionKeys(state.spi, state.crypt.key, state.auth.key),
     )
+
+
+def child_sa_from_states(
+    i_to_r: XfrmState,
+    r_to_i: XfrmState,
+    *,
+    mode: Mode,
+    initiator_addr: str,
+    responder_addr: str,
+    tsi: tuple[TrafficSelector, ...],
+    tsr: tuple[TrafficSelector, ...],
+    replay_window: int = 128,
+) -> tuple[SAParams, DirectionKeys, DirectionKeys]:
+    """The two kernel SAs of a CHILD_SA -> its parameters and keys (what generation 0 is
+    derived from), whichever daemon negotiated it; HarvestError if they cannot resume.
+
+    ``i_to_r`` carries initiator-to-responder traffic (its destination is the responder);
+    its NAT-T encapsulation, if any, gives (initiator port, responder port).
+    """
+    c_i2r, c_r2i = crypto_from_state(i_to_r), crypto_from_state(r_to_i)
+    algos = (c_i2r.encr, c_i2r.encr_key_bits, c_i2r.integ)
+    if algos != (c_r2i.encr, c_r2i.encr_key_bits, c_r2i.integ):
+        raise HarvestError("directions use different algorithms")
+    encap = i_to_r.encap
+    try:
+        params = SAParams(
+            mode=mode,
+            encr=c_i2r.encr,
+            encr_key_bits=c_i2r.encr_key_bits,
+            integ=c_i2r.integ,
+            initiator_addr=str(ipaddress.ip_address(initiator_addr)),
+            responder_addr=str(ipaddress.ip_address(responder_addr)),
+            tsi=tsi,
+            tsr=tsr,
+            natt_initiator_port=None if encap is None else encap.sport,
+            natt_responder_port=None if encap is None else encap.dport,
+            replay_window=replay_window,
+        )
+    except ValueError as exc:
+        raise HarvestError(str(exc)) from None
+    return params, c_i2r.keys, c_r2i.keys

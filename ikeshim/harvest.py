@@ -11,32 +11,46 @@ down (or a rekey's old SA, or the IKE_SA going down) -> ``record_session`` with 
 duration and bytes so that established-time and data lifetimes are enforced, and the record
 stays available for the next connection to resume.
 
-Anything wrong with one CHILD_SA (unsupported algorithm, SA gone from the kernel, store
-error) is reported as a :class:`HarvestReport` and skipped: a harvest failure only means the next
-connection runs a full IKE.  Secrets are never part of an outcome.
+Anything wrong with one CHILD_SA (a field VICI reported that does not parse, unsupported
+algorithm, SA gone from the kernel, store error) is reported as a :class:`HarvestReport`,
+counted in :attr:`Harvester.stats` and skipped; the other SAs, and the harvester, go on: a
+harvest failure only means the next connection runs a full IKE.  Secrets are never part of
+an outcome.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import vici
 
-from ikeshim.algorithms import crypto_from_state
+from ikeshim.algorithms import child_sa_from_states
 from ikeshim.errors import HarvestError, XfrmError, XfrmNotFoundError
-from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, parse_ike_sas
+from ikeshim.vici_map import ChildInfo, IkeInfo, identity_payload, read_ike_sas
 from ikeshim.xfrm import IPPROTO_ESP, SAKey, XfrmSocket, XfrmState
 from resume.credential import Credential
 from resume.keyschedule import bootstrap_credential, bootstrap_paper_credential
-from resume.sa import SAParams
 
 Role = Literal["initiator", "responder"]
 VICI_EVENTS = ("child-updown", "child-rekey", "ike-updown")
+#: What the ``vici`` package raises for a stream it cannot follow (a truncated or garbled
+#: packet, a non-UTF-8 name): the connection is dropped and made again, as after a restart.
+VICI_STREAM_ERRORS: tuple[type[Exception], ...] = (
+    vici.exception.SessionException,
+    vici.exception.DeserializationException,
+    vici.exception.CommandException,
+    vici.exception.EventUnknownException,
+    struct.error,
+    UnicodeDecodeError,
+)
+_RECONNECT: tuple[type[Exception], ...] = (OSError, *VICI_STREAM_ERRORS)
 
 
 class CredentialSink(Protocol):
@@ -102,40 +116,27 @@ def harvest_child(
             f"CHILD_SA {child.name}: SPIs {child.spi_in:08x}/{child.spi_out:08x} not in XFRM "
             "(harvester in another network namespace than the daemon?)"
         )
-    c_in, c_out = crypto_from_state(inbound), crypto_from_state(outbound)
-    if (c_in.encr, c_in.encr_key_bits, c_in.integ) != (
-        c_out.encr,
-        c_out.encr_key_bits,
-        c_out.integ,
-    ):
-        raise HarvestError(f"CHILD_SA {child.name}: directions use different algorithms")
     initiator = ike.initiator
     role: Role = "initiator" if initiator else "responder"
-    i_to_r, r_to_i = (c_out.keys, c_in.keys) if initiator else (c_in.keys, c_out.keys)
     i_addr, r_addr = (
         (ike.local_host, ike.remote_host) if initiator else (ike.remote_host, ike.local_host)
     )
     tsi, tsr = (child.local_ts, child.remote_ts) if initiator else (child.remote_ts, child.local_ts)
-    # The i->r SA's encapsulation carries (initiator port, responder port).
-    i_to_r_state = outbound if initiator else inbound
-    encap = i_to_r_state.encap
+    i_to_r_state, r_to_i_state = (outbound, inbound) if initiator else (inbound, outbound)
     try:
-        params = SAParams(
-            mode=child.mode,
-            encr=c_out.encr,
-            encr_key_bits=c_out.encr_key_bits,
-            integ=c_out.integ,
-            initiator_addr=str(ipaddress.ip_address(i_addr)),
-            responder_addr=str(ipaddress.ip_address(r_addr)),
-            tsi=tsi,
-            tsr=tsr,
-            natt_initiator_port=None if encap is None else encap.sport,
-            natt_responder_port=None if encap is None else encap.dport,
-            replay_window=replay_window,
-        )
-    except ValueError as exc:
-        raise HarvestError(f"CHILD_SA {child.name}: {exc}") from exc
-    local_id, remote_id = identity_payload(ike.local_id), identity_payload(ike.remote_id)
+        params, i_to_r, r_to_i = child_sa_from_states(
+            i_to_r_state, r_to_i_state, mode=child.mode, initiator_addr=i_addr,
+            responder_addr=r_addr, tsi=tsi, tsr=tsr, replay_window=replay_window,
+        )  # fmt: skip
+    except HarvestError as exc:
+        raise HarvestError(f"CHILD_SA {child.name}: {exc}") from None
+    ids = []
+    for field_name, text in (("local-id", ike.local_id), ("remote-id", ike.remote_id)):
+        try:
+            ids.append(identity_payload(text))
+        except HarvestError as exc:
+            raise HarvestError(f"IKE_SA {ike.name}: {field_name}: {exc}") from None
+    local_id, remote_id = ids
     id_i, id_r = (local_id, remote_id) if initiator else (remote_id, local_id)
     make = bootstrap_paper_credential if paper else bootstrap_credential
     credential = make(params, i_to_r, r_to_i, id_i, id_r)
@@ -185,34 +186,50 @@ class Harvester:
     paper: bool = False
     ike_down_grace: float = 2.0
     live: dict[int, _Live] = field(default_factory=dict)
+    #: reports by kind since start ("harvested", "skipped", "error", "session")
+    stats: Counter[str] = field(default_factory=Counter)
 
     def on_event(self, name: str, msg: Mapping[str, Any], now: float) -> list[HarvestReport]:
+        """Outcomes of one VICI event; an SA that cannot be used is one "skipped" report,
+        the event's other SAs are still handled."""
+        out: list[HarvestReport] = []
         try:
+            if not isinstance(msg, Mapping):
+                raise HarvestError(f"VICI {name} event is not a section")
             if name == "child-updown":
                 up = msg.get("up") in (b"yes", "yes")
-                return self._updown(msg, up, now)
-            if name == "child-rekey":
-                return self._rekey(msg, now)
-            if name == "ike-updown" and msg.get("up") not in (b"yes", "yes"):
-                return self._ike_down(msg, now)
+                out = self._updown(msg, up, now)
+            elif name == "child-rekey":
+                out = self._rekey(msg, now)
+            elif name == "ike-updown" and msg.get("up") not in (b"yes", "yes"):
+                out = self._ike_down(msg, now)
         except HarvestError as exc:
-            return [HarvestReport("error", "?", "?", detail=str(exc))]
-        return []
+            out = [HarvestReport("error", "?", "?", detail=str(exc))]
+        return self._count(out)
+
+    def _count(self, reports: list[HarvestReport]) -> list[HarvestReport]:
+        self.stats.update(r.kind for r in reports)
+        return reports
+
+    def _read(self, msg: Mapping[str, Any]) -> tuple[list[IkeInfo], list[HarvestReport]]:
+        """The message's usable IKE_SAs, and a "skipped" report per SA that did not parse."""
+        ikes, bad = read_ike_sas(msg)
+        return ikes, [HarvestReport("skipped", b.ike, b.child, detail=b.reason) for b in bad]
 
     def sync(self, list_sas: Iterable[Mapping[str, Any]], now: float) -> list[HarvestReport]:
         """Harvest every installed CHILD_SA not yet known (at start and after reconnects)."""
         out: list[HarvestReport] = []
         for msg in list_sas:
-            try:
-                ikes = parse_ike_sas(msg)
-            except HarvestError as exc:
-                out.append(HarvestReport("error", "?", "?", detail=str(exc)))
+            if not isinstance(msg, Mapping):
+                out.append(HarvestReport("error", "?", "?", detail="list-sa is not a section"))
                 continue
+            ikes, skipped = self._read(msg)
+            out += skipped
             for ike in ikes:
                 for child in ike.children:
                     if child.uniqueid not in self.live:
                         out.append(self._harvest(ike, child, now))
-        return out
+        return self._count(out)
 
     def _harvest(self, ike: IkeInfo, child: ChildInfo, now: float) -> HarvestReport:
         try:
@@ -291,8 +308,8 @@ class Harvester:
         )
 
     def _updown(self, msg: Mapping[str, Any], up: bool, now: float) -> list[HarvestReport]:
-        out: list[HarvestReport] = []
-        for ike in parse_ike_sas(msg):
+        ikes, out = self._read(msg)
+        for ike in ikes:
             for child in ike.children:
                 if up:
                     out.append(self._harvest(ike, child, now))
@@ -319,7 +336,8 @@ class Harvester:
                         continue
                     flat = dict(d)
                     flat["child-sas"] = {f"{cname}-{part}": c[part]}
-                    ikes = parse_ike_sas({ike_name: flat})
+                    ikes, skipped = self._read({ike_name: flat})
+                    out += skipped
                     for ike in ikes:
                         for child in ike.children:
                             if part == "old":
@@ -334,8 +352,8 @@ class Harvester:
         """The IKE_SA went down.  strongSwan sends ike-updown first and a child-updown (with
         the final byte counts) per CHILD_SA after it; wait for those, for at most
         :attr:`ike_down_grace` seconds (see :meth:`tick`)."""
-        out: list[HarvestReport] = []
-        for ike in parse_ike_sas(msg):
+        ikes, out = self._read(msg)
+        for ike in ikes:
             listed = {c.uniqueid: c for c in ike.children}
             for uid, live in list(self.live.items()):
                 if live.ike_uid != ike.uniqueid:
@@ -356,7 +374,7 @@ class Harvester:
                 o = self._session_end(None, uid, now)
                 if o is not None:
                     out.append(o)
-        return out
+        return self._count(out)
 
 
 def vici_socket(uri: str, timeout: float = 5.0) -> socket.socket:
@@ -425,7 +443,7 @@ def run_harvest(
                         next_refresh = time.monotonic() + counter_interval
                     if stop():
                         break
-            except (OSError, vici.exception.SessionException) as exc:
+            except _RECONNECT as exc:
                 if once:
                     raise HarvestError(f"VICI {vici_uri}: {exc}") from exc
                 detail = f"VICI {vici_uri}: {exc}; retrying"

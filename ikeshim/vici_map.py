@@ -3,7 +3,14 @@
 VICI (strongSwan's control protocol, spoken by the ``vici`` package) reports identities,
 roles, SPIs, traffic selectors, byte counters and timers -- never keys.  Messages are nested
 dicts of bytes; everything here treats them as untrusted input: a missing or malformed field
-raises :class:`~ikeshim.errors.HarvestError` naming the field, never ``KeyError``.
+raises :class:`~ikeshim.errors.HarvestError` naming the field, never ``KeyError``,
+``ValueError`` or ``struct.error`` -- the one error type of this reader.  Numbers are
+ASCII digits only (``str.isdigit`` and ``int`` accept other scripts' digits), SPIs fit
+32 bits, hosts are IP addresses: what passes here can be handed to the kernel as is.
+
+:func:`read_ike_sas` reads a message SA by SA: a CHILD_SA (or IKE_SA) that does not
+parse is returned as an :class:`Unparsed` next to the others, so the harvester skips that
+one SA and keeps the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ikeshim.errors import HarvestError
+from resume.identity import MAX_IDENTITY_LEN
 from resume.sa import Mode, TrafficSelector
 
 # RFC 7296 section 3.5 ID types.
@@ -43,14 +51,29 @@ def _get(d: Mapping[str, Any], field: str) -> str:
     return _s(d[field], field)
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+_PROTO_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,31}")
+U32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+
+
 def _int(d: Mapping[str, Any], field: str, default: int | None = None) -> int:
+    """A decimal counter in [0, 2^63-1] (what the store's integers hold)."""
     if field not in d and default is not None:
         return default
     raw = _get(d, field)
+    if not _DIGITS.fullmatch(raw) or int(raw) > INT64_MAX:
+        raise HarvestError(f"VICI field {field}={raw[:40]!r} is not a number in [0, 2^63-1]")
+    return int(raw)
+
+
+def _host(d: Mapping[str, Any], field: str) -> str:
+    raw = _get(d, field)
     try:
-        return int(raw, 10)
-    except ValueError as exc:
-        raise HarvestError(f"VICI field {field}={raw!r} is not a number") from exc
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise HarvestError(f"VICI field {field}={raw[:64]!r} is not an IP address") from None
 
 
 def identity_payload(ident: str) -> bytes:
@@ -77,8 +100,12 @@ def identity_payload(ident: str) -> bytes:
     if "=" in ident and ("," in ident or ident.upper().startswith(("CN=", "C=", "O="))):
         raise HarvestError(f"distinguished-name identities are not supported yet: {ident!r}")
     if "@" in ident.lstrip("@"):
-        return bytes([ID_RFC822_ADDR]) + ident.encode()
-    return bytes([ID_FQDN]) + ident.lstrip("@").encode()
+        out = bytes([ID_RFC822_ADDR]) + ident.encode()
+    else:
+        out = bytes([ID_FQDN]) + ident.lstrip("@").encode()
+    if len(out) > MAX_IDENTITY_LEN:  # it enters the key schedule behind a 2-byte length
+        raise HarvestError(f"identity of {len(out)} bytes is too long")
+    return out
 
 
 _TS_RE = re.compile(r"^(?P<net>[^\[\]]+?)(?:\[(?P<proto>[^/\]]*)(?:/(?P<port>[^\]]*))?\])?$")
@@ -94,17 +121,19 @@ def parse_ts(text: str) -> TrafficSelector:
     start_port, end_port = 0, 65535
     if m.group("proto"):
         p = m.group("proto")
-        if p.isdigit():
+        if _DIGITS.fullmatch(p):
             proto = int(p)
-        else:
+        elif _PROTO_NAME.fullmatch(p):
             try:
                 proto = socket.getprotobyname(p)
             except OSError as exc:
                 raise HarvestError(f"unknown protocol {p!r} in {text!r}") from exc
+        else:
+            raise HarvestError(f"unparsable protocol {p!r} in {text!r}")
     port = m.group("port")
     if port and port not in ("any", "%any"):
         lo, _, hi = port.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()):
+        if not _DIGITS.fullmatch(lo) or (hi and not _DIGITS.fullmatch(hi)):
             # e.g. named ports or OPAQUE: refuse rather than widen the selector.
             raise HarvestError(f"unsupported port spec {port!r} in {text!r}")
         start_port, end_port = int(lo), int(hi or lo)
@@ -158,20 +187,24 @@ class IkeInfo:
 def _parse_child(name: str, d: Mapping[str, Any]) -> ChildInfo:
     mode_s = _get(d, "mode").upper()
     if mode_s not in ("TUNNEL", "TRANSPORT"):
-        raise HarvestError(f"CHILD_SA {name}: mode {mode_s} not supported (BEET/PASS/DROP?)")
+        raise HarvestError(f"CHILD_SA {name}: mode {mode_s[:32]!r} not supported (BEET?)")
 
     def ts_list(field: str) -> tuple[TrafficSelector, ...]:
         raw = d.get(field)
         if not isinstance(raw, list) or not raw:
             raise HarvestError(f"CHILD_SA {name}: {field} missing")
-        return tuple(parse_ts(_s(t, field)) for t in raw)
+        if len(raw) > 255:  # a selector count is one byte in params_bytes
+            raise HarvestError(f"CHILD_SA {name}: {field}: {len(raw)} selectors (at most 255)")
+        try:
+            return tuple(parse_ts(_s(t, field)) for t in raw)
+        except HarvestError as exc:
+            raise HarvestError(f"CHILD_SA {name}: {field}: {exc}") from None
 
     def spi(field: str) -> int:
         raw = _get(d, field)
-        try:
-            return int(raw, 16)
-        except ValueError as exc:
-            raise HarvestError(f"CHILD_SA {name}: {field}={raw!r} is not hex") from exc
+        if not _HEX.fullmatch(raw):
+            raise HarvestError(f"CHILD_SA {name}: {field}={raw[:40]!r} is not a 32-bit hex SPI")
+        return int(raw, 16)
 
     return ChildInfo(
         name=_get(d, "name") if "name" in d else name,
@@ -190,36 +223,71 @@ def _parse_child(name: str, d: Mapping[str, Any]) -> ChildInfo:
     )
 
 
-def parse_ike_sas(msg: Mapping[str, Any]) -> list[IkeInfo]:
-    """IKE_SAs in a list-sas / child-updown / ike-updown / child-rekey message.
+@dataclass(frozen=True)
+class Unparsed:
+    """An IKE_SA (``child`` empty) or CHILD_SA of a message that did not parse, and why."""
+
+    ike: str
+    child: str
+    reason: str
+
+
+def _port(d: Mapping[str, Any], field: str) -> int:
+    v = _int(d, field, 500)
+    if v > 65535:
+        raise HarvestError(f"VICI field {field}={v} is not a UDP port")
+    return v
+
+
+def read_ike_sas(msg: Mapping[str, Any]) -> tuple[list[IkeInfo], list[Unparsed]]:
+    """IKE_SAs in a list-sas / child-updown / ike-updown / child-rekey message, SA by SA.
 
     Those messages are ``{<ike name>: {...}}`` plus flags such as ``up``; every
-    mapping-valued top-level entry is an IKE_SA.
+    mapping-valued top-level entry is an IKE_SA.  An IKE_SA whose own fields do not parse,
+    or a CHILD_SA that does not, is returned in the second list instead (the IKE_SA keeps
+    its other children).
     """
-    out = []
+    out: list[IkeInfo] = []
+    bad: list[Unparsed] = []
     for ike_name, d in msg.items():
         if not isinstance(d, Mapping):
             continue
+        name = str(ike_name)[:256]
+        children: list[ChildInfo] = []
         children_raw = d.get("child-sas", {})
-        if not isinstance(children_raw, Mapping):
-            raise HarvestError(f"IKE_SA {ike_name}: child-sas is not a section")
-        children = tuple(
-            _parse_child(str(cname), c)
-            for cname, c in children_raw.items()
-            if isinstance(c, Mapping)
-        )
-        out.append(
-            IkeInfo(
-                name=str(ike_name),
-                uniqueid=_int(d, "uniqueid"),
-                local_host=_get(d, "local-host"),
-                remote_host=_get(d, "remote-host"),
-                local_port=_int(d, "local-port", 500),
-                remote_port=_int(d, "remote-port", 500),
-                local_id=_get(d, "local-id"),
-                remote_id=_get(d, "remote-id"),
-                initiator=_s(d.get("initiator", b"no"), "initiator") == "yes",
-                children=children,
+        try:
+            if not isinstance(children_raw, Mapping):
+                raise HarvestError(f"IKE_SA {name}: child-sas is not a section")
+            for cname, c in children_raw.items():
+                if not isinstance(c, Mapping):
+                    continue
+                try:
+                    children.append(_parse_child(str(cname)[:256], c))
+                except HarvestError as exc:
+                    bad.append(Unparsed(name, str(cname)[:256], str(exc)))
+            out.append(
+                IkeInfo(
+                    name=name,
+                    uniqueid=_int(d, "uniqueid"),
+                    local_host=_host(d, "local-host"),
+                    remote_host=_host(d, "remote-host"),
+                    local_port=_port(d, "local-port"),
+                    remote_port=_port(d, "remote-port"),
+                    local_id=_get(d, "local-id"),
+                    remote_id=_get(d, "remote-id"),
+                    initiator=_s(d.get("initiator", b"no"), "initiator") == "yes",
+                    children=tuple(children),
+                )
             )
-        )
+        except HarvestError as exc:
+            bad.append(Unparsed(name, "", str(exc)))
+    return out, bad
+
+
+def parse_ike_sas(msg: Mapping[str, Any]) -> list[IkeInfo]:
+    """:func:`read_ike_sas`, all or nothing: HarvestError for the first SA that does not parse."""
+    out, bad = read_ike_sas(msg)
+    if bad:
+        where = f"IKE_SA {bad[0].ike}" + (f" CHILD_SA {bad[0].child}" if bad[0].child else "")
+        raise HarvestError(f"{where}: {bad[0].reason}")
     return out

@@ -476,16 +476,12 @@ class Responder:
         if req.ke is None and self.config.require_x25519:
             self._nack(req, addr, "x25519_required", req.handle)
             return
-        tick = self._tick(now)
+        # The cookie values are computed once the credential is known (from the tick of
+        # arrival): a message 1 for an unknown handle costs its NACK, not the PRF.
         slot = _Slot(
-            _AWAIT_CREDENTIAL_1,
-            req,
-            addr,
-            req.handle,
-            now + self._lookup_timeout,
-            self._prf.values(tick, addr, req.raw),
-            tick,
-        )
+            _AWAIT_CREDENTIAL_1, req, addr, req.handle, now + self._lookup_timeout,
+            None, self._tick(now),
+        )  # fmt: skip
         self._ask_credential(slot, req.handle, addr, "msg1")
 
     def _answer_hardened_init(
@@ -498,10 +494,10 @@ class Responder:
         now: float,
     ) -> None:
         problem = self._credential_usable(req, cred)
-        values = slot.values
-        if problem is not None or values is None:
-            self._refuse(token, slot, problem or "internal")
+        if problem is not None:
+            self._refuse(token, slot, problem)
             return
+        values = self._prf.values(slot.tick, slot.addr, req.raw)
         try:
             run = self._run(req, cred, values, slot.tick, create_key=True)
         except DecodeError:

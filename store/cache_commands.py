@@ -19,20 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR
+from store.bootstrap import bootstrap
 from store.engine import ENV_DB
 from store.errors import MasterKeyError, StoreConfigError, StoreError
 from store.keys import ENV_KEY, ENV_KEY_FILE, Keyring, MasterKey
-from store.maintenance import (
-    export_jsonl,
-    find_record,
-    import_jsonl,
-    list_records,
-    purge,
-    rotate_key,
-    stats,
-)
+from store.maintenance import find_record, list_records, purge, rotate_key, stats
 from store.policy import Policy
 from store.repository import Store
+from store.sa_description import parse_sa_description
+from store.transfer import export_jsonl, import_jsonl
 
 
 # -- plumbing --------------------------------------------------------------------------
@@ -224,19 +219,42 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _read_input(path: str) -> bytes:
+    """The bytes of FILE, or of stdin for ``-`` (decoding is the reader's job)."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise StoreConfigError(f"cannot read {path}: {e.strerror}") from None
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     def body() -> int:
 
         source = Keyring.from_file(args.source_key_file) if args.source_key_file else None
+        data = _read_input(args.input)
         with _open(args, need_key=True) as store:
-            try:
-                fp = sys.stdin if args.input == "-" else open(args.input)  # noqa: SIM115
-            except OSError as e:
-                raise StoreConfigError(f"cannot read {args.input}: {e.strerror}") from None
-            with fp:
-                res = import_jsonl(store, fp, source=source, replace=args.replace)
+            res = import_jsonl(
+                store, data.splitlines(), source=source, replace=args.replace, name=args.input
+            )
         _emit(args, res.to_json(), f"imported {res.imported} (replaced {res.replaced}, "
               f"skipped existing {res.skipped_existing})")  # fmt: skip
+        return 0
+
+    return _run(args, body)
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    def body() -> int:
+
+        # Validated before the store is even opened: a bad description writes nothing.
+        desc = parse_sa_description(_read_input(args.input), source=args.input)
+        with _open(args, need_key=True) as store:
+            res = bootstrap(store, args.role, desc, _now(args))
+        out = res.to_json()
+        _emit(args, out, f"bootstrapped {res.role} generation {res.generation} "
+              f"handle {out['handle']} (uid {res.uid}, lineage {res.lineage})")  # fmt: skip
         return 0
 
     return _run(args, body)

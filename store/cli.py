@@ -1,5 +1,5 @@
 """``ikeresume cache ...``: operate the credential cache (list, show, revoke, purge, stats,
-rotate-key, export, import, keygen), every report also as ``--json``.
+rotate-key, export, import, bootstrap, keygen), every report also as ``--json``.
 
 Where things come from (first found wins): ``--db`` / ``$IKERESUME_DB`` / ``[store] url``
 of ``--config``; ``--key-file`` / ``$IKERESUME_MASTER_KEY_FILE`` / ``$IKERESUME_MASTER_KEY``
@@ -80,6 +80,21 @@ def register(sub: Any) -> None:
     a.add_argument("--source-key-file", help="key file the export was wrapped with (rewrap)")
     a.add_argument("--replace", action="store_true", help="replace records with same uid")
     a.set_defaults(func=_handler("_cmd_import"))
+
+    a = cs.add_parser(
+        "bootstrap",
+        parents=[common],
+        help="write generation 0 from a JSON SA description (any IKE daemon)",
+        description="Read the negotiated CHILD_SA as a JSON SA description "
+        "(specs/sa-description.md) from FILE or stdin and write generation 0 of this "
+        "peer's credential, derived exactly as harvest derives it.  Both peers run it with "
+        "the same description and their own --role.  Keys are read from the file only, "
+        "never from the command line.  A bad description is refused naming the field; "
+        "nothing is written then.",
+    )
+    a.add_argument("--role", required=True, choices=("initiator", "responder"))
+    a.add_argument("input", nargs="?", default="-", help="file (default '-': stdin)")
+    a.set_defaults(func=_handler("_cmd_bootstrap"))
 
     a = cs.add_parser("keygen", help="print (or write, mode 0600) a new master key line")
     a.add_argument("--id", dest="key_id", help="key id (default: derived from the key)")

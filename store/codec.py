@@ -27,10 +27,20 @@ def params_text(p: SAParams) -> str:
 
 
 def parse_params(text: str) -> SAParams:
-    """Decode stored parameters (raises ValueError/KeyError/TypeError on bad text)."""
+    """Decode stored parameters; ValueError (only) for text that does not decode.
+
+    The text comes from a database row, which the store must not trust to be well formed:
+    whatever ``json`` or :meth:`SAParams.from_json` raise on it (a missing key, a wrong
+    type, nesting deep enough to exhaust the recursion limit) becomes the one ValueError.
+    """
     p = _PARSED.get(text)
     if p is None:
-        p = _PARSED.put(text, SAParams.from_json(json.loads(text)))
+        try:
+            p = SAParams.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError,
+                OverflowError) as e:  # fmt: skip
+            raise ValueError(f"undecodable SA parameters: {type(e).__name__}: {e}") from None
+        p = _PARSED.put(text, p)
         _TEXT_BY_OBJECT.put(p, text)
     return p
 

@@ -1,4 +1,4 @@
-"""Operator maintenance: listing, statistics, purge, key rotation, export/import.
+"""Operator maintenance: listing, statistics, purge, key rotation (export/import: transfer).
 
 None of these ever print or export a plaintext secret.  Rotation and re-wrapping work row
 by row with a compare-and-set on (id, handle, generation, key id), so they run online next
@@ -9,38 +9,36 @@ A row that cannot be unwrapped is reported and left exactly as it was.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, false, func, or_, select, update
 from sqlalchemy.engine import RowMapping
 
-from store.errors import CorruptRecord, StoreConfigError, StoreError
+from resume.identity import format_identity
+from store.errors import CorruptRecord, StoreError
 from store.keys import Keyring, record_aad, record_binding
 from store.policy import Counters, Policy, Refusal
 from store.repository import Store
 from store.tables import credentials as _T
 
-EXPORT_FORMAT = "ikeresume-cache-export/1"
 _BLOBS = (
     "handle", "secret_wrapped", "paper_wrapped", "prev_handle", "prev_secret_wrapped",
     "prev_paper_wrapped", "id_i", "id_r",
-)  # fmt: skip
-_SCALARS = (
-    "uid", "role", "mode", "generation", "key_id", "prev_generation", "prev_key_id", "params",
-    "full_ike_at", "last_used_at", "established_s", "bytes_total", "resumptions", "created_at",
 )  # fmt: skip
 _ID_TYPES = {1: "ipv4", 2: "fqdn", 3: "rfc822", 5: "ipv6", 9: "der_asn1_dn", 11: "key_id"}
 
 
 def describe_identity(ident: bytes) -> str:
-    """Human form of an IKE ID payload body (type byte, 3 reserved, data) or raw bytes."""
-    if len(ident) >= 4 and ident[0] in _ID_TYPES and ident[1:4] == b"\x00\x00\x00":
+    """Human form of a stored identity: the credential form (type byte, data) as
+    :func:`resume.identity.format_identity` writes it, or an ID payload body (type byte,
+    three reserved bytes, data), or hex."""
+    if len(ident) >= 5 and ident[0] in _ID_TYPES and ident[1:4] == b"\x00\x00\x00":
         kind, data = _ID_TYPES[ident[0]], ident[4:]
         try:
             if (kind == "ipv4" and len(data) == 4) or (kind == "ipv6" and len(data) == 16):
@@ -49,24 +47,24 @@ def describe_identity(ident: bytes) -> str:
                 return f"{kind}:{data.decode('ascii')}"
         except (UnicodeDecodeError, ValueError):
             pass
-        return f"{kind}:{data.hex()}"
-    try:
-        text = ident.decode("ascii")
-        if text.isprintable():
-            return text
-    except UnicodeDecodeError:
-        pass
-    return "hex:" + ident.hex()
+    return format_identity(ident)
 
 
 def counters_of(r: RowMapping) -> Counters:
-    return Counters(
-        full_ike_at=float(r["full_ike_at"]),
-        last_used_at=float(r["last_used_at"]),
-        established_s=float(r["established_s"]),
-        bytes_total=int(r["bytes_total"]),
-        resumptions=int(r["resumptions"]),
-    )
+    """A row's counters; CorruptRecord (naming the row) if one is not a finite number."""
+    try:
+        c = Counters(
+            full_ike_at=float(r["full_ike_at"]),
+            last_used_at=float(r["last_used_at"]),
+            established_s=float(r["established_s"]),
+            bytes_total=int(r["bytes_total"]),
+            resumptions=int(r["resumptions"]),
+        )
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CorruptRecord(f"record {r['uid']}: bad counters: {e}") from None
+    if not all(map(math.isfinite, (c.full_ike_at, c.last_used_at, c.established_s))):
+        raise CorruptRecord(f"record {r['uid']}: bad counters: not finite")
+    return c
 
 
 def _row_bytes(r: RowMapping) -> int:
@@ -204,6 +202,14 @@ def purge(store: Store, now: float, *, dry_run: bool = False) -> int:
         return int(conn.execute(delete(_T).where(cond)).rowcount)
 
 
+def _total(v: Any, column: str) -> int:
+    """A SUM over a counter column; CorruptRecord if a row holds a non-finite value."""
+    try:
+        return int(v or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise CorruptRecord(f"the sum of {column} is {v!r}: a row holds a bad counter") from None
+
+
 def stats(store: Store, now: float) -> dict[str, Any]:
     with store._errors("stats"), store.engine.connect() as conn:
         total = int(conn.execute(select(func.count()).select_from(_T)).scalar_one())
@@ -246,8 +252,8 @@ def stats(store: Store, now: float) -> dict[str, Any]:
         "oldest_full_ike_age_s": None if agg[0] is None else now - float(agg[0]),
         "oldest_created_at": agg[1],
         "newest_use_at": agg[2],
-        "resumptions_total": int(agg[3] or 0),
-        "bytes_accounted_total": int(agg[4] or 0),
+        "resumptions_total": _total(agg[3], "resumptions"),
+        "bytes_accounted_total": _total(agg[4], "bytes_total"),
         "policy": store.policy.to_mapping(),
         "capacity": store.policy.capacity,
     }
@@ -348,106 +354,4 @@ def rotate_key(
         if not moved:
             break
         last_id = -1
-    return res
-
-
-# -- export / import -----------------------------------------------------------------
-def _enc(v: Any) -> Any:
-    return base64.b64encode(bytes(v)).decode() if isinstance(v, bytes | memoryview) else v
-
-
-def export_jsonl(store: Store, fp: IO[str], *, rewrap_to: Keyring | None = None) -> int:
-    """Write a header line then one JSON object per record; secrets stay wrapped.
-
-    With ``rewrap_to`` the secrets are re-encrypted under that keyring's current key (the
-    store's own keyring unwraps), for moving a cache to a site with another master key.
-    """
-    if rewrap_to is not None:
-        store._need_keyring()
-    fp.write(json.dumps({"format": EXPORT_FORMAT, "dialect": store.dialect}) + "\n")
-    n = 0
-    with store._errors("export"), store.engine.connect() as conn:
-        for r in conn.execute(select(_T).order_by(_T.c.id)).mappings():
-            d = dict(r)
-            if rewrap_to is not None and store.keyring is not None:
-                d.update(rewrap_row(d, store.keyring, rewrap_to))
-            fp.write(json.dumps({k: _enc(d[k]) for k in (*_SCALARS, *_BLOBS)}) + "\n")
-            n += 1
-    return n
-
-
-def _iter_import(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    it = iter(lines)
-    first = next(it, None)
-    if first is None:
-        return
-    try:
-        head = json.loads(first)
-    except ValueError:
-        head = None
-    if not isinstance(head, dict) or head.get("format") != EXPORT_FORMAT:
-        raise StoreConfigError(f"line 1: not an {EXPORT_FORMAT} file")
-    for lineno, line in enumerate(it, start=2):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            rec = {k: obj[k] for k in _SCALARS}
-            for k in _BLOBS:
-                rec[k] = None if obj[k] is None else base64.b64decode(obj[k], validate=True)
-        except (ValueError, KeyError, TypeError) as e:
-            raise StoreConfigError(f"line {lineno}: bad record: {e}") from None
-        yield lineno, rec
-
-
-@dataclass
-class ImportResult:
-    imported: int = 0
-    replaced: int = 0
-    skipped_existing: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-def import_jsonl(
-    store: Store,
-    lines: Iterable[str],
-    *,
-    source: Keyring | None = None,
-    replace: bool = False,
-) -> ImportResult:
-    """Load an export in one transaction; every record is verified before anything is written.
-
-    With ``source`` the secrets are unwrapped with it and rewrapped under the store's key;
-    otherwise they are kept as they are, and each must unwrap under the store's keyring
-    (so an import can never plant records the store would later refuse).
-    """
-    kr = store._need_keyring()
-    prepared: list[dict[str, Any]] = []
-    for lineno, rec in _iter_import(lines):
-        try:
-            if source is not None:
-                rec.update(rewrap_row(rec, source, kr))
-            else:
-                rewrap_row(rec, kr, kr)  # verification only
-        except StoreError as e:
-            raise type(e)(f"line {lineno}: {e}") from None
-        prepared.append(rec)
-    res = ImportResult()
-    with store._errors("import"), store.engine.begin() as conn:
-        for rec in prepared:
-            clash = or_(
-                _T.c.uid == rec["uid"],
-                and_(_T.c.role == rec["role"], _T.c.handle == rec["handle"]),
-            )
-            existing = conn.execute(select(func.count()).select_from(_T).where(clash)).scalar_one()
-            if existing:
-                if not replace:
-                    res.skipped_existing += 1
-                    continue
-                conn.execute(delete(_T).where(clash))
-                res.replaced += 1
-            conn.execute(insert(_T).values(**rec))
-            res.imported += 1
     return res

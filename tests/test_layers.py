@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.extras",
                 "resume.memo",
                 "resume.credential",
+                "resume.identity",
                 "resume.sa",
                 "store",
                 "store.errors",
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.responder",
                 "resume.testing",
                 "resume.demo",
+                "resume.native",  # the Rust core (resume._native) behind the same API
             ),
             "store": ("store.",),
             "kernel": (
@@ -61,13 +63,14 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "ikeshim.installer",
                 "ikeshim.install",
                 "ikeshim.vici_map",
+                "ikeshim.child_sa",
             ),
         },
     ),
     (
         "service",
         {
-            "service": ("resume.net", "ikeshim.initiator", "ikeshim.harvest"),
+            "service": ("resume.net", "ikeshim.initiator", "ikeshim.harvest", "store.bootstrap"),
             "analysis": ("analysis",),
         },
     ),

@@ -1,7 +1,7 @@
 """Events, the assembler that pairs them into sessions, and small shared line helpers.
 
 Most logs do not write sessions: they write a start here, an interim counter there and a
-stop (sometimes twice, sometimes never).  Parsers turn lines into :class:`Event` values;
+stop (sometimes twice, sometimes never).  Parsers turn lines into :class:`LogEvent` values;
 one :class:`Assembler` per run pairs them by session key, so a session that starts in one
 rotated file and stops in the next is still one session.
 
@@ -26,21 +26,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from analysis.session import MAX_BYTES, Issue, Session
+from analysis.session import MAX_BYTES, Issue, LineError, Session
+from analysis.timeparse import US
 
 EventKind = Literal["start", "stop", "interim", "usage"]
 
 
 @dataclass(slots=True)
-class Event:
-    """One accounting fact from one line (mutable only because frozen init is slow)."""
+class LogEvent:
+    """One accounting fact from one line (mutable only because frozen init is slow).
+
+    ``time`` and ``duration`` are integer microseconds."""
 
     kind: EventKind
     key: str
     user: str
-    time: float | None
+    time: int | None
     source: str
-    duration: float | None = None
+    duration: int | None = None
     bytes_in: int | None = None
     bytes_out: int | None = None
     bytes_total: int | None = None  # direction unknown (Pulse "Bandwidth consumed")
@@ -51,8 +54,8 @@ class _Open:
     user: str
     source: str
     session_id: str
-    start: float | None = None
-    last: float | None = None
+    start: int | None = None
+    last: int | None = None
     start_known: bool = False
     bytes_in: int | None = None
     bytes_out: int | None = None
@@ -70,13 +73,13 @@ class AssemblyStats:
 
 @dataclass
 class Assembler:
-    merge_window: float = 300.0
+    merge_window: int = 300 * US
     max_closed: int = 200_000  # closed keys remembered for repeat detection (bounded memory)
     stats: AssemblyStats = field(default_factory=AssemblyStats)
     _open: dict[str, _Open] = field(default_factory=dict)
-    _closed: dict[str, tuple[float, tuple[object, ...]]] = field(default_factory=dict)
+    _closed: dict[str, tuple[int, tuple[object, ...]]] = field(default_factory=dict)
 
-    def feed(self, ev: Event) -> list[Session | Issue]:
+    def feed(self, ev: LogEvent) -> list[Session | Issue]:
         """What this event completes (usually nothing: a plain list, no generator, since
         this runs once per log line that matters)."""
         out: list[Session | Issue] = []
@@ -124,7 +127,7 @@ class Assembler:
             cur.bytes_out = (cur.bytes_out or 0) + (ev.bytes_out or 0)
         return out
 
-    def _stop(self, ev: Event, out: list[Session | Issue]) -> None:
+    def _stop(self, ev: LogEvent, out: list[Session | Issue]) -> None:
         sig = (ev.duration, ev.bytes_in, ev.bytes_out, ev.bytes_total)
         cur = self._open.pop(ev.key, None)
         if cur is None:
@@ -156,7 +159,7 @@ class Assembler:
         self._emit(ev.key, cur, end, True, out)
 
     def _emit(
-        self, key: str, cur: _Open, end: float | None, complete: bool,
+        self, key: str, cur: _Open, end: int | None, complete: bool,
         out: list[Session | Issue],
     ) -> None:
         if end is None:
@@ -164,7 +167,7 @@ class Assembler:
         start = cur.start if cur.start is not None else end
         if start is None or end is None:
             self.stats.untimed += 1
-            out.append(Issue(cur.source, "session without any timestamp (skipped)"))
+            out.append(Issue(cur.source, "session without any timestamp (skipped)", lines=0))
             return
         if not cur.start_known:
             self.stats.without_start += 1
@@ -172,12 +175,12 @@ class Assembler:
         if not complete and cur.start_known:
             self.stats.without_stop += 1
         if end < start:
-            why = f"stop before start ({end - start:.0f}s); using the start"
-            out.append(Issue(cur.source, why))
+            why = f"stop before start ({(end - start) // US}s); using the start"
+            out.append(Issue(cur.source, why, lines=0))
             end = start
         b_in, b_out = cur.bytes_in or 0, cur.bytes_out or 0
         if b_in > MAX_BYTES or b_out > MAX_BYTES:
-            out.append(Issue(cur.source, "byte count over 2**63 (session skipped)"))
+            out.append(Issue(cur.source, "byte count over 2**63-1 (session skipped)", lines=0))
             return
         out.append(Session(cur.user, start, end, b_in, b_out, cur.source, key, complete))
 
@@ -190,46 +193,76 @@ class Assembler:
         return out
 
 
-_KV = re.compile(r'([\w.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_KEY = re.compile(r"(?<![\w.\-])([\w.\-]++)=")
+_QUOTED = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_NONSPACE = re.compile(r"\S*+")
 
 
 def parse_kv(text: str) -> dict[str, str]:
-    """``key=value key="quoted value"`` pairs (FortiGate, many others)."""
+    r"""``key=value key="quoted value"`` pairs (FortiGate, many others), in linear time.
+
+    Same pairs as ``finditer(r'([\w.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')`` (the obvious regex,
+    quadratic on a long run of word characters without ``=``; a hypothesis test compares
+    the two): a key starts where a run of key characters starts, so each character is
+    looked at a bounded number of times; the patterns are possessive (no backtracking)."""
     out: dict[str, str] = {}
-    for m in _KV.finditer(text):
-        v = m.group(2)
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _KEY.search(text, pos)
+        if m is None:
+            break
+        j = m.end()
+        q = _QUOTED.match(text, j) if text.startswith('"', j) else None
+        v_m = q if q is not None else _NONSPACE.match(text, j)
+        if v_m is None:  # cannot happen: \S*+ matches the empty string
+            break
+        v = v_m.group()
         if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
             v = v[1:-1]
         out[m.group(1)] = v
+        pos = max(v_m.end(), j)
     return out
 
 
 def strip_pri(line: str) -> str:
     if line.startswith("<"):
-        end = line.find(">")
+        end = line.find(">", 0, 5)
         if 0 < end <= 4 and line[1:end].isdigit():
             return line[end + 1 :]
     return line
 
 
+MAX_COUNT_DIGITS = 20
+
+
 def to_int(text: str, what: str) -> int:
+    """A byte counter: ASCII digits only (``isdigit`` would take ``²``), at most 2**63-1."""
     t = text.strip().strip("'\"")
-    if not t.isdigit():
-        raise ValueError(f"{what} is not a byte count: {text!r}")
-    return int(t)
+    if not t or len(t) > MAX_COUNT_DIGITS or not t.isascii() or not t.isdigit():
+        raise LineError(f"{what} is not a byte count: {text[:40]!r}")
+    v = int(t)
+    if v > MAX_BYTES:
+        raise LineError(f"{what} over 2**63-1: {t}")
+    return v
 
 
 def peer_host(addr: str) -> str:
     """``198.51.100.25:50466``, ``2001:db8::2:50470``, ``[AF_INET]1.2.3.4:5``, ``[::1]:5``
     -> the host part (IPv6 with a port: the last group is the port when it follows ``::``
-    or the address has 8 groups)."""
+    or the address has 8 groups).  A ``[`` without its ``]`` is a :class:`LineError`."""
     a = addr.strip()
     if ":" not in a and "[" not in a:
         return a  # IPv4 or a name without a port: the common case
     if a.startswith("[AF_INET"):
-        a = a[a.index("]") + 1 :]
+        close = a.find("]")
+        if close < 0:
+            raise LineError(f"peer address without ']': {a[:40]!r}")
+        a = a[close + 1 :]
     if a.startswith("["):
-        return a[1 : a.index("]")] if "]" in a else a
+        close = a.find("]")
+        if close < 0:
+            raise LineError(f"peer address without ']': {a[:40]!r}")
+        return a[1:close]
     if a.count(":") == 1:
         return a.split(":", 1)[0]
     if a.count(":") > 1:

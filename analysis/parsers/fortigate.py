@@ -4,21 +4,35 @@
 The time is ``date``+``time`` in the device zone ``tz`` (else the operator's zone); a relay
 prefix (ISO stamp of the collector) is ignored.  ``sentbyte`` is what the FortiGate sent,
 so it is ``bytes_out``.  ``tunnel-stats`` are cumulative interim counters (every
-``nextstat`` seconds), ``tunnel-down`` the final ones.
+``nextstat`` seconds), ``tunnel-down`` the final ones.  Other FortiOS events (negotiation,
+SSL logins, traffic logs) are counted as skipped lines by subtype/action.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from analysis.parsers.base import Event, parse_kv, to_int
-from analysis.session import Issue
-from analysis.timeparse import TimeContext, TimeFormatError, parse_offset
+from analysis.account import FileAccount
+from analysis.parsers.base import LogEvent, parse_kv, to_int
+from analysis.session import Issue, LineError
+from analysis.timeparse import (
+    TimeContext,
+    TimeFormatError,
+    check_range,
+    epoch_us,
+    parse_epoch,
+    parse_offset,
+    parse_session_duration,
+)
 
 NAME = "fortigate"
+EXPECTS = 'subtype="vpn" events with action tunnel-up, tunnel-stats or tunnel-down'
 _KINDS = {"tunnel-up": "start", "tunnel-stats": "interim", "tunnel-down": "stop"}
 _NONE = {"", "N/A", "n/a"}
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+_TIME = re.compile(r"\d\d:\d\d:\d\d")
 
 
 def sniff(lines: list[str]) -> int:
@@ -26,14 +40,19 @@ def sniff(lines: list[str]) -> int:
     return 85 if hits and hits * 2 >= len(lines) else (30 if hits else 0)
 
 
-def _time(kv: dict[str, str], ctx: TimeContext) -> float:
+def _time(kv: dict[str, str], ctx: TimeContext) -> int:
     if "date" in kv and "time" in kv:
-        dt = datetime.fromisoformat(f"{kv['date']}T{kv['time']}")
+        d, t = kv["date"], kv["time"]
+        if not (_DATE.fullmatch(d) and _TIME.fullmatch(t)):
+            raise TimeFormatError(f"unreadable date/time {d[:20]!r} {t[:20]!r}")
+        try:
+            dt = datetime.fromisoformat(f"{d}T{t}")
+        except ValueError as e:
+            raise TimeFormatError(f"impossible date/time {d!r} {t!r}") from e
         tz = parse_offset(kv["tz"]) if kv.get("tz") else ctx.tz
-        return dt.replace(tzinfo=tz).timestamp()
+        return check_range(epoch_us(dt.replace(tzinfo=tz)))
     if "eventtime" in kv:
-        v = int(kv["eventtime"])
-        return v / 1e9 if v > 10**17 else (v / 1e6 if v > 10**14 else float(v))
+        return parse_epoch(kv["eventtime"])
     raise TimeFormatError("no date/time or eventtime")
 
 
@@ -46,18 +65,23 @@ def _user(kv: dict[str, str]) -> str | None:
     return None if v in _NONE else v
 
 
-def parse(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Event | Issue]:
-    for no, raw in enumerate(lines, 1):
-        line = raw.rstrip("\r\n").rstrip("|")
+def parse(
+    lines: Iterable[tuple[int, str]], path: str, ctx: TimeContext, acct: FileAccount
+) -> Iterator[LogEvent | Issue]:
+    for no, raw in lines:
+        line = raw.rstrip("|")
         if not line.strip():
+            acct.skip("blank line")
             continue
         src = f"{path}:{no}"
         kv = parse_kv(line)
         if "logid" not in kv or "type" not in kv:
-            yield Issue(src, "not a FortiGate log line (no logid=/type= fields)")
+            yield Issue(src, "not a FortiGate log line (no logid=/type= fields)", foreign=True)
             continue
         kind = _KINDS.get(kv.get("action", ""))
         if kv.get("subtype") != "vpn" or kind is None:
+            acct.skip(f"type={kv['type'][:20]} subtype={kv.get('subtype', '')[:20]} "
+                      f"action={kv.get('action', '')[:30]}: not a tunnel event")
             continue
         user = _user(kv)
         if user is None:
@@ -65,12 +89,14 @@ def parse(lines: Iterable[str], path: str, ctx: TimeContext) -> Iterator[Event |
             continue
         try:
             t = _time(kv, ctx)
-            dur = float(kv["duration"]) if kv.get("duration", "") not in _NONE else None
+            dur = (parse_session_duration(kv["duration"])
+                   if kv.get("duration", "") not in _NONE else None)
             b_out = to_int(kv["sentbyte"], "sentbyte") if "sentbyte" in kv else None
             b_in = to_int(kv["rcvdbyte"], "rcvdbyte") if "rcvdbyte" in kv else None
-        except (ValueError, KeyError) as e:
+        except LineError as e:
             yield Issue(src, f"{kv['action']}: {e}")
             continue
         tid = kv.get("tunnelid") or f"{user}@{kv.get('remip', '')}"
         key = f"fgt:{kv.get('devid', '')}:{kv.get('vd', '')}:{tid}"
-        yield Event(kind, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]
+        acct.use()
+        yield LogEvent(kind, key, user, t, src, duration=dur, bytes_in=b_in, bytes_out=b_out)  # type: ignore[arg-type]

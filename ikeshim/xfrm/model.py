@@ -128,6 +128,10 @@ class Selector:
         return cls(fam, dst, src, plen, plen, proto)
 
 
+#: Lifetimes in seconds at or above this mean "unlimited" (see LifetimeCfg.unpack).
+MAX_SECONDS = 1 << 62
+
+
 @dataclass(frozen=True)
 class LifetimeCfg:
     """xfrm_lifetime_cfg; None = unlimited.
@@ -154,7 +158,7 @@ class LifetimeCfg:
             "hard_use_seconds",
         ):
             v = getattr(self, name)
-            if v is not None and not 0 < v < 1 << 62:
+            if v is not None and not 0 < v < MAX_SECONDS:
                 raise ValueError(f"{name} must be positive (None for unlimited)")
         for name in ("soft_bytes", "hard_bytes", "soft_packets", "hard_packets"):
             v = getattr(self, name)
@@ -180,10 +184,13 @@ class LifetimeCfg:
 
     @classmethod
     def unpack(cls, raw: bytes) -> LifetimeCfg:
+        """From kernel bytes (any u64 values: ``ip xfrm state ... limit time-soft N`` takes
+        what it is given).  Seconds: 0 is unlimited; so is anything from 2^62 on -- the
+        timer reads 2^63 and more as negative, and 2^62 s is 146 billion years, which
+        ``__post_init__`` refuses to encode so that no arithmetic near the top can wrap."""
         vals = LIFETIME_CFG.unpack(raw)
         counts = [None if v == XFRM_INF else v for v in vals[:4]]
-        # Seconds: 0 is unlimited; so is anything the timer would read as negative.
-        secs = [None if v == 0 or v >= 1 << 63 else v for v in vals[4:]]
+        secs = [None if v == 0 or v >= MAX_SECONDS else v for v in vals[4:]]
         return cls(*counts, *secs)
 
 

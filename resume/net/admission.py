@@ -7,13 +7,13 @@ then the per-source bucket, the global new-exchange budget and the pending-work 
 Message 3 is never charged to the new-exchange budget and gets twice the pending room of
 message 1, so a flood of valid-looking message 1s cannot starve exchanges already under way.
 
-A message 1 whose handle the store reported unknown moments ago (the store link's memory
-of misses) is dropped here, before the core: a replayed or forged message 1 would otherwise
-cost a parse, the cookie PRF and a NACK -- about what a real resumption costs.  The peer
-that really holds an unknown handle got its NACK the first time; a quick retry with the
-same handle is dropped until the memory expires, then answered again.  Dropping can only
-refuse, never accept.  The core re-validates everything it reads; this only decides
-whether it is worth reading.
+A message 1 whose handle the store reported unknown moments ago is *not* dropped here:
+spec 6.2 step 6 answers an unknown handle with a NACK, and a silent drop made the
+initiator wait out its whole timeout before falling back to a full IKE.  The store link
+answers such a message 1 from its memory of misses (no database read) and the core sends
+the 36-byte NACK -- smaller than any message 1, so no amplification -- while the
+per-source bucket here bounds a flood of them.  The core re-validates everything it
+reads; this only decides whether it is worth reading.
 """
 
 from __future__ import annotations
@@ -21,14 +21,7 @@ from __future__ import annotations
 from resume.errors import DecodeError
 from resume.net.config import LimitsSection
 from resume.net.ratelimit import SourceLimiter, TokenBucket
-from resume.wire import (
-    EXCHANGE_IKE_RESUME,
-    FLAG_INITIATOR,
-    FLAG_RESPONSE,
-    PT_RESUME_HANDLE,
-    peek_handle_untrusted,
-    peek_header_untrusted,
-)
+from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE, peek_header_untrusted
 
 _FLAGS_MASK = FLAG_RESPONSE | FLAG_INITIATOR
 
@@ -36,8 +29,7 @@ _FLAGS_MASK = FLAG_RESPONSE | FLAG_INITIATOR
 class Admission:
     """Drop reasons for datagrams the core should not see (``None``: admit)."""
 
-    def __init__(self, limits: LimitsSection, misses: dict[bytes, float] | None = None) -> None:
-        """``misses``: handle -> until when the store is known not to have it (read only)."""
+    def __init__(self, limits: LimitsSection) -> None:
         self.sources = SourceLimiter(
             limits.per_source_rate,
             limits.per_source_burst,
@@ -50,7 +42,6 @@ class Admission:
         self.max_pending_new = limits.max_pending // 2
         #: set when the service drains: new exchanges are refused, message 3s still served
         self.draining = False
-        self.misses: dict[bytes, float] = misses if misses is not None else {}
 
     def admit(self, data: bytes, host: str, now: float, pending: int) -> str | None:
         """``pending``: the core's outstanding requests, counting those admitted this batch."""
@@ -70,14 +61,6 @@ class Admission:
         if h[6] == 0:
             if self.draining:
                 return "draining"
-            misses = self.misses
-            if misses and h[2] == PT_RESUME_HANDLE:
-                try:
-                    handle = peek_handle_untrusted(data)
-                except DecodeError:
-                    handle = b""
-                if misses.get(handle, 0.0) > now:
-                    return "unknown_handle_recent"
             if self.new_exchanges is not None and not self.new_exchanges.take(now):
                 return "rate_limited_new"
             if pending >= self.max_pending_new:

@@ -9,7 +9,6 @@ where); 1 the service failed at run time; 2 usage.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import signal
@@ -20,11 +19,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from resume.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_FALLBACK, EXIT_OK
+from resume.identity import parse_identity as _parse_identity
 
 if TYPE_CHECKING:
     from resume.net.hooks import Installer
 
-ID_TYPES = {"ipv4": 1, "fqdn": 2, "email": 3, "rfc822": 3, "ipv6": 5, "keyid": 11}
 
 
 def register(sub: Any) -> None:
@@ -215,29 +214,9 @@ def _spawn_workers(args: argparse.Namespace, workers: int) -> list[subprocess.Po
 
 # -- resume ----------------------------------------------------------------------------------
 def parse_identity(text: str) -> bytes:
-    """Identity as the credential stores it: one ID type byte, then the data."""
-    kind, sep, value = text.partition(":")
-    if sep and kind.lower() == "hex":
-        raw = bytes.fromhex(value)
-        if len(raw) < 2:
-            raise ValueError("hex identity needs a type byte and data")
-        return raw
-    if sep and kind.lower() in ID_TYPES:
-        t = ID_TYPES[kind.lower()]
-        if t in (1, 5):
-            ip = ipaddress.ip_address(value)
-            if (t == 1) != (ip.version == 4):
-                raise ValueError(f"{value!r} is not an {kind} address")
-            return bytes([t]) + ip.packed
-        if t == 11:
-            return bytes([t]) + bytes.fromhex(value)
-        return bytes([t]) + value.encode()
-    try:
-        ip = ipaddress.ip_address(text)
-        return bytes([1 if ip.version == 4 else 5]) + ip.packed
-    except ValueError:
-        pass
-    return bytes([3 if "@" in text else 2]) + text.encode()
+    """Identity as the credential stores it: one ID type byte, then the data
+    (:func:`resume.identity.parse_identity`, a bare name or IP accepted)."""
+    return _parse_identity(text, bare=True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

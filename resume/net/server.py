@@ -132,7 +132,7 @@ class ResponderService:
             install_node=self.install_node if self._install_enabled else None,
             on_committed=self._committed,
         )
-        self.admission = Admission(config.limits, self.link.misses)
+        self.admission = Admission(config.limits)
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
         self.latency_samples: list[float] | None = None
         self.lanes: list[Lane] = []

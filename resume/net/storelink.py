@@ -11,7 +11,8 @@
   and the core hears ``commit_result`` only once its row is durable.
 * A handle the store did not know is answered "unknown" from memory for
   ``miss_reuse_seconds``: a flood of replayed or forged message 1s costs no database read
-  after the first.  It can only refuse (the peer runs the full IKE it would have run).
+  after the first, and each still gets its NACK (spec 6.2 step 6), so a peer that really
+  holds that handle falls back to a full IKE at once.  The memory can only refuse.
 * Any ``StoreError`` answers ``None`` / ``False``: the peer gets the NACK an unknown handle
   gets and falls back to a full IKE (fail closed); readiness drops until a probe succeeds.
 * Install outbox (spec 6.2.1): when the service installs SAs, each commit carries its SA
@@ -71,8 +72,7 @@ class StoreLink:
         self.metrics = metrics
         self.inline = store.embedded if inline_lookups is None else inline_lookups
         self.miss_seconds = miss_seconds
-        #: handle -> until when it is answered "unknown" without reading the store (admission
-        #: reads it too: message 1s for these handles are dropped before the core)
+        #: handle -> until when it is answered "unknown" (a NACK) without reading the store
         self.misses: dict[bytes, float] = {}
         self.group_commit_max = group_commit_max
         self.committer: GroupCommitter | None = None

@@ -1,7 +1,7 @@
 """The CSV fast paths are the row parser, only faster: property tests on hostile inputs.
 
 ``analysis.bytecsv.chunk_columns`` either declines a chunk (``None``) or returns exactly the
-row parser's sessions, in order, value for value (floats compared exactly).  The layered
+row parser's sessions, in order, value for value (integer microseconds).  The layered
 reader (bytes -> strings -> rows) gives the same sessions and the same file:line issues as the
 row parser on the whole file, whatever the chunk size.
 """
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import analysis.fastcsv as fc
 from analysis import bytecsv
+from analysis.account import FileAccount
 from analysis.logs import ReadReport, read_sessions, read_trace
 from analysis.parsers import generic
 from analysis.session import Issue, Session
@@ -87,11 +88,12 @@ def rows(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 
 def row_parser(header: str, lines: list[str]) -> list[Session | Issue]:
-    return list(generic.parse_csv([header, *(ln + "\n" for ln in lines)], "f.csv",
-                                  TimeContext(), seen=set()))
+    numbered = list(enumerate([header, *lines], 1))
+    return list(generic.parse_csv(numbered, "f.csv", TimeContext(), FileAccount("f.csv"),
+                                  seen=set()))
 
 
-def key(s: Session) -> tuple[str, float, float, int, int]:
+def key(s: Session) -> tuple[str, int, int, int, int]:
     return (s.user, s.start, s.end, s.bytes_in, s.bytes_out)
 
 
@@ -140,8 +142,8 @@ def test_layered_reader_equals_row_parser(
 def test_byte_path_takes_plain_exports_and_exact_decimals() -> None:
     """The common export goes through the byte path (not just declined), digits exact."""
     lines = ["alice,1167660978.638,1167661227.641,87523,155133",
-             "bob,.5,5.,0,0", "alice,9007199254740992,9007199254740992,1,2",
-             "carol.smith@example.com,0.1000000000000001,12345678.12345678,9999999999999999,0"]
+             "bob,.5,5.,0,0", "alice,253402300799,253402300799.9999999,1,2",
+             "carol.smith@example.com,0.1000009999999999,12345678.12345678,9999999999999999,0"]
     names: dict[str, int] = {}
     got = bytecsv.chunk_columns("\n".join(lines), ",", {"user": 0, "start": 1, "end": 2,
                                 "bytes_in": 3, "bytes_out": 4}, 5, names, set(),
@@ -155,13 +157,16 @@ def test_byte_path_takes_plain_exports_and_exact_decimals() -> None:
     assert end.tolist() == [r.end for r in ref if isinstance(r, Session)]
     assert b_in.tolist() == [87523, 0, 1, 9999999999999999]
     assert uid.tolist() == [0, 1, 0, 2]
-    # one digit more than 2**53 can hold exactly: declined, not rounded twice
-    assert bytecsv.chunk_columns("a,9007199254740993,9007199254740993\n", ",",
+    # exact microseconds, digits past the sixth truncated (as the row parser does)
+    assert start.tolist() == [1167660978638000, 500000, 253402300799000000, 100000]
+    assert end.tolist()[2:] == [253402300799999999, 12345678123456]
+    # a second past year 9999: declined (the row parser reports it), not wrapped
+    assert bytecsv.chunk_columns("a,253402300800,253402300800\n", ",",
                                  {"user": 0, "start": 1, "end": 2}, 3, {}, set(),
                                  itertools.count()) is None
     # Windows line ends are taken; a lone CR is left to csv.reader
     crlf = bytecsv.chunk_columns("a,1,2\r\nb,3,4\r\n", ",", {"user": 0, "start": 1, "end": 2},
                                  3, {}, set(), itertools.count())
-    assert crlf is not None and crlf[2].tolist() == [2.0, 4.0]
+    assert crlf is not None and crlf[2].tolist() == [2_000_000, 4_000_000]
     assert bytecsv.chunk_columns("a,1,2\rb,3,4\n", ",", {"user": 0, "start": 1, "end": 2}, 3,
                                  {}, set(), itertools.count()) is None

@@ -227,7 +227,7 @@ def _resume(
             "xfrm",
             "--json",
             "--timeout",
-            "8",
+            "30",
         ),
         capture_output=True,
         text=True,

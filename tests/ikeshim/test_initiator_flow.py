@@ -23,11 +23,16 @@ from ikeshim.installer import build_policies
 from ikeshim.netlink import Exchange, NetlinkMessage
 from ikeshim.xfrm import XfrmOps
 from ikeshim.xfrm.client import _RequestBuilder
-from resume.initiator import InitiatorConfig
 from store.errors import StoreUnavailable
-from tests.resume.net.conftest import ID_R, CaptureInstaller, Env, id_i, open_env
-
-FAST = InitiatorConfig(initial_rto=0.1, max_retransmits=3, timeout=1.5)
+from tests.resume.net.conftest import (
+    ID_R,
+    PATIENT,
+    CaptureInstaller,
+    Env,
+    eventually,
+    id_i,
+    open_env,
+)
 
 
 @pytest.fixture
@@ -82,7 +87,7 @@ async def test_resumes_installs_and_ratchets(env: Env, nursery: trio.Nursery, mo
         for _ in range(2):
             x = RecordingXfrm()
             r = await resume_and_install(
-                env.client_store, ID_R, svc.addresses[0], x, id_i=id_i(0), config=FAST, **kw
+                env.client_store, ID_R, svc.addresses[0], x, id_i=id_i(0), config=PATIENT, **kw
             )
             assert r.resumed and r.installed is not None, r
             assert r.exchange is not None and r.exchange.sa is not None
@@ -90,9 +95,8 @@ async def test_resumes_installs_and_ratchets(env: Env, nursery: trio.Nursery, mo
             assert r.installed.outbound.spi == r.exchange.sa.outbound.spi
             assert {"lookup", "exchange", "install", "ratchet"} <= set(r.timings)
             gens.append(r.exchange.used_generation)
-            with trio.fail_after(5):  # the responder commits after message 3, then installs
-                while len(cap.pairs) < len(gens):
-                    await trio.sleep(0.01)
+            # the responder commits after message 3, then installs
+            await eventually(lambda: len(cap.pairs) >= len(gens), "the responder's install")
     assert gens == [0, 1]  # the second run used the successor the first one stored
 
 
@@ -103,15 +107,13 @@ async def test_install_failure_rolls_back_and_the_store_still_advances(
     cap = CaptureInstaller()
     svc = await env.start(nursery, installer=cap)
     x = RecordingXfrm(fail_at=3)  # the first policy
-    r = await resume_and_install(env.client_store, ID_R, svc.addresses[0], x, config=FAST)
+    r = await resume_and_install(env.client_store, ID_R, svc.addresses[0], x, config=PATIENT)
     assert r.outcome == "install_failed" and not r.resumed and "refused" in r.detail
     assert x.ops == ["add SA", "add SA", "add policy", "delete SA", "delete SA"]
     # message 3 was sent: the responder moved on, so the store had to follow
-    with trio.fail_after(5):
-        while not cap.pairs:
-            await trio.sleep(0.01)
+    await eventually(lambda: bool(cap.pairs), "the responder's install")
     r2 = await resume_and_install(
-        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=FAST
+        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=PATIENT
     )
     assert r2.resumed and r2.exchange is not None and r2.exchange.used_generation == 1
 
@@ -126,7 +128,7 @@ async def test_failed_durable_write_leaves_no_sas(
     x = RecordingXfrm()
     store: Any = FailingAdvance(env.client_store)
     r = await resume_and_install(
-        store, ID_R, svc.addresses[0], x, config=FAST, overlap_write=overlap
+        store, ID_R, svc.addresses[0], x, config=PATIENT, overlap_write=overlap
     )
     assert r.outcome == "store_error" and "disk I/O error" in r.detail
     assert r.installed is None and r.exchange is not None
@@ -147,5 +149,5 @@ async def test_failed_durable_write_leaves_no_sas(
 
 async def test_no_credential_touches_nothing(env: Env) -> None:
     x = RecordingXfrm()
-    r = await resume_and_install(env.client_store, ID_R, ("127.0.0.1", 9), x, config=FAST)
+    r = await resume_and_install(env.client_store, ID_R, ("127.0.0.1", 9), x, config=PATIENT)
     assert r.outcome == "no_credential" and x.ops == []

@@ -10,17 +10,10 @@ import pytest
 
 from store.errors import MasterKeyError, StoreConfigError
 from store.keys import Keyring, MasterKey
-from store.maintenance import (
-    export_jsonl,
-    find_record,
-    import_jsonl,
-    list_records,
-    purge,
-    rotate_key,
-    stats,
-)
+from store.maintenance import find_record, list_records, purge, rotate_key, stats
 from store.policy import Policy, Refusal
 from store.repository import Store
+from store.transfer import export_jsonl, import_jsonl
 from tests.store.helpers import make_credential, successor
 
 NOW = 1_800_000_000.0

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from resume.credential import Credential
+from resume.initiator import InitiatorConfig
 from resume.net.config import ServeConfig, from_mapping
 from resume.net.hooks import Installer
 from resume.net.server import ResponderService
@@ -22,6 +23,30 @@ from store.keys import Keyring, MasterKey
 from store.repository import Store
 
 ID_R = b"\x02vpn.example.org"
+
+#: A deadline that only bounds a hang: it never decides a verdict (issue 18).
+HANG = 60.0
+#: Success paths over real sockets: no initiator timer fires on any plausible scheduling
+#: delay, so a busy host cannot turn a success into a retransmission or a give-up.
+PATIENT = InitiatorConfig(initial_rto=10.0, max_retransmits=3, timeout=HANG)
+#: A peer that never answers (outcome "timeout" whatever the host's speed): all three
+#: retransmissions are due in the first 0.35 s, the give-up only at 3 s.
+SILENT = InitiatorConfig(initial_rto=0.05, max_retransmits=3, timeout=3.0)
+
+
+def lossy(rto: float = 1.5) -> InitiatorConfig:
+    """Recovery from a deliberate loss: one loss costs exactly one retransmission unless
+    the retransmitted exchange stalls for 2 * ``rto``; the give-up bounds a hang only."""
+    return InitiatorConfig(initial_rto=rto, max_retransmits=6, timeout=HANG)
+
+
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = HANG) -> None:
+    """Wait until ``predicate()`` holds (checked every 10 ms); the deadline bounds a hang."""
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"still waiting after {timeout:.0f} s for {what}")
 
 
 def id_i(n: int) -> bytes:

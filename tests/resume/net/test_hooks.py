@@ -33,7 +33,7 @@ def explode(desc: dict[str, Any]) -> None:
 async def test_exec_hook_gets_json_on_stdin(tmp_path: Path) -> None:
     out = tmp_path / "got.json"
     script = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
-    await ExecHook([sys.executable, "-c", script], timeout=10).install(sa_pair())
+    await ExecHook([sys.executable, "-c", script], timeout=60).install(sa_pair())
     got = json.loads(out.read_text())
     assert got == sa_pair().describe()
     assert got["i_to_r"]["spi"] == 0x1000
@@ -42,7 +42,7 @@ async def test_exec_hook_gets_json_on_stdin(tmp_path: Path) -> None:
 async def test_exec_hook_failure_and_timeout() -> None:
     with pytest.raises(InstallError, match="exited 3: nope"):
         script = "import sys; sys.stderr.write('nope'); sys.exit(3)"
-        await ExecHook([sys.executable, "-c", script], timeout=10).install(sa_pair())
+        await ExecHook([sys.executable, "-c", script], timeout=60).install(sa_pair())
     with pytest.raises(InstallError, match="timed out"):
         hook = ExecHook([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.3)
         await hook.install(sa_pair())

@@ -16,8 +16,7 @@ from resume.net.server import ResponderService
 from resume.sa import SAPair
 from store.policy import Policy
 
-from .conftest import ID_R, CaptureInstaller, Env
-from .test_client_blocking import FAST
+from .conftest import ID_R, PATIENT, CaptureInstaller, Env
 
 DEADLINE = 30  # bounds a hang; never a verdict
 
@@ -46,7 +45,7 @@ async def _commit_then_die(env: Env) -> tuple[SAPair, SAPair]:
         svc = ResponderService(env.config(), env.server_store, installer=stuck)
         await doomed.start(svc.run)
         r = await resume_with_store(
-            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
         )
         assert r.resumed and r.sa is not None
         with trio.fail_after(DEADLINE):
@@ -75,7 +74,7 @@ async def test_a_pair_committed_but_not_installed_is_installed_before_serving(
     assert _outbox_rows(env) == 0
     # and the peers are in step: the next resumption works and is installed normally
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
     )
     assert r.resumed and r.used_generation == 1
     with trio.fail_after(DEADLINE):
@@ -118,7 +117,7 @@ async def test_installed_pairs_leave_the_outbox_and_mode_none_writes_none(
     cap = CaptureInstaller()
     svc = await env.start(nursery, installer=cap)
     for i in range(2):
-        opts = ClientOptions(config=FAST, id_i=env.creds[i].id_i)
+        opts = ClientOptions(config=PATIENT, id_i=env.creds[i].id_i)
         r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], options=opts)
         assert r.resumed
     with trio.fail_after(DEADLINE):  # installed, then deleted by a later transaction
@@ -129,7 +128,7 @@ async def test_installed_pairs_leave_the_outbox_and_mode_none_writes_none(
 
     env.seed(1)
     quiet = await env.start(nursery, env.config(install={"mode": "none"}))
-    opts = ClientOptions(config=FAST, id_i=env.creds[2].id_i)
+    opts = ClientOptions(config=PATIENT, id_i=env.creds[2].id_i)
     r = await resume_with_store(env.client_store, ID_R, quiet.addresses[0], options=opts)
     assert r.resumed
     with trio.fail_after(DEADLINE):

@@ -15,9 +15,18 @@ import trio
 from resume.initiator import InitiatorConfig
 from resume.net.client import ClientOptions, keep_in_memory, resume_once, resume_with_store
 
-from .conftest import ID_R, CaptureInstaller, Env, Relay, id_i, message_id
-
-FAST = InitiatorConfig(initial_rto=0.1, max_retransmits=3, timeout=1.5)
+from .conftest import (
+    ID_R,
+    PATIENT,
+    SILENT,
+    CaptureInstaller,
+    Env,
+    Relay,
+    eventually,
+    id_i,
+    lossy,
+    message_id,
+)
 
 
 async def _http(port: int, path: str) -> tuple[int, str]:
@@ -51,14 +60,12 @@ async def test_success_ratchet_and_matching_keys(env: Env, nursery: trio.Nursery
     for _round in range(2):
         for i in range(3):
             r = await resume_with_store(
-                env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=FAST)
+                env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=PATIENT)
             )
             assert r.resumed, r
             assert r.used_generation == _round
             client_pairs.append(r.sa)
-    with trio.fail_after(5):
-        while len(cap.pairs) < 6:
-            await trio.sleep(0.01)
+    await eventually(lambda: len(cap.pairs) >= 6, "six installs")
     assert [_server_generation(env, i) for i in range(3)] == [2, 2, 2]
     m = svc.metrics
     assert m.exchanges.get("resumed") == 6
@@ -84,7 +91,7 @@ async def test_nack_for_unknown_credential(env: Env, nursery: trio.Nursery) -> N
     env.seed(1, server=False)  # the client has a credential the server never saw
     svc = await env.start(nursery)
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
     )
     assert r.outcome == "nack" and not r.resumed
     assert svc.metrics.cache.get("miss") == 1
@@ -101,7 +108,7 @@ async def test_store_failure_fails_closed(env: Env, nursery: trio.Nursery) -> No
     con.commit()
     con.close()
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
     )
     assert r.outcome == "nack"
     assert svc.metrics.cache.get("error") == 1
@@ -125,12 +132,10 @@ async def test_retransmission_after_lost_messages(env: Env, nursery: trio.Nurser
         at = await relay.start(nursery)
         i = 0 if lose == "up" else 1
         r = await resume_with_store(
-            env.client_store, ID_R, at, options=ClientOptions(id_i=id_i(i), config=FAST)
+            env.client_store, ID_R, at, options=ClientOptions(id_i=id_i(i), config=lossy())
         )
         assert r.resumed and r.retransmits == 1, (lose, r, relay.log)
-    with trio.fail_after(5):
-        while svc.metrics.exchanges.get("resumed") < 2:
-            await trio.sleep(0.01)
+    await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 2, "two commits")
     # the lost message 2 was answered from the response cache, without a second lookup
     assert svc.lanes[0].responder.stats["retransmit_answered"] == 1
 
@@ -145,24 +150,20 @@ async def test_lost_message_3_does_not_strand_the_client(env: Env, nursery: trio
 
     relay = Relay(svc.addresses[0], decide)
     at = await relay.start(nursery)
-    r1 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
+    r1 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=PATIENT))
     assert r1.resumed  # the initiator cannot know message 3 was lost
-    await trio.sleep(0.1)
+    await eventually(lambda: ("up", 1, "drop") in relay.log, "message 3 dropped")
     assert svc.metrics.exchanges.get("resumed") == 0
     assert _server_generation(env, 0) == 0
     drop3["on"] = False
     # next time: the successor is unknown to the responder (NACK), the kept previous works
-    r2 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
+    r2 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=PATIENT))
     assert r2.resumed and r2.used_generation == 0
     # the client returns once message 3 is sent; the responder commits right after
-    with trio.fail_after(2):
-        while svc.metrics.exchanges.get("resumed") < 1:
-            await trio.sleep(0.01)
-    r3 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
+    await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 1, "the first commit")
+    r3 = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=PATIENT))
     assert r3.resumed and r3.used_generation == 1
-    with trio.fail_after(2):
-        while svc.metrics.exchanges.get("resumed") < 2:
-            await trio.sleep(0.01)
+    await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 2, "the second commit")
     assert _server_generation(env, 0) == 2
 
 
@@ -178,19 +179,17 @@ async def _restart_between_2_and_3(env: Env, nursery: trio.Nursery, cfg: Initiat
     at = await relay.start(nursery)
     r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=cfg))
     assert r.resumed  # message 3 is in flight (sent once the successor was durable)
-    with trio.fail_after(10):
-        while not relay.held:
-            await trio.sleep(0.01)
+    await eventually(lambda: bool(relay.held), "message 3 held by the relay")
     assert len(relay.held) == 1
     first.shutdown()
-    with trio.fail_after(10):
-        while first.lanes[0].endpoint.sock.fileno() != -1:
-            await trio.sleep(0.02)
+    await eventually(lambda: first.lanes[0].endpoint.sock.fileno() == -1, "the old socket closed")
     # a new process: same server secret file, same database, same port, no shared memory
     second = await env.start(nursery, env.config(server={"listen": [f"127.0.0.1:{port}"]}))
     relay.decide = lambda direction, data: "pass"
     await relay.release()
-    await trio.sleep(0.2)
+    # the late message 3 has been handled (answered or refused) by the new process
+    await eventually(lambda: second.lanes[0].responder.stats["datagrams"] >= 1, "message 3")
+    await eventually(lambda: second.pending == 0, "message 3's outcome")
     return second, at
 
 
@@ -199,11 +198,9 @@ async def test_restart_between_messages_stateless_without_x25519(
 ) -> None:
     """Without X25519 everything message 3 needs is recomputed from the server secret."""
     env.seed(1)
-    cfg = InitiatorConfig(initial_rto=0.1, max_retransmits=3, timeout=1.5, use_x25519=False)
+    cfg = InitiatorConfig(initial_rto=10.0, max_retransmits=3, timeout=60.0, use_x25519=False)
     second, _ = await _restart_between_2_and_3(env, nursery, cfg)
-    with trio.fail_after(5):
-        while second.metrics.exchanges.get("resumed") < 1:
-            await trio.sleep(0.01)
+    await eventually(lambda: second.metrics.exchanges.get("resumed") >= 1, "the commit")
     assert _server_generation(env, 0) == 1
 
 
@@ -214,14 +211,12 @@ async def test_restart_between_messages_with_x25519_costs_one_retry(
     secrecy): the late message 3 is refused, nothing is committed, and the client's next
     attempt falls back to the kept previous generation and succeeds -- never stranded."""
     env.seed(1)
-    second, at = await _restart_between_2_and_3(env, nursery, FAST)
+    second, at = await _restart_between_2_and_3(env, nursery, PATIENT)
     assert second.metrics.exchanges.get("resumed") == 0
     assert _server_generation(env, 0) == 0
-    r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=FAST))
+    r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=PATIENT))
     assert r.resumed and r.used_generation == 0  # the retry with the previous generation
-    with trio.fail_after(5):
-        while second.metrics.exchanges.get("resumed") < 1:
-            await trio.sleep(0.01)
+    await eventually(lambda: second.metrics.exchanges.get("resumed") >= 1, "the commit")
     assert _server_generation(env, 0) == 1
 
 
@@ -239,14 +234,12 @@ async def test_garbage_is_dropped_and_counted(env: Env, nursery: trio.Nursery) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for j in junk:
             s.sendto(j, addr)
-    r = await resume_with_store(env.client_store, ID_R, addr, options=ClientOptions(config=FAST))
+    r = await resume_with_store(env.client_store, ID_R, addr, options=ClientOptions(config=PATIENT))
     assert r.resumed  # the service is alive and unharmed
     early = sum(svc.metrics.drops.values.values())
     core = svc.lanes[0].responder.stats
     assert early + core["drop_malformed"] + core["nack"] >= len(junk)
-    with trio.fail_after(2):
-        while svc.metrics.exchanges.get("resumed") < 1:
-            await trio.sleep(0.01)
+    await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 1, "the commit")
     assert svc.metrics.datagrams.get(svc.lanes[0].name) == len(junk) + 2
     assert core["msg1"] == 1  # no garbage became an exchange
 
@@ -261,11 +254,10 @@ async def test_per_source_limit_protects_other_sources(env: Env, nursery: trio.N
         s.bind(("127.0.0.2", 0))
         for _ in range(200):
             s.sendto(fake + os.urandom(32), addr)
-    await trio.sleep(0.05)
-    assert svc.metrics.drops.get("rate_limited_source") >= 190
+    await eventually(lambda: svc.metrics.drops.get("rate_limited_source") >= 190, "the drops")
     cred = env.creds[0]
     r = await resume_once(
-        cred, addr, options=ClientOptions(config=FAST, local=("127.0.0.3", 0)), save=keep_in_memory
+        cred, addr, options=ClientOptions(config=PATIENT, local=("127.0.0.3", 0)), save=keep_in_memory
     )
     assert r.resumed
 
@@ -274,12 +266,13 @@ async def test_natt_framing_end_to_end(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"natt_framing": True}))
     plain = await resume_once(
-        env.creds[0], svc.addresses[0], options=ClientOptions(config=FAST), save=keep_in_memory
+        env.creds[0], svc.addresses[0], options=ClientOptions(config=SILENT), save=keep_in_memory
     )
     assert plain.outcome == "timeout"  # unframed datagrams are not IKE on a NAT-T port
-    assert svc.lanes[0].endpoint.drops.get("natt_not_ike", 0) >= 1
+    ep = svc.lanes[0].endpoint
+    await eventually(lambda: ep.drops.get("natt_not_ike", 0) >= 1, "the NAT-T drop")
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(natt=True, config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(natt=True, config=PATIENT)
     )
     assert r.resumed
 
@@ -293,50 +286,49 @@ async def test_ipv6_loopback(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"listen": ["[::1]:0", "127.0.0.1:0"]}))
     v6 = next(a for a in svc.addresses if ":" in a[0])
-    r = await resume_with_store(env.client_store, ID_R, v6, options=ClientOptions(config=FAST))
+    r = await resume_with_store(env.client_store, ID_R, v6, options=ClientOptions(config=PATIENT))
     assert r.resumed
 
 
 async def test_shutdown_with_exchanges_in_flight(env: Env, nursery: trio.Nursery) -> None:
-    n = 40
-    env.seed(n)
+    """Drain while exchanges are in flight: every exchange a client saw complete was
+    committed durably, every other one left its credential untouched, and message 1s that
+    arrive while draining are dropped.  Event-driven: the shutdown starts once a few
+    clients have resumed and others are still running; the late group starts after it."""
+    n_early, n_late = 30, 10
+    env.seed(n_early + n_late)
     svc = await env.start(nursery)
     addr = svc.addresses[0]
     results: dict[int, object] = {}
-    slow = InitiatorConfig(initial_rto=0.2, max_retransmits=2, timeout=1.0)
+    # an early client whose message 1 meets the drain is dropped and gives up at 5 s; one
+    # served before it completes (no retransmission in between: RTO 10 s)
+    early = InitiatorConfig(initial_rto=10.0, max_retransmits=1, timeout=5.0)
+    # the late group meets a draining service that drops message 1: it can only time out
+    quick = InitiatorConfig(initial_rto=0.05, max_retransmits=2, timeout=1.0)
 
-    async def one(i: int) -> None:
-        await trio.sleep(i * 0.004)
+    async def one(i: int, cfg: InitiatorConfig) -> None:
         results[i] = await resume_with_store(
-            env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=slow)
+            env.client_store, ID_R, addr, options=ClientOptions(id_i=id_i(i), config=cfg)
         )
 
-    done = trio.Event()
-
-    async def run_service_shutdown() -> None:
-        await trio.sleep(0.06)
+    async with trio.open_nursery() as clients:
+        for i in range(n_early):
+            clients.start_soon(one, i, early)
+        await eventually(lambda: svc.metrics.exchanges.get("resumed") >= 3, "a few resumptions")
         svc.shutdown()
         assert not svc.ready
-        await done.wait()
-
-    async with trio.open_nursery() as inner:
-        inner.start_soon(run_service_shutdown)
-        async with trio.open_nursery() as clients:
-            for i in range(n):
-                clients.start_soon(one, i)
-        done.set()
-    with trio.fail_after(10):
-        while svc.committer is not None:
-            await trio.sleep(0.02)
+        for i in range(n_early, n_early + n_late):
+            clients.start_soon(one, i, quick)
+    await eventually(lambda: svc.committer is None, "the drain")
     resumed = [i for i, r in results.items() if getattr(r, "resumed", False)]
     refused = [i for i, r in results.items() if not getattr(r, "resumed", False)]
-    assert resumed and refused, (len(resumed), len(refused))  # shutdown really hit mid-run
+    assert len(resumed) >= 3 and len(refused) >= n_late, (len(resumed), len(refused))
     for i in resumed:  # every exchange the client saw complete was committed durably
         assert _server_generation(env, i) == 1, i
     for i in refused:
         assert _server_generation(env, i) == 0, i
         assert results[i].outcome == "timeout"  # type: ignore[attr-defined]
-    assert svc.metrics.drops.get("draining") >= 1
+    assert svc.metrics.drops.get("draining") >= n_late
 
 
 async def test_failed_install_is_counted_not_fatal(env: Env, nursery: trio.Nursery) -> None:
@@ -346,12 +338,14 @@ async def test_failed_install_is_counted_not_fatal(env: Env, nursery: trio.Nurse
     svc = await env.start(nursery, env.config(install={"mode": "xfrm", "hook_timeout": 5}))
     for i in range(2):
         r = await resume_with_store(
-            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(id_i=id_i(i))
+            env.client_store,
+            ID_R,
+            svc.addresses[0],
+            options=ClientOptions(id_i=id_i(i), config=PATIENT),
         )
         assert r.resumed
-    with trio.fail_after(10):
-        while svc.metrics.installs.get("failed") + svc.metrics.installs.get("ok") < 2:
-            await trio.sleep(0.02)
+    installs = svc.metrics.installs
+    await eventually(lambda: installs.get("failed") + installs.get("ok") >= 2, "two installs")
     assert svc.metrics.installs.get("failed") == 2
     assert svc.ready
 
@@ -364,12 +358,10 @@ async def test_hook_receives_the_responder_sa(env: Env, nursery: trio.Nursery) -
     cfg = env.config(install={"mode": "hook", "hook": f"{sys.executable} {script}"})
     svc = await env.start(nursery, cfg)
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=FAST)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
     )
     assert r.resumed and r.sa is not None
-    with trio.fail_after(10):
-        while svc.metrics.installs.get("ok") < 1:
-            await trio.sleep(0.02)
+    await eventually(lambda: svc.metrics.installs.get("ok") >= 1, "the hook's install")
     desc = json.loads(out.read_text())
     assert desc["role"] == "responder"
     assert desc["i_to_r"]["spi"] == r.sa.i_to_r.spi

@@ -1,0 +1,496 @@
+"""The native core (``resume._native``, Rust) behind the Python core's API.
+
+Why a thin adapter: the Rust engines (``native/``) hold no Python objects, so the
+application-facing types (``Credential``, ``SAParams``, the events) are converted here, in
+one module, at the edges.  ``NativeResponder`` and ``NativeInitiator`` take and give exactly
+what ``resume.responder.Responder`` and ``resume.initiator.Initiator`` do (hardened mode;
+paper mode stays on the Python core), so either core can serve an application and the
+differential tests drive both with the same inputs.  ``NativeResponder.process`` is the
+batch entry point: many datagrams and answers per call, the GIL released for the batch.
+
+Randomness is data, never a callable (the engines run without the GIL): ``SeededRng`` and
+``ScriptedRng`` give reproducible draws; ``seeded_rng`` is the same function for the Python
+core.  ``None`` means the operating system's generator.
+
+``available()`` tells whether the extension was built (``pip install -e .`` builds it);
+``make_responder`` / ``make_initiator`` pick the core: native when it is built and can serve
+the call (hardened mode, no rng callable), unless ``IKERESUME_CORE=python`` (or ``native``,
+which fails loudly when it cannot) says otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+# Every import of the Python core lives in this block (module names may move; see issue 12).
+from resume.credential import Credential, ProtocolMode
+from resume.errors import DecodeError, LocalProtocolError
+from resume.events import (
+    Address,
+    CommitNeeded,
+    CredentialNeeded,
+    Event,
+    FallbackToFullIKE,
+    ResumptionComplete,
+    ResumptionFailed,
+)
+from resume.initiator import IKE_PORT, NATT_PORT, Initiator, InitiatorConfig
+from resume.responder import MIN_SERVER_SECRET, Responder, ResponderConfig
+from resume.sa import (
+    DirectionKeys,
+    Encr,
+    Integ,
+    Lifetimes,
+    Mode,
+    SAPair,
+    SAParams,
+    TrafficSelector,
+)
+from resume.states import InitiatorState
+
+_native: ModuleType | None
+try:
+    from resume import _native as _loaded
+except ImportError as exc:  # not built: the Python core still works
+    _native = None
+    NATIVE_IMPORT_ERROR: str | None = str(exc)
+else:
+    _native = _loaded
+    NATIVE_IMPORT_ERROR = None
+    _loaded._set_error_types(DecodeError, LocalProtocolError)
+
+
+def available() -> bool:
+    """True when ``resume._native`` was built and imports."""
+    return _native is not None
+
+
+def _require() -> Any:
+    if _native is None:
+        raise LocalProtocolError(
+            f"the native core is not built ({NATIVE_IMPORT_ERROR}); run `pip install -e .`"
+        )
+    return _native
+
+
+@dataclass(frozen=True)
+class SeededRng:
+    """Draw i is ``SHA-512(seed | u64(i))[:n]`` (n <= 64): reproducible, for tests/benches."""
+
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class ScriptedRng:
+    """Recorded draws replayed in order, each of exactly the size asked for (vectors)."""
+
+    draws: tuple[bytes, ...]
+
+
+Rng = SeededRng | ScriptedRng | None
+
+
+def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
+    """The Python core's rng callable that draws what ``SeededRng(seed)`` draws."""
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        out = hashlib.sha512(seed + counter.to_bytes(8, "big")).digest()[:n]
+        counter += 1
+        return out
+
+    return rng
+
+
+def _rng_kwargs(rng: Rng) -> dict[str, Any]:
+    if rng is None:
+        return {}
+    if isinstance(rng, SeededRng):
+        return {"rng_seed": bytes(rng.seed)}
+    if isinstance(rng, ScriptedRng):
+        return {"rng_draws": [bytes(d) for d in rng.draws]}
+    raise LocalProtocolError("the native core takes SeededRng, ScriptedRng or None as rng")
+
+
+# --- conversions ------------------------------------------------------------------------------
+
+_MODE_CODE = {Mode.TRANSPORT: 1, Mode.TUNNEL: 2}
+_CODE_MODE = {1: Mode.TRANSPORT, 2: Mode.TUNNEL}
+_MEMO_SIZE = 4096
+#: id(SAParams) -> (the object, its native twin); native key -> SAParams.  Bounded: cleared
+#: together when full (a miss only costs a conversion).
+_TO_NATIVE: dict[int, tuple[SAParams, Any]] = {}
+_FROM_NATIVE: dict[int, SAParams] = {}
+
+
+def _ts(t: TrafficSelector) -> tuple[str, str, int, int, int]:
+    return (t.start_addr, t.end_addr, t.protocol, t.start_port, t.end_port)
+
+
+def native_params(params: SAParams) -> Any:
+    """The native twin of ``params`` (memoised by identity)."""
+    hit = _TO_NATIVE.get(id(params))
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    n = _require().Params(
+        _MODE_CODE[params.mode],
+        int(params.encr),
+        params.encr_key_bits,
+        int(params.integ),
+        params.initiator_addr,
+        params.responder_addr,
+        [_ts(t) for t in params.tsi],
+        [_ts(t) for t in params.tsr],
+        params.natt_initiator_port,
+        params.natt_responder_port,
+        params.replay_window,
+    )
+    if len(_TO_NATIVE) >= _MEMO_SIZE:
+        _TO_NATIVE.clear()
+        _FROM_NATIVE.clear()
+    _TO_NATIVE[id(params)] = (params, n)
+    _FROM_NATIVE[n.key] = params
+    return n
+
+
+def python_params(n: Any) -> SAParams:
+    """The Python ``SAParams`` a native one came from (rebuilt field by field on a miss)."""
+    hit = _FROM_NATIVE.get(n.key)
+    if hit is not None:
+        return hit
+    mode, encr, bits, integ, ia, ra, tsi, tsr, ni, nr, rw = n.fields()
+    return SAParams(
+        mode=_CODE_MODE[mode],
+        encr=Encr(encr),
+        encr_key_bits=bits,
+        integ=Integ(integ),
+        initiator_addr=ia,
+        responder_addr=ra,
+        tsi=tuple(TrafficSelector(*t) for t in tsi),
+        tsr=tuple(TrafficSelector(*t) for t in tsr),
+        natt_initiator_port=ni,
+        natt_responder_port=nr,
+        replay_window=rw,
+    )
+
+
+def native_credential(cred: Credential) -> Any:
+    """A ``resume._native.NativeCredential`` with the same fields (paper keys are not carried:
+    the native engines refuse paper credentials the way the Python core does)."""
+    return _require().NativeCredential(
+        cred.mode is ProtocolMode.HARDENED,
+        cred.handle,
+        cred.generation,
+        cred.secret,
+        cred.id_i,
+        cred.id_r,
+        native_params(cred.params),
+    )
+
+
+def python_credential(n: Any, params: SAParams | None = None) -> Credential:
+    """A hardened ``Credential`` from a native one (a successor)."""
+    return Credential(
+        mode=ProtocolMode.HARDENED,
+        handle=n.handle,
+        generation=n.generation,
+        secret=n.secret,
+        id_i=n.id_i,
+        id_r=n.id_r,
+        params=params if params is not None else python_params(n.params),
+    )
+
+
+_LtTuple = tuple[int | None, int | None, int | None, int | None, int | None, int | None]
+
+
+def _lt(lt: Lifetimes | None) -> _LtTuple | None:
+    if lt is None:
+        return None
+    return (
+        lt.soft_seconds,
+        lt.hard_seconds,
+        lt.soft_bytes,
+        lt.hard_bytes,
+        lt.soft_packets,
+        lt.hard_packets,
+    )
+
+
+def _completion(ev: tuple[Any, ...], role: str, params: SAParams | None) -> ResumptionComplete:
+    _kind, handle, generation, succ, addr, i2r, r2i, lt = ev
+    successor = python_credential(succ, params)
+    sa = SAPair(
+        role,
+        successor.params,
+        DirectionKeys(*i2r),
+        DirectionKeys(*r2i),
+        Lifetimes(*lt),
+    )
+    return ResumptionComplete(sa, handle, generation, successor, tuple(addr))
+
+
+def responder_event(ev: tuple[Any, ...]) -> Event:
+    """A Python event from the native responder's tuple."""
+    kind = ev[0]
+    if kind == "credential":
+        return CredentialNeeded(ev[1], ev[2], tuple(ev[3]))
+    if kind == "commit":
+        return CommitNeeded(ev[1], ev[2], ev[3], python_credential(ev[4]))
+    if kind == "complete":
+        return _completion(ev, "responder", None)
+    return ResumptionFailed(ev[1], ev[2], tuple(ev[3]))
+
+
+# --- the adapters -------------------------------------------------------------------------------
+
+
+class NativeResponder:
+    """``resume.responder.Responder`` (hardened mode) on the native engine."""
+
+    def __init__(self, config: ResponderConfig, server_secret: bytes, rng: Rng = None) -> None:
+        if not isinstance(config, ResponderConfig):
+            raise LocalProtocolError("config must be a ResponderConfig")
+        if config.allow_paper_mode:
+            raise LocalProtocolError("paper mode runs on the Python core only")
+        if len(server_secret) < MIN_SERVER_SECRET:
+            raise LocalProtocolError(f"server secret must be at least {MIN_SERVER_SECRET} bytes")
+        self.config = config
+        self.core = _require().NativeResponder(
+            bytes(server_secret),
+            allow_x25519=config.allow_x25519,
+            require_x25519=config.require_x25519,
+            cookie_tick_seconds=config.cookie_tick_seconds,
+            response_cache_size=config.response_cache_size,
+            max_pending=config.max_pending,
+            lookup_timeout=config.lookup_timeout,
+            completed_cache_size=config.completed_cache_size,
+            credential_cache_size=config.credential_cache_size,
+            default_lifetimes=_lt(config.default_lifetimes),
+            **_rng_kwargs(rng),
+        )
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.core.receive_datagram(bytes(data), addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return [(d, (a[0], a[1])) for d, a in self.core.datagrams_to_send()]
+
+    def next_event(self) -> Event | None:
+        ev = self.core.next_event()
+        return None if ev is None else responder_event(ev)
+
+    def get_timer(self) -> float | None:
+        t: float | None = self.core.get_timer()
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def provide_credential(
+        self,
+        token: int,
+        credential: Credential | None,
+        lifetimes: Lifetimes | None,
+        now: float,
+    ) -> None:
+        nc = None if credential is None else native_credential(credential)
+        self.core.provide_credential(token, nc, _lt(lifetimes), now)
+
+    def commit_result(self, token: int, ok: bool, now: float) -> None:
+        self.core.commit_result(token, bool(ok), now)
+
+    def process(
+        self,
+        now: float,
+        datagrams: Sequence[tuple[bytes, Address]] = (),
+        credentials: Sequence[tuple[int, Any, _LtTuple | None]] = (),
+        commits: Sequence[tuple[int, bool]] = (),
+    ) -> tuple[list[tuple[bytes, tuple[str, int]]], list[tuple[Any, ...]]]:
+        """The batch API: answers (native credentials), then datagrams, GIL released; returns
+        the datagrams to send and the events as the engine's tuples (``responder_event``
+        turns one into a Python event)."""
+        out, events = self.core.process(now, list(datagrams), list(credentials), list(commits))
+        return out, events
+
+    @property
+    def stats(self) -> collections.Counter[str]:
+        return collections.Counter(self.core.stats())
+
+    @property
+    def pending(self) -> int:
+        n: int = self.core.pending
+        return n
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "stats": dict(self.core.stats()),
+            "pending": self.core.pending,
+            "response_cache": self.core.response_cache_len,
+            "half_open": 0,
+        }
+
+
+class NativeInitiator:
+    """``resume.initiator.Initiator`` (hardened mode) on the native engine."""
+
+    def __init__(
+        self,
+        credential: Credential,
+        config: InitiatorConfig | None = None,
+        rng: Rng = None,
+        *,
+        previous: Credential | None = None,
+        peer: Address | None = None,
+        lifetimes: Lifetimes | None = None,
+    ) -> None:
+        self.config = config if config is not None else InitiatorConfig()
+        for cred in (credential, previous):
+            if cred is not None and cred.mode is ProtocolMode.PAPER:
+                raise LocalProtocolError("paper mode runs on the Python core only")
+        if peer is None:
+            p = credential.params
+            port = NATT_PORT if p.natt_responder_port is not None else IKE_PORT
+            peer = (p.responder_addr, port)
+        self.peer: Address = peer
+        self._cred = credential
+        self._previous = previous
+        cfg = self.config
+        self.core = _require().NativeInitiator(
+            native_credential(credential),
+            peer,
+            previous=None if previous is None else native_credential(previous),
+            lifetimes=_lt(lifetimes if lifetimes is not None else cfg.default_lifetimes),
+            use_x25519=cfg.use_x25519,
+            require_x25519=cfg.require_x25519,
+            initial_rto=cfg.initial_rto,
+            max_retransmits=cfg.max_retransmits,
+            timeout=cfg.timeout,
+            **_rng_kwargs(rng),
+        )
+        self._events: deque[Event] = deque()
+
+    @property
+    def credential(self) -> Credential:
+        if self.core.used_previous and self._previous is not None:
+            return self._previous
+        return self._cred
+
+    @property
+    def state(self) -> InitiatorState:
+        return InitiatorState(self.core.state)
+
+    @property
+    def stats(self) -> collections.Counter[str]:
+        return collections.Counter(self.core.stats())
+
+    def initiate(self, now: float) -> None:
+        self.core.initiate(now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.core.receive_datagram(bytes(data), addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return [(d, self.peer) for d, _a in self.core.datagrams_to_send()]
+
+    def next_event(self) -> Event | None:
+        ev = self.core.next_event()
+        if ev is None:
+            return None
+        if ev[0] == "fallback":
+            return FallbackToFullIKE(ev[1])
+        return _completion(ev, "initiator", self.credential.params)
+
+    def get_timer(self) -> float | None:
+        t: float | None = self.core.get_timer()
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+
+# --- choosing a core ------------------------------------------------------------------------------
+
+CORE_ENV = "IKERESUME_CORE"
+
+
+def _use_native(wanted: bool | None, why_not: str | None) -> bool:
+    """``wanted``: True/False forces a core, None follows IKERESUME_CORE, then availability."""
+    if wanted is None:
+        env = os.environ.get(CORE_ENV, "").strip().lower()
+        if env not in ("", "native", "python"):
+            raise LocalProtocolError(f"{CORE_ENV} must be 'native' or 'python', not {env!r}")
+        wanted = {"native": True, "python": False}.get(env)
+        if wanted is None:
+            return available() and why_not is None
+    if wanted and why_not is not None:
+        raise LocalProtocolError(f"the native core cannot serve this: {why_not}")
+    if wanted:
+        _require()
+    return wanted
+
+
+def make_responder(
+    config: ResponderConfig,
+    server_secret: bytes,
+    rng: Callable[[int], bytes] | SeededRng | ScriptedRng | None = None,
+    *,
+    native: bool | None = None,
+) -> Responder | NativeResponder:
+    """A responder on the native core when it can serve ``config`` and ``rng``, else on the
+    Python core (``native`` True/False forces one)."""
+    why_not = None
+    if config.allow_paper_mode:
+        why_not = "paper mode"
+    elif callable(rng):
+        why_not = "an rng callable (give SeededRng/ScriptedRng/None)"
+    if _use_native(native, why_not):
+        return NativeResponder(config, server_secret, rng if not callable(rng) else None)
+    if isinstance(rng, SeededRng | ScriptedRng):
+        raise LocalProtocolError("the Python core takes an rng callable (see seeded_rng)")
+    return Responder(config, server_secret, rng if rng is not None else os.urandom)
+
+
+def make_initiator(
+    credential: Credential,
+    config: InitiatorConfig | None = None,
+    rng: Callable[[int], bytes] | SeededRng | ScriptedRng | None = None,
+    *,
+    previous: Credential | None = None,
+    peer: Address | None = None,
+    lifetimes: Lifetimes | None = None,
+    native: bool | None = None,
+) -> Initiator | NativeInitiator:
+    """An initiator on the native core when it can serve the call, else on the Python core."""
+    why_not = None
+    if any(c is not None and c.mode is ProtocolMode.PAPER for c in (credential, previous)):
+        why_not = "paper mode"
+    elif callable(rng):
+        why_not = "an rng callable (give SeededRng/ScriptedRng/None)"
+    if _use_native(native, why_not):
+        return NativeInitiator(
+            credential,
+            config,
+            rng if not callable(rng) else None,
+            previous=previous,
+            peer=peer,
+            lifetimes=lifetimes,
+        )
+    if isinstance(rng, SeededRng | ScriptedRng):
+        raise LocalProtocolError("the Python core takes an rng callable (see seeded_rng)")
+    return Initiator(
+        credential,
+        config,
+        rng if rng is not None else os.urandom,
+        previous=previous,
+        peer=peer,
+        lifetimes=lifetimes,
+    )
