@@ -53,7 +53,8 @@ class CommitNeeded(Event):
     handle: bytes
     generation: int
     successor: Credential = field(repr=False)
-    sa: SAPair | None = field(default=None, repr=False)
+    #: not part of equality: the native engine does not report it yet (resume/native.py)
+    sa: SAPair | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

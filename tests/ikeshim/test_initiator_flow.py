@@ -134,7 +134,7 @@ async def test_failed_durable_write_leaves_no_sas(
     assert r.installed is None and r.exchange is not None
     # message 3 never left: the responder still holds generation 0, and so does the cache
     again = await resume_and_install(
-        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=FAST
+        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=PATIENT
     )
     assert again.resumed and again.exchange is not None and again.exchange.sa is not None
     assert again.exchange.used_generation == 0

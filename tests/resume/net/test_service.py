@@ -256,9 +256,8 @@ async def test_per_source_limit_protects_other_sources(env: Env, nursery: trio.N
             s.sendto(fake + os.urandom(32), addr)
     await eventually(lambda: svc.metrics.drops.get("rate_limited_source") >= 190, "the drops")
     cred = env.creds[0]
-    r = await resume_once(
-        cred, addr, options=ClientOptions(config=PATIENT, local=("127.0.0.3", 0)), save=keep_in_memory
-    )
+    opts = ClientOptions(config=PATIENT, local=("127.0.0.3", 0))
+    r = await resume_once(cred, addr, options=opts, save=keep_in_memory)
     assert r.resumed
 
 
