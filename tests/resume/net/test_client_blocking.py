@@ -93,6 +93,10 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
             assert r.used_generation == rnd and r.retransmits == 0
             assert _current(env, i) == (rnd + 1, rnd)  # ratcheted, used generation kept
             client_pairs.append(r.sa)
+            # the client returns once message 3 is sent: a next message 1 for this chain
+            # before the commit would wait for it (a retransmission), so let it land first
+            done = 2 * rnd + i + 1
+            await eventually(lambda n=done: svc.metrics.commits.get("ok") >= n, "the commit")
     await eventually(lambda: len(cap.pairs) >= 4, "four installs")
     by_spi = {p.i_to_r.spi: p for p in cap.pairs}
     for cp in client_pairs:
