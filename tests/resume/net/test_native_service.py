@@ -16,7 +16,7 @@ import trio
 
 from resume import native
 from resume.initiator import InitiatorConfig
-from resume.net.client import ClientOptions, resume_once, resume_with_store
+from resume.net.client import ClientOptions, keep_in_memory, resume_once, resume_with_store
 from resume.net.config import ConfigError
 from resume.net.server import ResponderService
 from resume.net.service import make_service
@@ -117,9 +117,9 @@ async def test_a_row_under_an_unknown_master_key_is_refused(
     try:
         svc = await env.start(nursery)
         opts = ClientOptions(config=PATIENT)
-        bad = await resume_once(lost, svc.addresses[0], opts)
+        bad = await resume_once(lost, svc.addresses[0], opts, save=keep_in_memory)
         assert bad.outcome == "nack" and svc.metrics.cache.get("error") == 1
-        good = await resume_once(kept, svc.addresses[0], opts)
+        good = await resume_once(kept, svc.addresses[0], opts, save=keep_in_memory)
         assert good.resumed
     finally:
         nursery.cancel_scope.cancel()
