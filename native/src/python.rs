@@ -444,6 +444,7 @@ fn responder_event_py<'py>(
             handle,
             generation,
             successor,
+            ..
         } => PyTuple::new(
             py,
             [

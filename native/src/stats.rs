@@ -45,9 +45,10 @@ pub enum Stat {
     NackCommitFailed,
     NackX25519Required,
     NackPaperDisabled,
+    DropCommitting,
 }
 
-pub const N_STATS: usize = 41;
+pub const N_STATS: usize = 42;
 
 impl Stat {
     pub const ALL: [Stat; N_STATS] = [
@@ -92,6 +93,7 @@ impl Stat {
         Stat::NackCommitFailed,
         Stat::NackX25519Required,
         Stat::NackPaperDisabled,
+        Stat::DropCommitting,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +139,7 @@ impl Stat {
             Stat::NackCommitFailed => "nack_commit_failed",
             Stat::NackX25519Required => "nack_x25519_required",
             Stat::NackPaperDisabled => "nack_paper_disabled",
+            Stat::DropCommitting => "drop_committing",
         }
     }
 
