@@ -23,7 +23,7 @@ use super::{
     NativeCredential, NativePanic,
 };
 use crate::credential::Lifetimes;
-use crate::events::Completion;
+use crate::events::{Completion, SaPair};
 use crate::responder::ResponderConfig;
 use crate::server::admission::{Admission, Drop as DropReason, Limits};
 use crate::server::metrics::{CACHE_LABELS, COMMIT_LABELS, FAILURE_REASONS, LATENCY_BUCKETS};
@@ -31,7 +31,10 @@ use crate::server::udp::BindOptions;
 use crate::server::{clock, Inbound, Outgoing, Server, ServerConfig, SqliteStore, StoreConfig};
 use crate::store::keys::Keyring;
 use crate::store::policy::{Counters, Limit, Policy};
-use crate::store::sqlite::{Accept, Reader, SqliteOptions, Writer, LOOKUP_SQL};
+use crate::store::sqlite::{
+    Accept, InstallRow, Reader, SqliteOptions, Writer, LOOKUP_SQL, OUTBOX_DELETE_SQL,
+    OUTBOX_INSERT_SQL,
+};
 use crate::store::{Lookup, StoreError};
 
 // --- conversions ------------------------------------------------------------------------------
@@ -110,30 +113,79 @@ fn lookup_py<'py>(py: Python<'py>, r: Result<Lookup, StoreError>) -> PyResult<Bo
     }
 }
 
-fn completion_py<'py>(
+fn direction_py<'py>(
     py: Python<'py>,
-    c: &Completion<SocketAddr>,
+    d: &crate::keyschedule::DirectionKeys,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let dir = |d: &crate::keyschedule::DirectionKeys| -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(
-            py,
-            [
-                d.spi.into_pyobject(py)?.into_any(),
-                bytes(py, &d.encr_key).into_any(),
-                bytes(py, &d.integ_key).into_any(),
-            ],
-        )
-    };
     PyTuple::new(
         py,
         [
-            "complete".into_pyobject(py)?.into_any(),
+            d.spi.into_pyobject(py)?.into_any(),
+            bytes(py, &d.encr_key).into_any(),
+            bytes(py, &d.integ_key).into_any(),
+        ],
+    )
+}
+
+/// An SA pair as (i_to_r, r_to_i, lifetimes), each direction (spi, encr key, integ key).
+fn sa_py<'py>(py: Python<'py>, sa: &SaPair) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            direction_py(py, &sa.i_to_r)?.into_any(),
+            direction_py(py, &sa.r_to_i)?.into_any(),
+            lifetimes_tuple(&sa.lifetimes).into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
+/// The SA pair of `sa_py`, from Python (the contract test's outbox rows).
+#[allow(clippy::type_complexity)]
+fn sa_from(
+    t: (
+        (u32, Vec<u8>, Vec<u8>),
+        (u32, Vec<u8>, Vec<u8>),
+        Bound<'_, PyAny>,
+    ),
+) -> PyResult<SaPair> {
+    let dir = |(spi, e, i): (u32, Vec<u8>, Vec<u8>)| crate::keyschedule::DirectionKeys {
+        spi,
+        encr_key: Zeroizing::new(e),
+        integ_key: Zeroizing::new(i),
+    };
+    let lt: [Option<u64>; 6] = t.2.extract()?;
+    Ok(SaPair {
+        initiator_side: false,
+        i_to_r: dir(t.0),
+        r_to_i: dir(t.1),
+        lifetimes: Lifetimes {
+            soft_seconds: lt[0],
+            hard_seconds: lt[1],
+            soft_bytes: lt[2],
+            hard_bytes: lt[3],
+            soft_packets: lt[4],
+            hard_packets: lt[5],
+        },
+    })
+}
+
+/// ("committed", uid, handle, generation, successor, addr, i_to_r, r_to_i, lifetimes)
+fn committed_py<'py>(
+    py: Python<'py>,
+    uid: &str,
+    c: &Completion<SocketAddr>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        [
+            "committed".into_pyobject(py)?.into_any(),
+            uid.into_pyobject(py)?.into_any(),
             bytes(py, &c.handle).into_any(),
             c.generation.into_pyobject(py)?.into_any(),
             Bound::new(py, NativeCredential(c.successor.clone()))?.into_any(),
             host_port(&c.addr).into_pyobject(py)?.into_any(),
-            dir(&c.sa.i_to_r)?.into_any(),
-            dir(&c.sa.r_to_i)?.into_any(),
+            direction_py(py, &c.sa.i_to_r)?.into_any(),
+            direction_py(py, &c.sa.r_to_i)?.into_any(),
             lifetimes_tuple(&c.sa.lifetimes)
                 .into_pyobject(py)?
                 .into_any(),
@@ -143,7 +195,7 @@ fn completion_py<'py>(
 
 fn outgoing_py<'py>(py: Python<'py>, o: Outgoing) -> PyResult<Bound<'py, PyTuple>> {
     match o {
-        Outgoing::Completed(c) => completion_py(py, &c),
+        Outgoing::Committed { uid, completion } => committed_py(py, &uid, &completion),
         Outgoing::Lookup {
             lane,
             token,
@@ -169,6 +221,10 @@ fn outgoing_py<'py>(py: Python<'py>, o: Outgoing) -> PyResult<Bound<'py, PyTuple
                 c.generation.into_pyobject(py)?.into_any(),
                 Bound::new(py, NativeCredential(c.successor))?.into_any(),
                 c.now.into_pyobject(py)?.into_any(),
+                match &c.sa {
+                    Some(sa) => sa_py(py, sa)?.into_any(),
+                    None => py.None().into_bound(py),
+                },
             ],
         ),
         Outgoing::StoreFailed { op, error } => {
@@ -204,7 +260,7 @@ impl NativeServer {
     /// group_commit_max, checkpoint_interval, probe_interval.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (listen, server_secret, *, natt=false, reuse_port=false, buffer_bytes=0, recv_batch=64, allow_x25519=true, require_x25519=false, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, per_source_rate=20.0, per_source_burst=40.0, ipv6_prefix=64, max_sources=65536, new_exchange_rate=0.0, limits_max_pending=4096, miss_reuse_seconds=0.0, sqlite=None, deliver_completions=false))]
+    #[pyo3(signature = (listen, server_secret, *, natt=false, reuse_port=false, buffer_bytes=0, recv_batch=64, allow_x25519=true, require_x25519=false, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, per_source_rate=20.0, per_source_burst=40.0, ipv6_prefix=64, max_sources=65536, new_exchange_rate=0.0, limits_max_pending=4096, miss_reuse_seconds=0.0, sqlite=None, install_node=None))]
     fn new(
         py: Python<'_>,
         listen: Vec<(String, u16)>,
@@ -229,7 +285,7 @@ impl NativeServer {
         limits_max_pending: usize,
         miss_reuse_seconds: f64,
         sqlite: Option<Bound<'_, PyDict>>,
-        deliver_completions: bool,
+        install_node: Option<String>,
     ) -> PyResult<Self> {
         let mut addrs = Vec::new();
         for (host, port) in listen {
@@ -299,7 +355,7 @@ impl NativeServer {
             },
             miss_reuse_seconds,
             store,
-            deliver_completions,
+            install_node: install_node.map(Arc::from),
         };
         let server = py
             .detach(|| guard(|| Server::bind(cfg)))?
@@ -428,6 +484,14 @@ impl NativeServer {
         Ok(())
     }
 
+    /// Install-outbox rows whose install finished: deleted with the group committer's next
+    /// transaction (nobody waits; a row a crash keeps is re-installed at start-up).  False
+    /// when there is no Rust committer (an external store) or it has stopped.
+    fn forget_installs(&self, uids: Vec<String>) -> PyResult<bool> {
+        let s = lock(&self.0)?;
+        Ok(s.committer().is_some_and(|q| q.forget(uids)))
+    }
+
     /// External store health (Python probes it).
     fn set_store_ok(&self, ok: bool) -> PyResult<()> {
         lock(&self.0)?.shared.store_ok.store(ok, Ordering::Release);
@@ -550,6 +614,7 @@ impl NativeServer {
         }
         d.set_item("commits", commits)?;
         d.set_item("commit_batches", ld(&c.commit_batches))?;
+        d.set_item("forgotten", ld(&c.forgotten))?;
         let counts: Vec<u64> = c.latency.counts.iter().map(ld).collect();
         d.set_item(
             "latency",
@@ -685,9 +750,12 @@ impl NativeSqliteStore {
         PyList::new(py, items)
     }
 
-    /// One transaction: [(handle, generation, successor, params_text | None, now)] ->
-    /// [won]; ("error", kind, message) raised as OSError when nothing was committed.
+    /// One transaction: [(handle, generation, successor, params_text | None, now,
+    /// install | None)] -> [won], with install = (uid, node, (i_to_r, r_to_i, lifetimes)),
+    /// and the install-outbox rows `forget` deleted in it; raises OSError ("kind: message")
+    /// when nothing was committed.
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (reqs, forget=Vec::new()))]
     fn commit_many(
         &self,
         py: Python<'_>,
@@ -697,12 +765,23 @@ impl NativeSqliteStore {
             PyRef<'_, NativeCredential>,
             Option<String>,
             f64,
+            Option<(String, String, Bound<'_, PyTuple>)>,
         )>,
+        forget: Vec<String>,
     ) -> PyResult<Vec<bool>> {
         let accepts: Vec<Accept> = {
             let r = lock(&self.reader)?;
-            reqs.into_iter()
-                .map(|(handle, generation, succ, text, now)| Accept {
+            let mut out = Vec::with_capacity(reqs.len());
+            for (handle, generation, succ, text, now, install) in reqs {
+                let install = match install {
+                    None => None,
+                    Some((uid, node, sa)) => Some(Box::new(InstallRow {
+                        uid,
+                        node: Arc::from(node),
+                        sa: sa_from(sa.extract()?)?,
+                    })),
+                };
+                out.push(Accept {
                     handle,
                     generation,
                     params_text: match text {
@@ -711,12 +790,20 @@ impl NativeSqliteStore {
                     },
                     successor: succ.0.clone(),
                     now,
-                })
-                .collect()
+                    install,
+                });
+            }
+            out
         };
         let m = &self.writer;
-        py.detach(|| guard(|| lock(m).map(|mut w| w.commit(&accepts))))??
+        py.detach(|| guard(|| lock(m).map(|mut w| w.commit(&accepts, &forget))))??
             .map_err(|e| PyOSError::new_err(format!("{}: {}", e.kind(), e.message())))
+    }
+
+    /// The install outbox's statements: (insert, delete).
+    #[getter]
+    fn outbox_sql(&self) -> (&'static str, &'static str) {
+        (OUTBOX_INSERT_SQL, OUTBOX_DELETE_SQL)
     }
 
     #[getter]

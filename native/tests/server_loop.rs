@@ -84,7 +84,7 @@ fn server(listen: SocketAddr, natt: bool) -> Server {
         },
         miss_reuse_seconds: 0.0,
         store: StoreConfig::External,
-        deliver_completions: true,
+        install_node: Some("test-node".into()),
     };
     let mut s = Server::bind(cfg).expect("bind");
     s.start().expect("start");
@@ -109,6 +109,9 @@ fn serve_store(s: &Server, table: &mut HashMap<Vec<u8>, Credential>, completions
             }
             Outgoing::Commit(c) => {
                 let ok = matches!(table.get(&c.handle), Some(x) if x.generation() == c.generation);
+                if ok && c.sa.is_some() {
+                    *completions += 1; // the pair to commit into the outbox and install
+                }
                 if ok {
                     table.remove(&c.handle);
                     table.insert(c.successor.handle().to_vec(), c.successor.clone());
@@ -118,7 +121,6 @@ fn serve_store(s: &Server, table: &mut HashMap<Vec<u8>, Credential>, completions
                     result: Ok(ok),
                 }]);
             }
-            Outgoing::Completed(_) => *completions += 1,
             _ => {}
         }
     }

@@ -10,15 +10,20 @@ no Python object touched per datagram and the GIL never held by them.
 What reaches Python, in batches (:meth:`NativeResponderService._events_loop` drains the
 native queue in a worker thread, the GIL released while it waits):
 
-* completed resumptions, when the service installs SAs or runs hooks (``[install] mode``
-  other than ``none``): each becomes a :class:`~resume.events.ResumptionComplete` for the
-  parent's ``_install``;
+* durable commits, when the service installs SAs or runs hooks (``[install] mode`` other
+  than ``none``): the Rust group committer inserts each accept's SA pair into the install
+  outbox in the transaction of its compare-and-set (spec 6.2.1, the columns and wrapping of
+  :mod:`store.outbox`) and hands the pair over once durable; it goes to the parent's
+  ``_install``, and the row is deleted (by a later Rust transaction) once the install
+  attempt finished.  The parent's start-up replay of the outbox runs before the native
+  threads start;
 * store health changes (logged as the Python service logs them);
 * with an external store -- PostgreSQL, or any store with ``inline_lookups=False`` -- the
   lookups and accepts themselves: :class:`ExternalStore` answers lookups through the Python
   store in one worker-thread hop per batch and accepts through its
-  :class:`~store.committer.GroupCommitter`; the native core completes a resumption only once
-  its answer says the commit is durable.
+  :class:`~store.committer.GroupCommitter` (with the SA pair's outbox row when the service
+  installs); the native core completes a resumption only once its answer says the commit
+  is durable.
 
 Counters live in Rust as atomics; :attr:`NativeResponderService.metrics` copies them into
 the :class:`~resume.net.metrics.ServerMetrics` each time it is read, so tests and
@@ -29,6 +34,7 @@ start-up.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -38,9 +44,9 @@ from typing import Any
 
 import trio
 
-from resume.events import Address, ResumptionComplete
+from resume.events import Address
 from resume.net import logs
-from resume.net.config import ConfigError, ServeConfig
+from resume.net.config import ConfigError, ServeConfig, affinity_warning
 from resume.net.gctune import SERVE_GC_THRESHOLD, serving_gc
 from resume.net.health import HealthServer
 from resume.net.hooks import Installer
@@ -49,8 +55,10 @@ from resume.net.server import DRAIN_QUIET_S, ResponderService
 from resume.net.udp import norm_addr
 from resume.net.udpwire import try_bypass_ipsec
 from resume.responder import ResponderConfig
-from store.committer import GroupCommitter
+from resume.sa import DirectionKeys, Lifetimes, SAPair
+from store.committer import CommitterStats, GroupCommitter
 from store.errors import CorruptRecord, MasterKeyError, StoreError
+from store.outbox import InstallIntent
 from store.repository import LookupResult, Store
 
 __all__ = [
@@ -170,7 +178,57 @@ class _Lane:
         self.responder = responder
 
 
-class ExternalStore:
+def _sa_pair(i2r: Any, r2i: Any, lt: Any, succ: Any) -> SAPair:
+    """The responder's SA pair from the native tuples (the successor carries the params)."""
+    from resume.native import python_credential
+
+    params = python_credential(succ).params
+    return SAPair("responder", params, DirectionKeys(*i2r), DirectionKeys(*r2i), Lifetimes(*lt))
+
+
+class _Forgetting:
+    """Install-outbox rows whose install attempt finished, handed over for deletion in
+    batches (:meth:`forget_loop`; ``storelink.StoreLink`` does the same on the Python
+    engine): each hand-over rides on the committer's next transaction."""
+
+    def __init__(self) -> None:
+        self._forget: list[str] = []
+
+    def forget_install(self, uid: str) -> None:
+        self._forget.append(uid)
+
+    def flush_forgotten(self) -> None:
+        uids, self._forget = self._forget, []
+        if uids:
+            # on failure the rows stay: re-installed (idempotently) at the next start-up
+            with contextlib.suppress(StoreError):
+                self._hand_over(uids)
+
+    def _hand_over(self, uids: list[str]) -> None:
+        raise NotImplementedError
+
+    async def forget_loop(self, interval: float = 0.25) -> None:
+        while True:
+            await trio.sleep(interval)
+            self.flush_forgotten()
+
+
+class _InlineLink(_Forgetting):
+    """``service.link`` on the Rust store: lookups are answered inline on the lanes;
+    outbox deletions go to the Rust group committer."""
+
+    inline = True
+
+    def __init__(self, service: NativeResponderService) -> None:
+        super().__init__()
+        self.service = service
+
+    def _hand_over(self, uids: list[str]) -> None:
+        if self.service.native is not None:
+            self.service.native.forget_installs(uids)
+
+
+class ExternalStore(_Forgetting):
     """Lookups and accepts of a native service answered by the Python store, in batches
     (PostgreSQL; or SQLite with ``inline_lookups=False``).
 
@@ -183,6 +241,7 @@ class ExternalStore:
     inline = False
 
     def __init__(self, service: NativeResponderService, group_commit_max: int) -> None:
+        super().__init__()
         self.service = service
         self.store = service.store
         self.group_commit_max = group_commit_max
@@ -190,11 +249,19 @@ class ExternalStore:
         self.ok = True
         self._lookups: list[tuple[int, int, bytes, float]] = []
         self._ready = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
 
     def open(self) -> None:
+        """In the service's trio run (durable commits are handed back to it)."""
+        self._token = trio.lowlevel.current_trio_token()
         self.committer = GroupCommitter(self.store, max_batch=self.group_commit_max)
 
+    def _hand_over(self, uids: list[str]) -> None:
+        if self.committer is not None:
+            self.committer.forget(uids)
+
     async def close(self) -> None:
+        self.flush_forgotten()
         committer, self.committer = self.committer, None
         if committer is not None:
             with trio.CancelScope(shield=True):
@@ -257,7 +324,10 @@ class ExternalStore:
 
     # -- accepts ---------------------------------------------------------------------------
     def commit(self, lane: int, token: int, handle: bytes, generation: int, succ: Any,
-               now: float) -> None:  # fmt: skip
+               now: float, sa: Any = None) -> None:  # fmt: skip
+        """``sa``: (i_to_r, r_to_i, lifetimes) when the service installs -- its outbox row
+        commits with the compare-and-set and, once durable, the pair goes to the
+        installer (from the committer thread through the trio token)."""
         from resume.native import python_credential
 
         native = self.service.native
@@ -266,8 +336,13 @@ class ExternalStore:
             if native is not None:
                 native.answer_commits([(lane, token, None, "store closed")])
             return
+        node = self.service.install_node
+        intent = None
+        if sa is not None:
+            i2r, r2i, lt = sa
+            intent = InstallIntent.new(node, _sa_pair(i2r, r2i, lt, succ))
         try:
-            fut = committer.submit(handle, generation, python_credential(succ), now)
+            fut = committer.submit(handle, generation, python_credential(succ), now, intent)
         except (StoreError, ValueError) as e:
             self.failed("commit", e)
             native.answer_commits([(lane, token, None, str(e))])
@@ -280,6 +355,9 @@ class ExternalStore:
             except Exception as e:  # StoreError: the transaction did not commit
                 ok, msg = None, str(e)
                 self.failed("commit", e)
+            if ok and intent is not None and self._token is not None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    self._token.run_sync_soon(self.service._committed, intent)
             native.answer_commits([(lane, token, ok, msg)])
 
         fut.add_done_callback(done)
@@ -316,6 +394,18 @@ class _NativeCommitter:
     @property
     def transactions(self) -> int:
         return int(self._service._snapshot().get("commit_batches", 0))
+
+    @property
+    def stats(self) -> CommitterStats:
+        """The counters :class:`~store.committer.GroupCommitter` keeps that the Rust
+        committer keeps too (the others stay 0)."""
+        snap = self._service._fresh_snapshot()
+        commits = snap.get("commits", {})
+        return CommitterStats(
+            transactions=int(snap.get("commit_batches", 0)),
+            won=int(commits.get("ok", 0)),
+            forgotten=int(snap.get("forgotten", 0)),
+        )
 
 
 class NativeResponderService(ResponderService):
@@ -359,6 +449,7 @@ class NativeResponderService(ResponderService):
         self.bridge: ExternalStore | None = (
             ExternalStore(self, config.store.group_commit_max) if self.external else None
         )
+        self._inline_link = _InlineLink(self)
         self._draining = False
         self._stopped = False
         self.closed = False
@@ -389,7 +480,7 @@ class NativeResponderService(ResponderService):
     @property
     def link(self) -> Any:
         """The store side: the external bridge, or the Rust store (``inline``)."""
-        return self.bridge if self.bridge is not None else _InlineLink()
+        return self.bridge if self.bridge is not None else self._inline_link
 
     @link.setter
     def link(self, _v: Any) -> None:
@@ -433,6 +524,10 @@ class NativeResponderService(ResponderService):
             self._snap = self.native.metrics()
             self._snap_at = now
         return self._snap
+
+    def _fresh_snapshot(self) -> dict[str, Any]:
+        self._snap_at = -1.0
+        return self._snapshot()
 
     def _lane_snapshot(self, index: int) -> dict[str, Any]:
         lanes = self._snapshot().get("lanes", [])
@@ -521,7 +616,7 @@ class NativeResponderService(ResponderService):
                 limits_max_pending=lim.max_pending,
                 miss_reuse_seconds=self.config.store.miss_reuse_seconds,
                 sqlite=sqlite,
-                deliver_completions=self._install_enabled,
+                install_node=self.install_node if self._install_enabled else None,
             )
         except OSError as e:
             raise ConfigError(f"[server] listen: {e}") from None
@@ -561,6 +656,8 @@ class NativeResponderService(ResponderService):
         native = self.native
         if native is None:
             return
+        if self.bridge is None:
+            self._inline_link.flush_forgotten()  # the committer deletes them as it stops
         await trio.to_thread.run_sync(native.stop)
         self._snap_at = -1.0
         self._snapshot()  # the final counters stay readable
@@ -574,8 +671,10 @@ class NativeResponderService(ResponderService):
             if self.config.http.listen:
                 health = HealthServer(self.config.http.listen, self._routes())
                 self.http_port = await nursery.start(health.serve)
+            await self._replay_outbox()  # before serving: /readyz says "starting" meanwhile
             await trio.to_thread.run_sync(self.native.start)
             nursery.start_soon(self._events_loop)
+            nursery.start_soon(self.link.forget_loop)
             if self.bridge is not None:
                 nursery.start_soon(self.bridge.lookup_loop)
                 nursery.start_soon(self.bridge.probe_loop)
@@ -590,6 +689,9 @@ class NativeResponderService(ResponderService):
                 engine="native",
                 store="python" if self.external else "native",
             )
+            warning = affinity_warning(self.config, self.responder_config)
+            if warning:
+                logs.event(logging.WARNING, "message3_affinity_unstated", detail=warning)
             task_status.started(self)
             await self._stop.wait()
             await self._drain([])
@@ -643,18 +745,17 @@ class NativeResponderService(ResponderService):
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
-        if kind == "complete":
-            from resume.native import responder_event
-
-            ev = responder_event(item)
-            if isinstance(ev, ResumptionComplete) and self._nursery is not None:
-                self._nursery.start_soon(self._install, ev)
+        if kind == "committed":
+            # (uid, handle, generation, successor, addr, i_to_r, r_to_i, lifetimes): the
+            # commit with its outbox row is durable -- install the pair
+            _k, uid, _h, _g, succ, _addr, i2r, r2i, lt = item
+            self._committed(InstallIntent(uid, self.install_node, _sa_pair(i2r, r2i, lt, succ)))
         elif kind == "lookup" and self.bridge is not None:
             _k, lane, token, handle, now = item
             self.bridge.queue_lookup(lane, token, handle, now)
         elif kind == "commit" and self.bridge is not None:
-            _k, lane, token, handle, generation, succ, now = item
-            self.bridge.commit(lane, token, handle, generation, succ, now)
+            _k, lane, token, handle, generation, succ, now, sa = item
+            self.bridge.commit(lane, token, handle, generation, succ, now, sa)
         elif kind == "store_failed":
             logs.event(logging.ERROR, "store_failed", op=item[1], error=item[2])
         elif kind == "store_recovered":
@@ -666,9 +767,3 @@ class NativeResponderService(ResponderService):
 
     def render_metrics(self) -> str:
         return self.metrics.render()
-
-
-class _InlineLink:
-    """``service.link`` on the Rust store: lookups are answered inline on the lanes."""
-
-    inline = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +31,10 @@ from resume import _native  # type: ignore[attr-defined]
 from resume.credential import Credential
 from resume.native import native_credential, python_credential
 from resume.net.native_service import native_sqlite_store
-from store import repository
+from resume.sa import DirectionKeys, Lifetimes, SAPair
+from store import outbox, repository
 from store.keys import Keyring, MasterKey
+from store.outbox import InstallIntent
 from store.policy import Counters, Policy
 from store.repository import RatchetRequest, Store
 from store.tables import credentials
@@ -75,7 +78,11 @@ POLICIES = [
     Policy(),
     Policy(max_chain_age=None),
     Policy(
-        clocked=2 * H, max_chain_age=H, idle=600.0, established=1800.0, data=10**9,
+        clocked=2 * H,
+        max_chain_age=H,
+        idle=600.0,
+        established=1800.0,
+        data=10**9,
         max_resumptions=5,
     ),
     Policy(clocked=7200, max_chain_age=None, idle=None, data=5, max_resumptions=None),
@@ -175,7 +182,7 @@ def test_rust_commits_read_back_in_python_as_python_commits_would(
         c1 = successor(c0)
         assert a.commit_ratchet(c0.handle, 0, c1, NOW)
         nb = native_sqlite_store(b)
-        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW)]) == [True]
+        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW, None)]) == [True]
         ra, rb = _row(a, c1.handle), _row(b, c1.handle)
         assert ra and rb
         for col in ra:
@@ -187,11 +194,99 @@ def test_rust_commits_read_back_in_python_as_python_commits_would(
         assert b.verify_record(str(rb["uid"]))
         # the generation it moved past is gone for both, and a replay loses
         assert b.lookup(c0.handle, NOW) is None
-        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW)]) == [False]
+        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW, None)]) == [False]
         # and a Rust lookup of the Python-committed row gives the successor
         kind, n, _lt = native_sqlite_store(a).lookup(c1.handle, NOW)
         assert kind == "found"
         _same_credential(n, c1)
+    finally:
+        a.close()
+        b.close()
+
+
+# -- the install outbox (spec 6.2.1) ----------------------------------------------------------
+def _outbox(store: Store) -> list[dict[str, Any]]:
+    path = store.sqlite_file()
+    assert path is not None
+    con = sqlite3.connect(path[0])
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute("SELECT * FROM install_outbox ORDER BY uid")]
+    finally:
+        con.close()
+
+
+def _pair(c: Credential, lifetimes: Lifetimes) -> SAPair:
+    p = c.params
+
+    def keys(spi: int) -> DirectionKeys:
+        return DirectionKeys(spi, os.urandom(p.encr_key_len), os.urandom(p.integ.key_len))
+
+    return SAPair("responder", p, keys(0xC0DE0001), keys(0xC0DE0002), lifetimes)
+
+
+def _native_pair(sa: SAPair) -> tuple[Any, ...]:
+    d = [(k.spi, k.encr_key, k.integ_key) for k in (sa.i_to_r, sa.r_to_i)]
+    lt = sa.lifetimes
+    lts = (lt.soft_seconds, lt.hard_seconds, lt.soft_bytes, lt.hard_bytes, lt.soft_packets,
+           lt.hard_packets)  # fmt: skip
+    return (d[0], d[1], lts)
+
+
+@pytest.mark.parametrize(
+    "lifetimes",
+    [Lifetimes(soft_seconds=3000, hard_seconds=3600), Lifetimes(), Lifetimes(hard_bytes=10**9)],
+)
+def test_rust_outbox_rows_are_python_outbox_rows(
+    tmp_path: Path, kr: Keyring, lifetimes: Lifetimes
+) -> None:
+    """A Rust commit that carries an SA pair writes the install-outbox row a Python commit
+    writes -- same statement, every column equal but the wrapping nonce -- in the SAME
+    transaction as its compare-and-set, and Python's start-up replay reads it back."""
+    a = Store.open(f"sqlite:///{tmp_path}/a.db", kr)
+    b = Store.open(f"sqlite:///{tmp_path}/b.db", kr)
+    try:
+        nb = native_sqlite_store(b)
+        assert nb.outbox_sql == (outbox.INSERT_SQL, repository._SQL_OUTBOX_DELETE)
+        c0 = make_credential()
+        for s in (a, b):
+            s.upsert_full_ike("responder", c0, NOW - 60)
+        c1 = successor(c0)
+        sa = _pair(c0, lifetimes)
+        uid = "ab" * 16
+        intent = InstallIntent(uid, "gw-1", sa)
+        assert a.commit_ratchet_many([RatchetRequest(c0.handle, 0, c1, NOW, intent)]) == [True]
+        rust = (uid, "gw-1", _native_pair(sa))
+        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW, rust)]) == [True]
+        [ra], [rb] = _outbox(a), _outbox(b)
+        for col in ra:
+            if col != "keys_wrapped":
+                assert ra[col] == rb[col], col
+        assert ra["keys_wrapped"] != rb["keys_wrapped"]  # fresh nonces
+        assert rb["sa"] == outbox.sa_text(sa) and rb["key_id"] == kr.current_id
+        # Python's replay decodes and authenticates the Rust row: the same pair
+        found = b.pending_installs("gw-1", NOW + 1)
+        [p] = found.pending
+        assert p.uid == uid and (p.handle, p.generation) == (c0.handle, 0)
+        assert (p.sa.i_to_r, p.sa.r_to_i, p.sa.params) == (sa.i_to_r, sa.r_to_i, sa.params)
+        assert p.sa.role == "responder" and not found.unreadable
+        assert b.pending_installs("gw-2", NOW + 1).pending == []  # another node's: not ours
+
+        # a compare-and-set that loses writes no row
+        lost = ("cd" * 16, "gw-1", _native_pair(sa))
+        assert nb.commit_many([(c0.handle, 0, native_credential(c1), None, NOW, lost)]) == [False]
+        assert [r["uid"] for r in _outbox(b)] == [uid]
+        # one transaction: a row that cannot be inserted (its uid is taken) undoes the
+        # compare-and-set with it -- no accept is durable without its outbox row
+        c2 = successor(c1)
+        dup = (uid, "gw-1", _native_pair(_pair(c1, lifetimes)))
+        with pytest.raises(OSError, match="unavailable"):
+            nb.commit_many([(c1.handle, 1, native_credential(c2), None, NOW, dup)])
+        r = b.lookup(c1.handle, NOW)
+        assert r is not None and r.credential == c1 and b.lookup(c2.handle, NOW) is None
+        # installed: the deletion rides on a transaction (its own with no accept)
+        assert nb.commit_many([], forget=[uid]) == []
+        assert _outbox(b) == []
     finally:
         a.close()
         b.close()
@@ -206,7 +301,7 @@ def test_a_successor_must_follow_its_generation(store: Store) -> None:
         RatchetRequest(c.handle, 0, make_credential(2), NOW)
     bad = make_credential(2, params=c.params)
     ns = native_sqlite_store(store)
-    assert ns.commit_many([(c.handle, 0, native_credential(bad), None, NOW)]) == [False]
+    assert ns.commit_many([(c.handle, 0, native_credential(bad), None, NOW, None)]) == [False]
     r = store.lookup(c.handle, NOW)
     assert r is not None and r.credential == c
 
@@ -220,10 +315,10 @@ def test_a_batch_answers_each_accept_like_sequential_cases(store: Store) -> None
     ns = native_sqlite_store(store)
     res = ns.commit_many(
         [
-            (a0.handle, 0, native_credential(a1), None, NOW),
-            (a0.handle, 0, native_credential(successor(a0)), None, NOW),  # the same g again
-            (a1.handle, 1, native_credential(a2), None, NOW),  # a chain inside the batch
-            (b0.handle, 0, native_credential(b1), None, NOW),
+            (a0.handle, 0, native_credential(a1), None, NOW, None),
+            (a0.handle, 0, native_credential(successor(a0)), None, NOW, None),  # same g again
+            (a1.handle, 1, native_credential(a2), None, NOW, None),  # a chain in the batch
+            (b0.handle, 0, native_credential(b1), None, NOW, None),
         ]
     )
     assert res == [True, False, True, True]
@@ -301,7 +396,7 @@ def test_rust_commit_guard_agrees_with_policy_check(
             (counters.full_ike_at, counters.last_used_at, est, nbytes, resumptions, uid),
         )
     ns = native_sqlite_store(store, policy)
-    won = ns.commit_many([(c0.handle, 0, native_credential(successor(c0)), None, NOW)])
+    won = ns.commit_many([(c0.handle, 0, native_credential(successor(c0)), None, NOW, None)])
     assert won == [policy.allows(counters, NOW)]
 
 
@@ -370,4 +465,4 @@ def test_a_store_that_goes_away_is_unavailable(store: Store, tmp_path: Path) -> 
     con.close()
     assert ns.lookup(c.handle, NOW)[:2] == ("error", "unavailable")
     with pytest.raises(OSError, match="unavailable"):
-        ns.commit_many([(c.handle, 0, native_credential(successor(c)), None, NOW)])
+        ns.commit_many([(c.handle, 0, native_credential(successor(c)), None, NOW, None)])

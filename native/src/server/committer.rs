@@ -12,11 +12,13 @@
 //! service back to ready after a store outage.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Inbound, Shared};
+use super::{Inbound, Outgoing, Shared};
+use crate::events::Completion;
 use crate::store::sqlite::{Accept, Maintenance, SqliteOptions, Writer};
 use crate::store::StoreError;
 
@@ -25,11 +27,15 @@ pub struct CommitJob {
     pub lane: usize,
     pub token: u64,
     pub accept: Accept,
+    /// the peer (reported with the pair to install)
+    pub addr: SocketAddr,
 }
 
 #[derive(Default)]
 struct QueueInner {
     jobs: VecDeque<CommitJob>,
+    /// install-outbox rows to delete (installed)
+    forget: Vec<String>,
     closed: bool,
 }
 
@@ -58,6 +64,23 @@ impl CommitQueue {
         true
     }
 
+    /// Delete these install-outbox rows with the next transaction (false: stopped).
+    pub fn forget(&self, uids: Vec<String>) -> bool {
+        let Ok(mut g) = self.inner.lock() else {
+            return false;
+        };
+        if g.closed {
+            return false;
+        }
+        let was_empty = g.jobs.is_empty() && g.forget.is_empty();
+        g.forget.extend(uids);
+        drop(g);
+        if was_empty {
+            self.cv.notify_one();
+        }
+        true
+    }
+
     /// Accept nothing more; the thread commits what is queued, then exits.
     pub fn close(&self) {
         if let Ok(mut g) = self.inner.lock() {
@@ -66,32 +89,43 @@ impl CommitQueue {
         self.cv.notify_all();
     }
 
-    /// The next batch (blocks); None once closed and empty.
-    fn take(&self, max: usize) -> Option<Vec<CommitJob>> {
+    /// The next batch and the rows to forget (blocks); None once closed and empty.
+    fn take(&self, max: usize) -> Option<(Vec<CommitJob>, Vec<String>)> {
         let mut g = self.inner.lock().ok()?;
-        while g.jobs.is_empty() && !g.closed {
+        while g.jobs.is_empty() && g.forget.is_empty() && !g.closed {
             g = self.cv.wait(g).ok()?;
         }
-        if g.jobs.is_empty() {
+        if g.jobs.is_empty() && g.forget.is_empty() {
             return None;
         }
         let n = g.jobs.len().min(max.max(1));
-        Some(g.jobs.drain(..n).collect())
+        let forget = std::mem::take(&mut g.forget);
+        Some((g.jobs.drain(..n).collect(), forget))
     }
 }
 
 /// The committer thread's body.
 pub fn run(shared: Arc<Shared>, queue: Arc<CommitQueue>, mut writer: Writer, max_batch: usize) {
     let mut by_lane: Vec<Vec<Inbound>> = shared.lanes.iter().map(|_| Vec::new()).collect();
-    while let Some(batch) = queue.take(max_batch) {
+    while let Some((batch, forget)) = queue.take(max_batch) {
         let t_dbg = Instant::now();
-        let r_dbg = writer.commit_iter(batch.iter().map(|j| &j.accept));
+        let r_dbg = writer.commit_iter(batch.iter().map(|j| &j.accept), &forget);
         if std::env::var_os("IKR_DEBUG_COMMIT").is_some() {
             eprintln!(
-                "commit rows={} ms={:.2}",
+                "commit rows={} forget={} ms={:.2}",
                 batch.len(),
+                forget.len(),
                 t_dbg.elapsed().as_secs_f64() * 1e3
             );
+        }
+        shared
+            .counters
+            .forgotten
+            .store(writer.forgotten, Ordering::Relaxed);
+        if batch.is_empty() {
+            // deletions alone: on failure the rows stay and are re-installed
+            // (idempotently) at the next start-up
+            continue;
         }
         let results: Vec<Result<bool, StoreError>> = match r_dbg {
             Ok(won) => {
@@ -107,11 +141,26 @@ pub fn run(shared: Arc<Shared>, queue: Arc<CommitQueue>, mut writer: Writer, max
             }
         };
         for (job, result) in batch.into_iter().zip(results) {
-            if let Some(v) = by_lane.get_mut(job.lane) {
-                v.push(Inbound::Commit {
-                    token: job.token,
-                    result,
+            let CommitJob {
+                lane,
+                token,
+                accept,
+                addr,
+            } = job;
+            if let (Ok(true), Some(row)) = (&result, accept.install) {
+                shared.outgoing.push(Outgoing::Committed {
+                    uid: row.uid,
+                    completion: Box::new(Completion {
+                        sa: row.sa,
+                        handle: accept.handle,
+                        generation: accept.generation,
+                        successor: accept.successor,
+                        addr,
+                    }),
                 });
+            }
+            if let Some(v) = by_lane.get_mut(lane) {
+                v.push(Inbound::Commit { token, result });
             }
         }
         for (lane, items) in shared.lanes.iter().zip(by_lane.iter_mut()) {

@@ -22,10 +22,10 @@ use super::committer::{CommitJob, CommitQueue};
 use super::metrics::{Cache, Commit};
 use super::udp::UdpBatch;
 use super::{clock, ExternalCommit, Inbound, Outgoing, Shared};
-use crate::events::ResponderEvent;
+use crate::events::{ResponderEvent, SaPair};
 use crate::ordered::OrderedMap;
 use crate::responder::Responder;
-use crate::store::sqlite::{Accept, Reader};
+use crate::store::sqlite::{Accept, InstallRow, Reader};
 use crate::store::{Lookup, StoreError};
 
 /// Bound on the latency bookkeeping and the remembered misses (`storelink.MAX_TRACKED`).
@@ -51,7 +51,8 @@ pub struct Lane {
     store: LaneStore,
     committer: Option<Arc<CommitQueue>>,
     miss_seconds: f64,
-    deliver: bool,
+    /// the install outbox's node name when the service installs SAs
+    install_node: Option<Arc<str>>,
     shared: Arc<Shared>,
     /// handle -> until when it is answered "unknown" without reading the store
     misses: OrderedMap<Box<[u8]>, f64>,
@@ -76,7 +77,7 @@ impl Lane {
         admission: Admission,
         store: LaneStore,
         miss_seconds: f64,
-        deliver: bool,
+        install_node: Option<Arc<str>>,
         shared: Arc<Shared>,
     ) -> Self {
         Lane {
@@ -88,7 +89,7 @@ impl Lane {
             store,
             committer: None,
             miss_seconds,
-            deliver,
+            install_node,
             shared,
             misses: OrderedMap::new(),
             started: HashMap::new(),
@@ -224,13 +225,15 @@ impl Lane {
                     handle,
                     generation,
                     successor,
-                } => self.commit(token, handle, generation, successor, now),
+                    sa,
+                } => {
+                    let addr = self.engine.slot_addr(token);
+                    self.commit(token, handle, generation, successor, sa, addr, now)
+                }
                 ResponderEvent::Complete(c) => {
+                    // installs start from the durable commit (the committer), not here
                     let t0 = self.started.remove(&c.handle);
                     self.shared.counters.resumed(t0.map(|t| (now - t).max(0.0)));
-                    if self.deliver {
-                        self.shared.outgoing.push(Outgoing::Completed(c));
-                    }
                 }
                 ResponderEvent::Failed { reason, handle, .. } => {
                     self.shared.counters.failed(reason);
@@ -310,12 +313,15 @@ impl Lane {
         let _ = self.engine.provide_credential(token, cred, lt, now);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         token: u64,
         handle: Vec<u8>,
         generation: u32,
         successor: crate::credential::Credential,
+        sa: Box<SaPair>,
+        addr: Option<SocketAddr>,
         now: f64,
     ) {
         let c = &self.shared.counters;
@@ -330,6 +336,24 @@ impl Lane {
                     return;
                 };
                 let params_text = reader.memo().text_of(successor.params());
+                let install = match &self.install_node {
+                    None => None,
+                    Some(node) => match InstallRow::new_uid() {
+                        Ok(uid) => Some(Box::new(InstallRow {
+                            uid,
+                            node: Arc::clone(node),
+                            sa: *sa,
+                        })),
+                        Err(e) => {
+                            // no outbox row, no commit: a pair that could not be
+                            // installed after a crash is never accepted
+                            c.commit(Commit::Error);
+                            self.shared.store_failed("commit", &e);
+                            let _ = self.engine.commit_result(token, false, now);
+                            return;
+                        }
+                    },
+                };
                 let job = CommitJob {
                     lane: self.idx,
                     token,
@@ -339,7 +363,14 @@ impl Lane {
                         successor,
                         params_text,
                         now,
+                        install,
                     },
+                    addr: addr.unwrap_or(
+                        self.shared
+                            .lanes
+                            .get(self.idx)
+                            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.addr),
+                    ),
                 };
                 if !q.submit(job) {
                     c.commit(Commit::Error);
@@ -357,6 +388,7 @@ impl Lane {
                         generation,
                         successor,
                         now,
+                        sa: self.install_node.as_ref().map(|_| *sa),
                     })));
             }
         }

@@ -82,6 +82,8 @@ pub struct Counters {
     pub cache: [AtomicU64; CACHE_LABELS.len()],
     pub commits: [AtomicU64; COMMIT_LABELS.len()],
     pub commit_batches: AtomicU64,
+    /// install-outbox rows deleted (installed)
+    pub forgotten: AtomicU64,
     pub latency: Histogram,
     /// accepts handed to the store and not answered yet
     pub outstanding_commits: AtomicI64,

@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use crate::credential::Credential;
-use crate::events::Completion;
+use crate::events::{Completion, SaPair};
 use crate::responder::{Responder, ResponderConfig};
 use crate::rng::RandomSource;
 use crate::stats::Stats;
@@ -88,8 +88,10 @@ pub struct ServerConfig {
     /// A handle the store did not know is answered "unknown" from memory this long.
     pub miss_reuse_seconds: f64,
     pub store: StoreConfig,
-    /// Hand every completed resumption to Python (it installs SAs or runs hooks).
-    pub deliver_completions: bool,
+    /// When the service installs SAs (or runs hooks): this node's name in the install
+    /// outbox.  Each accept then commits its SA pair with the ratchet and the pair goes to
+    /// Python once durable ([`Outgoing::Committed`]).  None: nothing is installed.
+    pub install_node: Option<Arc<str>>,
 }
 
 /// Answers coming back to a lane from other threads.
@@ -108,8 +110,12 @@ pub enum Inbound {
 
 /// What Python hears (drained in batches by `NativeServer.wait_events`).
 pub enum Outgoing {
-    /// A completed resumption, for installs and hooks.
-    Completed(Box<Completion<SocketAddr>>),
+    /// An accept whose commit (with its install-outbox row `uid`) is durable: install the
+    /// pair, then `forget_installs([uid])`.
+    Committed {
+        uid: String,
+        completion: Box<Completion<SocketAddr>>,
+    },
     /// External store: look `handle` up and answer through `answer_lookups`.
     Lookup {
         lane: usize,
@@ -133,6 +139,8 @@ pub struct ExternalCommit {
     pub generation: u32,
     pub successor: Credential,
     pub now: f64,
+    /// the SA pair, when the service installs (Python commits it into the outbox)
+    pub sa: Option<SaPair>,
 }
 
 /// A lane's state other threads may read or post to.
@@ -365,7 +373,7 @@ impl Server {
                 Admission::new(&cfg.limits),
                 store,
                 cfg.miss_reuse_seconds,
-                cfg.deliver_completions,
+                cfg.install_node.clone(),
                 Arc::clone(&shared),
             ));
         }
@@ -476,6 +484,11 @@ impl Server {
         }
         self.pending_lanes.clear();
         self.shared.outgoing.notify();
+    }
+
+    /// The Rust group committer's queue (None with an external store).
+    pub fn committer(&self) -> Option<&CommitQueue> {
+        self.committer.as_deref()
     }
 
     pub fn running(&self) -> bool {

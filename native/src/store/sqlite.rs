@@ -26,11 +26,12 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use zeroize::Zeroizing;
 
-use super::keys::{record_aad, record_binding, Keyring, UnwrapError, NONCE_LEN};
+use super::keys::{install_binding, record_aad, record_binding, Keyring, UnwrapError, NONCE_LEN};
 use super::params::ParamsMemo;
 use super::policy::{Counters, GuardArg, Limit, Policy};
 use super::{Lookup, StoreError};
-use crate::credential::{Credential, ProtocolMode};
+use crate::credential::{Credential, Lifetimes, ProtocolMode};
+use crate::events::SaPair;
 
 /// `store/repository.py`'s `_SQL_LOOKUP_R`: the responder's per-message read.
 pub const LOOKUP_SQL: &str = "SELECT uid, mode, generation, key_id, secret_wrapped, \
@@ -43,6 +44,14 @@ secret_wrapped = ?, paper_wrapped = ?, key_id = ?, resumptions = resumptions + 1
 last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END \
 WHERE role = 'responder' AND handle = ? AND generation = ? \
 AND mode = ? AND id_i = ? AND id_r = ? AND params = ?";
+
+/// `store/outbox.py`'s `INSERT_SQL`: an accepted exchange's SA pair, in the transaction of
+/// its compare-and-set (spec 6.2.1; the columns: `store/tables.py`).
+pub const OUTBOX_INSERT_SQL: &str = "INSERT INTO install_outbox (uid, node, handle, \
+generation, committed_at, expires_at, sa, key_id, keys_wrapped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// `store/repository.py`'s `_SQL_OUTBOX_DELETE`: a row whose install attempt finished.
+pub const OUTBOX_DELETE_SQL: &str = "DELETE FROM install_outbox WHERE uid = ?";
 
 /// `PRAGMA mmap_size` of every connection (an address-space reservation, not memory).
 const MMAP_BYTES: i64 = 1 << 30;
@@ -396,6 +405,106 @@ pub struct Accept {
     /// The consumed row's parameter text (the compare-and-set compares it, the AAD binds it).
     pub params_text: Arc<str>,
     pub now: f64,
+    /// The SA pair to insert into the install outbox if the compare-and-set wins (None:
+    /// the service installs nothing).
+    pub install: Option<Box<InstallRow>>,
+}
+
+/// An install-outbox row to write with an accept (`store.outbox.InstallIntent`).
+#[derive(Clone)]
+pub struct InstallRow {
+    /// 32 lowercase hex digits, chosen by the writer ([`InstallRow::new_uid`]).
+    pub uid: String,
+    /// The responder whose kernel installs it (`[install] node`).
+    pub node: Arc<str>,
+    pub sa: SaPair,
+}
+
+impl InstallRow {
+    /// A fresh uid: 16 random bytes as hex (`os.urandom(16).hex()`).
+    pub fn new_uid() -> Result<String, StoreError> {
+        let mut b = [0u8; 16];
+        rand::fill(&mut b).map_err(|_| StoreError::Unavailable("system random failed".into()))?;
+        Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+}
+
+fn json_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".to_owned(), |x| x.to_string())
+}
+
+/// `Lifetimes.to_json()` as canonical JSON (sorted keys, no spaces).
+fn lifetimes_text(lt: &Lifetimes) -> String {
+    format!(
+        "{{\"hard_bytes\":{},\"hard_packets\":{},\"hard_seconds\":{},\"soft_bytes\":{},\
+         \"soft_packets\":{},\"soft_seconds\":{}}}",
+        json_opt(lt.hard_bytes),
+        json_opt(lt.hard_packets),
+        json_opt(lt.hard_seconds),
+        json_opt(lt.soft_bytes),
+        json_opt(lt.soft_packets),
+        json_opt(lt.soft_seconds),
+    )
+}
+
+/// `store.outbox.sa_text`: the SA pair without its keys, canonical JSON, with the
+/// parameters as `params_text` (the stored text of the credential's parameters).
+pub fn sa_text(sa: &SaPair, params_text: &str) -> String {
+    let role = if sa.initiator_side {
+        "initiator"
+    } else {
+        "responder"
+    };
+    format!(
+        "{{\"i_to_r_spi\":{},\"lifetimes\":{},\"params\":{},\"r_to_i_spi\":{},\
+         \"reqid\":null,\"role\":\"{}\"}}",
+        sa.i_to_r.spi,
+        lifetimes_text(&sa.lifetimes),
+        params_text,
+        sa.r_to_i.spi,
+        role,
+    )
+}
+
+/// `store.outbox.keys_blob`: `lp(i2r encr) | lp(i2r integ) | lp(r2i encr) | lp(r2i integ)`.
+pub fn keys_blob(sa: &SaPair) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(136));
+    for k in [
+        &sa.i_to_r.encr_key,
+        &sa.i_to_r.integ_key,
+        &sa.r_to_i.encr_key,
+        &sa.r_to_i.integ_key,
+    ] {
+        let n = u16::try_from(k.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(k.get(..usize::from(n)).unwrap_or(&k[..]));
+    }
+    out
+}
+
+/// The outbox row of an accept that won: (expires_at, sa text, key id, wrapped keys),
+/// wrapped as `store.wrapping.wrap_install` does.
+fn outbox_row(
+    keyring: &Keyring,
+    r: &Accept,
+    row: &InstallRow,
+) -> Result<(Option<f64>, String, String, Vec<u8>), StoreError> {
+    let text = sa_text(&row.sa, &r.params_text);
+    let exp = row.sa.lifetimes.hard_seconds.map(|h| r.now + h as f64);
+    let binding = install_binding(&text, exp);
+    let aad = record_aad(
+        "install",
+        "responder",
+        "esp",
+        &r.handle,
+        u64::from(r.generation),
+        &binding,
+    )
+    .ok_or_else(|| StoreError::Corrupt("handle too long".into()))?;
+    let (kid, wrapped) = keyring
+        .wrap(&keys_blob(&row.sa), &aad)
+        .map_err(StoreError::Unavailable)?;
+    Ok((exp, text, kid.to_owned(), wrapped))
 }
 
 fn bind_limit(stmt: &mut rusqlite::Statement<'_>, i: usize, l: Limit) -> rusqlite::Result<()> {
@@ -412,6 +521,8 @@ pub struct Writer {
     keyring: Arc<Keyring>,
     sql: String,
     guard: Vec<GuardArg>,
+    /// install-outbox rows this writer deleted (committed)
+    pub forgotten: u64,
 }
 
 impl Writer {
@@ -423,6 +534,7 @@ impl Writer {
             keyring,
             sql: format!("{RATCHET_SQL}{terms}"),
             guard,
+            forgotten: 0,
         }
     }
 
@@ -442,22 +554,27 @@ impl Writer {
     /// `Store.commit_ratchet_many`: every accept in ONE transaction, in order (each sees
     /// the rows of those before it), answered only once `COMMIT` returned -- after the WAL
     /// fsync at `synchronous=FULL`.  Err: nothing was committed (every accept refused).
-    pub fn commit(&mut self, reqs: &[Accept]) -> Result<Vec<bool>, StoreError> {
-        self.commit_iter(reqs.iter())
+    ///
+    /// Every winning accept with an [`InstallRow`] inserts its install-outbox row in the
+    /// same transaction; `forget` names outbox rows (installed meanwhile) to delete in it
+    /// too -- with no accept, they get a transaction of their own.
+    pub fn commit(&mut self, reqs: &[Accept], forget: &[String]) -> Result<Vec<bool>, StoreError> {
+        self.commit_iter(reqs.iter(), forget)
     }
 
     /// [`Writer::commit`] over borrowed accepts (the committer's queue keeps them).
     pub fn commit_iter<'a>(
         &mut self,
         reqs: impl ExactSizeIterator<Item = &'a Accept> + Clone,
+        forget: &[String],
     ) -> Result<Vec<bool>, StoreError> {
-        if reqs.len() == 0 {
+        if reqs.len() == 0 && forget.is_empty() {
             return Ok(Vec::new());
         }
         if self.conn.is_none() {
             self.open()?;
         }
-        let res = self.commit_on_conn(reqs);
+        let res = self.commit_on_conn(reqs, forget);
         if res.is_err() {
             self.conn = None;
         }
@@ -467,6 +584,7 @@ impl Writer {
     fn commit_on_conn<'a>(
         &mut self,
         reqs: impl ExactSizeIterator<Item = &'a Accept> + Clone,
+        forget: &[String],
     ) -> Result<Vec<bool>, StoreError> {
         let op = "commit_ratchet";
         // one getrandom for the whole batch's nonces
@@ -507,7 +625,7 @@ impl Writer {
             let mut stmt = tx
                 .prepare_cached(&self.sql)
                 .map_err(|e| unavailable(op, &e))?;
-            for (r, (kid, wrapped)) in reqs.zip(&rows) {
+            for (r, (kid, wrapped)) in reqs.clone().zip(&rows) {
                 let s = &r.successor;
                 if r.generation.checked_add(1) != Some(s.generation()) {
                     out.push(false); // not a successor of the row it would replace
@@ -548,7 +666,42 @@ impl Writer {
                 }
             }
         }
+        let won = reqs.zip(&out).filter(|(r, ok)| **ok && r.install.is_some());
+        let mut won = won.peekable();
+        if won.peek().is_some() {
+            let mut ins = tx
+                .prepare_cached(OUTBOX_INSERT_SQL)
+                .map_err(|e| unavailable(op, &e))?;
+            for (r, _) in won {
+                let Some(row) = r.install.as_deref() else {
+                    continue;
+                };
+                let (exp, text, kid, wrapped) = outbox_row(&self.keyring, r, row)?;
+                ins.execute(rusqlite::params![
+                    row.uid,
+                    &*row.node,
+                    &r.handle[..],
+                    i64::from(r.generation),
+                    r.now,
+                    exp,
+                    text,
+                    kid,
+                    wrapped,
+                ])
+                .map_err(|e| unavailable(op, &e))?;
+            }
+        }
+        let mut deleted = 0u64;
+        if !forget.is_empty() {
+            let mut del = tx
+                .prepare_cached(OUTBOX_DELETE_SQL)
+                .map_err(|e| unavailable(op, &e))?;
+            for uid in forget {
+                deleted += del.execute([uid]).map_err(|e| unavailable(op, &e))? as u64;
+            }
+        }
         tx.commit().map_err(|e| unavailable(op, &e))?;
+        self.forgotten += deleted;
         Ok(out)
     }
 }
