@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.facilities (PostgreSQL)
 
 from bench_strongswan import (
     machine_description,
@@ -291,6 +294,20 @@ def phase(
 
 
 # -- seeding -------------------------------------------------------------------------------------
+_COPIES = itertools.count()
+
+
+def fresh_copy(template: Path) -> str:
+    """A copy of the seeded SQLite cache for one phase: every phase starts from the
+    generations the generator's credential file holds (a phase advances its ratchets)."""
+    dst = template.with_name(f"phase-{next(_COPIES)}.db")
+    for suffix in ("", "-wal"):
+        src = Path(f"{template}{suffix}")
+        if src.exists():
+            shutil.copyfile(src, f"{dst}{suffix}")
+    return f"sqlite:///{dst}"
+
+
 def seed(url: str, n: int, out: Path) -> str:
     from resume.testing import simulated_full_ike
     from store.codec import params_text
@@ -340,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"machine": machine_description(), "config": vars(args)}
     with_ss = not args.no_strongswan and strongswan_available()
     wd = tempfile.mkdtemp(prefix="ikr-native-bench-", dir="/var/tmp")
-    url = f"sqlite:///{wd}/responder.db"
+    template = Path(wd) / "responder.db"
+    url = f"sqlite:///{template}"
     creds = Path(wd) / "creds.jsonl"
     key_line = seed(url, args.pool, creds)
 
@@ -361,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if engine == "python" and args.no_python:
                 continue
-            p = phase(url, key_line, wd, creds, engine=engine, x25519=x, duration=args.duration)
+            p = phase(
+                fresh_copy(template), key_line, wd, creds, engine=engine, x25519=x,
+                duration=args.duration,
+            )  # fmt: skip
             r[name] = p
             s = p["server"]
             print(
@@ -402,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         cap = 1e6 / med(name)
         for frac in (0.5, 0.9):
             p = phase(
-                url,
+                fresh_copy(template),
                 key_line,
                 wd,
                 creds,
@@ -423,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
     legit = round(0.25 * 1e6 / med("native"))
     fl = phase(
-        url,
+        fresh_copy(template),
         key_line,
         wd,
         creds,
@@ -466,10 +487,10 @@ def postgres_phases(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     with PostgresCluster(fsync=True, base=base) as pg:
         wd = tempfile.mkdtemp(prefix="ikr-native-bench-pgc-", dir="/var/tmp")
-        url = pg.create_database("bench")
-        creds = Path(wd) / "creds.jsonl"
-        key_line = seed(url, min(args.pool, 10_000), creds)
-        for engine in ("native", "python"):
+        for engine in ("native", "python"):  # each on a freshly seeded database
+            url = pg.create_database(f"bench_{engine}")
+            creds = Path(wd) / f"creds-{engine}.jsonl"
+            key_line = seed(url, min(args.pool, 10_000), creds)
             p = phase(
                 url,
                 key_line,

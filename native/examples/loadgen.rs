@@ -362,18 +362,23 @@ impl Gen {
     fn timers(&mut self) {
         let now = now_s();
         let now_us = (now * 1e6) as u64;
+        // the due timers first, then their handling: an exchange re-armed at a time already
+        // past is handled at the next call, never in a loop here
+        let mut due = Vec::new();
         while let Some(Reverse((t, s, spi))) = self.timers.peek().copied() {
             if t > now_us {
                 break;
             }
             self.timers.pop();
-            let key = (s, spi);
+            due.push((s, spi));
+        }
+        for key in due {
             let Some(ex) = self.live.get_mut(&key) else {
                 continue;
             };
             ex.ini.handle_timer(now);
             let out = ex.ini.datagrams_to_send();
-            self.send(s, out);
+            self.send(key.0, out);
             if !self.events(key) {
                 self.arm(key);
             }
