@@ -146,6 +146,9 @@ class Agent:
         self._cancel.cancel()
 
     async def run(self, listener: socket.socket) -> None:
+        if self.config.core is not False:
+            import resume.native  # noqa: F401  # load the extension now, not in the first request
+
         needs_xfrm = any(p.install for p in self.config.peers.values()) or bool(self.config.vici)
         with contextlib.ExitStack() as stack:
             if needs_xfrm:
