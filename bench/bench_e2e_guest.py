@@ -307,6 +307,22 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
             + repr([(x.dump_sas(), x.dump_policies()) for x in (xa, xb)])
         )
 
+    def command_path(path: str, argv: list[str], tag: str, keep: bool) -> None:
+        """A resuming command as a new process -> first ESP; its exit and its exchange."""
+        probe.drain()
+        t0 = time.perf_counter()
+        out = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+        t_done = time.perf_counter()
+        if out.returncode != 0:
+            raise RuntimeError(f"{path} exited {out.returncode}: {out.stderr!r}")
+        t1 = probe.first_through()
+        if keep:
+            t[path].append(t1 - t0)
+            part(f"{tag}_process_exit", t_done - t0)
+            part(f"{tag}_exchange", json.loads(out.stdout)["elapsed_ms"] / 1e3)
+        verify_esp(path)
+        _clear_resumed(xa, xb)
+
     async def loop() -> None:
         for i in range(runs + 1):  # run 0 warms caches and is discarded
             keep = i > 0
@@ -349,34 +365,12 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
                 t["full_swanctl"].append(t1 - t0)
             verify_esp("full_swanctl")
             terminate_full()
-            # -- resumption, `ikeresume resume` process --
-            probe.drain()
-            t0 = time.perf_counter()
-            out = subprocess.run(cli_resume, env=env, capture_output=True, timeout=30, check=False)
-            t_done = time.perf_counter()
-            if out.returncode != 0:
-                raise RuntimeError(f"ikeresume resume exited {out.returncode}: {out.stderr!r}")
-            t1 = probe.first_through()
-            if keep:
-                t["resume_cli"].append(t1 - t0)
-                part("cli_process_exit", t_done - t0)
-                part("cli_exchange", json.loads(out.stdout)["elapsed_ms"] / 1e3)
-            verify_esp("resume_cli")
-            _clear_resumed(xa, xb)
-            # -- resumption, native client -> resident agent --
-            probe.drain()
-            t0 = time.perf_counter()
-            out = subprocess.run(agent_client, capture_output=True, timeout=30, check=False)
-            t_done = time.perf_counter()
-            if out.returncode != 0:
-                raise RuntimeError(f"ikeresume-resume exited {out.returncode}: {out.stderr!r}")
-            t1 = probe.first_through()
-            if keep:
-                t["agent_client"].append(t1 - t0)
-                part("agent_process_exit", t_done - t0)
-                part("agent_exchange", json.loads(out.stdout)["elapsed_ms"] / 1e3)
-            verify_esp("agent_client")
-            _clear_resumed(xa, xb)
+            # -- resumption, `ikeresume resume` process; native client -> resident agent --
+            for path, argv, tag in (
+                ("resume_cli", cli_resume, "cli"),
+                ("agent_client", agent_client, "agent"),
+            ):
+                command_path(path, argv, tag, keep)
             print(f"run {i}: " + " ".join(f"{p} {t[p][-1] * 1e3:.1f}ms" for p in PATHS if t[p]))
             sys.stdout.flush()
 

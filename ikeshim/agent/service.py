@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import ipaddress
 import json
 import os
 import socket
@@ -37,7 +38,7 @@ import trio
 import vici
 
 from ikeshim.agent.config import AgentConfig, PeerConfig
-from ikeshim.agent.watch import IkeDown, charon_sas_left, follow_vici
+from ikeshim.agent.watch import OURS, IkeDown, charon_sas_left, follow_vici
 from ikeshim.agent.wire import (
     MAX_REQUEST,
     AgentRequestError,
@@ -45,9 +46,11 @@ from ikeshim.agent.wire import (
     format_reply,
     parse_request_untrusted,
 )
+from ikeshim.errors import XfrmDecodeError, XfrmError
 from ikeshim.harvest import _RECONNECT, vici_socket
 from ikeshim.initiator import StoreWriter, resume_and_install
-from ikeshim.xfrm import XfrmSocket
+from ikeshim.xfrm import XFRMNLGRP_EXPIRE, XfrmSocket
+from ikeshim.xfrm.monitor import SAExpireEvent, XfrmEventSocket
 from resume.exitcodes import EXIT_CONFIG, EXIT_FALLBACK, EXIT_OK, EXIT_USAGE
 from resume.initiator import InitiatorConfig
 from resume.net.client import ClientOptions, ResumeResult, resume_with_store
@@ -159,6 +162,8 @@ class Agent:
                 async with trio.open_nursery() as nursery:
                     if self.config.vici:
                         nursery.start_soon(self._follow_charon)
+                    if self._expiring_peers():
+                        nursery.start_soon(self._follow_expiry)
                     listeners = [trio.SocketListener(tsock)]
                     nursery.start_soon(trio.serve_listeners, self._serve, listeners)
                     self.emit({"event": "ready", "socket": self.config.socket,
@@ -261,24 +266,60 @@ class Agent:
                 for peer in self.config.peers.values():
                     if peer.keep_up and peer.ike == down.ike:
                         self.stats["ike_down"] += 1
-                        nursery.start_soon(self._restore, peer, down)
+                        nursery.start_soon(self._restore, peer, down, "ike_down")
 
-    async def _restore(self, peer: PeerConfig, down: IkeDown) -> None:
-        """charon lost ``peer``'s IKE_SA: wait for its teardown, resume, else a full IKE."""
+    async def _restore(self, peer: PeerConfig, down: IkeDown | None, why: str) -> None:
+        """``peer``'s SAs went or are going away: (once charon's teardown of ``down`` is
+        complete) resume; on a refusal, a full IKE."""
         xfrm = self.xfrm
-        self.emit({"event": "ike_down", "peer": peer.name, "ike": down.ike})
+        self.emit({"event": why, "peer": peer.name} | ({"ike": down.ike} if down else {}))
         deadline = trio.current_time() + TEARDOWN_DEADLINE
-        while down.local and charon_sas_left(xfrm, down.local, down.remote):
+        while down and down.local and charon_sas_left(xfrm, down.local, down.remote):
             if trio.current_time() > deadline:
                 self.emit({"event": "teardown_slow", "peer": peer.name})
                 break
             await trio.sleep(0.005)
-        code, _ = await self.resume(peer, "ike_down")
-        if code == EXIT_OK or not peer.fallback:
+        code, _ = await self.resume(peer, why)
+        if code == EXIT_OK or not peer.fallback or not self.config.vici:
             return
         self.stats["full_ike"] += 1
         outcome, detail = await trio.to_thread.run_sync(self._initiate_full, peer)
         self.emit({"event": "full_ike", "peer": peer.name, "outcome": outcome, "detail": detail})
+
+    # -- resumed SAs reaching their lifetime --------------------------------------------------
+    def _expiring_peers(self) -> dict[str, PeerConfig]:
+        """keep_up peers whose resumed SAs this agent installs, by the gateway's address."""
+        return {
+            ipaddress.ip_address(p.server[0]).compressed: p
+            for p in self.config.peers.values()
+            if p.keep_up and p.install
+        }
+
+    async def _follow_expiry(self) -> None:
+        """A resumed SA of a keep_up peer reached its soft limit (the cache policy's budget,
+        ``Lifetimes``; or its hard one, when the soft one was missed): resume before the
+        traffic stops.  One resumption per SA pair (their shared reqid); the new pair
+        replaces the old one's policies and removes its SAs."""
+        peers = self._expiring_peers()
+        handled: set[int] = set()
+        with XfrmEventSocket((XFRMNLGRP_EXPIRE,)) as events:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        batch = await events.next_events()
+                    except (XfrmError, XfrmDecodeError) as e:  # counted; the next ones still come
+                        self.stats["xfrm_event_error"] += 1
+                        self.emit({"event": "xfrm_event_error", "detail": str(e)[:300]})
+                        continue
+                    for ev in batch:
+                        if not isinstance(ev, SAExpireEvent) or not ev.state.reqid & OURS:
+                            continue
+                        peer = peers.get(ipaddress.ip_address(ev.state.dst).compressed)
+                        if peer is None or ev.state.reqid in handled:
+                            continue
+                        handled.add(ev.state.reqid)
+                        self.stats["sa_expiring"] += 1
+                        nursery.start_soon(self._restore, peer, None, "sa_expiring")
 
     def _initiate_full(self, peer: PeerConfig) -> tuple[str, str]:
         """``swanctl --initiate`` for each of the peer's children, over VICI (blocking)."""

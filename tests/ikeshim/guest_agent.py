@@ -7,7 +7,8 @@ connection configured ``keep_up``).  The checks run in order on one testbed:
 1. full IKE, both peers harvest;
 2. the GATEWAY kills the IKE_SA (``swanctl --terminate`` on a): b's charon reports it down,
    the agent resumes at once, ping flows through the resumed SAs (their counters grow);
-3. a request through the native client ``ikeresume-resume`` ratchets and re-installs;
+3. a request through the native client ``ikeresume-resume`` ratchets and re-installs; then
+   the resumed SA reaches its soft lifetime limit and the agent resumes again;
 4. the gateway's charon is killed (SIGKILL) and started again: b's charon sees the peer dead
    (DPD, ``dpd_action = clear``), the agent resumes against ``ikeresume serve`` (which never
    went away), traffic flows again;
@@ -21,6 +22,7 @@ line, an SA) under a deadline that only bounds a hang.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -223,6 +225,25 @@ def check_3_native_client_request() -> dict[str, Any]:
     assert spis == {s.spi for s in _sas("b")}, "the previous resumption's SAs were not replaced"
     _traffic_through(ours=True)
     return {"generation": body["generation"], "elapsed_ms": body["elapsed_ms"]}
+
+
+def check_3b_resumed_sa_reaching_its_soft_limit_is_resumed_again() -> dict[str, Any]:
+    """The kernel reports b's resumed outbound SA at its soft limit (lowered here to the next
+    packet, as a cache policy's byte budget would): the agent resumes before the hard limit."""
+    (out,) = [s for s in _sas("b") if s.reqid & OURS and s.dst == A.addr]
+    soft = dataclasses.replace(out.lifetime, soft_packets=out.curlft.packets + 1)
+    with in_netns("b"):
+        x = XfrmSocket()
+    with x:
+        x.update_sa(dataclasses.replace(out, lifetime=soft))
+    n = len(_lines("agent.jsonl"))
+    sh("ip netns exec b ping -c 2 -i 0.2 -W 2 192.0.2.1")
+    _agent_event("sa_expiring", n, peer="gw")
+    ev = _agent_event("resume", n, peer="gw")
+    assert (ev["outcome"], ev["why"], ev["generation"]) == ("resumed", "sa_expiring", 3), ev
+    assert out.spi not in {s.spi for s in _sas("b")}, "the expiring pair was not replaced"
+    _traffic_through(ours=True)
+    return {"generation": ev["generation"], "elapsed_ms": ev["elapsed_ms"]}
 
 
 def check_4_gateway_charon_restart_is_survived() -> dict[str, Any]:

@@ -34,10 +34,9 @@ from ikeshim.agent.wire import (
 from resume.cli import main
 from resume.exitcodes import EXIT_CONFIG, EXIT_FALLBACK, EXIT_OK, EXIT_USAGE
 from resume.testing import simulated_full_ike
-from store.keys import Keyring, MasterKey
-from store.repository import Store
+from store.keys import MasterKey
 from tests.conftest import require
-from tests.resume.net.conftest import HANG, ID_R, Env, eventually, id_i
+from tests.resume.net.conftest import HANG, ID_R, Env, eventually, id_i, open_env
 
 CLIENT = Path(sys.executable).with_name("ikeresume-resume")
 
@@ -47,14 +46,7 @@ def keyed_env(tmp_path: Path) -> Iterator[Env]:
     """Server and client stores under a master key that is also a file (for subprocesses)."""
     key = MasterKey.generate()
     (tmp_path / "master.key").write_text(key.to_line() + "\n")
-    kr = Keyring([key])
-    ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
-    cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
-    try:
-        yield Env(tmp_path, kr, ss, cs)
-    finally:
-        ss.close()
-        cs.close()
+    yield from open_env(tmp_path, key)
 
 
 def _config_text(env: Env, server: str, sock: Path) -> str:

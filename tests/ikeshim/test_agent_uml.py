@@ -36,6 +36,12 @@ def test_native_client_request_ratchets(verdict: Any) -> None:
     assert verdict("check_3_native_client_request")["generation"] == 2
 
 
+def test_resumed_sa_at_its_soft_limit_is_resumed_again(verdict: Any) -> None:
+    assert (
+        verdict("check_3b_resumed_sa_reaching_its_soft_limit_is_resumed_again")["generation"] == 3
+    )
+
+
 def test_gateway_charon_crash_and_restart_is_survived(verdict: Any) -> None:
     detail = verdict("check_4_gateway_charon_restart_is_survived")
     assert all(b > 0 for b in detail["bytes"].values())
