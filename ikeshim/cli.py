@@ -148,7 +148,7 @@ def _open_agent_store(cfg: Any) -> Any:
 
     if not cfg.db:
         raise ValueError(f"{cfg.source}: [store] url is empty")
-    return Store.open(cfg.db, Keyring.load(cfg.key_file))
+    return Store.open(cfg.db, Keyring.load(cfg.key_file), cfg.policy)
 
 
 def _agent_resume(cfg: Any, name: str, timeout: float) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ikeshim.agent.wire import PEER_NAME
 from resume.identity import parse_identity
+from store.policy import Policy
 
 EXAMPLE = Path(__file__).with_name("example.toml")
 DEFAULT_SOCKET = "/run/ikeresume/agent.sock"
@@ -53,6 +54,7 @@ class AgentConfig:
     core: bool | None = None
     db: str = ""
     key_file: str | None = None
+    policy: Policy = field(default_factory=Policy)
     peers: Mapping[str, PeerConfig] = field(default_factory=dict)
     source: str = "<defaults>"
 
@@ -122,7 +124,7 @@ def _peer(name: str, t: Mapping[str, Any]) -> PeerConfig:
 
 def parse_config(data: Mapping[str, Any], source: str = "<string>") -> AgentConfig:
     try:
-        top = _take(data, source, {"agent": dict, "store": dict, "peers": dict})
+        top = _take(data, source, {"agent": dict, "store": dict, "policy": dict, "peers": dict})
         a = _take(top.get("agent", {}), "[agent]", {
             "socket": str, "socket_mode": str, "socket_group": str, "vici": str, "core": str,
         })  # fmt: skip
@@ -134,6 +136,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> AgentConf
         raise AgentConfigError(f"{source}: {e}") from None
     if mode & ~0o770:
         raise AgentConfigError(f"{source}: [agent].socket_mode: owner and group bits only")
+    try:
+        policy = Policy.from_mapping(top.get("policy", {}))
+    except (ValueError, TypeError) as e:
+        raise AgentConfigError(f"{source}: [policy]: {e}") from None
     core = {"auto": None, "native": True, "python": False}.get(a.get("core", "auto"), "bad")
     if core == "bad":
         raise AgentConfigError(f"{source}: [agent].core: 'auto', 'native' or 'python'")
@@ -149,7 +155,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<string>") -> AgentConf
         socket=a.get("socket", DEFAULT_SOCKET), socket_mode=mode,
         socket_group=a.get("socket_group", ""), vici=a.get("vici", ""),
         core=core if core is None else bool(core), db=s.get("url", ""),
-        key_file=s.get("key_file") or None, peers=peers, source=source,
+        key_file=s.get("key_file") or None, policy=policy, peers=peers, source=source,
     )  # fmt: skip
 
 

@@ -51,7 +51,7 @@ def resume_in_process(config: AgentConfig, peer: PeerConfig) -> tuple[int, dict[
     if not config.db:
         return EXIT_CONFIG, {**body, "outcome": "config", "detail": "[store] url is empty"}
     try:
-        store = Store.open(config.db, Keyring.load(config.key_file))
+        store = Store.open(config.db, Keyring.load(config.key_file), config.policy)
     except (StoreConfigError, MasterKeyError) as e:
         return EXIT_CONFIG, {**body, "outcome": "config", "detail": str(e)}
     except StoreError as e:

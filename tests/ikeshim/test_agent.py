@@ -258,6 +258,7 @@ def test_native_client_times_out_with_exit_3(tmp_path: Path) -> None:
 def test_example_config_is_valid_and_printed(capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config(str(EXAMPLE))
     assert cfg.peers["gw"].keep_up and cfg.peers["gw"].children == ("net",)
+    assert parse_config({"policy": {"clocked": "1h"}}).policy.clocked == 3600
     assert main(["agent", "--print-example"]) == EXIT_OK
     assert capsys.readouterr().out == EXAMPLE.read_text()
     assert main(["agent", "-c", str(EXAMPLE), "check"]) == EXIT_OK
@@ -270,6 +271,8 @@ def test_example_config_is_valid_and_printed(capsys: pytest.CaptureFixture[str])
         ({"agent": {"sockt": "/x"}}, "unknown key 'sockt'"),
         ({"agent": {"socket_mode": "0666"}}, "owner and group bits only"),
         ({"agent": {"core": "fast"}}, "core"),
+        ({"policy": {"clocked": "soon"}}, r"\[policy\]"),
+        ({"policy": {"clocke": "1h"}}, "unknown policy keys"),
         ({"peers": {"gw": {"peer": "fqdn:x"}}}, "server is required"),
         ({"peers": {"gw": {"server": "vpn.example.net", "peer": "x"}}}, "not an IP address"),
         ({"peers": {"gw": {"server": "192.0.2.1", "peer": "x", "keep_up": True}}}, "needs ike"),
