@@ -105,7 +105,12 @@ def _register_agent(sub: Any) -> None:
     acts.add_parser("check", help="validate the config and exit")
     r = acts.add_parser("resume", help="resume PEER now (through the agent when it runs)")
     r.add_argument("peer", help="a [peers.<name>] of the config")
-    r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent")
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the agent (default 90: longer than any peer's attempt)",
+    )
     a.set_defaults(func=_cmd_agent)
 
 

@@ -6,10 +6,14 @@ pub const USAGE: &str =
   --socket     the agent's socket (default $IKERESUME_AGENT_SOCKET or /run/ikeresume/agent.sock)
   -c CONFIG    the agent's config, for the cold start (default $IKERESUME_AGENT_CONFIG or
                /etc/ikeresume/agent.toml)
-  --timeout    seconds to wait for the agent's answer (default 30): then exit 3
+  --timeout    seconds to wait for the agent's answer (default 90, longer than any peer's
+               attempt, which the config bounds to 60 s): then exit 3
 exit: 0 resumed, 3 refused or timed out (run a full IKE), 4 unknown peer or config, 2 usage";
 
 pub const DEFAULT_SOCKET: &str = "/run/ikeresume/agent.sock";
+/// Longer than the longest attempt a peer may configure (60 s) plus its write and install:
+/// a client that gave up while the agent still resumes would race its own fallback.
+pub const DEFAULT_TIMEOUT: f64 = 90.0;
 
 #[derive(Debug, PartialEq)]
 pub struct Args {
@@ -38,7 +42,7 @@ pub fn valid_peer(name: &str) -> bool {
 pub fn parse_args(argv: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
     let mut socket = env("IKERESUME_AGENT_SOCKET").unwrap_or_else(|| DEFAULT_SOCKET.to_string());
     let mut config = env("IKERESUME_AGENT_CONFIG");
-    let mut timeout = 30.0;
+    let mut timeout = DEFAULT_TIMEOUT;
     let mut peer = None;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -90,7 +94,7 @@ mod tests {
         };
         assert_eq!(
             (a.socket.as_str(), a.config, a.timeout),
-            (DEFAULT_SOCKET, None, 30.0)
+            (DEFAULT_SOCKET, None, DEFAULT_TIMEOUT)
         );
         let Ok(Parsed::Run(a)) = parse(&["--socket", "/s", "-c", "/c", "--timeout", "2.5", "x.y"])
         else {
