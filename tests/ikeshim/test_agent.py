@@ -127,6 +127,12 @@ async def test_agent_resumes_ratchets_and_answers_exit_codes(
         assert (code, body["outcome"], body["generation"]) == (EXIT_OK, "resumed", gen), body
         assert _generation(env, 0) == gen  # durable before the reply
         assert "key" not in repr(body).lower()
+    # `ikeresume agent resume` forwards to the running agent (no second store user)
+    conf = tmp_path / "agent.toml"
+    conf.write_text(_config_text(env, "127.0.0.1:1", sock))  # the agent's own peers answer
+    args = ["agent", "-c", str(conf), "resume", "gw"]
+    assert await trio.to_thread.run_sync(main, args) == EXIT_OK
+    assert agent.stats["request_resume"] == 3 and _generation(env, 0) == 3
     code, body = await _request(sock, Request("resume", "stale"))
     assert (code, body["outcome"]) == (EXIT_FALLBACK, "nack")
     assert _generation(env, 1) == 0
@@ -135,7 +141,7 @@ async def test_agent_resumes_ratchets_and_answers_exit_codes(
     code, body = await _request(sock, Request("ping"))
     assert (code, body["outcome"]) == (EXIT_OK, "pong")
     assert [e["outcome"] for e in events if e.get("event") == "resume"] == [
-        "resumed", "resumed", "nack",
+        "resumed", "resumed", "resumed", "nack",
     ]  # fmt: skip
     agent.shutdown()
 
