@@ -38,7 +38,7 @@ import trio
 import vici
 
 from ikeshim.agent.config import AgentConfig, PeerConfig
-from ikeshim.agent.watch import OURS, IkeDown, charon_sas_left, follow_vici
+from ikeshim.agent.watch import OURS, VICI_DOWN, IkeDown, charon_sas_left, follow_vici
 from ikeshim.agent.wire import (
     MAX_REQUEST,
     AgentRequestError,
@@ -47,7 +47,7 @@ from ikeshim.agent.wire import (
     parse_request_untrusted,
 )
 from ikeshim.errors import XfrmDecodeError, XfrmError
-from ikeshim.harvest import _RECONNECT, vici_socket
+from ikeshim.harvest import vici_socket
 from ikeshim.initiator import StoreWriter, resume_and_install
 from ikeshim.xfrm import XFRMNLGRP_EXPIRE, XfrmSocket
 from ikeshim.xfrm.monitor import SAExpireEvent, XfrmEventSocket
@@ -334,7 +334,7 @@ class Agent:
                         pass
             finally:
                 session.transport.close()
-        except (*_RECONNECT,) as e:
+        except VICI_DOWN as e:
             return "failed", str(e)[:300]
         return "established", ""
 

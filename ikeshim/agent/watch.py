@@ -18,8 +18,11 @@ from typing import Any
 
 import vici
 
-from ikeshim.harvest import _RECONNECT, vici_socket
+from ikeshim.harvest import VICI_STREAM_ERRORS, vici_socket
 from ikeshim.xfrm import XfrmOps
+
+#: connection trouble or a stream the vici package cannot follow: reconnect
+VICI_DOWN: tuple[type[Exception], ...] = (OSError, *VICI_STREAM_ERRORS)
 
 #: reqids with this bit are ours (ikeshim.installer.derive_reqid); charon never uses them.
 OURS = 0x40000000
@@ -96,6 +99,6 @@ def follow_vici(
                         on_down(down)
                 if stop():
                     return
-        except _RECONNECT as exc:
+        except VICI_DOWN as exc:
             on_error(f"VICI {uri}: {exc}; retrying")
             time.sleep(reconnect_delay)
