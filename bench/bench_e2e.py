@@ -76,6 +76,7 @@ ROWS = (
     ("  of which exchange", "breakdown.cli_exchange"),
     ("ikeresume-resume -> agent -> 1st ESP", "agent_client"),
     ("  process exit", "breakdown.agent_process_exit"),
+    ("  of which agent work (lookup..install)", "breakdown.agent_agent_work"),
     ("  of which exchange (native core)", "breakdown.agent_exchange"),
 )
 

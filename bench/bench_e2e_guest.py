@@ -319,7 +319,10 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
         if keep:
             t[path].append(t1 - t0)
             part(f"{tag}_process_exit", t_done - t0)
-            part(f"{tag}_exchange", json.loads(out.stdout)["elapsed_ms"] / 1e3)
+            reply = json.loads(out.stdout)
+            part(f"{tag}_exchange", reply["elapsed_ms"] / 1e3)
+            if "agent_ms" in reply:  # the agent's whole work: lookup .. install
+                part(f"{tag}_agent_work", reply["agent_ms"] / 1e3)
         verify_esp(path)
         _clear_resumed(xa, xb)
 

@@ -204,6 +204,8 @@ class Agent:
     # -- the resumption ---------------------------------------------------------------------------
     async def resume(self, peer: PeerConfig, why: str) -> tuple[int, dict[str, Any]]:
         """Resume ``peer`` now (serialised per peer): exit code and the outcome's summary."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
         async with self._locks[peer.name]:
             cfg = InitiatorConfig(
                 initial_rto=peer.rto, max_retransmits=peer.retransmits, timeout=peer.timeout
@@ -214,6 +216,7 @@ class Agent:
                     natt=peer.natt, writer=self._writer, native=self.config.core,
                 )  # fmt: skip
                 outcome, detail, ex = r.outcome, r.detail, r.exchange
+                timings = r.timings
             else:
                 opts = ClientOptions(config=cfg, id_i=peer.id_i, natt=peer.natt,
                                      native=self.config.core)  # fmt: skip
@@ -224,6 +227,9 @@ class Agent:
             body["detail"] = detail
         if ex is not None:
             body.update(_summary(ex))
+        # where the agent's time went (lookup, exchange, write-ahead, install), no secrets
+        body["timings_ms"] = {k: round(v * 1e3, 3) for k, v in timings.items()}
+        body["agent_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
         self.stats[outcome] += 1
         code = EXIT_OK if outcome == "resumed" else EXIT_FALLBACK
         self.emit({"event": "resume", "exit": code, **body})
