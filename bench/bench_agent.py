@@ -18,7 +18,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import socket
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_model
+from benchlib import cpu_model, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -177,9 +176,7 @@ def main() -> int:
         print(f"{label:40} {d['median_ms']:7.2f}ms {d['p10_ms']:7.2f}ms {d['p90_ms']:7.2f}ms")
     print(f"agent CPU per request (mean): {data['agent_cpu_ms_per_request']:.2f} ms")
     print(f"ratio (ikeresume resume / ikeresume-resume), wall: {data['ratio_wall']:.1f}x")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(data, indent=1))
+    write_json(args.json, data)
     return 0
 
 

@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_model
+from benchlib import cpu_model, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -191,9 +191,7 @@ def main() -> int:
     print(f"ESP verified (runs whose probe raised a's ESP counters): {data['esp_verified']}")
     for line in data["verdict"]:
         print(line)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(data, indent=1))
+    write_json(args.json, data)
     return 0
 
 
