@@ -62,7 +62,8 @@ def test_serve_without_master_key_exit_4(
 
 
 def test_resume_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    args = ["resume", "--server", "no-such-host.invalid", "--peer", "vpn", "--db", str(tmp_path / "c.db")]
+    db = str(tmp_path / "c.db")
+    args = ["resume", "--server", "no-such-host.invalid", "--peer", "vpn", "--db", db]
     assert main(args) == EXIT_CONFIG
     assert "cannot resolve" in capsys.readouterr().err
 
