@@ -328,10 +328,8 @@ def test_a_batch_answers_each_accept_like_sequential_cases(store: Store) -> None
 
 # -- the policy: lookup-time check, lifetimes and the SQL guard ----------------------------
 _LIMIT = st.one_of(st.none(), st.floats(0, 10 * H, allow_nan=False))
-
-
-@settings(max_examples=60, deadline=None)
-@given(
+#: a policy (its six limits) and a record's counters, for the properties below
+_CASE: dict[str, Any] = dict(
     clocked=_LIMIT,
     chain=_LIMIT,
     idle=_LIMIT,
@@ -344,6 +342,10 @@ _LIMIT = st.one_of(st.none(), st.floats(0, 10 * H, allow_nan=False))
     nbytes=st.integers(0, 10**6),
     resumptions=st.integers(0, 5),
 )
+
+
+@settings(max_examples=60, deadline=None)
+@given(**_CASE)
 def test_rust_check_and_lifetimes_equal_policy_check(
     clocked: float | None, chain: float | None, idle: float | None,
     established: float | None, data: int | None, max_res: int | None, age: float,
@@ -365,19 +367,7 @@ def test_rust_check_and_lifetimes_equal_policy_check(
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(
-    clocked=_LIMIT,
-    chain=_LIMIT,
-    idle=_LIMIT,
-    established=_LIMIT,
-    data=st.one_of(st.none(), st.integers(0, 10**6)),
-    max_res=st.one_of(st.none(), st.integers(0, 5)),
-    age=st.floats(0, 10 * H, allow_nan=False),
-    since_use=st.floats(0, 10 * H, allow_nan=False),
-    est=st.floats(0, 10 * H, allow_nan=False),
-    nbytes=st.integers(0, 10**6),
-    resumptions=st.integers(0, 5),
-)
+@given(**_CASE)
 def test_rust_commit_guard_agrees_with_policy_check(
     store: Store, clocked: float | None, chain: float | None, idle: float | None,
     established: float | None, data: int | None, max_res: int | None, age: float,

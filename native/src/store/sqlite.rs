@@ -343,22 +343,10 @@ impl Reader {
             .parse(ptext)
             .map_err(|e| corrupt(&uid, format!("undecodable mode/SA parameters: {e}")))?;
         let binding = record_binding(id_i, id_r, ptext);
-        let aad = record_aad(
-            "secret",
-            "responder",
-            mode_s,
-            handle,
-            u64::from(generation),
-            &binding,
-        )
-        .ok_or_else(|| corrupt(&uid, "handle too long"))?;
-        let secret = self
-            .keyring
-            .unwrap(&key_id, wrapped, &aad)
-            .map_err(|e| unwrap_err(&uid, e))?;
-        if let Some(pw) = paper_wrapped {
+        // one AAD per wrapped column (purpose "secret" / "paper"), bound to this row
+        let unwrap = |purpose: &str, blob: &[u8]| {
             let aad = record_aad(
-                "paper",
+                purpose,
                 "responder",
                 mode_s,
                 handle,
@@ -366,10 +354,13 @@ impl Reader {
                 &binding,
             )
             .ok_or_else(|| corrupt(&uid, "handle too long"))?;
-            let raw = self
-                .keyring
-                .unwrap(&key_id, pw, &aad)
-                .map_err(|e| unwrap_err(&uid, e))?;
+            self.keyring
+                .unwrap(&key_id, blob, &aad)
+                .map_err(|e| unwrap_err(&uid, e))
+        };
+        let secret = unwrap("secret", wrapped)?;
+        if let Some(pw) = paper_wrapped {
+            let raw = unwrap("paper", pw)?;
             if !paper_keys_ok(&raw) {
                 return Err(corrupt(&uid, "undecodable paper keys"));
             }
