@@ -44,7 +44,14 @@ from store.repository import LookupResult, Store
 #: Every outcome of a client attempt; ``install_failed`` only from
 #: :func:`ikeshim.initiator.resume_and_install`, which also installs the SAs.
 Outcome = Literal[
-    "resumed", "nack", "timeout", "network", "no_credential", "store_error", "install_failed"
+    "resumed",
+    "nack",
+    "timeout",
+    "pq_refused",
+    "network",
+    "no_credential",
+    "store_error",
+    "install_failed",
 ]
 
 
