@@ -714,8 +714,6 @@ class Responder:
         if mlkem:
             kept_ml = self._mlkem_ticks.get(slot.tick)
             found = None if kept_ml is None else kept_ml.runs.get(values.nonce_r)
-            if slot.msg2 is not None and found is not None:  # message 2 as sent says which
-                found = [c for c in found if c[1] == slot.ct_digest]
             if not found:
                 self._refuse(token, slot, "mlkem_state_missing")
                 return
@@ -735,7 +733,9 @@ class Responder:
                 rs = kept[3]
             else:
                 rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, True, ss)
-            compact2 = slot.msg2
+            # the cached message 2 is the last one sent for this message 1; a candidate of
+            # an earlier one (its cache entry was evicted meanwhile) is rebuilt
+            compact2 = slot.msg2 if digest == slot.ct_digest else None
             if compact2 is None:
                 compact2 = self._msg2(init, values, rs, ke_r, None, digest)[1]
             expected = ks.mac_msg3(rs.mac_i(), init.compact, compact2, prefix3)

@@ -1031,7 +1031,6 @@ impl<A: PeerAddr> Responder<A> {
             let chosen: Vec<Candidate> = found
                 .into_iter()
                 .flatten()
-                .filter(|(_, d)| slot.msg2.is_none() || slot.ct_digest == Some(*d))
                 .map(|(s, d)| (Zeroizing::new(s.to_vec()), Some(*d)))
                 .collect();
             if chosen.is_empty() {
@@ -1052,10 +1051,12 @@ impl<A: PeerAddr> Responder<A> {
                 Some(k) if macs_equal(&k.ss, ss) => k.rs.clone(),
                 _ => RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh, ss),
             };
+            // the cached message 2 is the last one sent for this message 1; a candidate of
+            // an earlier one (its cache entry was evicted meanwhile) is rebuilt
             let rebuilt;
             let compact2: &[u8] = match &slot.msg2 {
-                Some(m) => m,
-                None => {
+                Some(m) if *digest == slot.ct_digest => m,
+                _ => {
                     rebuilt = Self::msg2(
                         init,
                         compact1,
