@@ -813,6 +813,21 @@ def build_paper_auth_prefix(spi_i: bytes, spi_r: bytes, id_i: bytes) -> bytes:
     return encode_message(spi_i, spi_r, FLAG_INITIATOR, 1, payloads, trailer=MAC_LEN)
 
 
+def message_sizes(x25519: bool, mlkem: bool) -> tuple[int, int, int]:
+    """UDP payload bytes of messages 1, 2 and 3 of a hardened run with this version's
+    handle and nonce lengths (spec 4.5; without the 4-byte NAT-T marker)."""
+    ke = PAYLOAD_HEADER_LEN + _KE_HEAD.size
+    m1 = HEADER_LEN + PAYLOAD_HEADER_LEN + HANDLE_LEN + PAYLOAD_HEADER_LEN + _SA.size
+    m1 += PAYLOAD_HEADER_LEN + NONCE_LEN + (ke + X25519_LEN if x25519 else 0)
+    echo = m1 + (ke + KE_DIGEST_LEN if mlkem else 0)  # compact(message 1)
+    m1 += ke + MLKEM768_EK_LEN if mlkem else 0
+    m2 = HEADER_LEN + PAYLOAD_HEADER_LEN + _SA.size + PAYLOAD_HEADER_LEN + NONCE_LEN
+    m2 += (ke + X25519_LEN if x25519 else 0) + (ke + MLKEM768_CT_LEN if mlkem else 0)
+    m2 += PAYLOAD_HEADER_LEN + MAC_LEN
+    m3 = HEADER_LEN + PAYLOAD_HEADER_LEN + echo + PAYLOAD_HEADER_LEN + MAC_LEN
+    return m1, m2, m3
+
+
 def build_nack(spi_i: bytes, spi_r: bytes, message_id: int) -> bytes:
     """The one NACK: a function of the request's header only, never of the failure reason."""
     return encode_message(spi_i, spi_r, FLAG_RESPONSE, message_id, [(PT_NOTIFY, _NACK_BODY)])

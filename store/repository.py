@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from math import isfinite as _isfinite
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from resume.credential import Credential, ProtocolMode
+from resume.credential import Credential, Lineage, ProtocolMode
 from resume.sa import Lifetimes
 from store.codec import params_text
 from store.engine import (
@@ -648,6 +648,23 @@ class Store:
             finally:
                 cur.close()
         return None if row is None else self._result(row, now)
+
+    def count_by_lineage(self, role: Role = "responder") -> dict[str, int]:
+        """Records of ``role`` per lineage, every lineage listed (0 when none): the
+        service's ``ikeresume_credentials`` gauge.  One indexed scan; StoreError."""
+        out = {lin.value: 0 for lin in Lineage}
+        with self._raw("count_by_lineage") as raw:
+            cur = raw.cursor()
+            try:
+                cur.execute(
+                    self._q("SELECT lineage, COUNT(*) FROM credentials WHERE role = ? "
+                            "GROUP BY lineage"), (role,),
+                )  # fmt: skip
+                for lineage, n in cur.fetchall():
+                    out[str(lineage)] = int(n)
+            finally:
+                cur.close()
+        return out
 
     def verify_record(self, uid: str) -> bool:
         """Unwrap a record's secrets ignoring the policy: False if no such uid.

@@ -90,6 +90,8 @@ class ResumeResult:
     successor: Credential | None = field(default=None, repr=False)
     retransmits: int = 0
     detail: str = ""
+    #: the key exchanges the run mixed in (``ResumptionComplete.ke``), when resumed
+    ke: str = ""
 
     @property
     def resumed(self) -> bool:
@@ -190,6 +192,7 @@ class _Attempt:
                 used_generation=ev.generation,
                 successor=ev.successor,
                 retransmits=ini.stats["retransmit"],
+                ke=ev.ke,
             )
         if isinstance(ev, FallbackToFullIKE):
             return ResumeResult(

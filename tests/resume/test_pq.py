@@ -47,6 +47,7 @@ from resume.wire import (
     compact_message,
     decode_message_untrusted,
     encode_message,
+    message_sizes,
     parse_request_untrusted,
     parse_response_untrusted,
 )
@@ -108,6 +109,7 @@ SIZES = {
 def test_message_sizes_match_the_spec_and_never_amplify(mode: str) -> None:
     m1, m2, m3 = three_messages(mode)
     assert (len(m1), len(m2), len(m3)) == SIZES[mode]
+    assert message_sizes(*(m in mode for m in ("x25519", "mlkem768"))) == SIZES[mode]
     if "mlkem768" in mode:
         assert len(m2) < len(m1)  # amplification factor below 1 with ML-KEM
     else:
