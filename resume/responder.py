@@ -494,12 +494,12 @@ class Responder:
         cred: Credential,
         values: ks.ResponderValues,
         tick: int,
-    ) -> tuple[ks.RunSecrets, bytes | None, bytes | None]:
-        """Message 1: the run's secrets, our X25519 share and the ML-KEM ciphertext (None
-        without each).  Raises DecodeError for an unusable share or key; the caller checked
-        the ML-KEM bounds."""
+    ) -> tuple[ks.RunSecrets, bytes | None, bytes | None, bytes | None]:
+        """Message 1: the run's secrets, our X25519 share, the ML-KEM ciphertext and its
+        SHA-256 (None without each).  Raises DecodeError for an unusable share or key; the
+        caller checked the ML-KEM bounds."""
         dh = ss = b""
-        ke_r = ct = None
+        ke_r = ct = digest = None
         x25519 = init.ke is not None and self.config.allow_x25519
         if x25519:
             tk = self._tick_key(tick, True)
@@ -512,13 +512,14 @@ class Responder:
                 ct, ss = self._encapsulate(init.mlkem)
             except ValueError as exc:
                 raise DecodeError(f"unusable ML-KEM-768 key: {exc}") from None
-            self._keep_mlkem(tick, init.handle, values.nonce_r, (ss, ks.ke_digest(ct)))
+            digest = ks.ke_digest(ct)
+            self._keep_mlkem(tick, init.handle, values.nonce_r, (ss, digest))
         rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, False, ss)
         if x25519:  # keep for message 3 (bounded per tick): one X25519 and Extract saved
             runs = self._tick_runs.setdefault(tick, {})
             if len(runs) < self.config.response_cache_size:
                 runs[init.compact] = (dh, cred, values.nonce_r, rs, ss)
-        return rs, ke_r, ct
+        return rs, ke_r, ct, digest
 
     def _dh_again(
         self, init: HardenedInit, cred: Credential, values: ks.ResponderValues, tick: int
@@ -611,16 +612,15 @@ class Responder:
             return
         values = self._prf.values(slot.tick, slot.addr, req.compact)
         try:
-            rs, ke_r, ct = self._first_run(req, cred, values, slot.tick)
+            rs, ke_r, ct, digest = self._first_run(req, cred, values, slot.tick)
         except DecodeError:
             self._refuse(token, slot, "bad_key_share")
             return
-        msg2, compact2 = self._msg2(req, values, rs, ke_r, ct)
+        msg2, compact2 = self._msg2(req, values, rs, ke_r, ct, digest)
         self.slots.advance(token, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
         self._outbox.append((msg2, slot.addr))
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
-        digest = None if ct is None else ks.ke_digest(ct)
         self._cache_response(
             (slot.addr, req.compact), msg2, expires, slot.tick, values, compact2, digest
         )

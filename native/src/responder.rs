@@ -644,7 +644,7 @@ impl<A: PeerAddr> Responder<A> {
         cred: &Credential,
         values: &ResponderValues,
         tick: u64,
-    ) -> Result<(RunSecrets, Option<[u8; 32]>, Option<Vec<u8>>), &'static str> {
+    ) -> Result<(RunSecrets, Option<[u8; 32]>, Option<(Vec<u8>, [u8; 32])>), &'static str> {
         let mut dh: Option<Secret32> = None;
         let mut ke_r = None;
         let x25519 = init.ke.filter(|_| self.config.allow_x25519);
@@ -661,7 +661,7 @@ impl<A: PeerAddr> Responder<A> {
             let digest = sha256(&[&c]);
             ss.extend_from_slice(&s[..]);
             self.keep_mlkem(tick, init.handle, values.nonce_r, (s, digest));
-            ct = Some(c);
+            ct = Some((c, digest));
         }
         let dh_bytes: &[u8] = dh.as_ref().map_or(&[], |d| &d[..]);
         let rs = RunSecrets::new(cred, init.nonce, &values.nonce_r, dh_bytes, &ss);
@@ -848,15 +848,15 @@ impl<A: PeerAddr> Responder<A> {
             &values,
             &mut rs,
             ke_r.as_ref(),
-            ct.as_deref(),
-            None,
+            ct.as_ref().map(|(c, _)| &c[..]),
+            ct.as_ref().map(|(_, d)| *d),
         );
         let Some((msg2, compact2)) = built else {
             self.refuse(&slot, "internal");
             return;
         };
         self.stats.inc(Stat::Msg2);
-        let ct_digest = ct.as_ref().map(|c| sha256(&[c]));
+        let ct_digest = ct.as_ref().map(|(_, d)| *d);
         let msg2: Arc<[u8]> = msg2.into();
         let compact2: Arc<[u8]> = if ct.is_some() {
             compact2.into()
