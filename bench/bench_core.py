@@ -109,6 +109,7 @@ def record(creds: list[Credential], x25519: bool, config: ResponderConfig) -> Re
         resp.provide_credential(ev.token, cred, None, now)
         [(m2, _)] = resp.datagrams_to_send(now)
         init.receive_datagram(m2, SERVER_ADDR, now)
+        init.successor_saved(now)  # nothing to store here: write-ahead is the client's cost
         [(m3, _)] = init.datagrams_to_send(now)
         out.append((m1, m3, addr, now))
     return out

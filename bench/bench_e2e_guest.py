@@ -6,10 +6,10 @@ the library), five paths interleaved run by run so all see the same machine stat
 * ``full_vici``: strongSwan full IKEv2 through the VICI session this process keeps open
   (``initiate``: IKE_SA_INIT + IKE_AUTH with the CHILD_SA) -> first datagram through ESP;
 * ``resume_lib``: :func:`ikeshim.initiator.resume_and_install` with the initiator's store
-  and XFRM socket already open (the embedding daemon's path; defaults: durable write in
-  this thread, then the SA install) -> first datagram through ESP;
+  and XFRM socket already open (the embedding daemon's path; defaults: durable write-ahead
+  in this thread, message 3, then the SA install) -> first datagram through ESP;
 * ``resume_lib_overlap``: the same with the write in a warm writer thread overlapped with
-  the install (``overlap_write=True``, ``StoreWriter``);
+  the install, message 3 after both (``overlap_write=True``, ``StoreWriter``);
 * ``full_swanctl``: ``swanctl --initiate`` as a new process (process start included);
 * ``resume_cli``: ``ikeresume resume --install xfrm`` as a new process (process start,
   imports and store open included).

@@ -206,6 +206,7 @@ def _one_exchange_trace(x25519: bool) -> tuple[list[tuple[Any, ...]], dict[int, 
             probe.provide_credential(ev.token, cred, None, now)
             [(m2, _)] = probe.datagrams_to_send(now)
             ini.receive_datagram(m2, ("203.0.113.1", 4501), now)
+            ini.successor_saved(now)
             [(m3, _)] = ini.datagrams_to_send(now)
             tracer.ops = [] if k == 1 else None
             resp.receive_datagram(m1, addr, now)

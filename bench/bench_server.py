@@ -69,7 +69,7 @@ from bench_strongswan import (
 from benchlib import pin_cpu as _pin
 
 from resume.credential import Credential
-from resume.events import FallbackToFullIKE, ResumptionComplete
+from resume.events import FallbackToFullIKE, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
 
 ID_R = b"\x02vpn.example.org"
@@ -312,11 +312,14 @@ class LoadGen:
 
     def _events(self, ex: Exchange, key: tuple[int, bytes], st: LoadStats) -> None:
         while (ev := ex.ini.next_event()) is not None:
-            if isinstance(ev, ResumptionComplete):
-                st.resumed += 1
-                st.latencies.append(time.perf_counter() - ex.t0)
+            if isinstance(ev, SaveSuccessor):
+                # the load generator's "cache" is this slot, in memory (no write to wait for)
                 used = ex.ini.credential
                 ex.slot.prev, ex.slot.cred = used, ev.successor
+                ex.ini.successor_saved(time.time())
+            elif isinstance(ev, ResumptionComplete):
+                st.resumed += 1
+                st.latencies.append(time.perf_counter() - ex.t0)
                 self._send(ex, ex.ini.datagrams_to_send(time.time()))  # message 3
                 self.live.pop(key, None)
             elif isinstance(ev, FallbackToFullIKE):

@@ -11,6 +11,9 @@ fsync on) and each concurrency (1, 100 and 1000 accepts in flight), in the SAME 
                then the group-committed CAS, as the responder service does (message 3
                reuses message 1's credential inside the protocol core); ``--lookups 2``
                adds the message-3 read a core without that cache makes.
+* outbox    -- ``resume`` as a service that installs SAs runs it: every CAS also inserts
+               its SA pair into the install outbox (keys wrapped), and the row is deleted
+               again in a later transaction (spec 6.2.1) -- its cost next to ``resume``.
 
 Accepts come from trio tasks awaiting ``committer.commit_ratchet`` exactly as the responder
 service does; each accept is a compare-and-set of (handle, generation) with a successor
@@ -54,8 +57,10 @@ from benchlib import cpu_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resume.credential import Credential
+from resume.sa import DirectionKeys, Lifetimes, SAPair
 from store.committer import GroupCommitter
 from store.keys import Keyring, MasterKey
+from store.outbox import InstallIntent
 from store.policy import Policy
 from store.repository import Store
 from tests.store.helpers import make_credential
@@ -106,6 +111,17 @@ def _next(c: Credential) -> Credential:
     )  # fmt: skip
 
 
+def _intent(c: Credential) -> InstallIntent:
+    """An SA pair as the responder's core reports it (random keys and SPIs)."""
+    r = os.urandom(80)
+    sa = SAPair(
+        "responder", c.params,
+        DirectionKeys(0x1000 + r[0], r[8:44], b""), DirectionKeys(0x2000 + r[1], r[44:80], b""),
+        Lifetimes(soft_seconds=3240, hard_seconds=3600),
+    )  # fmt: skip
+    return InstallIntent.new("bench", sa)
+
+
 def populate(store: Store, n: int) -> list[Credential]:
     creds = [make_credential(peer=f"peer{i}.example") for i in range(n)]
     for k in range(0, n, 5000):
@@ -121,25 +137,28 @@ def run_cell(
     per_task = max(1, max_accepts // concurrency)
     groups = [list(range(t, len(creds), concurrency)) for t in range(concurrency)]
     # successors generated up front: the store is timed, not os.urandom
-    plans: list[list[tuple[int, Credential]]] = []
+    plans: list[list[tuple[int, Credential, InstallIntent | None]]] = []
     heads = list(creds)
     for g in groups:
         plan = []
         for k in range(per_task):
             i = g[k % len(g)]
             nxt = _next(heads[i])
-            plan.append((i, nxt))
+            plan.append((i, nxt, _intent(nxt) if mode == "outbox" else None))
             heads[i] = nxt
         plans.append(plan)
     cur = list(creds)
     lat: list[float] = []
+    installed: list[str] = []
     done = 0
     lost = 0
     lookups = 0
 
-    async def direct_task(plan: list[tuple[int, Credential]], deadline: float) -> None:
+    async def direct_task(
+        plan: list[tuple[int, Credential, InstallIntent | None]], deadline: float
+    ) -> None:
         nonlocal done, lost
-        for i, nxt in plan:
+        for i, nxt, _ in plan:
             if time.perf_counter() >= deadline:
                 return
             c = cur[i]
@@ -151,10 +170,10 @@ def run_cell(
             cur[i] = nxt
             await trio.lowlevel.checkpoint()
 
-    async def task(gc_: GroupCommitter, plan: list[tuple[int, Credential]], deadline: float,
-                   resume: bool) -> None:  # fmt: skip
+    async def task(gc_: GroupCommitter, plan: list[tuple[int, Credential, InstallIntent | None]],
+                   deadline: float, resume: bool) -> None:  # fmt: skip
         nonlocal done, lost, lookups
-        for i, nxt in plan:
+        for i, nxt, intent in plan:
             if time.perf_counter() >= deadline:
                 return
             c = cur[i]
@@ -165,8 +184,13 @@ def run_cell(
                     if r is None or not r.allowed:
                         raise SystemExit("lookup failed during benchmark: store bug")
                 lookups += lookups_per_resumption
-            ok = await gc_.commit_ratchet(c.handle, c.generation, nxt, NOW)
+            ok = await gc_.commit_ratchet(c.handle, c.generation, nxt, NOW, intent)
             lat.append(time.perf_counter() - t0)
+            if intent is not None:  # "installed": handed over for deletion in batches, as
+                installed.append(intent.uid)  # the service does (every 0.25 s)
+                if len(installed) >= 256:
+                    gc_.forget(installed[:])
+                    installed.clear()
             done += 1
             lost += not ok
             cur[i] = nxt
@@ -184,7 +208,7 @@ def run_cell(
         with GroupCommitter(store, max_batch=1 if mode == "baseline" else 4096) as gc_:
             async with trio.open_nursery() as n:
                 for plan in plans:
-                    n.start_soon(task, gc_, plan, deadline, mode == "resume")
+                    n.start_soon(task, gc_, plan, deadline, mode in ("resume", "outbox"))
             wall = time.perf_counter() - t0
             stats.update(gc_.stats.__dict__)
         return wall
@@ -234,7 +258,8 @@ def lookups_per_s(store: Store, creds: list[Credential], n: int = 20000) -> dict
 
 
 CELLS = [(1, "direct"), (1, "baseline"), (1, "group"), (100, "baseline"), (100, "group"),
-         (100, "resume"), (1000, "group"), (1000, "resume")]  # fmt: skip
+         (100, "resume"), (100, "outbox"), (1000, "group"), (1000, "resume"),
+         (1000, "outbox")]  # fmt: skip
 
 
 def bench_backend(
@@ -265,6 +290,8 @@ def bench_backend(
         "group_vs_baseline_c1": _ratio(by[(1, "group")], by[(1, "baseline")]),
         "group_vs_baseline_c100": _ratio(by[(100, "group")], by[(100, "baseline")]),
         "group_c1000_vs_baseline_c100": _ratio(by[(1000, "group")], by[(100, "baseline")]),
+        "outbox_vs_resume_c100": _ratio(by[(100, "outbox")], by[(100, "resume")]),
+        "outbox_vs_resume_c1000": _ratio(by[(1000, "outbox")], by[(1000, "resume")]),
     }
     cpu_resume = min(by[(100, "resume")]["cpu_us_per_accept"],
                      by[(1000, "resume")]["cpu_us_per_accept"])  # fmt: skip

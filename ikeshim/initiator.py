@@ -2,39 +2,39 @@
 
 :func:`resume_and_install` is what a long-running daemon calls with its store already open
 and its XFRM socket already bound: look the credential up, run the three-message exchange
-(:func:`resume.net.client.resume_once`), then make the successor durable and install the
-fresh SAs.  ``ikeresume resume --install xfrm`` does the same work in sequence
-(``resume_with_store``, then the installer).
+(:func:`resume.net.client.resume_once`), make the successor durable BEFORE message 3 leaves
+(:func:`resume.net.client.write_ahead`, the same write the library API and ``ikeresume
+resume`` make) and install the fresh SAs.  ``ikeresume resume --install xfrm`` does the same
+work in sequence (``resume_with_store``, then the installer).
 
-Why the successor write MAY run concurrently with the SA install, and why that is safe
--------------------------------------------------------------------------------------
+Why the write comes first, and what it may overlap with
+------------------------------------------------------
+Message 3 is what lets the responder move to generation g+1.  The protocol core does not
+send it until the save is reported (spec 6.1 step 5), so a crash at any point leaves the
+store holding either g alone (nothing was sent: the responder is at g too) or g+1 next to
+g -- and the next attempt tries g+1 and, on a NACK, g once (spec 9.2).  No order of
+crash and message 3 strands the client.
+
 The write is an fsync'd transaction (milliseconds on a disk); the install is a few netlink
-round trips.  Run one after the other they add up on the path to the first ESP packet;
-with ``overlap_write=True`` the write goes to a worker thread while this task installs.
-(The default is write, then install: in ``bench/bench_e2e.py`` on one UML CPU the thread
-hand-off and the contention cost more than the overlap saved; where the install is long
-and cores are free, overlap.)  Safety holds in both orders because the order between the
-two changes nothing a crash can leave behind in the *store*:
+round trips.  By default they run one after the other: write, message 3, install.  With
+``overlap_write=True`` the write goes to a worker thread while this task installs the SA
+pair (known as soon as message 2 verified); message 3 still waits for BOTH the durable
+write and the install, so it never leaves before the successor is durable.  (In
+``bench/bench_e2e.py`` on one UML CPU the thread hand-off and the contention cost more
+than the overlap saved; where the install is long and cores are free, overlap.)
 
-* By the time either starts, message 3 is on the wire: the responder may already have
-  committed the successor generation, whatever we do next.  The store of a crashed
-  initiator then holds either the successor (write durable) or the generation it just
-  used (write not durable) -- in both orders of the two steps alike.
-* If the used generation survives a crash, the next attempt offers it again: the
-  responder either still holds it (it never saw message 3, so it never accepted it) or has
-  moved past it and NACKs (its compare-and-set accepts every generation at most once), and
-  we run a full IKE.  A generation the responder has moved past is never accepted twice.
-* ESP keys are never a cached key: they are derived from the credential AND both fresh
-  nonces (hardened mode, X25519 where configured), so a retry with the same generation
-  yields different keys and SPIs.  SAs the crashed process left in the kernel carry keys
-  nothing else will ever use; their hard lifetime (the policy's budget) removes them, and
-  the next install takes over their policies and deletes them (``remove_superseded``).
+What the overlap must not change, and does not: a success is reported only when BOTH the
+write is durable and the SAs are in.  If the write fails (or lost its compare-and-set)
+message 3 is never sent and the SAs just installed are removed again before returning, so
+the caller's full IKE does not compete with orphaned SAs; if the install fails after a
+durable write, message 3 is still sent (the store already moved on; the responder must
+follow) and the caller runs a full IKE.
 
-What the concurrency must not change, and does not: a success is reported only when BOTH
-the write is durable and the SAs are in.  If the write fails (or lost its compare-and-set)
-the SAs just installed are removed again before returning, so the caller's full IKE does not
-compete with orphaned SAs; if the install fails the write still completes (the responder
-may have moved on; the store must follow) and the caller runs a full IKE.
+ESP keys are never a cached key: they are derived from the credential AND both fresh
+nonces (hardened mode, X25519 where configured), so a retry with the same generation yields
+different keys and SPIs.  SAs a crashed process left in the kernel carry keys nothing else
+will ever use; their hard lifetime (the policy's budget) removes them, and the next install
+takes over their policies and deletes them (``remove_superseded``).
 """
 
 from __future__ import annotations
@@ -51,18 +51,18 @@ import trio
 from ikeshim.errors import XfrmError
 from ikeshim.installer import InstalledSA, InstallOptions, install_sa_pair, remove_sa_pair
 from ikeshim.xfrm import XfrmOps
-from resume.events import Address
+from resume.events import Address, SaveSuccessor
 from resume.initiator import InitiatorConfig
 from resume.net.client import (
     ClientOptions,
     Outcome,
     ResumeResult,
-    advance_after,
+    SaveFailed,
     lookup,
     resume_once,
+    write_ahead,
 )
 from resume.sa import SAPair
-from store.errors import StoreError
 from store.repository import LookupResult, Store
 
 T = TypeVar("T")
@@ -73,8 +73,10 @@ class ResumeInstallResult:
     """What happened; ``resumed`` False means: run a full IKE now.
 
     ``timings`` (seconds, ``time.perf_counter``) say where the time went: ``lookup``,
-    ``exchange`` (message 1 sent .. message 3 sent), ``install``, ``ratchet`` (the durable
-    write, in its thread) and ``after_exchange`` (until both finished).
+    ``exchange`` (message 1 sent .. message 2 verified), ``ratchet`` (the durable write
+    ahead of message 3, in its thread when overlapped), ``install``, ``to_message3``
+    (message 1 sent .. message 3 sent: the exchange plus the write, and the install when
+    overlapped) and ``after_exchange`` (message 2 verified .. both write and install done).
     """
 
     outcome: Outcome
@@ -152,63 +154,80 @@ async def _lookup(
 
 @dataclass
 class _AfterExchange:
-    """The two steps after message 3 -- the durable write and the install -- and what each
-    left behind, so that they can run in either order or concurrently."""
+    """The two steps after message 2 verified -- the durable write (before message 3) and
+    the install -- and what each left behind, so that they can run in sequence or with
+    the install overlapping the write."""
 
     store: Store
-    exchange: ResumeResult
-    sa: SAPair
     clock: Callable[[], float]
     timings: dict[str, float]
-    advanced: bool | None = None
-    ratchet_error: StoreError | None = None
+    writer: StoreWriter | None
+    overlap: bool
+    xfrm: XfrmOps
+    options: InstallOptions
+    replace_old: InstalledSA | None
+    verified_at: float = 0.0
+    save_error: SaveFailed | None = None
     installed: InstalledSA | None = None
     install_error: XfrmError | ValueError | None = None
 
-    def ratchet(self) -> bool:
+    def ratchet(self, ev: SaveSuccessor) -> None:
         t = time.perf_counter()
         try:
-            return advance_after(self.store, self.exchange, self.clock())
+            write_ahead(self.store, ev, self.clock())
         finally:
             self.timings["ratchet"] = time.perf_counter() - t
 
-    async def write(self, writer: StoreWriter | None, in_thread: bool) -> None:
+    async def write(self, ev: SaveSuccessor, in_thread: bool) -> None:
         """The durable write: in ``writer``, in a trio worker thread, or in this thread."""
         try:
-            if writer is not None:
-                self.advanced = await writer.run(self.ratchet)
+            if self.writer is not None:
+                await self.writer.run(lambda: self.ratchet(ev))
             elif in_thread:
-                self.advanced = await trio.to_thread.run_sync(self.ratchet)
+                await trio.to_thread.run_sync(self.ratchet, ev)
             else:
-                self.advanced = self.ratchet()
-        except StoreError as e:
-            self.ratchet_error = e
+                self.ratchet(ev)
+        except SaveFailed as e:
+            self.save_error = e
 
-    def install(
-        self, xfrm: XfrmOps, options: InstallOptions, replace_old: InstalledSA | None
-    ) -> None:
+    async def save(self, ev: SaveSuccessor) -> None:
+        """The attempt's ``save``: message 3 leaves when this returns (raises SaveFailed)."""
+        self.verified_at = time.perf_counter()
+        if self.overlap:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.write, ev, True)
+                await trio.lowlevel.checkpoint()  # let the write reach its thread first
+                self.install(ev.sa)
+        else:
+            await self.write(ev, self.writer is not None)
+        if self.save_error is not None:
+            raise self.save_error
+
+    def install(self, sa: SAPair) -> None:
         t = time.perf_counter()
         try:
-            self.installed = install_sa_pair(xfrm, self.sa, options, replace_old=replace_old)
+            self.installed = install_sa_pair(
+                self.xfrm, sa, self.options, replace_old=self.replace_old
+            )
         except (XfrmError, ValueError) as e:
             self.install_error = e
         self.timings["install"] = time.perf_counter() - t
 
-    def written(self) -> bool:
-        return self.ratchet_error is None and bool(self.advanced)
-
-    def result(self, xfrm: XfrmOps) -> ResumeInstallResult:
+    def result(self, ex: ResumeResult) -> ResumeInstallResult:
         """Success only with both steps done; SAs whose write failed are removed again."""
-        ex, timings = self.exchange, self.timings
-        if not self.written():
-            err = self.ratchet_error
-            detail = f"ratchet: {err}" if err else "credential changed meanwhile"
+        timings = self.timings
+        if self.save_error is not None:
+            detail = str(self.save_error)
             if self.installed is not None:
                 try:
-                    remove_sa_pair(xfrm, self.installed)
+                    remove_sa_pair(self.xfrm, self.installed)
                 except XfrmError as e:
                     detail += f"; removing the SAs again failed: {e}"
             return ResumeInstallResult("store_error", ex, detail=detail, timings=timings)
+        if not ex.resumed or ex.sa is None:
+            return ResumeInstallResult(ex.outcome, ex, detail=ex.detail, timings=timings)
+        if not self.overlap:
+            self.install(ex.sa)
         if self.install_error is not None:
             detail = f"install: {self.install_error}"
             return ResumeInstallResult("install_failed", ex, detail=detail, timings=timings)
@@ -239,12 +258,13 @@ async def resume_and_install(
     returns, so the receive never waits, and a thread hop would cost more than the request).
     ``inline_lookup`` None reads the cache in this thread for an embedded (SQLite) store
     (an indexed read on a WAL database, which writers do not block) and in a worker thread
-    for PostgreSQL (a network round trip).  The durable write then runs before the install,
-    in ``writer`` when given (the event loop keeps running) or else in this thread (no
-    hand-off; the loop waits for one commit).  With ``overlap_write`` it runs in ``writer``
-    (or a trio worker thread) while this task installs; see the module docstring for why
-    that is safe.  ``config``, ``natt``, ``local`` and ``clock`` are the attempt's
-    :class:`~resume.net.client.ClientOptions`.
+    for PostgreSQL (a network round trip).  The durable write runs when message 2 has
+    verified, before message 3 leaves: in ``writer`` when given (the event loop keeps
+    running) or else in this thread (no hand-off; the loop waits for one commit), and the
+    install after message 3.  With ``overlap_write`` the write runs in ``writer`` (or a trio
+    worker thread) while this task installs, and message 3 leaves once both are done; see
+    the module docstring for why that is safe.  ``config``, ``natt``, ``local`` and
+    ``clock`` are the attempt's :class:`~resume.net.client.ClientOptions`.
     """
     install_options = options or InstallOptions()
     timings: dict[str, float] = {}
@@ -258,20 +278,17 @@ async def resume_and_install(
     if isinstance(res, ResumeResult):
         return ResumeInstallResult(res.outcome, detail=res.detail, timings=timings)
     client = ClientOptions(config=config, natt=natt, local=local, clock=clock)
-    ex = await resume_once(res, server, client)
+    after = _AfterExchange(
+        store, clock, timings, writer, overlap_write, xfrm, install_options, replace_old
+    )
+    ex = await resume_once(res, server, client, save=after.save)
     t2 = time.perf_counter()
-    timings["exchange"] = t2 - t1
-    if not ex.resumed or ex.sa is None or ex.successor is None or ex.used_handle is None:
-        return ResumeInstallResult(ex.outcome, ex, detail=ex.detail, timings=timings)
-    after = _AfterExchange(store, ex, ex.sa, clock, timings)
-    if overlap_write:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(after.write, writer, True)
-            await trio.lowlevel.checkpoint()  # let the write reach its thread before we block
-            after.install(xfrm, install_options, replace_old)
+    if after.verified_at:
+        timings["exchange"] = after.verified_at - t1
+        timings["to_message3"] = t2 - t1
     else:
-        await after.write(writer, False)
-        if after.written():
-            after.install(xfrm, install_options, replace_old)
-    timings["after_exchange"] = time.perf_counter() - t2
-    return after.result(xfrm)
+        timings["exchange"] = t2 - t1
+    result = after.result(ex)
+    if after.verified_at:
+        timings["after_exchange"] = time.perf_counter() - after.verified_at
+    return result

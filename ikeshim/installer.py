@@ -270,6 +270,35 @@ def _rollback(undo: list[Callable[[], None]], error: BaseException) -> None:
             error.add_note(f"rollback step failed: {exc}")
 
 
+def _same_sa(a: XfrmState, b: XfrmState) -> bool:
+    """The same SA: addresses, SPI, protocol, mode, reqid (what the policies require),
+    encapsulation, mark, interface and every algorithm with its key.  (Not the lifetimes:
+    a late re-install asks for what remains of them.)"""
+    def ident(s: XfrmState) -> tuple[object, ...]:
+        return (s.src, s.dst, s.spi, s.proto, s.mode, s.reqid, s.crypt, s.auth, s.aead,
+                s.encap, s.mark, s.if_id)  # fmt: skip
+
+    return ident(a) == ident(b)
+
+
+def _add_sa(x: XfrmOps, sa: XfrmState) -> bool:
+    """Add ``sa``; True if added, False if this very SA (same SPI and keys) is already in
+    the kernel -- a re-install after a crash (the responder's outbox replay) counts as
+    installed.  Another SA with the same SPI is a collision: XfrmExistsError."""
+    try:
+        x.add_sa(sa)
+    except XfrmExistsError:
+        try:
+            present = x.get_sa(sa.key())
+        except XfrmNotFoundError:  # expired between the two requests: add it after all
+            x.add_sa(sa)
+            return True
+        if _same_sa(present, sa):
+            return False
+        raise
+    return True
+
+
 def install_sa_pair(
     x: XfrmOps,
     pair: SAPair,
@@ -277,7 +306,11 @@ def install_sa_pair(
     *,
     replace_old: InstalledSA | None = None,
 ) -> InstalledSA:
-    """Install inbound+outbound SAs and their policies; all-or-nothing.
+    """Install inbound+outbound SAs and their policies; all-or-nothing; idempotent.
+
+    Installing a pair that is already in the kernel (same SPIs and keys: a re-install
+    after a crash) succeeds and changes nothing; an SA with the same SPI but other keys
+    is a collision (XfrmExistsError).
 
     With ``replace_old`` (the :class:`InstalledSA` of the session being resumed or rekeyed),
     the old SAs and any old policies the new ones do not overwrite are removed after the
@@ -290,8 +323,8 @@ def install_sa_pair(
     superseded: set[int] = set()
     try:
         for sa in (inbound, outbound):
-            x.add_sa(sa)
-            undo.append(partial(x.delete_sa, sa.key()))
+            if _add_sa(x, sa):
+                undo.append(partial(x.delete_sa, sa.key()))
         for pol in policies:
             # Common case first: no policy for this selector yet (one round trip).
             try:

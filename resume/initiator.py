@@ -1,10 +1,15 @@
 """The initiator: one sans-I/O object per resumption attempt.
 
-It sends message 1, retransmits it with exponential backoff, and on a valid message 2 sends
-message 3 and reports ``ResumptionComplete``.  A NACK is an unauthenticated hint: it can
-only make the initiator give up (``FallbackToFullIKE("nack")``) -- or, when the application
-passed the ``previous`` generation (kept because the responder may never have seen our last
-message 3), retry once with it.  Nothing a NACK says is trusted for anything else.
+It sends message 1, retransmits it with exponential backoff, and on a valid message 2 asks
+the application to store the successor credential (``SaveSuccessor``); only once the
+application says it is durable (``successor_saved``) does it send message 3 and report
+``ResumptionComplete`` (write-ahead: a crash at any point leaves the application holding
+the successor next to the generation it used, spec 6.1 step 5 and 9.2; if the save fails,
+``successor_save_failed`` ends the attempt with nothing sent).  A NACK is an
+unauthenticated hint: it can only make the initiator give up (``FallbackToFullIKE("nack")``)
+-- or, when the application passed the ``previous`` generation (kept because the responder
+may never have seen our last message 3), retry once with it.  Nothing a NACK says is
+trusted for anything else.
 
 Randomness comes from ``rng`` (``os.urandom`` by default) so test vectors can replay a run.
 Draw order per attempt: IKE SPI (8), N_I (32), inbound ESP SPI (4), X25519 private key (32,
@@ -32,7 +37,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
 from resume.errors import DecodeError, LocalProtocolError
-from resume.events import Address, Event, FallbackToFullIKE, ResumptionComplete, ke_mode
+from resume.events import (
+    Address,
+    Event,
+    FallbackToFullIKE,
+    ResumptionComplete,
+    SaveSuccessor,
+    ke_mode,
+)
 from resume.sa import Lifetimes
 from resume.states import InitiatorInput, InitiatorState, initiator_next
 from resume.wire import (
@@ -140,6 +152,7 @@ class Initiator:
         self._compact1 = b""
         self._msg2 = b""
         self._msg3 = b""
+        self._completion: ResumptionComplete | None = None
         self._rto = self.config.initial_rto
         self._retransmits = 0
         self._next_retransmit = math.inf
@@ -157,9 +170,34 @@ class Initiator:
         self._deadline = now + self.config.timeout
         self._start(now)
 
+    def successor_saved(self, now: float) -> None:
+        """Answer ``SaveSuccessor``: the successor is durable.  Sends message 3 and reports
+        ``ResumptionComplete``.  LocalProtocolError outside SAVE_SUCCESSOR."""
+        self._advance(InitiatorInput.SUCCESSOR_SAVED)
+        if self._completion is None:  # pragma: no cover (set with the state)
+            raise LocalProtocolError("internal: saved without a completion")
+        self._outbox.append(self._msg3)
+        self.stats["complete"] += 1
+        self._events.append(self._completion)
+
+    def successor_save_failed(self, now: float) -> None:
+        """Answer ``SaveSuccessor``: the successor could not be stored.  Message 3 is never
+        sent, so the credential used stays valid at the responder; reports
+        ``FallbackToFullIKE("save_failed")``.  LocalProtocolError outside SAVE_SUCCESSOR."""
+        self._advance(InitiatorInput.SAVE_FAILED)
+        self._msg3 = b""
+        self._completion = None
+        self.stats["save_failed"] += 1
+        self._events.append(FallbackToFullIKE("save_failed"))
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one UDP payload from the responder; never raises for any ``data``."""
         self.stats["datagrams"] += 1
+        if self.state is InitiatorState.SAVE_SUCCESSOR:
+            # message 3 does not exist for the network yet: a repeated message 2 (we
+            # retransmitted message 1) must not make us send it before the successor is saved
+            self.stats["drop_while_saving"] += 1
+            return
         if self.state is InitiatorState.DONE:
             if self._msg2 and data == self._msg2 and self.stats["msg3_resent"] < MAX_MSG3_RESENDS:
                 # our message 3 was lost and we retransmitted message 1: send it again
@@ -273,11 +311,13 @@ class Initiator:
         self._events.append(FallbackToFullIKE("nack"))
 
     def _complete(self, msg2: bytes, msg3: bytes, event: ResumptionComplete) -> None:
+        """A valid message 2: keep message 3 back until the application saved the successor."""
         self._advance(InitiatorInput.VALID_RESPONSE)
         self._msg2, self._msg3 = msg2, msg3
-        self._outbox.append(msg3)
-        self.stats["complete"] += 1
-        self._events.append(event)
+        self._completion = event
+        self._events.append(
+            SaveSuccessor(event.handle, event.generation, event.successor, event.sa)
+        )
 
     def _on_hardened_resp(self, resp: HardenedResp) -> None:
         cred = self._cred

@@ -43,6 +43,7 @@ from resume.events import (
     FallbackToFullIKE,
     ResumptionComplete,
     ResumptionFailed,
+    SaveSuccessor,
 )
 from resume.initiator import IKE_PORT, NATT_PORT, Initiator, InitiatorConfig
 from resume.kem_testing import check_encapsulation_key, deterministic_encapsulation
@@ -402,7 +403,16 @@ class NativeResponder:
 
 
 class NativeInitiator:
-    """``resume.initiator.Initiator`` (hardened mode) on the native engine."""
+    """``resume.initiator.Initiator`` (hardened mode) on the native engine.
+
+    The write-ahead of issue 20 (SAVE_SUCCESSOR: message 3 leaves only after
+    ``successor_saved``) is kept here, around the engine, until the engine has the state
+    itself: when the engine completes on a valid message 2, this adapter takes its
+    completion and its message 3, reports ``SaveSuccessor`` and lets nothing reach the
+    engine until the application answers (the engine, "done", would otherwise resend
+    message 3 for a repeated message 2); then it releases message 3 and the completion,
+    or drops them and reports the fallback.
+    """
 
     def __init__(
         self,
@@ -440,6 +450,11 @@ class NativeInitiator:
             **_rng_kwargs(rng),
         )
         self._events: deque[Event] = deque()
+        #: write-ahead: the engine's completion and message 3, held until the save answer
+        self._held: tuple[ResumptionComplete, bytes] | None = None
+        self._outbox: list[bytes] = []  # datagrams taken from the engine, not yet sent
+        self._save_failed = False
+        self._extra: collections.Counter[str] = collections.Counter()
 
     @property
     def credential(self) -> Credential:
@@ -449,22 +464,72 @@ class NativeInitiator:
 
     @property
     def state(self) -> InitiatorState:
+        if self._held is not None:
+            return InitiatorState.SAVE_SUCCESSOR
+        if self._save_failed:
+            return InitiatorState.FALLBACK
         return InitiatorState(self.core.state)
 
     @property
     def stats(self) -> collections.Counter[str]:
-        return collections.Counter(self.core.stats())
+        out = collections.Counter(self.core.stats())
+        if self._held is not None or self._save_failed:
+            out["complete"] -= 1  # counted by the engine at message 2, here at the save
+        out.update(self._extra)
+        return +out
 
     def initiate(self, now: float) -> None:
         self.core.initiate(now)
 
+    def successor_saved(self, now: float) -> None:
+        """Answer ``SaveSuccessor``: send message 3, report the completion."""
+        if self._held is None:
+            raise LocalProtocolError(f"internal: successor_saved in {self.state.value}")
+        completion, msg3 = self._held
+        self._held = None
+        self._outbox.append(msg3)
+        self._events.append(completion)
+
+    def successor_save_failed(self, now: float) -> None:
+        """Answer ``SaveSuccessor``: nothing is sent; fallback ("save_failed")."""
+        if self._held is None:
+            raise LocalProtocolError(f"internal: save_failed in {self.state.value}")
+        self._held = None
+        self._save_failed = True
+        self._extra["save_failed"] += 1
+        self._events.append(FallbackToFullIKE("save_failed"))
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if self._held is not None or self._save_failed:
+            self._extra["datagrams"] += 1
+            self._extra["drop_while_saving" if self._held else "drop_wrong_state"] += 1
+            return
+        done = self.core.state == InitiatorState.DONE.value
         self.core.receive_datagram(bytes(data), addr, now)
+        if not done and self.core.state == InitiatorState.DONE.value:
+            self._hold_completion()
+
+    def _hold_completion(self) -> None:
+        """The engine completed on message 2: keep its message 3 (the last datagram it
+        queued) and its completion back, and ask for the save instead."""
+        queued = [d for d, _a in self.core.datagrams_to_send()]
+        ev = self.core.next_event()
+        if ev is None or ev[0] == "fallback" or not queued:  # pragma: no cover (engine bug)
+            raise LocalProtocolError("internal: the engine completed without message 3")
+        completion = _completion(ev, "initiator", self.credential.params)
+        self._outbox.extend(queued[:-1])
+        self._held = (completion, queued[-1])
+        c = completion
+        self._events.append(SaveSuccessor(c.handle, c.generation, c.successor, c.sa))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return [(d, self.peer) for d, _a in self.core.datagrams_to_send()]
+        out, self._outbox = self._outbox, []
+        out += [d for d, _a in self.core.datagrams_to_send()]
+        return [(d, self.peer) for d in out]
 
     def next_event(self) -> Event | None:
+        if self._events:
+            return self._events.popleft()
         ev = self.core.next_event()
         if ev is None:
             return None

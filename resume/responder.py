@@ -92,7 +92,7 @@ _KeptRun = tuple[bytes, Credential, bytes, ks.RunSecrets, bytes]
 #: One ML-KEM candidate of a message 2: (shared secret, SHA-256(ciphertext)).
 _MlkemRun = tuple[bytes, bytes]
 #: The defaults of the ML-KEM bounds (spec 5.6).
-MLKEM_RUNS_PER_TICK = 131072
+MLKEM_RUNS_PER_TICK = 65536
 MLKEM_RUNS_PER_HANDLE = 4
 
 
@@ -360,6 +360,12 @@ class Responder:
         lt = lifetimes if lifetimes is not None else self.config.default_lifetimes
         req = slot.request
         if credential is None:
+            if slot.state is _AWAIT_CREDENTIAL_1 and self.slots.being_committed(slot.handle):
+                # the handle's commit started after this message 1 was read (see
+                # _on_hardened_init): not "unknown", only "not yet"; the peer retransmits
+                self.slots.advance(token, SlotInput.COMMITTING)
+                self.stats["drop_committing"] += 1
+                return
             self._refuse(token, slot, "unknown_or_refused")
         elif isinstance(req, HardenedInit):
             self._answer_hardened_init(token, slot, req, credential, lt, now)
@@ -579,6 +585,13 @@ class Responder:
     def _on_hardened_init(self, req: HardenedInit, addr: Address, now: float) -> None:
         if self._cached_response((addr, req.compact), addr, now):
             return
+        if self.slots.being_committed(req.handle):
+            # A commit in flight is about this handle (e.g. the peer's previous process
+            # sent message 3 and was restarted): answered now, the store's view would be
+            # stale -- a NACK for the successor, or message 2 for a generation being
+            # consumed -- and the peer would fall back or end up a generation apart.
+            self.stats["drop_committing"] += 1
+            return
         if req.ke is None and self.config.require_x25519:
             self._nack(req, addr, "x25519_required", req.handle)
             return
@@ -750,6 +763,7 @@ class Responder:
             "responder", cred, rs, values.esp_spi, init.sa.spi, lt, mlkem
         )
         slot.ke = ke_mode(ke_r is not None, mlkem)
+        slot.next_handle = slot.successor.handle
         slot.generation = cred.generation
         self.slots.advance(token, SlotInput.VERIFIED, now + self._lookup_timeout)
         self._commit(token, slot)
@@ -759,7 +773,9 @@ class Responder:
         if slot.successor is None:
             raise LocalProtocolError("internal: commit without a successor")
         self.stats["commit_requested"] += 1
-        self._events.append(CommitNeeded(token, slot.handle, slot.generation, slot.successor))
+        self._events.append(
+            CommitNeeded(token, slot.handle, slot.generation, slot.successor, slot.sa)
+        )
 
     # --- paper mode (2007 proposal; insecure, off by default) -------------------------------
 
@@ -768,6 +784,9 @@ class Responder:
             self._nack(req, addr, "paper_disabled", None)
             return
         if self._cached_response((addr, req.raw), addr, now):
+            return
+        if self.slots.being_committed(req.id_i):  # as for hardened message 1
+            self.stats["drop_committing"] += 1
             return
         tick = self._tick(now)
         slot = _Slot(

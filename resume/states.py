@@ -6,12 +6,22 @@ is dropped and counted without changing state.  The state machines never use ``a
 
 Initiator (one object per attempt)::
 
-    IDLE --initiate--> WAIT_RESPONSE --valid message 2--> DONE   (message 3 sent)
+    IDLE --initiate--> WAIT_RESPONSE --valid message 2--> SAVE_SUCCESSOR  (SaveSuccessor)
                           |  |--NACK, previous generation unused--> WAIT_RESPONSE (retry once)
                           |  |--NACK--> FALLBACK
                           |--retransmit timer--> WAIT_RESPONSE (message 1 again, backoff)
                           |--overall timeout--> FALLBACK
+    SAVE_SUCCESSOR --successor_saved (local)--> DONE      (message 3 sent, completion)
+                   --save_failed (local)------> FALLBACK  (nothing sent: g still valid)
     DONE --identical message 2 again--> DONE (message 3 re-sent: it was lost)
+
+Why SAVE_SUCCESSOR (write-ahead): message 3 is what lets the responder move to generation
+g+1.  If it could leave before the application had g+1 durably stored next to g, a crash
+in between would leave a client holding only g against a responder at g+1: stranded.  So
+message 3 is not even queued until the application says the successor is durable; a crash
+at any point then leaves the client holding g+1 and g, and the lost-message-3 rule (try
+g+1, on NACK retry once with g) covers every case.  An identical message 2 arriving while
+the successor is being saved is dropped (counted): message 3 does not exist yet.
 
 Responder (one object for all peers; per-request *slots* identified by a token, stateless
 between message 2 and message 3).  :class:`SlotTable` holds every slot and is the only code
@@ -19,6 +29,8 @@ that changes a slot's state: each change is a row of ``SLOT_TRANSITIONS``::
 
     message 1 --> AWAIT_CREDENTIAL_1 --credential--> CLOSED (message 2 sent)
                                      --refused-----> CLOSED (NACK)
+                                     --committing--> CLOSED (dropped: the handle is being
+                                                     committed, consumed or as successor)
     message 3 --> AWAIT_CREDENTIAL_3 --verified----> AWAIT_COMMIT (CommitNeeded)
                                      --refused-----> CLOSED (NACK: None, mismatch, bad MAC)
                                      --replayed----> CLOSED (dropped: the handle completed or
@@ -48,6 +60,7 @@ class InitiatorState(enum.Enum):
 
     IDLE = "idle"
     WAIT_RESPONSE = "wait_response"
+    SAVE_SUCCESSOR = "save_successor"
     DONE = "done"
     FALLBACK = "fallback"
 
@@ -57,6 +70,8 @@ class InitiatorInput(enum.Enum):
 
     INITIATE = "initiate"  # local
     VALID_RESPONSE = "valid_response"
+    SUCCESSOR_SAVED = "successor_saved"  # local: the successor is durable next to g
+    SAVE_FAILED = "save_failed"  # local: it could not be stored; nothing was sent
     NACK_RETRY_PREVIOUS = "nack_retry_previous"
     NACK = "nack"
     RETRANSMIT = "retransmit"
@@ -67,11 +82,15 @@ class InitiatorInput(enum.Enum):
 INITIATOR_TRANSITIONS: dict[InitiatorState, dict[InitiatorInput, InitiatorState]] = {
     InitiatorState.IDLE: {InitiatorInput.INITIATE: InitiatorState.WAIT_RESPONSE},
     InitiatorState.WAIT_RESPONSE: {
-        InitiatorInput.VALID_RESPONSE: InitiatorState.DONE,
+        InitiatorInput.VALID_RESPONSE: InitiatorState.SAVE_SUCCESSOR,
         InitiatorInput.NACK_RETRY_PREVIOUS: InitiatorState.WAIT_RESPONSE,
         InitiatorInput.NACK: InitiatorState.FALLBACK,
         InitiatorInput.RETRANSMIT: InitiatorState.WAIT_RESPONSE,
         InitiatorInput.TIMEOUT: InitiatorState.FALLBACK,
+    },
+    InitiatorState.SAVE_SUCCESSOR: {
+        InitiatorInput.SUCCESSOR_SAVED: InitiatorState.DONE,
+        InitiatorInput.SAVE_FAILED: InitiatorState.FALLBACK,
     },
     InitiatorState.DONE: {InitiatorInput.DUPLICATE_RESPONSE: InitiatorState.DONE},
     InitiatorState.FALLBACK: {},
@@ -94,6 +113,9 @@ class SlotInput(enum.Enum):
     VERIFIED = "verified"  # message 3 checked against the credential
     REFUSED = "refused"  # None, mismatch, bad MAC or a failed commit: NACK
     REPLAYED = "replayed"  # message 3 of a handle completed or committing meanwhile: dropped
+    #: message 1 whose handle a commit in flight consumes or creates: dropped, not NACKed
+    #: (the initiator retransmits; the answer then follows the commit's outcome)
+    COMMITTING = "committing"
     COMMIT = "commit"  # local: commit_result(ok=True)
     EXPIRE = "expire"  # the application did not answer in time
 
@@ -102,6 +124,7 @@ SLOT_TRANSITIONS: dict[SlotState, dict[SlotInput, SlotState]] = {
     SlotState.AWAIT_CREDENTIAL_1: {
         SlotInput.CREDENTIAL: SlotState.CLOSED,
         SlotInput.REFUSED: SlotState.CLOSED,
+        SlotInput.COMMITTING: SlotState.CLOSED,
         SlotInput.EXPIRE: SlotState.CLOSED,
     },
     SlotState.AWAIT_CREDENTIAL_3: {
@@ -129,14 +152,19 @@ OPENING_STATES = frozenset(
 
 
 class Slot:
-    """What the table needs of a slot; the responder's slots add the request's data."""
+    """What the table needs of a slot; the responder's slots add the request's data.
 
-    __slots__ = ("deadline", "handle", "state")
+    ``next_handle`` is the successor's handle once message 3 verified (AWAIT_COMMIT): the
+    table then knows both handles the commit in flight is about.
+    """
+
+    __slots__ = ("deadline", "handle", "next_handle", "state")
 
     def __init__(self, state: SlotState, handle: bytes, deadline: float) -> None:
         self.state = state
         self.handle = handle
         self.deadline = deadline
+        self.next_handle: bytes | None = None
 
 
 S = TypeVar("S", bound=Slot)
@@ -151,13 +179,23 @@ class SlotTable(Generic[S]):
     most recent transition ``(state, input, next state)``, for tests and debugging.
     """
 
-    __slots__ = ("_committing", "_completed", "_completed_size", "_next_token", "_slots", "last")
+    __slots__ = (
+        "_committing",
+        "_committing_next",
+        "_completed",
+        "_completed_size",
+        "_next_token",
+        "_slots",
+        "last",
+    )
 
     def __init__(self, completed_size: int) -> None:
         #: token -> slot, in deadline order (a slot whose deadline moves goes to the end)
         self._slots: OrderedDict[int, S] = OrderedDict()
         self._next_token = 1
         self._committing: set[bytes] = set()
+        #: successor handles of the commits in flight
+        self._committing_next: set[bytes] = set()
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._completed_size = completed_size
         self.last: tuple[SlotState, SlotInput, SlotState] | None = None
@@ -173,8 +211,18 @@ class SlotTable(Generic[S]):
         self._next_token += 1
         self._slots[token] = slot
         if slot.state is SlotState.AWAIT_COMMIT:
-            self._committing.add(slot.handle)
+            self._start_commit(slot)
         return token
+
+    def _start_commit(self, slot: Slot) -> None:
+        self._committing.add(slot.handle)
+        if slot.next_handle is not None:
+            self._committing_next.add(slot.next_handle)
+
+    def _end_commit(self, slot: Slot) -> None:
+        self._committing.discard(slot.handle)
+        if slot.next_handle is not None:
+            self._committing_next.discard(slot.next_handle)
 
     def get(self, token: int, accepted: frozenset[SlotState], what: str) -> S | None:
         """The slot ``token`` names if it is in an ``accepted`` state; None when it was
@@ -202,7 +250,7 @@ class SlotTable(Generic[S]):
         if nxt is None:
             raise LocalProtocolError(f"slot in state {old.value} cannot take {event.value}")
         if old is SlotState.AWAIT_COMMIT:
-            self._committing.discard(slot.handle)
+            self._end_commit(slot)
             if event is SlotInput.COMMIT:
                 self._completed[slot.handle] = None
                 if len(self._completed) > self._completed_size:
@@ -216,7 +264,7 @@ class SlotTable(Generic[S]):
             slot.deadline = deadline
             self._slots.move_to_end(token)
             if nxt is SlotState.AWAIT_COMMIT:
-                self._committing.add(slot.handle)
+                self._start_commit(slot)
         self.last = (old, event, nxt)
         return nxt
 
@@ -244,11 +292,23 @@ class SlotTable(Generic[S]):
     def committing(self, handle: bytes) -> bool:
         return handle in self._committing
 
+    def being_committed(self, handle: bytes) -> bool:
+        """A commit in flight consumes ``handle`` or creates it (its successor): a message 1
+        for it must wait for that commit's outcome, not be answered from the store now."""
+        return handle in self._committing or handle in self._committing_next
+
+
+#: Inputs that come from the application, not the network: one not allowed in the current
+#: state is API misuse (LocalProtocolError), never a datagram to drop.
+INITIATOR_LOCAL_INPUTS = frozenset(
+    {InitiatorInput.INITIATE, InitiatorInput.SUCCESSOR_SAVED, InitiatorInput.SAVE_FAILED}
+)
+
 
 def initiator_next(state: InitiatorState, event: InitiatorInput) -> InitiatorState | None:
     """The next state, or None when ``event`` is not allowed in ``state`` (network input:
     drop it).  A local input that is not allowed raises LocalProtocolError."""
     nxt = INITIATOR_TRANSITIONS[state].get(event)
-    if nxt is None and event is InitiatorInput.INITIATE:
+    if nxt is None and event in INITIATOR_LOCAL_INPUTS:
         raise LocalProtocolError(f"cannot {event.value} in state {state.value}")
     return nxt

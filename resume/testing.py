@@ -1,7 +1,8 @@
 """In-process plumbing for tests, the demo and benchmarks (h11's ConnectionPair idea).
 
 ``MemoryTable`` plays the responder's store (lookup + compare-and-set ratchet commit),
-``answer_events`` plays the application loop that answers the responder's requests, and
+``answer_events`` plays the application loop that answers the responder's requests,
+``answer_save`` plays the initiator's application saving the successor (write-ahead), and
 ``ConnectionPair`` moves datagrams between an initiator and a responder, with an optional
 loss filter, advancing a simulated clock through the initiator's timers.  Nothing here
 touches a socket or a database, and the protocol only ever sees the simulated clock;
@@ -23,6 +24,7 @@ from resume.events import (
     CommitNeeded,
     CredentialNeeded,
     Event,
+    SaveSuccessor,
 )
 from resume.initiator import Initiator
 from resume.responder import Responder, ResponderConfig
@@ -113,6 +115,18 @@ def answer_events(responder: Responder, table: MemoryTable, now: float) -> list[
     return out
 
 
+def answer_save(initiator: Initiator, now: float, ok: bool = True) -> list[Event]:
+    """Answer the initiator's pending ``SaveSuccessor`` (saved, or with ``ok`` False failed);
+    return every event it had queued.  Nothing is durable here: in-process tests only."""
+    events = drain(initiator)
+    if any(isinstance(e, SaveSuccessor) for e in events):
+        if ok:
+            initiator.successor_saved(now)
+        else:
+            initiator.successor_save_failed(now)
+    return events
+
+
 def drain(conn: Initiator | Responder) -> list[Event]:
     out: list[Event] = []
     while (ev := conn.next_event()) is not None:
@@ -150,8 +164,12 @@ class ConnectionPair:
         now: float,
         keep: LossFilter | None = None,
         max_steps: int = 64,
+        save_ok: bool = True,
     ) -> tuple[list[Event], list[Event], float]:
-        """Run one attempt to quiescence: (initiator events, responder events, end time)."""
+        """Run one attempt to quiescence: (initiator events, responder events, end time).
+
+        The initiator's ``SaveSuccessor`` is answered at once (``save_ok`` False: failed).
+        """
         i_events: list[Event] = []
         r_events: list[Event] = []
         clock = time.perf_counter
@@ -173,7 +191,12 @@ class ConnectionPair:
                     t0 = clock()
                     initiator.receive_datagram(data, SERVER_ADDR, now)
                     self.initiator_seconds += clock() - t0
-            i_events += drain(initiator)
+            t0 = clock()
+            new = answer_save(initiator, now, save_ok)
+            self.initiator_seconds += clock() - t0
+            i_events += new
+            if any(isinstance(e, SaveSuccessor) for e in new):
+                moved = True  # message 3 (or nothing, after a failed save) is queued now
             if moved:
                 continue
             timer = initiator.get_timer()

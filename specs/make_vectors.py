@@ -17,7 +17,7 @@ from typing import Any
 
 from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
-from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete
+from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
 from resume.kem_testing import deterministic_encapsulation
 from resume.responder import Responder, ResponderConfig
@@ -159,7 +159,9 @@ def _run(
             messages.append(data)
             init.receive_datagram(data, SERVER, NOW)
         while (ev := init.next_event()) is not None:
-            if isinstance(ev, ResumptionComplete):
+            if isinstance(ev, SaveSuccessor):
+                init.successor_saved(NOW)  # write-ahead: message 3 leaves after the save
+            elif isinstance(ev, ResumptionComplete):
                 i_done.append(ev)
     if len(messages) != 3 or len(i_done) != 1 or len(r_done) != 1:
         raise RuntimeError("vector run did not complete")

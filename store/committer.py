@@ -12,6 +12,11 @@ or :meth:`commit_ratchet_blocking`; trio code awaits :meth:`commit_ratchet`, whi
 the task until the worker reschedules it through the trio token -- no thread per waiting
 task, so hundreds of concurrent accepts cost no more threads than one.
 
+Install-outbox deletions (:meth:`GroupCommitter.forget`: rows whose SAs the service has
+installed) ride along with the next batch's transaction; with no accept to ride on, they
+get one transaction of their own.  Nobody waits for them: a deletion lost in a crash only
+means an idempotent re-install at the next start-up.
+
 Accepts submitted from a trio thread (either call) are handed to the worker once per
 scheduler pass, all together, not one by one: otherwise, on a busy core, the worker wakes
 at the first accept, takes the two or three queued by the time it holds the GIL, and
@@ -32,6 +37,7 @@ import trio
 
 from resume.credential import Credential
 from store.errors import StoreError, StoreUnavailable
+from store.outbox import InstallIntent
 from store.repository import RatchetRequest, Store
 
 
@@ -56,6 +62,16 @@ class CommitterStats:
     won: int = 0
     failed_transactions: int = 0
     largest_batch: int = 0
+    forgotten: int = 0  # install-outbox rows deleted (installed)
+
+
+class _Forget:
+    """Queued install-outbox deletions (no waiter)."""
+
+    __slots__ = ("uids",)
+
+    def __init__(self, uids: list[str]) -> None:
+        self.uids = uids
 
 
 class GroupCommitter:
@@ -82,7 +98,7 @@ class GroupCommitter:
         if store.embedded and sqlite_checkpoint_interval_s is not None:
             self._checkpointer = _Checkpointer(store, sqlite_checkpoint_interval_s)
         self.stats = CommitterStats()
-        self._q: queue.SimpleQueue[_Waiter | list[_Waiter] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_Waiter | list[_Waiter] | _Forget | None] = queue.SimpleQueue()
         #: per trio run: accepts of the current scheduler pass, not yet handed over
         self._pending: dict[trio.lowlevel.TrioToken, list[_Waiter]] = {}
         self._closed = False
@@ -145,11 +161,26 @@ class GroupCommitter:
             if batch:
                 self._q.put(batch)
 
+    def forget(self, uids: list[str]) -> None:
+        """Delete these install-outbox rows with the next transaction (nobody waits)."""
+        if not uids:
+            return
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("group committer is closed")
+            self._q.put(_Forget(list(uids)))
+
     def submit(
-        self, handle: bytes, generation: int, successor: Credential, now: float
+        self,
+        handle: bytes,
+        generation: int,
+        successor: Credential,
+        now: float,
+        install: InstallIntent | None = None,
     ) -> Future[bool]:
-        """Queue one compare-and-set; the future resolves once its transaction is durable."""
-        w = _Waiter(RatchetRequest(handle, generation, successor, now))  # validates first
+        """Queue one compare-and-set (with ``install``, its outbox row in the same
+        transaction); the future resolves once its transaction is durable."""
+        w = _Waiter(RatchetRequest(handle, generation, successor, now, install))  # validates
         w.future = Future()
         w.future.set_running_or_notify_cancel()
         self._enqueue(w)
@@ -161,7 +192,12 @@ class GroupCommitter:
         return self.submit(handle, generation, successor, now).result()
 
     async def commit_ratchet(
-        self, handle: bytes, generation: int, successor: Credential, now: float
+        self,
+        handle: bytes,
+        generation: int,
+        successor: Credential,
+        now: float,
+        install: InstallIntent | None = None,
     ) -> bool:
         """Trio: the CAS result once durable; raises StoreError if the commit failed.
 
@@ -170,7 +206,7 @@ class GroupCommitter:
         task parks with ``wait_task_rescheduled`` and is rescheduled by one trio-token
         callback per batch: cheaper than an Event plus a shielded cancel scope per accept.)
         """
-        w = _Waiter(RatchetRequest(handle, generation, successor, now))
+        w = _Waiter(RatchetRequest(handle, generation, successor, now, install))
         w.task = trio.lowlevel.current_task()
         w.token = trio.lowlevel.current_trio_token()
         self._enqueue(w, w.token)
@@ -191,26 +227,40 @@ class GroupCommitter:
             first = self._q.get()
             if first is None:
                 break
-            batch: list[_Waiter] = first if isinstance(first, list) else [first]
-            while len(batch) < max_batch:
+            batch: list[_Waiter] = []
+            forget: list[str] = []
+            item: _Waiter | list[_Waiter] | _Forget | None = first
+            while True:
+                if isinstance(item, _Forget):
+                    forget.extend(item.uids)
+                elif isinstance(item, list):
+                    batch.extend(item)
+                elif item is not None:
+                    batch.append(item)
+                if len(batch) >= max_batch:
+                    break
                 try:
-                    nxt = self._q.get_nowait()
+                    item = self._q.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None:
+                if item is None:
                     stop = True
                     break
-                if isinstance(nxt, list):
-                    batch.extend(nxt)
-                else:
-                    batch.append(nxt)
+            if not batch:
+                self._forget(forget)
+                continue
             for k in range(0, len(batch), max_batch):
-                self._commit(batch[k : k + max_batch])
+                self._commit(batch[k : k + max_batch], forget if k == 0 else [])
 
-    def _commit(self, batch: list[_Waiter]) -> None:
+    def _forget(self, uids: list[str]) -> None:
+        # on failure the rows stay: the next start-up re-installs them (idempotent)
+        with contextlib.suppress(StoreError):
+            self.stats.forgotten += self.store.forget_installs(uids)
+
+    def _commit(self, batch: list[_Waiter], forget: list[str]) -> None:
         st = self.stats
         try:
-            results = self.store.commit_ratchet_many([w.req for w in batch])
+            results = self.store.commit_ratchet_many([w.req for w in batch], forget=forget)
         except BaseException as e:  # the batch did not commit: every waiter gets the error
             st.failed_transactions += 1
             for w in batch:
@@ -220,6 +270,7 @@ class GroupCommitter:
                 raise
             return
         st.transactions += 1
+        st.forgotten += len(forget)
         st.accepts += len(batch)
         st.won += sum(results)
         st.largest_batch = max(st.largest_batch, len(batch))

@@ -27,6 +27,7 @@ import binascii
 import hashlib
 import os
 import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,18 @@ def _binding(id_i: bytes, id_r: bytes, params_text: str) -> bytes:
     h.update(len(id_r).to_bytes(4, "big"))
     h.update(id_r)
     h.update(params_text.encode())
+    return h.digest()
+
+
+def install_binding(sa_text: str, expires_at: float | None) -> bytes:
+    """Digest of an install-outbox row's public fields (SA description, hard expiry) for
+    the AAD of its wrapped keys: editing either makes the unwrap fail."""
+    h = hashlib.sha256(b"ikeresume-store install v1\x00")
+    raw = sa_text.encode()
+    h.update(len(raw).to_bytes(4, "big"))
+    h.update(raw)
+    if expires_at is not None:
+        h.update(struct.pack(">d", expires_at))
     return h.digest()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import DeclarativeBase, Mapped
 
-from store.tables import credentials, master_keys, metadata
+from store.tables import credentials, install_outbox, master_keys, metadata
 
 
 class Base(DeclarativeBase):
@@ -55,3 +55,19 @@ class MasterKeyCheck(Base):
     key_id: Mapped[str]
     check_blob: Mapped[bytes]
     created_at: Mapped[float]
+
+
+class InstallOutboxRow(Base):
+    """An SA pair committed with the ratchet and not yet known to be installed."""
+
+    __table__ = install_outbox
+
+    uid: Mapped[str]
+    node: Mapped[str]
+    handle: Mapped[bytes]
+    generation: Mapped[int]
+    committed_at: Mapped[float]
+    expires_at: Mapped[float | None]
+    sa: Mapped[str]
+    key_id: Mapped[str]
+    keys_wrapped: Mapped[bytes]

@@ -45,6 +45,9 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.keys import AEAD_NONCE_LEN, Keyring
+from store.outbox import INSERT_SQL as _SQL_OUTBOX_INSERT
+from store.outbox import SELECT_SQL as _SQL_OUTBOX_SELECT
+from store.outbox import InstallIntent, OutboxReplay, PendingInstall, decode_row, encode_row
 from store.policy import Counters, Policy, Refusal
 from store.wrapping import unwrap_credential, wrap_credential
 
@@ -118,6 +121,7 @@ _SQL_RATCHET = (
     "WHERE role = 'responder' AND handle = ? AND generation = ? "
     "AND mode = ? AND id_i = ? AND id_r = ? AND params = ?"
 )
+_SQL_OUTBOX_DELETE = "DELETE FROM install_outbox WHERE uid = ?"
 #: Position of the WHERE clause's handle in a _SQL_RATCHET parameter row.
 _RATCHET_HANDLE_PARAM = 8
 
@@ -222,12 +226,17 @@ class LookupResult(NamedTuple):
 
 @dataclass(slots=True)
 class RatchetRequest:
-    """Accept ``successor`` in place of (handle, generation) -- one compare-and-set."""
+    """Accept ``successor`` in place of (handle, generation) -- one compare-and-set.
+
+    ``install``: the SA pair to insert into the install outbox in the same transaction, if
+    the CAS wins (the responder service passes it when it installs SAs; spec 6.2.1).
+    """
 
     handle: bytes
     generation: int
     successor: Credential
     now: float
+    install: InstallIntent | None = None
 
     def __post_init__(self) -> None:
         if self.successor.generation != self.generation + 1:
@@ -301,6 +310,12 @@ class Store:
     ) -> Store:
         """Open (and by default create/migrate) a store; raises StoreError subclasses.
 
+        Opening a cache that exists, at the current schema, with a registered key, is
+        read-only: it takes no write lock, so ``ikeresume resume`` never waits for another
+        process's write just to start (and never holds one up).  Writes happen only when
+        something must be written: creating or migrating the schema, and registering a
+        master key on its first use (:meth:`register_master_key`).
+
         A plain SQLite file is opened on the sqlite3 driver alone: SQLAlchemy (and alembic)
         are loaded only if the schema needs migrating or a maintenance operation runs, so
         ``ikeresume resume`` and the responder's hot paths never pay their import.
@@ -339,8 +354,8 @@ class Store:
             if run_migrations and not store._sqlite_at_head():
                 with store._errors("open"):
                     migrate(store.engine)
-            if keyring is not None and verify_keys:
-                store.verify_master_keys()
+            if keyring is not None and verify_keys and not store.verify_master_keys():
+                store.register_master_key()  # first use of this key: its own write
         except BaseException:
             store.close()
             raise
@@ -685,13 +700,22 @@ class Store:
 
     # -- the ratchet -----------------------------------------------------------------
     def commit_ratchet(
-        self, handle: bytes, generation: int, successor: Credential, now: float
+        self,
+        handle: bytes,
+        generation: int,
+        successor: Credential,
+        now: float,
+        install: InstallIntent | None = None,
     ) -> bool:
         """Responder: accept ``successor`` iff the record is still at (handle, generation)
-        and the policy still allows a resumption of it at ``now``."""
-        return self.commit_ratchet_many([RatchetRequest(handle, generation, successor, now)])[0]
+        and the policy still allows a resumption of it at ``now`` (with ``install``, its
+        outbox row in the same transaction)."""
+        req = RatchetRequest(handle, generation, successor, now, install)
+        return self.commit_ratchet_many([req])[0]
 
-    def commit_ratchet_many(self, reqs: Sequence[RatchetRequest]) -> list[bool]:
+    def commit_ratchet_many(
+        self, reqs: Sequence[RatchetRequest], *, forget: Sequence[str] = ()
+    ) -> list[bool]:
         """Many compare-and-sets in ONE transaction; returns only after it is durable.
 
         Each result says whether that request won its CAS: the record is still at
@@ -702,16 +726,31 @@ class Store:
         sharing it cannot deadlock -- there a request for another request's successor in
         the same batch may be refused, which a responder never sends: it acknowledges a
         successor only after its commit.)
+        Every winning request with an ``install`` also inserts its install-outbox row in
+        the same transaction (a losing one inserts nothing); ``forget`` names outbox rows
+        (installed meanwhile) to delete in it too -- deletions ride along with the next
+        commit instead of costing a durable transaction of their own.
         Raises StoreError if the transaction could not be committed (then none was).
         """
         if not reqs:
+            if forget:
+                self.forget_installs(forget)
             return []
         kr = self._need_keyring()
         sql, guard = self._ratchet_sql()
-        # one getrandom() for the whole batch's nonces instead of one per successor
-        nonces = os.urandom(AEAD_NONCE_LEN * len(reqs))
+        # one getrandom() for the whole batch's nonces instead of one per successor (and
+        # per install-outbox row: the second half)
+        n = len(reqs)
+        nonces = os.urandom(2 * AEAD_NONCE_LEN * n)
         rows = []
+        outbox: list[tuple[Any, ...] | None] = []
         for k, r in enumerate(reqs):
+            if r.install is None:
+                outbox.append(None)
+            else:
+                o = (n + k) * AEAD_NONCE_LEN
+                nonce = nonces[o : o + AEAD_NONCE_LEN]
+                outbox.append(encode_row(kr, r.install, r.handle, r.generation, r.now, nonce))
             s = r.successor
             ptext = params_text(s.params)
             nonce = nonces[k * AEAD_NONCE_LEN : (k + 1) * AEAD_NONCE_LEN]
@@ -726,8 +765,8 @@ class Store:
                     row += (now, lim) if with_now else (lim,)
             rows.append(row)
         if self._pg:
-            return self._ratchet_pg(sql, rows)
-        return self._ratchet_sqlite(sql, rows)
+            return self._ratchet_pg(sql, rows, outbox, forget)
+        return self._ratchet_sqlite(sql, rows, outbox, forget)
 
     def _ratchet_sql(self) -> tuple[str, tuple[tuple[bool, float], ...]]:
         """``_SQL_RATCHET`` guarded by the current policy (rebuilt if ``policy`` changes)."""
@@ -737,7 +776,13 @@ class Store:
             cached = self._ratchet_cache = (self.policy, _SQL_RATCHET + terms, guard)
         return cached[1], cached[2]
 
-    def _ratchet_sqlite(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_sqlite(
+        self,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        outbox: list[tuple[Any, ...] | None],
+        forget: Sequence[str],
+    ) -> list[bool]:
         """The batch in one ``BEGIN IMMEDIATE`` transaction on this thread's connection.
 
         Fast path: one ``executemany``; every statement changes at most one row (the
@@ -780,6 +825,11 @@ class Store:
                         cur.close()
                 else:
                     out = [True] * n
+                won = [o for o, ok in zip(outbox, out, strict=True) if ok and o is not None]
+                if won:
+                    raw.executemany(_SQL_OUTBOX_INSERT, won)
+                if forget:
+                    raw.executemany(_SQL_OUTBOX_DELETE, [(u,) for u in forget])
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -793,7 +843,13 @@ class Store:
             raise
         return out
 
-    def _ratchet_pg(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_pg(
+        self,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        outbox: list[tuple[Any, ...] | None],
+        forget: Sequence[str],
+    ) -> list[bool]:
         """Batch CAS on PostgreSQL, rows locked in handle order.
 
         Two responders committing overlapping batches in different orders would wait on
@@ -802,17 +858,26 @@ class Store:
         finds the generation moved and refuses.
         """
         order = sorted(range(len(rows)), key=lambda i: rows[i][_RATCHET_HANDLE_PARAM])  # stable
-        sorted_out = self._ratchet_pg_ordered(sql, [rows[i] for i in order])
+        sorted_out = self._ratchet_pg_ordered(
+            sql, [rows[i] for i in order], [outbox[i] for i in order], forget
+        )
         out = [False] * len(rows)
         for pos, i in enumerate(order):
             out[i] = sorted_out[pos]
         return out
 
-    def _ratchet_pg_ordered(self, sql: str, rows: list[tuple[Any, ...]]) -> list[bool]:
+    def _ratchet_pg_ordered(
+        self,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        outbox: list[tuple[Any, ...] | None],
+        forget: Sequence[str],
+    ) -> list[bool]:
         # lazy: psycopg only for a PostgreSQL store (tests/test_startup.py)
         import psycopg
 
         sql = self._q(sql) + " RETURNING id"
+        insert, delete = self._q(_SQL_OUTBOX_INSERT), self._q(_SQL_OUTBOX_DELETE)
         with self._raw("commit_ratchet") as raw:
             try:
                 out: list[bool] = []
@@ -822,6 +887,11 @@ class Store:
                         out.append(cur.fetchone() is not None)
                         if not cur.nextset():
                             break
+                    won = [o for o, ok in zip(outbox, out, strict=True) if ok and o is not None]
+                    if won:
+                        cur.executemany(insert, won)
+                    if forget:
+                        cur.executemany(delete, [(u,) for u in forget])
                 raw.commit()
                 return out
             except psycopg.IntegrityError:
@@ -829,16 +899,22 @@ class Store:
             # A successor handle collided with another row: redo one by one so that only
             # the offending request is refused.
             out = []
-            for p in rows:
+            for p, o in zip(rows, outbox, strict=True):
                 try:
                     with raw.cursor() as cur:
                         cur.execute(sql, p)
                         ok = cur.fetchone() is not None
+                        if ok and o is not None:
+                            cur.execute(insert, o)
                     raw.commit()
                 except psycopg.IntegrityError:
                     raw.rollback()
                     ok = False
                 out.append(ok)
+            if forget:
+                with raw.cursor() as cur:
+                    cur.executemany(delete, [(u,) for u in forget])
+                raw.commit()
             return out
 
     def advance_initiator(
@@ -881,6 +957,51 @@ class Store:
         )
         with self._errors("confirm_initiator"), self.engine.begin() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
+
+    # -- the install outbox (spec 6.2.1) ---------------------------------------------
+    def pending_installs(self, node: str, now: float) -> OutboxReplay:
+        """Start-up: the outbox rows of ``node`` to install, their lifetimes cut to what
+        remains at ``now``.  Rows whose hard expiry has passed are deleted here (one
+        transaction) and never installed; rows that do not decode or authenticate are left
+        in place and reported (fail closed: nothing is installed from them, nothing is
+        deleted because it could not be read)."""
+        kr = self._need_keyring()
+        with self._raw("pending installs") as raw:
+            cur = raw.cursor()
+            try:
+                rows = cur.execute(self._q(_SQL_OUTBOX_SELECT), (node,)).fetchall()
+            finally:
+                cur.close()
+        pending: list[PendingInstall] = []
+        expired: list[str] = []
+        unreadable: dict[str, str] = {}
+        for row in rows:
+            uid, exp = str(row[0]), row[4]
+            if exp is not None and float(exp) <= now:
+                expired.append(uid)
+                continue
+            try:
+                pending.append(decode_row(kr, tuple(row), now))
+            except StoreError as e:
+                unreadable[uid] = str(e)
+        if expired:
+            self.forget_installs(expired)
+        return OutboxReplay(pending, len(expired), unreadable)
+
+    def forget_installs(self, uids: Sequence[str]) -> int:
+        """Delete install-outbox rows (installed, or expired); the number deleted."""
+        if not uids:
+            return 0
+        with self._transaction("forget installs") as raw:
+            cur = raw.cursor()
+            try:
+                n = 0
+                for u in uids:
+                    cur.execute(self._q(_SQL_OUTBOX_DELETE), (u,))
+                    n += max(0, cur.rowcount)
+            finally:
+                cur.close()
+        return n
 
     # -- full IKE and accounting -----------------------------------------------------
     def upsert_full_ike(
@@ -1067,33 +1188,58 @@ class Store:
             return int(conn.execute(delete(_T).where(cond)).rowcount)
 
     # -- master keys -----------------------------------------------------------------
-    def verify_master_keys(self, now: float = 0.0) -> None:
+    def verify_master_keys(self) -> bool:
         """Refuse a master key that does not match the one that wrapped this database.
 
-        Checks each configured key against its stored check value (registering the current
-        key on first use), and that the records' key ids are not all unknown.
+        Read-only (no write lock, no transaction that writes): opening a cache must not
+        stall behind another process's write, nor block one.  Checks each configured key
+        against its stored check value and that the records' key ids are not all unknown.
+        Returns whether the current key is registered; if not, :meth:`register_master_key`
+        is the (separate, explicit) write that registers it.
         """
         kr = self._need_keyring()
-        with self._transaction("verify master keys") as raw:
-            rows = raw.execute("SELECT key_id, check_blob FROM master_keys").fetchall()
-            stored = {str(k): bytes(b) for k, b in rows}
-            for kid in kr.key_ids:
-                if kid in stored and kr.verify_check(kid, stored[kid]) is False:
-                    raise MasterKeyError(
-                        f"master key {kid!r} is not the key this database was written with "
-                        f"({self.url_display}); refusing to use it"
-                    )
-            if kr.current_id not in stored:
-                kid, blob = kr.key_check()
-                raw.execute(
-                    self._q(
-                        "INSERT INTO master_keys (key_id, check_blob, created_at) VALUES (?, ?, ?)"
-                    ),
-                    (kid, blob, now),
-                )
-            used = {r[0] for r in raw.execute("SELECT DISTINCT key_id FROM credentials").fetchall()}
+        with self._raw("verify master keys") as raw:
+            cur = raw.cursor()
+            try:
+                rows = cur.execute("SELECT key_id, check_blob FROM master_keys").fetchall()
+                used = {r[0] for r in cur.execute(
+                    "SELECT DISTINCT key_id FROM credentials").fetchall()}  # fmt: skip
+            finally:
+                cur.close()
+        stored = {str(k): bytes(b) for k, b in rows}
+        self._check_keys(kr, stored)
         if used and not used & set(kr.key_ids):
             raise MasterKeyError(
                 f"wrong master key: records in {self.url_display} are wrapped under key id(s) "
                 f"{', '.join(sorted(used))}, configured: {', '.join(kr.key_ids)}"
             )
+        return kr.current_id in stored
+
+    def _check_keys(self, kr: Keyring, stored: dict[str, bytes]) -> None:
+        for kid in kr.key_ids:
+            if kid in stored and kr.verify_check(kid, stored[kid]) is False:
+                raise MasterKeyError(
+                    f"master key {kid!r} is not the key this database was written with "
+                    f"({self.url_display}); refusing to use it"
+                )
+
+    def register_master_key(self, now: float = 0.0) -> bool:
+        """Register the keyring's current key (its check value) so that a wrong key is
+        caught at open; True if this call registered it, False if it already was.
+
+        One write transaction of its own, done on a database's first use with a key (a new
+        cache, or the new key of a rotation): every other open is read-only.  Two processes
+        registering the same key at once: one inserts, the other finds it (and checks it).
+        """
+        kr = self._need_keyring()
+        kid, blob = kr.key_check()
+        with self._transaction("register master key") as raw:
+            row = raw.execute(
+                self._q("SELECT check_blob FROM master_keys WHERE key_id = ?"), (kid,)
+            ).fetchone()
+            if row is not None:
+                self._check_keys(kr, {kid: bytes(row[0])})
+                return False
+            sql = "INSERT INTO master_keys (key_id, check_blob, created_at) VALUES (?, ?, ?)"
+            raw.execute(self._q(sql), (kid, blob, now))
+        return True

@@ -20,6 +20,45 @@ not under the wrapping AAD (specs/cache-format.md says what that means).
 Times are POSIX seconds as floats (what :class:`store.policy.Counters` holds), secrets are
 only ever stored wrapped (see :mod:`store.keys`), SA parameters are canonical JSON text
 (the wrapping AAD covers that exact text).
+
+``install_outbox`` is the responder's install intent, written in the SAME transaction as
+the ratchet compare-and-set that accepted the exchange (spec 6.2.1): a responder killed
+between its commit and the kernel install finds the SA pair here at start-up and installs
+it.  It is a plain table so that any engine committing the ratchet (the native one
+included) can insert into it in that transaction.  One row per accepted exchange:
+
+=============  ==============  ==========================================================
+column         type            meaning
+=============  ==============  ==========================================================
+uid            text(32), key   32 lowercase hex digits (16 random bytes), chosen by the
+                               writer; the service deletes the row by it once installed
+node           text(128)       the responder whose kernel installs it (``[install] node``,
+                               default the host name): responders sharing PostgreSQL
+                               replay only their own rows
+handle         bytes           the consumed credential's handle (the CAS key) ...
+generation     int64           ... and generation: the AAD binds the keys to both
+committed_at   float64         the commit's ``now`` (POSIX seconds)
+expires_at     float64 / NULL  ``committed_at + sa.lifetimes.hard_seconds``: the SA pair's
+                               hard expiry; NULL when it has no time limit.  A row whose
+                               expiry has passed is deleted at start-up, never installed
+sa             text            the SA pair without its keys, as JSON: ``role``,
+                               ``params`` (:meth:`SAParams.to_json`), ``lifetimes``,
+                               ``reqid``, ``i_to_r_spi``, ``r_to_i_spi``.  Any JSON
+                               spelling: the AAD covers the stored text byte for byte
+key_id         text(64)        the master key that wrapped ``keys_wrapped``
+keys_wrapped   bytes           ``nonce(12) || AES-256-GCM(master key, K, AAD)`` with
+                               ``K = lp(i_to_r encr) | lp(i_to_r integ) | lp(r_to_i encr)
+                               | lp(r_to_i integ)`` (``lp``: u16 big-endian length, then
+                               the bytes) and ``AAD = record_aad("install", "responder",
+                               "esp", handle, generation, B)``,
+                               ``B = SHA-256("ikeresume-store install v1" 0x00 | u32(len
+                               sa) | sa | [f64 big-endian expires_at, absent when NULL])``
+=============  ==============  ==========================================================
+
+(:mod:`store.keys` defines ``record_aad``; :mod:`store.outbox` encodes and decodes rows.)
+No index besides the key: a row lives from a commit until its install finished (well under
+a second), so the table holds about as many rows as installs in flight, and start-up reads
+it whole.
 """
 
 from __future__ import annotations
@@ -74,6 +113,20 @@ credentials = Table(
     Index("ix_credentials_role_prev_handle", "role", "prev_handle"),
     Index("ix_credentials_peers", "role", "id_i", "id_r"),
     Index("ix_credentials_last_used", "last_used_at"),
+)
+
+install_outbox = Table(
+    "install_outbox",
+    metadata,
+    Column("uid", String(32), primary_key=True),
+    Column("node", String(128), nullable=False),
+    Column("handle", LargeBinary, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("committed_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=True),
+    Column("sa", Text, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("keys_wrapped", LargeBinary, nullable=False),
 )
 
 #: One wrapped known value per master key id: a wrong key is caught at open time.

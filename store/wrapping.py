@@ -1,10 +1,13 @@
-"""A credential's secrets at rest: wrapped for its row, unwrapped and authenticated back.
+"""Secrets at rest: wrapped for their row, unwrapped and authenticated back.
 
-Each ciphertext's AAD (:func:`store.keys.record_aad`) binds it to the row's role, mode,
-handle and generation and to a digest of the identities and SA parameters
+A credential's secret: each ciphertext's AAD (:func:`store.keys.record_aad`) binds it to the
+row's role, mode, handle and generation and to a digest of the identities and SA parameters
 (:func:`store.keys.record_binding`), so a secret moved to another row, or a row whose
-trusted fields were edited, does not decrypt.  Split from the repository so that the SQL
-there and the cryptography here can each be read alone.
+trusted fields were edited, does not decrypt.  An install-outbox row's ESP keys the same
+way: AAD ``record_aad("install", "responder", "esp", handle, generation, B)`` with ``B`` the
+digest of the row's SA description and hard expiry (:func:`store.keys.install_binding`).
+Split from the repository so that the SQL there and the cryptography here can each be read
+alone.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from resume.credential import Credential, Lineage, PaperKeys, ProtocolMode
 from store.codec import paper_keys_bytes, paper_keys_from_bytes, parse_params
 from store.errors import CorruptRecord
-from store.keys import Keyring, record_aad, record_binding
+from store.keys import Keyring, install_binding, record_aad, record_binding
 
 _MODES = {m.value: m for m in ProtocolMode}
 _LINEAGES = {lin.value: lin for lin in Lineage}
@@ -93,3 +96,36 @@ def unwrap_credential(
         return Credential(mode, handle, generation, secret, id_i, id_r, params, paper, lineage)
     except (ValueError, TypeError) as e:
         raise CorruptRecord(f"record {uid} ({role}, generation {generation}): {e}") from None
+
+
+def _install_aad(handle: bytes, generation: int, sa_text: str, expires_at: float | None) -> bytes:
+    binding = install_binding(sa_text, expires_at)
+    return record_aad(b"install", "responder", "esp", handle, generation, binding)
+
+
+def wrap_install(
+    kr: Keyring,
+    handle: bytes,
+    generation: int,
+    sa_text: str,
+    expires_at: float | None,
+    keys: bytes,
+    nonce: bytes | None = None,
+) -> tuple[str, bytes]:
+    """(key id, wrapped keys) for an install-outbox row (see :mod:`store.tables`)."""
+    return kr.wrap(keys, _install_aad(handle, generation, sa_text, expires_at), nonce)
+
+
+def unwrap_install(
+    kr: Keyring,
+    uid: str,
+    handle: bytes,
+    generation: int,
+    sa_text: str,
+    expires_at: float | None,
+    key_id: str,
+    wrapped: bytes,
+) -> bytes:
+    """The keys blob of an install-outbox row; CorruptRecord/MasterKeyError."""
+    aad = _install_aad(handle, generation, sa_text, expires_at)
+    return kr.unwrap(key_id, wrapped, aad, what=f"install outbox row {uid}")

@@ -100,11 +100,12 @@ def test_resume_client_path_does_not_import_trio() -> None:
     assert sorted(m for m in mods if m == "trio" or m.startswith("trio.")) == []
     attempt = (
         "from resume.initiator import InitiatorConfig\n"
-        "from resume.net.client import ClientOptions, resume_once_blocking\n"
+        "from resume.net.client import ClientOptions, keep_in_memory_blocking as keep\n"
+        "from resume.net.client import resume_once_blocking\n"
         "from resume.testing import simulated_full_ike\n"
         "cred = simulated_full_ike(id_i=b'\\x02a', id_r=b'\\x02b')\n"
         "cfg = InitiatorConfig(initial_rto=0.05, max_retransmits=1, timeout=0.2)\n"
-        "r = resume_once_blocking(cred, ('127.0.0.1', 9), options=ClientOptions(config=cfg))\n"
+        "r = resume_once_blocking(cred, ('127.0.0.1', 9), ClientOptions(config=cfg), save=keep)\n"
         "assert r.outcome == 'timeout', r\n"
     )
     mods = _modules_after(attempt)

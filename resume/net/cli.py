@@ -123,15 +123,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _err(f"config error: {e}")
         return EXIT_CONFIG
-    from resume.net.config import responder_config
+    from resume.net.config import affinity_warning, responder_config
 
     try:
-        responder_config(cfg.protocol)
+        rcfg = responder_config(cfg.protocol)
     except ConfigError as e:
         _err(f"config error: {cfg.source}: {e}")
         return EXIT_CONFIG
     if args.check:
-        print(f"{cfg.source}: ok")
+        warning = affinity_warning(cfg, rcfg)
+        if warning:
+            print(f"ikeresume: warning: {cfg.source}: {warning}", file=sys.stderr)
+        print(f"{cfg.source}: ok" + (" (1 warning)" if warning else ""))
         return EXIT_OK
     return _serve(cfg, args)
 

@@ -5,18 +5,25 @@ Two levels, each taking one :class:`ClientOptions` (how the attempt runs):
 * :func:`resume_once` drives one :class:`~resume.initiator.Initiator` over a connected UDP
   socket (retransmission with backoff and the overall timeout are the core's timers; this
   only sleeps until ``get_timer()``), with a credential or a store lookup's result (its
-  kept previous generation and lifetimes).  It never raises for network trouble: the
-  outcome is ``resumed`` or a fallback with its reason (``nack``, ``timeout``, ``network``).
+  kept previous generation and lifetimes), and a ``save`` callable that makes the
+  successor durable when the core asks (``SaveSuccessor``).  It never raises for network
+  trouble: the outcome is ``resumed`` or a fallback with its reason (``nack``,
+  ``timeout``, ``network``, ``store_error``).
 * :func:`resume_with_store` adds the initiator's credential cache: picks the credential for
   the responder identity, passes the kept ``previous`` generation (lost-message-3 rule), and
-  on success ratchets the store *before* returning the SA pair, so a crash after returning
-  can never leave the store at a generation the responder has moved past.
+  saves the successor with :func:`write_ahead` -- one durable transaction, BEFORE message 3
+  leaves (the core holds message 3 back until the save is reported; spec 6.1 step 5).  A
+  crash at any point therefore leaves the cache holding the successor next to the
+  generation used, and the next attempt's "try g+1, on NACK once g" (spec 9.2) resumes
+  whichever the responder holds: no client is stranded by a crash.
 
 Each has a blocking twin (``resume_once_blocking``, ``resume_with_store_blocking``) that
 waits with ``selectors`` instead of trio and runs the store calls inline: ``ikeresume
 resume`` runs before every reconnection of a road warrior, and importing trio alone costs
 it 100-180 ms.  trio is imported only inside the async functions (tests/test_startup.py
 checks that importing this module and a blocking attempt do not pull it in).
+``ikeshim.initiator.resume_and_install`` runs the same attempt with its own ``save`` (the
+same :func:`write_ahead`, optionally overlapped with the SA install).
 
 An IKE daemon embeds these; ``ikeresume resume`` wraps the blocking ones (exit code 3 = run
 a full IKE).
@@ -27,13 +34,13 @@ from __future__ import annotations
 import selectors
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from resume.credential import Credential
 from resume.errors import DecodeError
-from resume.events import Address, FallbackToFullIKE, ResumptionComplete
+from resume.events import Address, FallbackToFullIKE, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
 from resume.net.udpwire import MAX_DATAGRAM, try_bypass_ipsec
 from resume.sa import Lifetimes, SAPair
@@ -114,13 +121,58 @@ def _socket_for(server: Address, local: Address | None, bypass: bool) -> socket.
     return s
 
 
+class SaveFailed(Exception):
+    """A ``save`` callable could not make the successor durable (the message says why).
+
+    The attempt then ends as ``store_error`` with message 3 never sent: the credential
+    used is still the one the responder holds.
+    """
+
+
+#: What :func:`resume_once_blocking` calls when the core asks for the successor to be
+#: stored; it returns once the write is durable, or raises :class:`SaveFailed`.
+Save = Callable[[SaveSuccessor], None]
+#: :data:`Save` for :func:`resume_once` (awaited in the caller's trio run).
+AsyncSave = Callable[[SaveSuccessor], Awaitable[None]]
+
+
+def write_ahead(store: Store, ev: SaveSuccessor, now: float) -> None:
+    """Store ``ev.successor`` as current, keeping the generation used as previous: ONE
+    durable transaction (``Store.advance_initiator``), done before message 3 leaves.
+
+    No confirm_initiator first: when the current generation was used, advance_initiator
+    overwrites the older kept generation with it in the same row update, so a confirm
+    would only add a second fsync'd transaction for the same end state.  Raises
+    :class:`SaveFailed` if the store failed or the record moved meanwhile (another process
+    used or replaced this credential).
+    """
+    try:
+        advanced = store.advance_initiator(ev.handle, ev.generation, ev.successor, now)
+    except StoreError as e:
+        raise SaveFailed(f"write-ahead: {e}") from e
+    if not advanced:
+        raise SaveFailed("write-ahead: credential changed meanwhile")
+
+
+async def keep_in_memory(ev: SaveSuccessor) -> None:
+    """A ``save`` that stores nothing: for callers that hold no cache (tests, benchmarks,
+    a one-off attempt with a credential in hand).  The result still carries the successor,
+    but a crash after message 3 loses it: a cache must use :func:`write_ahead`."""
+
+
+def keep_in_memory_blocking(ev: SaveSuccessor) -> None:
+    """:func:`keep_in_memory` for :func:`resume_once_blocking`."""
+
+
 class _Attempt:
-    """One Initiator over one connected socket: everything an attempt does except waiting.
+    """One Initiator over one connected socket: everything an attempt does except waiting
+    and saving.
 
     The trio and the blocking client differ only in how they wait for the socket to become
-    readable; sending, the outcome, draining and the timers live here once, so the two
-    cannot drift apart.  The loop is: :meth:`step` (a result, or seconds to wait), wait for
-    readability at most that long, again.
+    readable and how they run the save; sending, the outcome, draining and the timers live
+    here once, so the two cannot drift apart.  The loop is: :meth:`step` (a result, a save
+    request, or seconds to wait), wait for readability at most that long -- or run the
+    save and report it with :meth:`saved` --, again.
     """
 
     def __init__(
@@ -140,6 +192,7 @@ class _Attempt:
         )
         self.sock = _socket_for(server, options.local, options.bypass_ipsec)
         self._waited = False
+        self._save_error = ""
         try:
             self.ini.initiate(clock())
         except BaseException:
@@ -167,9 +220,11 @@ class _Attempt:
         except OSError as e:
             return ResumeResult("network", 0.0, detail=f"socket: {e.strerror or e}")
 
-    def step(self) -> ResumeResult | float:
+    def step(self) -> ResumeResult | SaveSuccessor | float:
         """Feed the core what arrived since the last step (firing its timer when due), send
-        what it queued; the outcome if there is one, else how long to wait for the socket."""
+        what it queued; the outcome if there is one, the core's request to save the
+        successor (answer with :meth:`saved`, then step again), else how long to wait for
+        the socket."""
         if self._waited:
             self.after_wait()
         self._waited = True
@@ -183,6 +238,9 @@ class _Attempt:
                 # ECONNREFUSED from an earlier ICMP: treat like loss, keep trying
                 ini.stats[f"send_{type(e).__name__}"] += 1
         ev = ini.next_event()
+        if isinstance(ev, SaveSuccessor):
+            self._waited = False  # the next step sends message 3; nothing to read first
+            return ev
         if isinstance(ev, ResumptionComplete):
             return ResumeResult(
                 "resumed",
@@ -195,11 +253,23 @@ class _Attempt:
                 ke=ev.ke,
             )
         if isinstance(ev, FallbackToFullIKE):
-            return ResumeResult(
-                ev.reason, time.perf_counter() - self.t0, retransmits=ini.stats["retransmit"]
-            )
+            elapsed = time.perf_counter() - self.t0
+            if ev.reason == "save_failed":
+                return ResumeResult(
+                    "store_error", elapsed, retransmits=ini.stats["retransmit"],
+                    detail=self._save_error,
+                )  # fmt: skip
+            return ResumeResult(ev.reason, elapsed, retransmits=ini.stats["retransmit"])
         deadline = ini.get_timer()
         return 1.0 if deadline is None else max(0.0, deadline - clock())
+
+    def saved(self, error: SaveFailed | None) -> None:
+        """Report the save the last :meth:`step` asked for: done (``None``) or failed."""
+        if error is None:
+            self.ini.successor_saved(self.clock())
+        else:
+            self._save_error = str(error)
+            self.ini.successor_save_failed(self.clock())
 
     def after_wait(self) -> None:
         """Feed the core whatever arrived, then fire its timer if it is due."""
@@ -227,11 +297,20 @@ class _Attempt:
 
 
 async def resume_once(
-    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
+    what: Credential | LookupResult,
+    server: Address,
+    options: ClientOptions | None = None,
+    *,
+    save: AsyncSave,
 ) -> ResumeResult:
     """One resumption attempt against ``server`` with a credential, or with a store
-    lookup's result (its credential, kept previous generation and lifetimes); see the
-    module docstring."""
+    lookup's result (its credential, kept previous generation and lifetimes).
+
+    ``save`` is awaited when the core has verified message 2 and asks for the successor to
+    be stored; message 3 leaves only after it returns (raise :class:`SaveFailed` to end the
+    attempt with nothing sent).  A cache passes :func:`write_ahead` (as
+    :func:`resume_with_store` does); :func:`keep_in_memory` stores nothing.  See the module
+    docstring."""
     import trio  # here, not at the top: the blocking path must not import trio
 
     att = _Attempt.open(what, server, options)
@@ -239,21 +318,42 @@ async def resume_once(
         return att
     with att.sock:
         while not isinstance(step := att.step(), ResumeResult):
+            if isinstance(step, SaveSuccessor):
+                try:
+                    await save(step)
+                except SaveFailed as e:
+                    att.saved(e)
+                else:
+                    att.saved(None)
+                continue
             with trio.move_on_after(step):
                 await trio.lowlevel.wait_readable(att.sock)
     return step
 
 
 def resume_once_blocking(
-    what: Credential | LookupResult, server: Address, options: ClientOptions | None = None
+    what: Credential | LookupResult,
+    server: Address,
+    options: ClientOptions | None = None,
+    *,
+    save: Save,
 ) -> ResumeResult:
-    """:func:`resume_once` for callers without an event loop: blocks the calling thread."""
+    """:func:`resume_once` for callers without an event loop: blocks the calling thread
+    (``save`` runs in it)."""
     att = _Attempt.open(what, server, options)
     if isinstance(att, ResumeResult):
         return att
     with att.sock, selectors.DefaultSelector() as sel:
         sel.register(att.sock, selectors.EVENT_READ)
         while not isinstance(step := att.step(), ResumeResult):
+            if isinstance(step, SaveSuccessor):
+                try:
+                    save(step)
+                except SaveFailed as e:
+                    att.saved(e)
+                else:
+                    att.saved(None)
+                continue
             sel.select(step)
     return step
 
@@ -261,22 +361,6 @@ def resume_once_blocking(
 def no_credential_reason(res: LookupResult | None) -> str:
     """Why an initiator lookup that gave no credential gave none (the outcome's detail)."""
     return "no cached credential" if res is None else f"policy refuses: {res.refusal}"
-
-
-def advance_after(store: Store, result: ResumeResult, now: float) -> bool:
-    """Ratchet the initiator's record after ``result`` resumed: ONE durable transaction.
-
-    The successor becomes current and the generation just used is kept as the previous one
-    (the responder may not have received message 3).  No confirm_initiator first: when the
-    current generation was used, advance_initiator overwrites the older kept generation with
-    it in the same row update, so a confirm would only add a second fsync'd transaction for
-    the same end state.  False when the record moved meanwhile.
-    """
-    if result.used_handle is None or result.successor is None:
-        raise ValueError("advance_after needs a resumed result")
-    return store.advance_initiator(
-        result.used_handle, result.used_generation or 0, result.successor, now
-    )
 
 
 def lookup(
@@ -292,26 +376,11 @@ def lookup(
     return res
 
 
-def needs_ratchet(result: ResumeResult) -> bool:
-    """``result`` resumed: the store must hold its successor before anything else."""
-    return result.resumed and result.successor is not None and result.used_handle is not None
-
-
-def ratchet(store: Store, result: ResumeResult, clock: Callable[[], float]) -> ResumeResult:
-    """``result`` once the store holds its successor, or the store_error that prevented it."""
-    try:
-        advanced = advance_after(store, result, clock())
-    except StoreError as e:
-        return ResumeResult("store_error", result.elapsed, detail=f"ratchet: {e}")
-    if not advanced:
-        return ResumeResult("store_error", result.elapsed, detail="credential changed meanwhile")
-    return result
-
-
 async def resume_with_store(
     store: Store, id_r: bytes, server: Address, options: ClientOptions | None = None
 ) -> ResumeResult:
-    """Resume with the cached credential for responder ``id_r`` and ratchet the store.
+    """Resume with the cached credential for responder ``id_r``; the successor is durable in
+    ``store`` before message 3 leaves (:func:`write_ahead`).
 
     Store calls run in a worker thread (the caller's event loop keeps running).
     """
@@ -321,11 +390,11 @@ async def resume_with_store(
     res = await trio.to_thread.run_sync(lookup, store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
-    result = await resume_once(res, server, options)
-    if not needs_ratchet(result):
-        return result
-    ratcheted: ResumeResult = await trio.to_thread.run_sync(ratchet, store, result, opts.clock)
-    return ratcheted
+
+    async def save(ev: SaveSuccessor) -> None:
+        await trio.to_thread.run_sync(write_ahead, store, ev, opts.clock())
+
+    return await resume_once(res, server, options, save=save)
 
 
 def resume_with_store_blocking(
@@ -340,5 +409,8 @@ def resume_with_store_blocking(
     res = lookup(store, id_r, opts.id_i, opts.clock())
     if isinstance(res, ResumeResult):
         return res
-    result = resume_once_blocking(res, server, options)
-    return ratchet(store, result, opts.clock) if needs_ratchet(result) else result
+
+    def save(ev: SaveSuccessor) -> None:
+        write_ahead(store, ev, opts.clock())
+
+    return resume_once_blocking(res, server, options, save=save)

@@ -84,6 +84,7 @@ class ServerSection:
     server_secret_file: str = "/var/lib/ikeresume/server.key"  # noqa: S105 (a path)
     shutdown_grace: float = 5.0
     ipsec_bypass: bool = True
+    message3_affinity: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class InstallSection:
     hook: str = ""
     hook_timeout: float = 5.0
     max_concurrent: int = 64
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ _CHOICES = {
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("json", "text"),
     ("store", "sqlite_synchronous"): ("FULL", "NORMAL"),
+    ("server", "message3_affinity"): ("", "same-process", "accept-retry"),
 }
 _POSITIVE = {"workers", "recv_batch", "group_commit_max", "max_sources", "max_pending"}
 _POSITIVE |= {"per_source_rate", "per_source_burst", "max_concurrent"}
@@ -297,6 +300,45 @@ def load_config(path: str | Path) -> ServeConfig:
         return from_mapping(doc, source=str(p))
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+
+
+def shares_responders(cfg: ServeConfig) -> list[str]:
+    """Why message 3 might reach another responder process than message 1's: several
+    workers, or a store other responders can share (anything but a SQLite file)."""
+    why = []
+    if cfg.server.workers > 1:
+        why.append(f"[server] workers = {cfg.server.workers}")
+    if not cfg.store.url.startswith(("sqlite:", "sqlite+")) and "://" in cfg.store.url:
+        why.append("a shared (PostgreSQL) store")
+    return why
+
+
+def affinity_warning(cfg: ServeConfig, rcfg: ResponderConfig) -> str | None:
+    """The warning ``serve --check`` (and the service at start-up) gives when X25519 is
+    allowed, message 3 may reach another process, and the operator has not stated what
+    keeps it on the process that answered message 1 (``[server] message3_affinity``).
+
+    Why it matters (spec 5.5): the responder's X25519 key is random per tick and lives
+    only in the memory of the process that answered message 1 (it is never derived from
+    the server secret, so recorded runs stay secret if that leaks).  Another process
+    cannot rebuild message 2 and refuses message 3; the client, which installed its SAs
+    when it sent message 3, has a dead tunnel until its next attempt retries the kept
+    previous generation.
+    """
+    if not rcfg.allow_x25519 or cfg.server.message3_affinity:
+        return None
+    why = shares_responders(cfg)
+    if not why:
+        return None
+    return (
+        f"X25519 is allowed and {' and '.join(why)}: an X25519 message 3 must reach the "
+        "process that answered message 1 (spec 5.5; its X25519 key exists only there).  "
+        "SO_REUSEPORT keeps a peer on one worker only while the set of workers does not "
+        "change; a load balancer must hash on source address and port.  Otherwise that "
+        "client's new SAs stay dead until its next attempt (one retry, never stranded).  "
+        "Say which holds: [server] message3_affinity = \"same-process\" or "
+        "\"accept-retry\" (or [protocol] allow_x25519 = false)."
+    )
 
 
 #: the service's ``[protocol] credential_cache_size`` unless configured (the library's is 0)

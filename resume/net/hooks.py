@@ -6,6 +6,11 @@ optional (it needs root and a kernel with ESP).  Each :class:`Installer` gets th
 :class:`~resume.sa.SAPair`; failures raise :class:`InstallError` and are counted, never
 crash the service.  The description given to hooks contains keys by design; it goes over a
 pipe to the child's stdin, never on a command line or in a log.
+
+An installer must be idempotent: the service commits each SA pair into its install outbox
+with the ratchet and, after a crash between the commit and the end of the install, installs
+it again at start-up (spec 6.2.1).  A pair that is already installed (same SPIs and keys)
+must count as installed -- the XFRM installer does so; a hook is simply called again.
 """
 
 from __future__ import annotations

@@ -14,6 +14,13 @@ exactly one scheduler trip: ``wait_readable`` when the drain emptied the socket,
 checkpoint when the batch filled up.  No task is spawned per datagram (installs are, when
 enabled).
 
+Installs and the outbox (spec 6.2.1): every accepted exchange's SA pair is committed with
+its ratchet into the install outbox (:mod:`store.outbox`); a durable commit starts its
+install, and the row is deleted once the install attempt has finished.  At start-up,
+before the sockets are read, the rows a previous process left (it was killed between a
+commit and the end of its install) are installed -- idempotently: a pair already in the
+kernel counts as installed -- and rows whose hard lifetime has passed are deleted unseen.
+
 Shutdown (SIGTERM, :meth:`ResponderService.shutdown`): readiness drops, new exchanges
 (message 1) are refused, message 3s of exchanges already past message 2 are still served
 until the service has been quiet for a moment; then pending commits are flushed and installs
@@ -24,8 +31,10 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -38,7 +47,7 @@ from resume.events import (
 )
 from resume.net import logs
 from resume.net.admission import Admission
-from resume.net.config import ConfigError, ServeConfig, responder_config
+from resume.net.config import ConfigError, ServeConfig, affinity_warning, responder_config
 from resume.net.gctune import SERVE_GC_THRESHOLD, serving_gc
 from resume.net.health import HealthServer
 from resume.net.hooks import Installer, InstallError, NoInstaller, make_installer
@@ -51,6 +60,7 @@ from resume.net.udpwire import try_bypass_ipsec
 from resume.responder import Responder
 from store.committer import GroupCommitter
 from store.errors import StoreError
+from store.outbox import InstallIntent
 from store.repository import Store
 
 __all__ = ["DRAIN_QUIET_S", "ResponderService", "load_server_secret", "responder_config"]
@@ -58,6 +68,17 @@ __all__ = ["DRAIN_QUIET_S", "ResponderService", "load_server_secret", "responder
 #: How long the service must have been quiet (nothing received or sent) during a drain
 #: before it stops serving message 3s: about one round trip plus the initiator's processing.
 DRAIN_QUIET_S = 0.25
+
+
+@dataclass
+class OutboxReplay:
+    """What the start-up replay of the install outbox did (also logged and counted)."""
+
+    installed: int = 0
+    failed: int = 0
+    expired: int = 0
+    unreadable: int = 0
+    discarded: int = 0  # [install] mode = "none": rows deleted, nothing to install with
 
 
 class ResponderService:
@@ -98,6 +119,9 @@ class ResponderService:
                 raise ConfigError(f"[install] {e}") from None
         self.installer = installer
         self._install_enabled = not isinstance(installer, NoInstaller)
+        #: whose rows of the install outbox this service installs (its kernel's)
+        self.install_node = config.install.node or socket.gethostname()
+        self.outbox_replay = OutboxReplay()
         self.metrics = ServerMetrics()
         self.link = StoreLink(
             store,
@@ -105,6 +129,8 @@ class ResponderService:
             miss_seconds=config.store.miss_reuse_seconds,
             group_commit_max=config.store.group_commit_max,
             inline_lookups=inline_lookups,
+            install_node=self.install_node if self._install_enabled else None,
+            on_committed=self._committed,
         )
         self.admission = Admission(config.limits)
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
@@ -194,6 +220,8 @@ class ResponderService:
             if self.config.http.listen:
                 health = HealthServer(self.config.http.listen, self._routes())
                 self.http_port = await nursery.start(health.serve)
+            await self._replay_outbox()  # before serving: /readyz says "starting" meanwhile
+            nursery.start_soon(self.link.forget_loop)
             recv_scopes = [trio.CancelScope() for _ in self.lanes]
             for lane, scope in zip(self.lanes, recv_scopes, strict=True):
                 nursery.start_soon(self._recv_loop, lane, scope)
@@ -211,6 +239,9 @@ class ResponderService:
                 http_port=self.http_port,
                 install=self.config.install.mode,
             )
+            warning = affinity_warning(self.config, self.responder_config)
+            if warning:
+                logs.event(logging.WARNING, "message3_affinity_unstated", detail=warning)
             task_status.started(self)
             await self._stop.wait()
             await self._drain(recv_scopes)
@@ -342,22 +373,78 @@ class ResponderService:
             self.metrics.latency.observe(max(0.0, now - t0))
             if self.latency_samples is not None:
                 self.latency_samples.append(now - t0)
-        if self._install_enabled and self._nursery is not None:
-            self._nursery.start_soon(self._install, ev)
 
-    async def _install(self, ev: ResumptionComplete) -> None:
+    # -- installs and the outbox -----------------------------------------------------------
+    def _committed(self, intent: InstallIntent) -> None:
+        """A commit with its outbox row is durable: install the pair (even if the core's
+        slot expired meanwhile -- the peers are in step, the client has its SAs)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._install, intent)
+
+    async def _install(self, intent: InstallIntent) -> None:
         self._installs_running += 1
         self.metrics.queue_depth.inc("install")
         try:
             async with self._install_limiter:
-                await self.installer.install(ev.sa)
+                await self.installer.install(intent.sa)
             self.metrics.installs.inc("ok")
         except InstallError as e:
             self.metrics.installs.inc("failed")
-            logs.event(logging.WARNING, "install_failed", peer=ev.addr[0], error=str(e))
+            peer = intent.sa.remote_addr
+            logs.event(logging.WARNING, "install_failed", peer=peer, error=str(e))
         finally:
             self._installs_running -= 1
             self.metrics.queue_depth.inc("install", amount=-1)
+        # reached only when the attempt finished (a cancelled one keeps its row)
+        self.link.forget_install(intent.uid)
+
+    async def _replay_outbox(self) -> None:
+        """Install what a previous process committed but may not have installed."""
+        rep = self.outbox_replay = OutboxReplay()
+        try:
+            found = await trio.to_thread.run_sync(
+                self.store.pending_installs, self.install_node, self.clock()
+            )
+        except StoreError as e:  # the rows stay for the next start; serving NACKs anyway
+            logs.event(logging.ERROR, "install_outbox_unreadable", error=str(e))
+            return
+        rep.expired, rep.unreadable = found.expired, len(found.unreadable or {})
+        for uid, why in (found.unreadable or {}).items():
+            logs.event(logging.ERROR, "install_outbox_row_unreadable", row=uid, error=why)
+        done: list[str] = []
+
+        async def one(sa_uid: str, intent: InstallIntent) -> None:
+            try:
+                async with self._install_limiter:
+                    await self.installer.install(intent.sa)
+                rep.installed += 1
+            except InstallError as e:
+                rep.failed += 1
+                logs.event(logging.WARNING, "install_failed", peer=intent.sa.remote_addr,
+                           error=str(e), replay=True)  # fmt: skip
+            done.append(sa_uid)
+
+        if self._install_enabled:
+            async with trio.open_nursery() as n:
+                for p in found.pending:
+                    n.start_soon(one, p.uid, InstallIntent(p.uid, self.install_node, p.sa))
+        else:
+            rep.discarded = len(found.pending)
+            done = [p.uid for p in found.pending]
+        if done:
+            try:
+                await trio.to_thread.run_sync(self.store.forget_installs, done)
+            except StoreError as e:  # re-installed (idempotently) at the next start
+                logs.event(logging.WARNING, "install_outbox_not_cleared", error=str(e))
+        m = self.metrics.installs
+        for label, n_ in (("replayed", rep.installed), ("replay_failed", rep.failed),
+                          ("expired_not_installed", rep.expired)):  # fmt: skip
+            if n_:
+                m.inc(label, amount=n_)
+        if found.pending or rep.expired or rep.unreadable:
+            logs.event(logging.INFO, "install_outbox_replayed", node=self.install_node,
+                       installed=rep.installed, failed=rep.failed, expired=rep.expired,
+                       unreadable=rep.unreadable, discarded=rep.discarded)  # fmt: skip
 
     # -- metrics and HTTP ------------------------------------------------------------------
     #: How often the credentials-by-lineage gauge is recounted (one GROUP BY in a thread).

@@ -15,10 +15,16 @@
   holds that handle falls back to a full IKE at once.  The memory can only refuse.
 * Any ``StoreError`` answers ``None`` / ``False``: the peer gets the NACK an unknown handle
   gets and falls back to a full IKE (fail closed); readiness drops until a probe succeeds.
+* Install outbox (spec 6.2.1): when the service installs SAs, each commit carries its SA
+  pair (:class:`~store.outbox.InstallIntent`) into the same transaction, and a durable
+  commit hands the intent to the service's installer -- from the commit's result, not from
+  the core's completion, so an exchange whose slot expired while its commit was in flight
+  is installed too.  Installed rows are deleted in batches riding on later commits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -31,6 +37,7 @@ from resume.net.lane import Lane
 from resume.net.metrics import ServerMetrics
 from store.committer import GroupCommitter
 from store.errors import StoreError
+from store.outbox import InstallIntent
 from store.repository import LookupResult, Store
 
 #: bound on the per-lane latency bookkeeping and on the remembered misses
@@ -49,8 +56,19 @@ class StoreLink:
         group_commit_max: int,
         miss_seconds: float = 0.0,
         inline_lookups: bool | None = None,
+        install_node: str | None = None,
+        on_committed: Callable[[InstallIntent], None] | None = None,
     ) -> None:
+        """``install_node``: commit each exchange's SA pair into the install outbox under
+        this node name, and call ``on_committed`` with it once durable (None: the service
+        installs nothing, so nothing goes into the outbox)."""
         self.store = store
+        self.install_node = install_node
+        self.on_committed = on_committed
+        #: (lane, token) -> the intent committed with that request
+        self._intents: dict[tuple[str, int], InstallIntent] = {}
+        #: outbox rows installed (or failed) and not yet handed over for deletion
+        self._forget: list[str] = []
         self.metrics = metrics
         self.inline = store.embedded if inline_lookups is None else inline_lookups
         self.miss_seconds = miss_seconds
@@ -68,8 +86,9 @@ class StoreLink:
         self.committer = GroupCommitter(self.store, max_batch=self.group_commit_max)
 
     async def close(self) -> None:
-        """Flush queued accepts and stop the commit thread, even when cancelled (a leaked
-        committer would write through a store its owner has closed)."""
+        """Flush queued accepts and outbox deletions and stop the commit thread, even when
+        cancelled (a leaked committer would write through a store its owner has closed)."""
+        self.flush_forgotten()
         committer, self.committer = self.committer, None
         if committer is not None:
             with trio.CancelScope(shield=True):
@@ -155,8 +174,11 @@ class StoreLink:
         if committer is None:
             lane.responder.commit_result(ev.token, False, now)
             return
+        intent = None
+        if self.install_node is not None and ev.sa is not None:
+            intent = InstallIntent.new(self.install_node, ev.sa)
         try:
-            fut = committer.submit(ev.handle, ev.generation, ev.successor, now)
+            fut = committer.submit(ev.handle, ev.generation, ev.successor, now, intent)
         except (StoreError, ValueError) as e:
             self.failed("commit", e)
             self.metrics.commits.inc("error")
@@ -168,11 +190,14 @@ class StoreLink:
             started.clear()
         started[ev.handle] = now  # message 3 -> durable commit latency
         token = ev.token
+        if intent is not None:
+            self._intents[(lane.name, token)] = intent
         post = lane.post
         fut.add_done_callback(lambda f: post(("commit", token, f)))
 
     def commit_finished(self, lane: Lane, token: int, fut: Future[bool], now: float) -> None:
         lane.outstanding_commits -= 1
+        intent = self._intents.pop((lane.name, token), None)
         try:
             ok = fut.result()
         except Exception as e:
@@ -181,7 +206,29 @@ class StoreLink:
             ok = False
         else:
             self.metrics.commits.inc("ok" if ok else "conflict")
+        if ok and intent is not None and self.on_committed is not None:
+            self.on_committed(intent)  # durable with the ratchet: install it
         lane.responder.commit_result(token, ok, now)
+
+    # -- the install outbox ----------------------------------------------------------------
+    def forget_install(self, uid: str) -> None:
+        """An outbox row's install attempt finished: delete the row with a later commit."""
+        self._forget.append(uid)
+
+    def flush_forgotten(self) -> None:
+        """Hand the rows to forget to the committer (they ride on its next transaction)."""
+        uids, self._forget = self._forget, []
+        if uids and self.committer is not None:
+            # on failure the rows stay: re-installed (idempotently) at the next start-up
+            with contextlib.suppress(StoreError):
+                self.committer.forget(uids)
+
+    async def forget_loop(self, interval: float = 0.25) -> None:
+        """Batch the deletions: at most one hand-over per ``interval`` seconds (with no
+        commit to ride on, each hand-over costs one transaction)."""
+        while True:
+            await trio.sleep(interval)
+            self.flush_forgotten()
 
     @property
     def transactions(self) -> int:

@@ -86,6 +86,7 @@ def _genuine(config: InitiatorConfig = INITIATOR_CONFIG) -> Genuine:
     answer_events(r, table, NOW)
     ((m2, _),) = r.datagrams_to_send(NOW)
     ini.receive_datagram(m2, SERVER, NOW)
+    ini.successor_saved(NOW)  # write-ahead: message 3 leaves once the successor is saved
     ((m3, _),) = ini.datagrams_to_send(NOW)
     return Genuine(m1, m2, m3)
 

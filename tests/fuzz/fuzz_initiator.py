@@ -3,7 +3,8 @@
 Each input reaches a fresh initiator that has sent the genuine message 1 and waits.
 Properties: no exception escapes; a datagram that does not parse as a response changes
 nothing but the drop counters (no event, no datagram, same state and timers); the
-initiator completes only on the genuine message 2, byte for byte; it gives up (falls back
+initiator completes (asks for the successor to be saved, and sends nothing before that) only
+on the genuine message 2, byte for byte; it gives up (falls back
 to a full IKE) only on a NACK to message 1 with its own SPIi.
 Seeds: the genuine exchange, the spec vectors' messages, truncations and bit flips.
 """
@@ -11,7 +12,7 @@ Seeds: the genuine exchange, the spec vectors' messages, truncations and bit fli
 from __future__ import annotations
 
 from resume.errors import DecodeError
-from resume.events import FallbackToFullIKE, ResumptionComplete
+from resume.events import FallbackToFullIKE, SaveSuccessor
 from resume.testing import drain
 from resume.wire import Nack, parse_response_untrusted
 from tests.fuzz.exchange import GENUINE, NOW, SERVER, initiator, protocol_seeds, snapshot
@@ -33,8 +34,10 @@ def one_input(data: bytes) -> None:
     if resp is None:
         assert not events and not sent, (events, sent)
         assert snapshot(ini, DROP_COUNTERS) == before
-    completed = [e for e in events if isinstance(e, ResumptionComplete)]
+    completed = [e for e in events if isinstance(e, SaveSuccessor)]
     assert len(completed) == (1 if data == GENUINE.msg2 else 0), completed
+    if completed:
+        assert not sent  # message 3 waits for the save
     if any(isinstance(e, FallbackToFullIKE) for e in events):
         assert isinstance(resp, Nack) and resp.header.message_id == 0
         assert resp.header.spi_i == GENUINE.msg1[:8]

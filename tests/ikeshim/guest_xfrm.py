@@ -332,6 +332,32 @@ def check_rollback_on_kernel_conflict() -> None:
         assert x.get_sa(outbound.key()).reqid == 1
 
 
+def check_reinstall_is_idempotent() -> dict[str, Any]:
+    """The responder's outbox replay after a crash: installing a pair that is already in
+    the kernel (same SPIs and keys; later, with what remains of its lifetimes) succeeds and
+    changes nothing; the same SPIs with other keys are a collision and change nothing."""
+    pair = _tunnel_pair(spis=(0xD1, 0xD2))
+    late = dataclasses.replace(pair, lifetimes=Lifetimes(2000, 2600, None, 10**9))
+    with XfrmSocket() as x:
+        first = install_sa_pair(x, pair)
+        after_first = _kernel_snapshot(x)
+        again = install_sa_pair(x, late)
+        assert _kernel_snapshot(x) == after_first
+        assert again.inbound == first.inbound and again.outbound == first.outbound
+        assert again.removed == ()  # nothing of its own was "superseded"
+        other = make_pair(pair.params, pair.role, spis=(0xD1, 0xD2))  # fresh keys
+        try:
+            install_sa_pair(x, other)
+        except XfrmExistsError:
+            pass
+        else:
+            raise AssertionError("an SA with the same SPI and other keys was accepted")
+        assert _kernel_snapshot(x) == after_first
+        remove_sa_pair(x, first)
+        assert x.dump_sas() == [] and x.dump_policies() == []
+    return {"sas": len(after_first[0])}
+
+
 def check_replace_make_before_break() -> None:
     old = _tunnel_pair(spis=(0xB1, 0xB2))
     new = _tunnel_pair(spis=(0xC1, 0xC2))

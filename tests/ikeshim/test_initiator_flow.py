@@ -132,12 +132,19 @@ async def test_failed_durable_write_leaves_no_sas(
     )
     assert r.outcome == "store_error" and "disk I/O error" in r.detail
     assert r.installed is None and r.exchange is not None
+    # message 3 never left: the responder still holds generation 0, and so does the cache
+    again = await resume_and_install(
+        env.client_store, ID_R, svc.addresses[0], RecordingXfrm(), config=PATIENT
+    )
+    assert again.resumed and again.exchange is not None and again.exchange.sa is not None
+    assert again.exchange.used_generation == 0
     if not overlap:
         assert x.ops == []
         return
-    n = len(build_policies(r.exchange.sa))
+    sa = again.exchange.sa  # same parameters, so the same number of policies
+    n = len(build_policies(sa))
     assert n >= 2
-    assert x.ops == [*install_ops(r.exchange.sa), *["delete policy"] * n, "delete SA", "delete SA"]
+    assert x.ops == [*install_ops(sa), *["delete policy"] * n, "delete SA", "delete SA"]
 
 
 async def test_no_credential_touches_nothing(env: Env) -> None:

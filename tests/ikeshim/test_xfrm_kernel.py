@@ -54,6 +54,10 @@ def test_kernel_conflict_rolls_back(verdict: Any) -> None:
     verdict("check_rollback_on_kernel_conflict")
 
 
+def test_reinstall_of_the_same_pair_is_idempotent(verdict: Any) -> None:
+    assert verdict("check_reinstall_is_idempotent")["sas"] == 2
+
+
 def test_replace_is_make_before_break(verdict: Any) -> None:
     verdict("check_replace_make_before_break")
 

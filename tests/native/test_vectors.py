@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from resume import native
-from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, ke_mode
+from resume.events import (
+    CommitNeeded,
+    CredentialNeeded,
+    ResumptionComplete,
+    SaveSuccessor,
+    ke_mode,
+)
 from resume.initiator import InitiatorConfig
 from resume.responder import ResponderConfig
 from resume.sa import DirectionKeys, Lifetimes
@@ -71,6 +77,9 @@ def test_native_engines_replay_the_vectors(name: str, v: dict[str, Any]) -> None
     assert to == client
     assert m2.hex() == v["messages"]["msg2"]
     init.receive_datagram(m2, server, now)
+    assert isinstance(init.next_event(), SaveSuccessor)  # write-ahead: message 3 waits
+    assert init.datagrams_to_send(now) == []
+    init.successor_saved(now)
     [(m3, _)] = init.datagrams_to_send(now)
     assert m3.hex() == v["messages"]["msg3"]
     done_i = init.next_event()

@@ -258,6 +258,7 @@ def test_message3_same_result_with_message2_cached_or_rebuilt(x25519: bool) -> N
                 answer_events(resp, table, now)
                 assert len(resp.datagrams_to_send(now)) == 1
         init.receive_datagram(m2, SERVER_ADDR, now)
+        init.successor_saved(now)
         [(m3, _)] = init.datagrams_to_send(now)
         resp.receive_datagram(m3, CLIENT_ADDR, now)
         done = [e for e in answer_events(resp, table, now) if isinstance(e, ResumptionComplete)]
@@ -282,6 +283,7 @@ def test_cached_message2_does_not_bypass_the_cookie() -> None:
     answer_events(resp, table, now)
     [(m2, _)] = resp.datagrams_to_send(now)
     init.receive_datagram(m2, SERVER_ADDR, now)
+    init.successor_saved(now)
     [(m3, _)] = init.datagrams_to_send(now)
     forged = m3[:8] + bytes(b ^ 0xFF for b in m3[8:16]) + m3[16:]
     resp.receive_datagram(forged, CLIENT_ADDR, now)

@@ -33,6 +33,7 @@ from resume.testing import (
     ConnectionPair,
     MemoryTable,
     answer_events,
+    answer_save,
     drain,
     simulated_full_ike,
 )
@@ -66,6 +67,13 @@ MODES = {  # (X25519, ML-KEM)
 
 def completes(events: list[Event]) -> list[ResumptionComplete]:
     return [e for e in events if isinstance(e, ResumptionComplete)]
+
+
+def receive_message2(init: Initiator, m2: bytes, now: float = NOW) -> list[Event]:
+    """Message 2 in, the successor saved at once (the write-ahead, spec 6.1 step 5): every
+    event, message 3 queued."""
+    init.receive_datagram(m2, SERVER_ADDR, now)
+    return answer_save(init, now) + drain(init)
 
 
 def failures(events: list[Event]) -> list[str]:
@@ -264,8 +272,7 @@ def test_downgrading_message2_is_dropped_and_the_real_one_still_completes(how: s
         init.receive_datagram(forged, SERVER_ADDR, NOW)
         assert init.state is InitiatorState.WAIT_RESPONSE and drain(init) == []
         assert init.stats["drop_bad_mac" if how == "strip" else "drop_malformed"] == 1
-        init.receive_datagram(m2, SERVER_ADDR, NOW)
-        [c] = completes(drain(init))
+        [c] = completes(receive_message2(init, m2))
         assert c.ke == "x25519+mlkem768"
 
 
@@ -297,7 +304,7 @@ def test_downgrading_message1_never_completes(how: str) -> None:
 def test_downgrading_the_echo_in_message3_is_refused() -> None:
     cred = cred_with(Lineage.CLASSICAL)
     init, resp, table, _m1, m2 = _exchange_until_message2(cred)
-    init.receive_datagram(m2, SERVER_ADDR, NOW)
+    receive_message2(init, m2)
     [(m3, _)] = init.datagrams_to_send(NOW)
     for how in ("strip", "x25519", "unknown"):
         forged = downgraded(m3, how)
@@ -401,8 +408,7 @@ def test_a_ciphertext_failing_decapsulation_gives_a_wrong_key_the_mac_fails() ->
         forged = m2[:at] + forged_ct + m2[at + MLKEM768_CT_LEN :]
         init.receive_datagram(forged, SERVER_ADDR, NOW)
     assert init.stats["drop_bad_mac"] == 2 and drain(init) == []
-    init.receive_datagram(m2, SERVER_ADDR, NOW)
-    assert len(completes(drain(init))) == 1
+    assert len(completes(receive_message2(init, m2))) == 1
 
 
 def test_an_initiator_without_ml_kem_drops_a_message2_with_a_ciphertext() -> None:
@@ -432,7 +438,7 @@ def test_the_state_is_bounded_per_handle_and_a_kept_run_is_never_evicted() -> No
         resp.receive_datagram(m1, (f"203.0.113.{i}", 500), NOW)
         answer_events(resp, table, NOW)
     assert resp.stats["nack_mlkem_busy"] == 3 and resp.describe()["mlkem_runs"] == 3
-    init.receive_datagram(m2, SERVER_ADDR, NOW)
+    receive_message2(init, m2)
     [(m3, _)] = init.datagrams_to_send(NOW)
     resp.receive_datagram(m3, CLIENT_ADDR, NOW)
     [c] = completes(answer_events(resp, table, NOW))
@@ -468,7 +474,7 @@ def test_the_state_is_bounded_per_tick() -> None:
 def test_the_state_goes_with_the_tick_and_a_late_message3_is_refused() -> None:
     cred = cred_with(Lineage.CLASSICAL)
     init, resp, table, _m1, m2 = _exchange_until_message2(cred)
-    init.receive_datagram(m2, SERVER_ADDR, NOW)
+    receive_message2(init, m2)
     [(m3, _)] = init.datagrams_to_send(NOW)
     timer = resp.get_timer()
     assert timer is not None and timer <= NOW + 2 * ResponderConfig().cookie_tick_seconds
@@ -499,7 +505,7 @@ def test_message3_at_a_process_without_the_state_is_nacked() -> None:
     init, _resp, table, _m1, m2 = _exchange_until_message2(
         cred, ResponderConfig(allow_x25519=False)
     )
-    init.receive_datagram(m2, SERVER_ADDR, NOW)
+    receive_message2(init, m2)
     [(m3, _)] = init.datagrams_to_send(NOW)
     other = Responder(ResponderConfig(allow_x25519=False), SECRET)
     other.receive_datagram(m3, CLIENT_ADDR, NOW)
@@ -536,7 +542,7 @@ def test_a_retransmission_missing_the_response_cache_keeps_a_second_candidate() 
     answer_events(resp, table, NOW)
     [(second, _)] = resp.datagrams_to_send(NOW)
     assert second != first and resp.describe()["mlkem_runs"] == 2
-    init.receive_datagram(first, SERVER_ADDR, NOW)  # the client had the first one
+    receive_message2(init, first)  # the client had the first one
     [(m3, _)] = init.datagrams_to_send(NOW)
     resp.receive_datagram(m3, CLIENT_ADDR, NOW)
     [c] = completes(answer_events(resp, table, NOW))

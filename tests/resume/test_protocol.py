@@ -218,6 +218,7 @@ def test_message3_retransmitted_when_message2_repeats() -> None:
     answer_events(resp, table, NOW)
     [(m2, _)] = resp.datagrams_to_send(NOW)
     init.receive_datagram(m2, SERVER_ADDR, NOW)
+    init.successor_saved(NOW)
     [(m3, _)] = init.datagrams_to_send(NOW)  # lost
     # the responder answers a retransmitted message 1 from its cache (no second lookup)
     resp.receive_datagram(m1, CLIENT_ADDR, NOW + 0.5)
@@ -268,6 +269,7 @@ def test_commit_failure_means_no_completion() -> None:
     resp.provide_credential(ev.token, cred, None, NOW)
     [(m2, _)] = resp.datagrams_to_send(NOW)
     init.receive_datagram(m2, SERVER_ADDR, NOW)
+    init.successor_saved(NOW)
     [(m3, _)] = init.datagrams_to_send(NOW)
     resp.receive_datagram(m3, CLIENT_ADDR, NOW)
     ev = resp.next_event()
@@ -302,6 +304,7 @@ def test_message3_accepted_next_tick_refused_after() -> None:
         answer_events(resp, table, t0)
         [(m2, _)] = resp.datagrams_to_send(t0)
         init.receive_datagram(m2, SERVER_ADDR, t0)
+        init.successor_saved(t0)
         [(m3, _)] = init.datagrams_to_send(t0)
         # keep the tick's X25519 key alive as a busy responder would
         resp.receive_datagram(m3, CLIENT_ADDR, t0 + delay)

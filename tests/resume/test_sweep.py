@@ -12,10 +12,17 @@ from collections.abc import Callable
 import pytest
 
 from resume.errors import LocalProtocolError
-from resume.events import CommitNeeded, CredentialNeeded, FallbackToFullIKE, ResumptionComplete
+from resume.events import (
+    CommitNeeded,
+    CredentialNeeded,
+    FallbackToFullIKE,
+    ResumptionComplete,
+    SaveSuccessor,
+)
 from resume.initiator import Initiator, InitiatorConfig
 from resume.responder import Responder, ResponderConfig
 from resume.states import (
+    INITIATOR_LOCAL_INPUTS,
     INITIATOR_TRANSITIONS,
     SLOT_TRANSITIONS,
     InitiatorInput,
@@ -44,8 +51,12 @@ def _initiator_in(state: InitiatorState) -> tuple[Initiator, Responder, bytes]:
     resp.receive_datagram(m1, CLIENT_ADDR, NOW)
     answer_events(resp, table, NOW)
     [(m2, _)] = resp.datagrams_to_send(NOW)
-    if state is InitiatorState.DONE:
+    if state in (InitiatorState.SAVE_SUCCESSOR, InitiatorState.DONE):
         init.receive_datagram(m2, SERVER_ADDR, NOW)
+        assert isinstance(init.next_event(), SaveSuccessor)
+        assert init.datagrams_to_send(NOW) == []  # message 3 waits for the save
+    if state is InitiatorState.DONE:
+        init.successor_saved(NOW)
         init.datagrams_to_send(NOW)
         init.next_event()
     elif state is InitiatorState.FALLBACK:
@@ -63,6 +74,8 @@ def _other_runs_message2() -> bytes:
 
 INPUTS: dict[str, Callable[[Initiator, bytes], None]] = {
     "initiate": lambda i, m2: i.initiate(NOW + 1),
+    "successor_saved": lambda i, m2: i.successor_saved(NOW + 1),
+    "save_failed": lambda i, m2: i.successor_save_failed(NOW + 1),
     "valid_message2": lambda i, m2: i.receive_datagram(m2, SERVER_ADDR, NOW + 1),
     "nack": lambda i, m2: i.receive_datagram(
         build_nack(m2[:8] if m2 else b"x" * 8, b"\x00" * 8, 0), SERVER_ADDR, NOW + 1
@@ -84,6 +97,8 @@ INPUTS: dict[str, Callable[[Initiator, bytes], None]] = {
 # input name -> the table input it is (None: must be dropped in every state)
 AS_TABLE_INPUT = {
     "initiate": InitiatorInput.INITIATE,
+    "successor_saved": InitiatorInput.SUCCESSOR_SAVED,
+    "save_failed": InitiatorInput.SAVE_FAILED,
     "valid_message2": InitiatorInput.VALID_RESPONSE,
     "nack": InitiatorInput.NACK,
     "retransmit_timer": InitiatorInput.RETRANSMIT,
@@ -99,10 +114,11 @@ def test_initiator_state_by_input(state: InitiatorState, name: str) -> None:
     if name == "valid_message2" and state is InitiatorState.DONE:
         table_input = InitiatorInput.DUPLICATE_RESPONSE
     expected = None if table_input is None else INITIATOR_TRANSITIONS[state].get(table_input)
-    if name == "initiate" and expected is None:
+    if table_input in INITIATOR_LOCAL_INPUTS and expected is None:
         with pytest.raises(LocalProtocolError):
             INPUTS[name](init, m2)
         assert init.state is state
+        assert init.datagrams_to_send(NOW + 1) == []
         return
     if state is InitiatorState.IDLE and name != "initiate":
         INPUTS[name](init, m2)
@@ -113,15 +129,23 @@ def test_initiator_state_by_input(state: InitiatorState, name: str) -> None:
     events = []
     while (ev := init.next_event()) is not None:
         events.append(ev)
+    sent = init.datagrams_to_send(NOW + 1)
     if expected is None:
         assert init.state is state, name
         assert events == []
+        if state is InitiatorState.SAVE_SUCCESSOR:
+            assert sent == []  # nothing from the network makes message 3 leave early
         return
     assert init.state is expected
-    if expected is InitiatorState.DONE and state is InitiatorState.WAIT_RESPONSE:
+    if expected is InitiatorState.SAVE_SUCCESSOR:
+        assert [type(e) for e in events] == [SaveSuccessor]
+        assert sent == []  # write-ahead: message 3 is not sent yet
+    elif expected is InitiatorState.DONE and state is InitiatorState.SAVE_SUCCESSOR:
         assert [type(e) for e in events] == [ResumptionComplete]
+        assert len(sent) == 1  # message 3, once the successor is saved
     elif expected is InitiatorState.FALLBACK:
         assert [type(e) for e in events] == [FallbackToFullIKE]
+        assert sent == []
 
 
 def _responder_with_slot(kind: str, m3_twice: bool = False) -> tuple[Responder, int]:
@@ -139,6 +163,7 @@ def _responder_with_slot(kind: str, m3_twice: bool = False) -> tuple[Responder, 
     resp.provide_credential(ev.token, CRED, None, NOW)
     [(m2, _)] = resp.datagrams_to_send(NOW)
     init.receive_datagram(m2, SERVER_ADDR, NOW)
+    init.successor_saved(NOW)
     [(m3, _)] = init.datagrams_to_send(NOW)
     resp.receive_datagram(m3, CLIENT_ADDR, NOW)
     if m3_twice:  # a copy of message 3 arrives while the first waits for its credential
@@ -215,8 +240,43 @@ _OPENED = {
 }
 
 
+def _message1_meets_its_own_commit() -> Responder:
+    """A message 1 for a successor handle waits for its credential; then the message 3
+    that creates that handle verifies (its commit is in flight): "not yet", not a NACK."""
+    resp = Responder(ResponderConfig(), b"R" * 32)
+    first = Initiator(CRED)
+    first.initiate(NOW)
+    [(m1, _)] = first.datagrams_to_send(NOW)
+    resp.receive_datagram(m1, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    [(m2, _)] = resp.datagrams_to_send(NOW)
+    first.receive_datagram(m2, SERVER_ADDR, NOW)
+    save = first.next_event()
+    assert isinstance(save, SaveSuccessor)
+    first.successor_saved(NOW)
+    [(m3, _)] = first.datagrams_to_send(NOW)
+    again = Initiator(save.successor, previous=CRED)  # the client's next process
+    again.initiate(NOW)
+    [(m1_next, _)] = again.datagrams_to_send(NOW)
+    resp.receive_datagram(m1_next, CLIENT_ADDR, NOW)  # before message 3 is read
+    waiting = resp.next_event()
+    assert isinstance(waiting, CredentialNeeded) and waiting.handle == save.successor.handle
+    resp.receive_datagram(m3, CLIENT_ADDR, NOW)
+    ev = resp.next_event()
+    assert isinstance(ev, CredentialNeeded)
+    resp.provide_credential(ev.token, CRED, None, NOW)
+    assert isinstance(resp.next_event(), CommitNeeded)
+    resp.provide_credential(waiting.token, None, None, NOW)  # the store: not there yet
+    assert resp.datagrams_to_send(NOW) == []  # no NACK
+    return resp
+
+
 def _drive(state: SlotState, event: SlotInput) -> Responder:
     """A real responder that has just applied ``event`` to a slot in ``state``."""
+    if event is SlotInput.COMMITTING:
+        return _message1_meets_its_own_commit()
     if event is SlotInput.REPLAYED:
         # two copies of message 3 wait for their credential; the first one verifies (its
         # handle is now committing), so the second is a replay once its credential comes
@@ -247,6 +307,16 @@ def test_every_slot_table_row_is_a_real_transition(state: SlotState, event: Slot
     """Each row of the slot table happens in a real Responder, through its SlotTable."""
     resp = _drive(state, event)
     assert resp.slots.last == (state, event, SLOT_TRANSITIONS[state][event])
+
+
+def test_every_initiator_row_is_swept() -> None:
+    """Each row of the initiator's table is an input of the sweep above (the two that need a
+    particular history -- a kept previous generation, a repeated message 2 -- by name)."""
+    swept = {(s, i) for s in InitiatorState for i in AS_TABLE_INPUT.values()}
+    swept |= {(InitiatorState.DONE, InitiatorInput.DUPLICATE_RESPONSE)}
+    swept |= {(InitiatorState.WAIT_RESPONSE, InitiatorInput.NACK_RETRY_PREVIOUS)}  # test_protocol
+    rows = {(s, i) for s, row in INITIATOR_TRANSITIONS.items() for i in row}
+    assert rows <= swept
 
 
 def test_every_state_is_in_the_tables_and_every_open_state_can_close() -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
-from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete
+from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
 from resume.kem_testing import deterministic_encapsulation
 from resume.responder import Responder, ResponderConfig
@@ -303,6 +303,9 @@ def test_replayed_run_reproduces_every_message(name: str, v: dict[str, Any]) -> 
     assert to == client
     assert m2.hex() == v["messages"]["msg2"]
     init.receive_datagram(m2, server, now)
+    save = init.next_event()
+    assert isinstance(save, SaveSuccessor) and init.datagrams_to_send(now) == []
+    init.successor_saved(now)
     [(m3, _)] = init.datagrams_to_send(now)
     assert m3.hex() == v["messages"]["msg3"]
     done_i = init.next_event()

@@ -1,11 +1,10 @@
 """Credential lineage: how each chain began and what its resumptions added (issue 22).
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 
 Existing rows get ``unknown``: nothing reliable is known about how their chain began
-(spec 12.3 never guesses PQ).  When issue 20's ``0002`` (the install outbox) is in the
-same tree, this revision follows it (``down_revision = "0002"``).
+(spec 12.3 never guesses PQ).  Follows issue 20's ``0002`` (the install outbox).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -135,6 +135,8 @@ async def test_thread_lookups_batched_success_nack_and_failure(
             clients.start_soon(one, i)
     assert [results[i].outcome for i in range(7)] == ["resumed"] * 6 + ["nack"]
     assert svc.metrics.cache.get("miss") >= 1  # (a retransmitted message 1 asks again)
+    # a client reports success once its message 3 is sent
+    await eventually(lambda: svc.metrics.commits.get("ok") >= 6, "six commits")
     assert svc.metrics.commits.get("ok") == 6
     con = sqlite3.connect(env.tmp / "server.db")
     con.execute("DROP TABLE credentials")  # a broken database, not a mock
@@ -185,6 +187,7 @@ async def test_one_database_read_per_resumption(env: Env, nursery: trio.Nursery)
         env.client_store, ID_R, via, options=ClientOptions(id_i=id_i(0), config=PATIENT)
     )
     assert r.resumed  # the initiator completes when it sends message 3
+    await eventually(lambda: bool(relay.held), "message 3 held by the relay")
     assert env.server_store.revoke(handle=_server_handle(env, 0)) == 1
     await relay.release()
     await eventually(lambda: svc.metrics.commits.get("conflict") >= 1, "the refused commit")

@@ -22,6 +22,8 @@ from resume.events import Address
 from resume.net.client import (
     ClientOptions,
     ResumeResult,
+    keep_in_memory,
+    keep_in_memory_blocking,
     resume_once,
     resume_once_blocking,
     resume_with_store,
@@ -44,13 +46,16 @@ async def _blocking_with_store(*args: Any, **kwargs: Any) -> ResumeResult:
 
 
 async def _blocking_once(*args: Any, **kwargs: Any) -> ResumeResult:
-    fn = functools.partial(resume_once_blocking, *args, **kwargs)
+    fn = functools.partial(resume_once_blocking, *args, save=keep_in_memory_blocking, **kwargs)
     result: ResumeResult = await trio.to_thread.run_sync(fn)
     return result
 
 
 WITH_STORE: dict[str, WithStore] = {"async": resume_with_store, "blocking": _blocking_with_store}
-ONCE: dict[str, WithStore] = {"async": resume_once, "blocking": _blocking_once}
+ONCE: dict[str, WithStore] = {
+    "async": functools.partial(resume_once, save=keep_in_memory),
+    "blocking": _blocking_once,
+}
 
 
 @pytest.fixture
@@ -88,6 +93,10 @@ async def test_blocking_resumes_with_the_servers_keys_and_ratchets(
             assert r.used_generation == rnd and r.retransmits == 0
             assert _current(env, i) == (rnd + 1, rnd)  # ratcheted, used generation kept
             client_pairs.append(r.sa)
+            # the client returns once message 3 is sent: a next message 1 for this chain
+            # before the commit would wait for it (a retransmission), so let it land first
+            done = 2 * rnd + i + 1
+            await eventually(lambda n=done: svc.metrics.commits.get("ok") >= n, "the commit")
     await eventually(lambda: len(cap.pairs) >= 4, "four installs")
     by_spi = {p.i_to_r.spi: p for p in cap.pairs}
     for cp in client_pairs:

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from resume.initiator import InitiatorConfig
-from resume.net.client import ClientOptions, resume_once, resume_with_store
+from resume.net.client import ClientOptions, keep_in_memory, resume_once, resume_with_store
 
 from .conftest import (
     ID_R,
@@ -178,7 +178,9 @@ async def _restart_between_2_and_3(env: Env, nursery: trio.Nursery, cfg: Initiat
     relay = Relay(("127.0.0.1", port), decide)
     at = await relay.start(nursery)
     r = await resume_with_store(env.client_store, ID_R, at, options=ClientOptions(config=cfg))
-    assert r.resumed and len(relay.held) == 1  # message 3 is in flight
+    assert r.resumed  # message 3 is in flight (sent once the successor was durable)
+    await eventually(lambda: bool(relay.held), "message 3 held by the relay")
+    assert len(relay.held) == 1
     first.shutdown()
     await eventually(lambda: first.lanes[0].endpoint.sock.fileno() == -1, "the old socket closed")
     # a new process: same server secret file, same database, same port, no shared memory
@@ -254,14 +256,17 @@ async def test_per_source_limit_protects_other_sources(env: Env, nursery: trio.N
             s.sendto(fake + os.urandom(32), addr)
     await eventually(lambda: svc.metrics.drops.get("rate_limited_source") >= 190, "the drops")
     cred = env.creds[0]
-    r = await resume_once(cred, addr, options=ClientOptions(config=PATIENT, local=("127.0.0.3", 0)))
+    opts = ClientOptions(config=PATIENT, local=("127.0.0.3", 0))
+    r = await resume_once(cred, addr, options=opts, save=keep_in_memory)
     assert r.resumed
 
 
 async def test_natt_framing_end_to_end(env: Env, nursery: trio.Nursery) -> None:
     env.seed(1)
     svc = await env.start(nursery, env.config(server={"natt_framing": True}))
-    plain = await resume_once(env.creds[0], svc.addresses[0], options=ClientOptions(config=SILENT))
+    plain = await resume_once(
+        env.creds[0], svc.addresses[0], options=ClientOptions(config=SILENT), save=keep_in_memory
+    )
     assert plain.outcome == "timeout"  # unframed datagrams are not IKE on a NAT-T port
     ep = svc.lanes[0].endpoint
     await eventually(lambda: ep.drops.get("natt_not_ike", 0) >= 1, "the NAT-T drop")

@@ -1,0 +1,137 @@
+"""The responder's install outbox in the service: a commit carries its SA pair, a crash
+between commit and install is repaired at the next start-up, expired pairs are dropped.
+
+The "crash" here is the service's task cancelled while its install is stuck (the process
+dies before the install finished); ``tests/crash/test_sigkill.py`` kills real processes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from resume.net.client import ClientOptions, resume_with_store
+from resume.net.server import ResponderService
+from resume.sa import SAPair
+from store.policy import Policy
+
+from .conftest import ID_R, PATIENT, CaptureInstaller, Env
+
+DEADLINE = 30  # bounds a hang; never a verdict
+
+
+class StuckInstaller:
+    """An install that never finishes (the process is killed in the middle of it)."""
+
+    def __init__(self) -> None:
+        self.started: list[SAPair] = []
+
+    async def install(self, sa: SAPair) -> None:
+        self.started.append(sa)
+        await trio.sleep_forever()
+
+
+def _outbox_rows(env: Env) -> int:
+    with env.server_store.engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM install_outbox").scalar_one())
+
+
+async def _commit_then_die(env: Env) -> tuple[SAPair, SAPair]:
+    """A service commits one resumption and is gone before its install finished: the
+    (client's, server's) SA pairs of that exchange."""
+    stuck = StuckInstaller()
+    async with trio.open_nursery() as doomed:
+        svc = ResponderService(env.config(), env.server_store, installer=stuck)
+        await doomed.start(svc.run)
+        r = await resume_with_store(
+            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
+        )
+        assert r.resumed and r.sa is not None
+        with trio.fail_after(DEADLINE):
+            while not stuck.started:
+                await trio.sleep(0.01)
+        doomed.cancel_scope.cancel()
+    return r.sa, stuck.started[0]
+
+
+def _same_keys(client: SAPair, server: SAPair) -> bool:
+    return client.i_to_r == server.i_to_r and client.r_to_i == server.r_to_i
+
+
+async def test_a_pair_committed_but_not_installed_is_installed_before_serving(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    env.seed(1)
+    client_sa, stuck_sa = await _commit_then_die(env)
+    assert _same_keys(client_sa, stuck_sa)
+    assert _outbox_rows(env) == 1  # the intent survived the "crash"
+    cap = CaptureInstaller()
+    svc = await env.start(nursery, installer=cap)  # returns once serving
+    assert svc.outbox_replay.installed == 1 and svc.outbox_replay.expired == 0
+    [replayed] = cap.pairs
+    assert _same_keys(client_sa, replayed) and replayed.role == "responder"
+    assert _outbox_rows(env) == 0
+    # and the peers are in step: the next resumption works and is installed normally
+    r = await resume_with_store(
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
+    )
+    assert r.resumed and r.used_generation == 1
+    with trio.fail_after(DEADLINE):
+        while len(cap.pairs) < 2 or _outbox_rows(env):
+            await trio.sleep(0.01)
+    assert _same_keys(r.sa, cap.pairs[1])  # type: ignore[arg-type]
+
+
+async def test_a_pair_whose_lifetime_passed_is_dropped_not_installed(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    env.server_store.policy = Policy(max_chain_age=100.0)  # SAs get at most ~100 s
+    env.seed(1)
+    await _commit_then_die(env)
+    assert _outbox_rows(env) == 1
+    cap = CaptureInstaller()
+    later = ResponderService(
+        env.config(), env.server_store, installer=cap, clock=lambda: time.time() + 200
+    )
+    svc = await nursery.start(later.run)
+    assert svc.outbox_replay.expired == 1 and svc.outbox_replay.installed == 0
+    assert cap.pairs == [] and _outbox_rows(env) == 0
+    assert svc.metrics.installs.get("expired_not_installed") == 1
+
+
+async def test_another_nodes_pairs_are_left_to_it(env: Env, nursery: trio.Nursery) -> None:
+    env.seed(1)
+    await _commit_then_die(env)  # committed under this host's name
+    cap = CaptureInstaller()
+    other = env.config(install={"node": "gw-2.example"})
+    svc = await env.start(nursery, other, installer=cap)
+    assert svc.install_node == "gw-2.example"
+    assert cap.pairs == [] and _outbox_rows(env) == 1
+
+
+async def test_installed_pairs_leave_the_outbox_and_mode_none_writes_none(
+    env: Env, nursery: trio.Nursery
+) -> None:
+    env.seed(2)
+    cap = CaptureInstaller()
+    svc = await env.start(nursery, installer=cap)
+    for i in range(2):
+        opts = ClientOptions(config=PATIENT, id_i=env.creds[i].id_i)
+        r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], options=opts)
+        assert r.resumed
+    with trio.fail_after(DEADLINE):  # installed, then deleted by a later transaction
+        while len(cap.pairs) < 2 or _outbox_rows(env):
+            await trio.sleep(0.01)
+    assert svc.committer is not None and svc.committer.stats.forgotten == 2
+    svc.shutdown()
+
+    env.seed(1)
+    quiet = await env.start(nursery, env.config(install={"mode": "none"}))
+    opts = ClientOptions(config=PATIENT, id_i=env.creds[2].id_i)
+    r = await resume_with_store(env.client_store, ID_R, quiet.addresses[0], options=opts)
+    assert r.resumed
+    with trio.fail_after(DEADLINE):
+        while quiet.metrics.commits.get("ok") < 1:
+            await trio.sleep(0.01)
+    assert _outbox_rows(env) == 0  # nothing installs here, so nothing is kept to install
