@@ -513,7 +513,7 @@ enum Answer {
 impl NativeResponder {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (server_secret, *, allow_x25519=true, require_x25519=false, allow_mlkem=true, require_mlkem=false, require_pq_lineage=false, mlkem_runs_per_tick=131072, mlkem_runs_per_handle=4, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, default_lifetimes=None, rng_seed=None, rng_draws=None, kem_seed=None, kem_draws=None))]
+    #[pyo3(signature = (server_secret, *, allow_x25519=true, require_x25519=false, allow_mlkem=true, require_mlkem=false, require_pq_lineage=false, mlkem_runs_per_tick=65536, mlkem_runs_per_handle=4, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, default_lifetimes=None, rng_seed=None, rng_draws=None, kem_seed=None, kem_draws=None))]
     fn new(
         py: Python<'_>,
         server_secret: Vec<u8>,

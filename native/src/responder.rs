@@ -37,7 +37,7 @@ use crate::stats::{Stat, Stats};
 
 pub const MIN_SERVER_SECRET: usize = 32;
 /// Defaults of the ML-KEM bounds (spec 5.6), as `resume.responder`'s.
-pub const MLKEM_RUNS_PER_TICK: usize = 131_072;
+pub const MLKEM_RUNS_PER_TICK: usize = 65_536;
 pub const MLKEM_RUNS_PER_HANDLE: usize = 4;
 
 /// Responder policy knobs (hardened mode only: paper mode stays in the Python core).
