@@ -14,6 +14,12 @@ machine does not count).  The cost of reading that clock is measured here and su
 share is bench_store.py's and bench_server.py's).  Rounds interleave every configuration;
 the median round is reported, ratios within a round.
 
+Wall time: of a whole exchange in this thread (both sides, no network); strongSwan's is the
+sequential handshake rate's inverse (two charons and the VICI initiate on loopback).
+
+The path: ``bench_path.py`` sends the real datagram sizes through a router whose far link
+has ``--path-mtu`` bytes (IPv4 and IPv6, NAT-T framing) and reports what arrives.
+
 strongSwan: bench_strongswan.py's harness, sequential childless IKE_SAs with PSK, the
 responder's whole-process CPU (all threads) per handshake; ML-KEM needs strongSwan 6, run
 chrooted from a Debian unstable root (``--root DIR``, see bench_strongswan.py).  Bookworm's
@@ -37,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_path
 from bench_core import machine
 from bench_strongswan import measure_strongswan, strongswan_available
 
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-n", type=int, default=5000, help="exchanges per engine run")
     ap.add_argument("--handshakes", type=int, default=300, help="strongSwan handshakes per suite")
     ap.add_argument("--root", type=Path, help="Debian root with strongSwan 6 (ML-KEM suites)")
+    ap.add_argument("--path-mtu", type=int, default=1280, help="the narrow link of bench_path")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not native.available():
@@ -230,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             sw.append(measure_strongswan(suite, args.handshakes, 20, args.root).__dict__)
     if strongswan_available(None):  # bookworm's 5.9.8 beside it
         sw.append(measure_strongswan("psk-x25519", args.handshakes, 20, None).__dict__)
+    path = bench_path.measure(args.path_mtu) if bench_path.available() else None
     rep = {
         "benchmark": "bench_pq",
         "command": "python bench/bench_pq.py " + " ".join(argv or sys.argv[1:]),
@@ -241,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": eng,
         "strongswan": sw,
         "wire": wire_table(),
+        "path": path,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_pq.json").write_text(json.dumps(rep, indent=2) + "\n")
@@ -298,6 +308,8 @@ def print_report(rep: dict[str, Any], load0: tuple[float, float, float]) -> None
             f"largest IPv6 NAT-T datagram {v6} B{' (> 1,280)' if v6 > 1280 else ''}, "
             f"m2/m1 {w['amplification_m2_over_m1']}"
         )
+    if rep["path"] is not None:
+        bench_path.print_report(rep["path"])
     print(f"JSON: {RESULTS / 'bench_pq.json'}")
 
 
