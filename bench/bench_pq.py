@@ -47,6 +47,7 @@ import bench_path
 from bench_core import machine
 from bench_strongswan import measure_strongswan, strongswan_available
 
+from resume import keyschedule as ks
 from resume import native
 from resume.credential import Credential
 from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
@@ -149,6 +150,33 @@ def live(
     return (r_ns - over) / n / 1000, (i_ns - over) / n / 1000, w_ns / n / 1000
 
 
+def primitives(n: int = 2000) -> dict[str, float]:
+    """The key exchange primitives the Python core calls (cryptography with its OpenSSL),
+    thread CPU us per call, median of three batches of ``n``: what the modes add."""
+    seed = os.urandom(64)
+    key, ek = ks.mlkem_keypair(seed)
+    ct, _ss = ks.mlkem_encapsulate_untrusted(ek)
+    xk, xpub = ks.x25519_keypair(os.urandom(32))
+    calls = {
+        "mlkem768_keygen_from_seed": lambda: ks.mlkem_keypair(seed),
+        "mlkem768_encapsulate": lambda: ks.mlkem_encapsulate_untrusted(ek),
+        "mlkem768_decapsulate": lambda: ks.mlkem_decapsulate(key, ct),
+        "x25519_keygen": lambda: ks.x25519_keypair(seed[:32]),
+        "x25519_exchange": lambda: ks.x25519_shared_untrusted(xk, xpub),
+    }
+    out = {}
+    clock = time.thread_time_ns
+    for name, call in calls.items():
+        runs = []
+        for _ in range(3):
+            t0 = clock()
+            for _ in range(n):
+                call()
+            runs.append((clock() - t0) / n / 1000)
+        out[name] = statistics.median(runs)
+    return out
+
+
 def engine(n: int) -> dict[str, Any] | None:
     """native/examples/bench_engine.rs's JSON (None when cargo is not there)."""
     try:
@@ -231,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "exchange_wall_us": statistics.median(w),
             "over_x25519": statistics.median(a / b for a, b in zip(r, base, strict=True)),
         }
+    prims = primitives()
     eng = engine(args.engine_n)
     sw: list[dict[str, Any]] = []
     if args.root is not None and strongswan_available(args.root):
@@ -247,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "clock_read_ns": clock_ns,
         "cores": rows,
+        "primitives_python_us": prims,
         "engine": eng,
         "strongswan": sw,
         "wire": wire_table(),
@@ -282,6 +312,8 @@ def print_report(rep: dict[str, Any], load0: tuple[float, float, float]) -> None
             f"  {key:<28}{r['responder_cpu_us']:9.1f}{rate:13,.0f}"
             f"{r['over_x25519']:8.2f}x{r['initiator_cpu_us']:14.1f}{r['exchange_wall_us']:10.1f}"
         )
+    prims = ", ".join(f"{k} {v:.1f}" for k, v in rep["primitives_python_us"].items())
+    print(f"primitives (cryptography, us CPU per call): {prims}")
     eng = rep["engine"]
     if eng is not None:
         print(f"native engine alone (Rust, {eng['exchanges_per_run']} exchanges x 5 runs):")
