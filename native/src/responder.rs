@@ -782,22 +782,15 @@ impl<A: PeerAddr> Responder<A> {
         if self.cached_response(addr, &compact1, now) {
             return;
         }
-        if req.ke.is_none() && self.config.require_x25519 {
-            self.nack(
-                &req.header,
-                addr,
-                "x25519_required",
-                Some(req.handle.to_vec()),
-            );
-            return;
-        }
-        if req.mlkem.is_none() && self.config.require_mlkem {
-            self.nack(
-                &req.header,
-                addr,
-                "mlkem_required",
-                Some(req.handle.to_vec()),
-            );
+        let required_missing = if req.ke.is_none() && self.config.require_x25519 {
+            Some("x25519_required")
+        } else if req.mlkem.is_none() && self.config.require_mlkem {
+            Some("mlkem_required")
+        } else {
+            None
+        };
+        if let Some(reason) = required_missing {
+            self.nack(&req.header, addr, reason, Some(req.handle.to_vec()));
             return;
         }
         let tick = self.tick(now);
