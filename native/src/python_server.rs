@@ -23,12 +23,14 @@ use super::{
     NativeCredential, NativePanic,
 };
 use crate::credential::Lifetimes;
-use crate::events::{Completion, SaPair};
+use crate::events::SaPair;
 use crate::responder::ResponderConfig;
 use crate::server::admission::{Admission, Drop as DropReason, Limits};
 use crate::server::metrics::{CACHE_LABELS, COMMIT_LABELS, FAILURE_REASONS, LATENCY_BUCKETS};
 use crate::server::udp::BindOptions;
-use crate::server::{clock, Inbound, Outgoing, Server, ServerConfig, SqliteStore, StoreConfig};
+use crate::server::{
+    clock, Committed, Inbound, Outgoing, Server, ServerConfig, SqliteStore, StoreConfig,
+};
 use crate::store::keys::Keyring;
 use crate::store::policy::{Counters, Limit, Policy};
 use crate::store::sqlite::{
@@ -170,16 +172,12 @@ fn sa_from(
 }
 
 /// ("committed", uid, handle, generation, successor, addr, i_to_r, r_to_i, lifetimes)
-fn committed_py<'py>(
-    py: Python<'py>,
-    uid: &str,
-    c: &Completion<SocketAddr>,
-) -> PyResult<Bound<'py, PyTuple>> {
+fn committed_py<'py>(py: Python<'py>, c: &Committed) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(
         py,
         [
             "committed".into_pyobject(py)?.into_any(),
-            uid.into_pyobject(py)?.into_any(),
+            c.uid.as_str().into_pyobject(py)?.into_any(),
             bytes(py, &c.handle).into_any(),
             c.generation.into_pyobject(py)?.into_any(),
             Bound::new(py, NativeCredential(c.successor.clone()))?.into_any(),
@@ -195,7 +193,7 @@ fn committed_py<'py>(
 
 fn outgoing_py<'py>(py: Python<'py>, o: Outgoing) -> PyResult<Bound<'py, PyTuple>> {
     match o {
-        Outgoing::Committed { uid, completion } => committed_py(py, &uid, &completion),
+        Outgoing::Committed(c) => committed_py(py, &c),
         Outgoing::Lookup {
             lane,
             token,
@@ -260,7 +258,7 @@ impl NativeServer {
     /// group_commit_max, checkpoint_interval, probe_interval.
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (listen, server_secret, *, natt=false, reuse_port=false, buffer_bytes=0, recv_batch=64, allow_x25519=true, require_x25519=false, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, per_source_rate=20.0, per_source_burst=40.0, ipv6_prefix=64, max_sources=65536, new_exchange_rate=0.0, limits_max_pending=4096, miss_reuse_seconds=0.0, sqlite=None, install_node=None))]
+    #[pyo3(signature = (listen, server_secret, *, natt=false, reuse_port=false, buffer_bytes=0, recv_batch=64, allow_x25519=true, require_x25519=false, allow_mlkem=true, require_mlkem=false, require_pq_lineage=false, mlkem_runs_per_tick=65536, mlkem_runs_per_handle=4, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, per_source_rate=20.0, per_source_burst=40.0, ipv6_prefix=64, max_sources=65536, new_exchange_rate=0.0, limits_max_pending=4096, miss_reuse_seconds=0.0, sqlite=None, install_node=None))]
     fn new(
         py: Python<'_>,
         listen: Vec<(String, u16)>,
@@ -271,6 +269,11 @@ impl NativeServer {
         recv_batch: usize,
         allow_x25519: bool,
         require_x25519: bool,
+        allow_mlkem: bool,
+        require_mlkem: bool,
+        require_pq_lineage: bool,
+        mlkem_runs_per_tick: usize,
+        mlkem_runs_per_handle: usize,
         cookie_tick_seconds: f64,
         response_cache_size: usize,
         max_pending: usize,
@@ -337,6 +340,11 @@ impl NativeServer {
             responder: ResponderConfig {
                 allow_x25519,
                 require_x25519,
+                allow_mlkem,
+                require_mlkem,
+                require_pq_lineage,
+                mlkem_runs_per_tick,
+                mlkem_runs_per_handle,
                 cookie_tick_seconds,
                 response_cache_size,
                 max_pending,
@@ -615,6 +623,7 @@ impl NativeServer {
         d.set_item("commits", commits)?;
         d.set_item("commit_batches", ld(&c.commit_batches))?;
         d.set_item("forgotten", ld(&c.forgotten))?;
+        d.set_item("resumptions", c.resumptions())?;
         let counts: Vec<u64> = c.latency.counts.iter().map(ld).collect();
         d.set_item(
             "latency",
@@ -646,6 +655,7 @@ impl NativeServer {
             ld_.set_item("engine", stats_py(py, &snap.engine)?)?;
             ld_.set_item("pending", snap.pending)?;
             ld_.set_item("response_cache", snap.response_cache)?;
+            ld_.set_item("mlkem_runs", snap.mlkem_runs)?;
             let u = PyDict::new(py);
             let st = snap.udp;
             u.set_item("received", st.received)?;

@@ -45,10 +45,15 @@ pub enum Stat {
     NackCommitFailed,
     NackX25519Required,
     NackPaperDisabled,
+    NackMlkemRequired,
+    NackLineage,
+    NackMlkemBusy,
+    NackMlkemStateMissing,
+    PqRefused,
     DropCommitting,
 }
 
-pub const N_STATS: usize = 42;
+pub const N_STATS: usize = 47;
 
 impl Stat {
     pub const ALL: [Stat; N_STATS] = [
@@ -93,6 +98,11 @@ impl Stat {
         Stat::NackCommitFailed,
         Stat::NackX25519Required,
         Stat::NackPaperDisabled,
+        Stat::NackMlkemRequired,
+        Stat::NackLineage,
+        Stat::NackMlkemBusy,
+        Stat::NackMlkemStateMissing,
+        Stat::PqRefused,
         Stat::DropCommitting,
     ];
 
@@ -138,6 +148,11 @@ impl Stat {
             Stat::NackBadMac => "nack_bad_mac",
             Stat::NackCommitFailed => "nack_commit_failed",
             Stat::NackX25519Required => "nack_x25519_required",
+            Stat::PqRefused => "pq_refused",
+            Stat::NackMlkemStateMissing => "nack_mlkem_state_missing",
+            Stat::NackMlkemBusy => "nack_mlkem_busy",
+            Stat::NackLineage => "nack_lineage",
+            Stat::NackMlkemRequired => "nack_mlkem_required",
             Stat::NackPaperDisabled => "nack_paper_disabled",
             Stat::DropCommitting => "drop_committing",
         }
@@ -155,6 +170,10 @@ impl Stat {
             "commit_failed" => Stat::NackCommitFailed,
             "x25519_required" => Stat::NackX25519Required,
             "paper_disabled" => Stat::NackPaperDisabled,
+            "mlkem_required" => Stat::NackMlkemRequired,
+            "lineage" => Stat::NackLineage,
+            "mlkem_busy" => Stat::NackMlkemBusy,
+            "mlkem_state_missing" => Stat::NackMlkemStateMissing,
             _ => Stat::NackInternal,
         }
     }

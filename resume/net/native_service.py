@@ -148,6 +148,18 @@ class _LaneCore:
     def pending(self) -> int:
         return int(self._service._lane_snapshot(self._index).get("pending", 0))
 
+    def describe(self) -> dict[str, Any]:
+        """``Responder.describe()``: counters and table sizes (no secrets)."""
+        lane = self._service._fresh_snapshot().get("lanes", [])
+        snap = lane[self._index] if self._index < len(lane) else {}
+        return {
+            "stats": dict(snap.get("engine", {})),
+            "pending": int(snap.get("pending", 0)),
+            "response_cache": int(snap.get("response_cache", 0)),
+            "half_open": 0,
+            "mlkem_runs": int(snap.get("mlkem_runs", 0)),
+        }
+
 
 class _Endpoint:
     """``lane.endpoint`` for a native lane: a duplicate of the Rust socket (socket options,
@@ -546,6 +558,8 @@ class NativeResponderService(ResponderService):
             m.cache.values[(k,)] = v
         for k, v in s["commits"].items():
             m.commits.values[(k,)] = v
+        for ke, lineage, v in s["resumptions"]:
+            m.resumptions.values[(ke, lineage)] = v
         m.commit_batches.values[()] = (
             self.bridge.transactions if self.bridge is not None else s["commit_batches"]
         )
@@ -602,6 +616,11 @@ class NativeResponderService(ResponderService):
                 recv_batch=cfg.recv_batch,
                 allow_x25519=rc.allow_x25519,
                 require_x25519=rc.require_x25519,
+                allow_mlkem=rc.allow_mlkem,
+                require_mlkem=rc.require_mlkem,
+                require_pq_lineage=rc.require_pq_lineage,
+                mlkem_runs_per_tick=rc.mlkem_runs_per_tick,
+                mlkem_runs_per_handle=rc.mlkem_runs_per_handle,
                 cookie_tick_seconds=rc.cookie_tick_seconds,
                 response_cache_size=rc.response_cache_size,
                 max_pending=rc.max_pending,
@@ -675,6 +694,7 @@ class NativeResponderService(ResponderService):
             await trio.to_thread.run_sync(self.native.start)
             nursery.start_soon(self._events_loop)
             nursery.start_soon(self.link.forget_loop)
+            nursery.start_soon(self._lineage_loop)
             if self.bridge is not None:
                 nursery.start_soon(self.bridge.lookup_loop)
                 nursery.start_soon(self.bridge.probe_loop)

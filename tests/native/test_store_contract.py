@@ -130,12 +130,12 @@ def test_the_statements_touch_exactly_the_schemas_columns(store: Store, tmp_path
     assert read == {
         "uid", "mode", "generation", "key_id", "secret_wrapped", "paper_wrapped", "id_i",
         "id_r", "params", "full_ike_at", "last_used_at", "established_s", "bytes_total",
-        "resumptions", "role", "handle",
+        "resumptions", "lineage", "role", "handle",
     }  # fmt: skip
     read, written = _touched(db, sql["ratchet"])
     assert written == {
-        "handle", "generation", "secret_wrapped", "paper_wrapped", "key_id", "resumptions",
-        "last_used_at",
+        "handle", "generation", "secret_wrapped", "paper_wrapped", "key_id", "lineage",
+        "resumptions", "last_used_at",
     }  # fmt: skip
     assert read <= schema
     # the Python store's own statements touch the same columns

@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Inbound, Outgoing, Shared};
-use crate::events::Completion;
+use super::{Committed, Inbound, Outgoing, Shared};
 use crate::store::sqlite::{Accept, Maintenance, SqliteOptions, Writer};
 use crate::store::StoreError;
 
@@ -148,16 +147,16 @@ pub fn run(shared: Arc<Shared>, queue: Arc<CommitQueue>, mut writer: Writer, max
                 addr,
             } = job;
             if let (Ok(true), Some(row)) = (&result, accept.install) {
-                shared.outgoing.push(Outgoing::Committed {
-                    uid: row.uid,
-                    completion: Box::new(Completion {
+                shared
+                    .outgoing
+                    .push(Outgoing::Committed(Box::new(Committed {
+                        uid: row.uid,
                         sa: row.sa,
                         handle: accept.handle,
                         generation: accept.generation,
                         successor: accept.successor,
                         addr,
-                    }),
-                });
+                    })));
             }
             if let Some(v) = by_lane.get_mut(lane) {
                 v.push(Inbound::Commit { token, result });

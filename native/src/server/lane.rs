@@ -233,7 +233,9 @@ impl Lane {
                 ResponderEvent::Complete(c) => {
                     // installs start from the durable commit (the committer), not here
                     let t0 = self.started.remove(&c.handle);
-                    self.shared.counters.resumed(t0.map(|t| (now - t).max(0.0)));
+                    let lat = t0.map(|t| (now - t).max(0.0));
+                    let lineage = c.successor.lineage();
+                    self.shared.counters.resumed(lat, c.ke, lineage);
                 }
                 ResponderEvent::Failed { reason, handle, .. } => {
                     self.shared.counters.failed(reason);
@@ -473,6 +475,7 @@ impl Lane {
             s.send_errors.clone_from(&udp.send_errors);
             s.pending = self.engine.pending();
             s.response_cache = self.engine.response_cache_len();
+            s.mlkem_runs = self.engine.mlkem_runs_len();
         }
     }
 }

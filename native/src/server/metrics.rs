@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::admission::Drop;
+use crate::credential::Lineage;
 
 /// `resume/net/metrics.py`'s `LATENCY_BUCKETS` (seconds).
 pub const LATENCY_BUCKETS: [f64; 13] = [
@@ -13,7 +14,7 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 ];
 
 /// Why the engine refused a well-formed attempt (`ResumptionFailed.reason`).
-pub const FAILURE_REASONS: [&str; 10] = [
+pub const FAILURE_REASONS: [&str; 14] = [
     "unknown_or_refused",
     "mode_mismatch",
     "params_mismatch",
@@ -24,7 +25,16 @@ pub const FAILURE_REASONS: [&str; 10] = [
     "commit_failed",
     "x25519_required",
     "paper_disabled",
+    "mlkem_required",
+    "lineage",
+    "mlkem_busy",
+    "mlkem_state_missing",
 ];
+
+/// `ResumptionComplete.ke` values (`crate::events::ke_mode`), the first label of
+/// `ikeresume_resumptions_total`; the second is the successor's lineage.
+pub const KE_MODES: [&str; 4] = ["none", "x25519", "mlkem768", "x25519+mlkem768"];
+const N_RESUMPTIONS: usize = KE_MODES.len() * Lineage::ALL.len();
 
 /// `ikeresume_cache_lookups_total` labels.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +89,8 @@ pub struct Counters {
     pub drops: [AtomicU64; Drop::ALL.len()],
     pub resumed: AtomicU64,
     pub failed: [AtomicU64; FAILURE_REASONS.len()],
+    /// completed resumptions by (ke, lineage): [`Counters::resumptions`]
+    pub by_ke_lineage: [AtomicU64; N_RESUMPTIONS],
     pub cache: [AtomicU64; CACHE_LABELS.len()],
     pub commits: [AtomicU64; COMMIT_LABELS.len()],
     pub commit_batches: AtomicU64,
@@ -123,8 +135,13 @@ impl Counters {
         }
     }
 
-    pub fn resumed(&self, latency: Option<f64>) {
+    pub fn resumed(&self, latency: Option<f64>, ke: &str, lineage: Lineage) {
         add(&self.resumed);
+        let k = KE_MODES.iter().position(|m| *m == ke).unwrap_or(0);
+        let l = Lineage::ALL.iter().position(|x| *x == lineage).unwrap_or(0);
+        if let Some(c) = self.by_ke_lineage.get(k * Lineage::ALL.len() + l) {
+            add(c);
+        }
         if let Some(l) = latency {
             self.latency.observe(l);
             if self.sampling.load(Ordering::Relaxed) {
@@ -133,6 +150,23 @@ impl Counters {
                 }
             }
         }
+    }
+
+    /// The non-zero (ke, lineage, count) of completed resumptions.
+    pub fn resumptions(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (k, ke) in KE_MODES.iter().enumerate() {
+            for (l, lin) in Lineage::ALL.iter().enumerate() {
+                let n = self
+                    .by_ke_lineage
+                    .get(k * Lineage::ALL.len() + l)
+                    .map_or(0, Self::get);
+                if n > 0 {
+                    out.push((*ke, lin.name(), n));
+                }
+            }
+        }
+        out
     }
 
     pub fn get(c: &AtomicU64) -> u64 {

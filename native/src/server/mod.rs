@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use crate::credential::Credential;
-use crate::events::{Completion, SaPair};
+use crate::events::SaPair;
 use crate::responder::{Responder, ResponderConfig};
 use crate::rng::RandomSource;
 use crate::stats::Stats;
@@ -112,10 +112,7 @@ pub enum Inbound {
 pub enum Outgoing {
     /// An accept whose commit (with its install-outbox row `uid`) is durable: install the
     /// pair, then `forget_installs([uid])`.
-    Committed {
-        uid: String,
-        completion: Box<Completion<SocketAddr>>,
-    },
+    Committed(Box<Committed>),
     /// External store: look `handle` up and answer through `answer_lookups`.
     Lookup {
         lane: usize,
@@ -130,6 +127,16 @@ pub enum Outgoing {
         error: String,
     },
     StoreRecovered,
+}
+
+/// A durable accept's pair to install (its install-outbox row is `uid`).
+pub struct Committed {
+    pub uid: String,
+    pub sa: SaPair,
+    pub handle: Vec<u8>,
+    pub generation: u32,
+    pub successor: Credential,
+    pub addr: SocketAddr,
 }
 
 pub struct ExternalCommit {
@@ -161,6 +168,8 @@ pub struct LaneSnapshot {
     pub send_errors: Vec<(&'static str, u64)>,
     pub pending: usize,
     pub response_cache: usize,
+    /// ML-KEM runs kept for message 3s (`mlkem_runs` of `describe()`)
+    pub mlkem_runs: usize,
 }
 
 impl LaneShared {

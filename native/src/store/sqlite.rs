@@ -30,17 +30,17 @@ use super::keys::{install_binding, record_aad, record_binding, Keyring, UnwrapEr
 use super::params::ParamsMemo;
 use super::policy::{Counters, GuardArg, Limit, Policy};
 use super::{Lookup, StoreError};
-use crate::credential::{Credential, Lifetimes, ProtocolMode};
+use crate::credential::{Credential, Lifetimes, Lineage, ProtocolMode};
 use crate::events::SaPair;
 
 /// `store/repository.py`'s `_SQL_LOOKUP_R`: the responder's per-message read.
 pub const LOOKUP_SQL: &str = "SELECT uid, mode, generation, key_id, secret_wrapped, \
 paper_wrapped, id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, \
-resumptions FROM credentials WHERE role = 'responder' AND handle = ?";
+resumptions, lineage FROM credentials WHERE role = 'responder' AND handle = ?";
 
 /// `store/repository.py`'s `_SQL_RATCHET` (the policy guard's terms are appended).
 pub const RATCHET_SQL: &str = "UPDATE credentials SET handle = ?, generation = ?, \
-secret_wrapped = ?, paper_wrapped = ?, key_id = ?, resumptions = resumptions + 1, \
+secret_wrapped = ?, paper_wrapped = ?, key_id = ?, lineage = ?, resumptions = resumptions + 1, \
 last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END \
 WHERE role = 'responder' AND handle = ? AND generation = ? \
 AND mode = ? AND id_i = ? AND id_r = ? AND params = ?";
@@ -370,6 +370,11 @@ impl Reader {
                 "a paper-mode credential carries the previous ESP keys",
             ));
         }
+        // not under the AAD (like the counters); a value that is not a lineage is corrupt,
+        // never read as post-quantum (store/wrapping.py)
+        let lineage_s = text(g(14)?, &uid, "lineage")?;
+        let lineage = Lineage::from_name(lineage_s)
+            .ok_or_else(|| corrupt(&uid, format!("undecodable lineage {lineage_s:?}")))?;
         let cred = Credential::new(
             mode,
             handle.to_vec(),
@@ -379,7 +384,8 @@ impl Reader {
             id_r.to_vec(),
             params,
         )
-        .map_err(|e| corrupt(&uid, e.0))?;
+        .map_err(|e| corrupt(&uid, e.0))?
+        .with_lineage(lineage);
         let lifetimes = self.policy.sa_lifetimes(&counters, now);
         Ok(Lookup::Found(Box::new((cred, lifetimes))))
     }
@@ -628,15 +634,16 @@ impl Writer {
                     stmt.raw_bind_parameter(3, &wrapped[..])?;
                     stmt.raw_bind_parameter(4, rusqlite::types::Null)?;
                     stmt.raw_bind_parameter(5, kid.as_str())?;
-                    stmt.raw_bind_parameter(6, r.now)?;
+                    stmt.raw_bind_parameter(6, s.lineage().name())?;
                     stmt.raw_bind_parameter(7, r.now)?;
-                    stmt.raw_bind_parameter(8, &r.handle[..])?;
-                    stmt.raw_bind_parameter(9, i64::from(r.generation))?;
-                    stmt.raw_bind_parameter(10, "hardened")?;
-                    stmt.raw_bind_parameter(11, s.id_i())?;
-                    stmt.raw_bind_parameter(12, s.id_r())?;
-                    stmt.raw_bind_parameter(13, &*r.params_text)?;
-                    for (i, a) in (14..).zip(self.guard.iter()) {
+                    stmt.raw_bind_parameter(8, r.now)?;
+                    stmt.raw_bind_parameter(9, &r.handle[..])?;
+                    stmt.raw_bind_parameter(10, i64::from(r.generation))?;
+                    stmt.raw_bind_parameter(11, "hardened")?;
+                    stmt.raw_bind_parameter(12, s.id_i())?;
+                    stmt.raw_bind_parameter(13, s.id_r())?;
+                    stmt.raw_bind_parameter(14, &*r.params_text)?;
+                    for (i, a) in (15..).zip(self.guard.iter()) {
                         match a {
                             GuardArg::Now => stmt.raw_bind_parameter(i, r.now)?,
                             GuardArg::Limit(l) => bind_limit(&mut stmt, i, *l)?,
