@@ -549,7 +549,7 @@ class NativeResponderService(ResponderService):
         m = getattr(self, "_metrics", None)
         if m is None or self.native is None:
             return
-        s = self._snapshot()
+        s = self._fresh_snapshot()  # what a reader of the metrics sees is never stale
         for k, v in s["drops"].items():
             m.drops.values[(k,)] = v
         for k, v in s["exchanges"].items():
