@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -77,8 +78,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.facilities (PostgreSQL)
 
-from bench_strongswan import (  # noqa: E402
+from bench_strongswan import (
     CHARON,
     _conn,
     _namespace,
@@ -88,15 +90,15 @@ from bench_strongswan import (  # noqa: E402
     machine_description,
     strongswan_available,
 )
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
-from storm_clients import RoundResult, worker_main  # noqa: E402
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from storm_clients import RoundResult, worker_main
 
-from resume.initiator import InitiatorConfig  # noqa: E402
-from resume.testing import simulated_full_ike  # noqa: E402
-from store.keys import Keyring, MasterKey  # noqa: E402
-from store.repository import Store  # noqa: E402
+from resume.initiator import InitiatorConfig
+from resume.testing import simulated_full_ike
+from store.keys import Keyring, MasterKey
+from store.repository import Store
 
 ID_R = b"\x02vpn.storm.example"
 HANG_BOUND_S = 180.0  # any single wait: bounds a hang, never a verdict
@@ -150,9 +152,7 @@ class CpuSampler:
         if len(pts) < 2:
             return {"peak_pct": math.nan, "mean_pct": math.nan, "cpu_s": math.nan,
                     "after_ready_cpu_s": math.nan}  # fmt: skip
-        rates = [
-            (c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in zip(pts, pts[1:], strict=False)
-        ]
+        rates = [(c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in itertools.pairwise(pts)]
         span = pts[-1][0] - pts[0][0]
         spent = pts[-1][1] - pts[0][1]
         at_ready = max((c for t, c in pts if t <= ready), default=pts[0][1])
@@ -205,12 +205,16 @@ class Responder:
             time.sleep(0.005)
         raise RuntimeError("ikeresume serve never became ready")
 
-    def commits_ok(self) -> int:
+    def metric(self, name: str) -> dict[str, float]:
+        """One metric of ``/metrics``: label value (or "") -> value."""
         url = f"http://127.0.0.1:{self.http}/metrics"
         with urllib.request.urlopen(url, timeout=10) as r:
             text = r.read().decode()
-        m = re.search(r'^ikeresume_commits_total\{result="ok"\} ([0-9.e+]+)$', text, re.M)
-        return int(float(m.group(1))) if m else 0
+        pat = re.compile(rf'^{name}(?:{{[a-z]+="([^"]*)"}})? ([0-9.e+-]+)$', re.M)
+        return {m.group(1) or "": float(m.group(2)) for m in pat.finditer(text)}
+
+    def commits_ok(self) -> int:
+        return int(self.metric("ikeresume_commits_total").get("ok", 0))
 
     def kill(self) -> None:
         self.proc.kill()
@@ -235,15 +239,16 @@ def _free_port(host: str = "127.0.0.1") -> int:
 
 def _serve_config(d: Path, url: str, listen: tuple[str, int], http: int, node: str) -> Path:
     path = d / f"serve-{node}.toml"
+    secret, key = d / "server.key", d / "master.key"
     path.write_text(
         f"""[server]
 listen = ["{listen[0]}:{listen[1]}"]
-server_secret_file = "{d / 'server.key'}"
+server_secret_file = "{secret}"
 message3_affinity = "accept-retry"
 
 [store]
 url = "{url}"
-key_file = "{d / 'master.key'}"
+key_file = "{key}"
 sqlite_synchronous = "FULL"
 
 [install]
@@ -339,9 +344,11 @@ def _store_url(kind: str, d: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{d / 'responder.db'}"
         return
-    from tests.facilities import PostgresCluster  # a private server, fsync on
+    from tests.facilities import PostgresCluster
 
-    with PostgresCluster(fsync=True) as pg:
+    # a private server with fsync on (every acknowledged commit durable), in /var/tmp
+    # beside the SQLite files' filesystem (it runs as user postgres)
+    with PostgresCluster(fsync=True, base="/var/tmp") as pg:
         yield pg.create_database("storm")
 
 
@@ -377,13 +384,15 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
             deadline = time.monotonic() + HANG_BOUND_S
             while primary.commits_ok() < warm_ok and time.monotonic() < deadline:
                 time.sleep(0.05)  # every warm-up commit durable before the kill
-            out["warmup"] = {"resumed": warm_ok, "commits_durable_before_kill": primary.commits_ok()}
+            out["warmup"] = {
+                "resumed": warm_ok,
+                "commits_durable_before_kill": primary.commits_ok(),
+            }
             progress.update(task, description="resumption: SIGKILL, restart, storm")
-            t_kill = time.time()
             primary.kill()
             held_after_kill = _held_in_store(url, keyring, warm.held)
-            if standby is not None:
-                target, t0 = standby, t_kill
+            if standby is not None:  # time zero: the failover (the store was read first)
+                target, t0 = standby, time.time()
             else:
                 target = start_responder(d, url, ("127.0.0.1", port), "primary")
                 t0 = target.started
@@ -401,6 +410,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
             deadline = time.monotonic() + HANG_BOUND_S
             while target.commits_ok() < len(times) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            drops = target.metric("ikeresume_drops_total")
             target.stop()
             in_step = _held_in_store(url, keyring, storm.held)
             out.update(
@@ -412,6 +422,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
                     "attempts": sum(r[3] for r in storm.rows),
                     "retransmits": sum(r[4] for r in storm.rows),
                     "used_previous_generation": sum(1 for r in storm.rows if r[5]),
+                    "responder_drops": {k: int(v) for k, v in drops.items() if v},
                     "credentials_lost_at_kill": n - held_after_kill,
                     "out_of_step_after_storm": n - in_step,
                     "responder_cpu": cpu.summary(end, ready - t0),
@@ -429,11 +440,16 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
 
 
 # -- the strongSwan side --------------------------------------------------------------------
+_SW_PLUGINS = (
+    "random nonce aes sha1 sha2 hmac kdf gcm openssl curve25519 kernel-netlink socket-default vici"
+)
+
+
 def _charon_conf(path: Path, vici: Path, port: int, initiator: bool, block: int) -> None:
     path.write_text(
         f"""charon {{
     load_modular = no
-    load = random nonce aes sha1 sha2 hmac kdf gcm openssl curve25519 kernel-netlink socket-default vici
+    load = {_SW_PLUGINS}
     port = {port}
     port_nat_t = {port + 4000}
     reuse_ikesa = {"no" if initiator else "yes"}
@@ -525,9 +541,10 @@ def run_strongswan(m: int, progress: Progress) -> dict[str, Any]:
             ini_cpu0 = proc_cpu_total(ini.pid)
             with CpuSampler(resp.pid, t0) as cpu:
                 fired0 = time.time()
+                shares = [m // SW_ISSUERS + (k < m % SW_ISSUERS) for k in range(SW_ISSUERS)]
                 issuers = [
-                    threading.Thread(target=_issue, args=(s, m // SW_ISSUERS + (k < m % SW_ISSUERS)))
-                    for k, s in enumerate(sessions)
+                    threading.Thread(target=_issue, args=(s, k))
+                    for s, k in zip(sessions, shares, strict=True)
                 ]
                 for th_ in issuers:
                     th_.start()
@@ -624,6 +641,9 @@ def print_report(con: Console, out: dict[str, Any]) -> None:
             if ext:
                 b += f"; N={ext['clients']} extrapolated {_fmt(ext[q])}"
         row(label, _fmt(res[q]), b)
+    after = res["p100_s"] and res["p100_s"] - res["ready_s"]
+    sw_after = sw and sw["p100_s"] and sw["p100_s"] - sw["ready_s"]
+    row("100% up, counted from ready", _fmt(after), _fmt(sw_after) + swl if sw else "-")
     rc = res["responder_cpu"]
     row("responder CPU peak / mean", f"{rc['peak_pct']:.0f}% / {rc['mean_pct']:.0f}%",
         f"{sw['responder_cpu']['peak_pct']:.0f}% / {sw['responder_cpu']['mean_pct']:.0f}%"
@@ -638,6 +658,11 @@ def print_report(con: Console, out: dict[str, Any]) -> None:
     row("clients' CPU seconds (same machine)", f"{res['client_cpu_s']:.2f}",
         f"{sw['client_cpu_s']:.2f}{swl}" if sw else "-")  # fmt: skip
     row("retransmissions / attempts", f"{res['retransmits']} / {res['attempts']}", "-")
+    row(
+        "datagrams the responder dropped",
+        ", ".join(f"{k}={v}" for k, v in res["responder_drops"].items()) or "0",
+        "-",
+    )
     row("used kept previous generation", str(res["used_previous_generation"]), "-")
     row("credentials lost at the kill", str(res["credentials_lost_at_kill"]), "-")
     row("clients out of step with the store", str(res["out_of_step_after_storm"]), "-")
@@ -652,13 +677,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2, help="client processes")
     ap.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
-    ap.add_argument("--standby", action="store_true",
-                    help="a second responder on the same store takes over (no restart)")  # fmt: skip
-    ap.add_argument("--clients-start", choices=("ready", "kill"), default="ready",
-                    help="clients reconnect when the restarted responder is ready, or at once")  # fmt: skip
+    ap.add_argument(
+        "--standby",
+        action="store_true",
+        help="a second responder on the same store takes over (no restart)",
+    )
+    ap.add_argument(
+        "--clients-start",
+        choices=("ready", "kill"),
+        default="ready",
+        help="clients reconnect when the restarted responder is ready, or at once",
+    )
     ap.add_argument("--baseline", choices=("strongswan", "none"), default="strongswan")
-    ap.add_argument("--strongswan-clients", type=int, default=0,
-                    help="strongSwan storm size (default: --clients); smaller = extrapolated")  # fmt: skip
+    ap.add_argument(
+        "--strongswan-clients",
+        type=int,
+        default=0,
+        help="strongSwan storm size (default: --clients); smaller = extrapolated",
+    )
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--png", metavar="PATH")
     args = ap.parse_args(argv)

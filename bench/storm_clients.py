@@ -19,6 +19,7 @@ gives the lost-message-3 retry exactly as a cache would.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import resource
@@ -103,10 +104,9 @@ class ClientPool:
     def _flush(self, c: Client) -> None:
         assert c.sock is not None
         for data, _addr in c.ini.datagrams_to_send(time.time()):
-            try:
+            # buffer full or ICMP refused earlier: a lost datagram, the core resends
+            with contextlib.suppress(OSError):
                 c.sock.send(data)
-            except OSError:
-                pass  # buffer full or ICMP refused earlier: a lost datagram, the core resends
 
     def run_round(self, server: Address, t0: float, deadline_s: float) -> RoundResult:
         """Every client starts an attempt now; returns when each has resumed, been refused,
@@ -213,7 +213,9 @@ class ClientPool:
             self._arm(c, timers)
 
 
-def worker_main(creds: list[tuple[int, Credential]], config: InitiatorConfig, conn: Connection) -> None:
+def worker_main(
+    creds: list[tuple[int, Credential]], config: InitiatorConfig, conn: Connection
+) -> None:
     """A worker process: waits for ``("round", server, t0, go_at, deadline_s)`` commands
     and answers each with its :class:`RoundResult`; ``("stop",)`` ends it."""
     pool = ClientPool(creds, config)
