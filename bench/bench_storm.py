@@ -121,11 +121,15 @@ def proc_cpu_total(pid: int) -> float:
 
 
 class CpuSampler:
-    """Samples a process's CPU every ``interval`` seconds in a thread, from ``t0``."""
+    """Samples a process's CPU every ``interval`` seconds in a thread, from ``t0``.
 
-    def __init__(self, pid: int, t0: float, interval: float = 0.2) -> None:
+    Peaks are over one interval: 0.2 s, the resolution ``/proc/PID/stat``'s clock ticks
+    (10 ms) allow without rounding noise dominating."""
+
+    def __init__(self, pid: int, t0: float, interval: float = 0.2, *, fresh: bool = False) -> None:
+        """``fresh``: the process was started at ``t0`` (it had spent no CPU then)."""
         self.pid, self.t0, self.interval = pid, t0, interval
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float]] = [(0.0, 0.0)] if fresh else []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -396,7 +400,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
             else:
                 target = start_responder(d, url, ("127.0.0.1", port), "primary")
                 t0 = target.started
-            with CpuSampler(target.proc.pid, t0) as cpu:
+            with CpuSampler(target.proc.pid, t0, fresh=standby is None) as cpu:
                 if args.clients_start == "kill":
                     workers.send_round(target.addr, t0, t0)
                     ready = target.ready_after()
@@ -461,6 +465,12 @@ def _charon_conf(path: Path, vici: Path, port: int, initiator: bool, block: int)
             default = -1
         }}
     }}
+    filelog {{
+        log {{
+            path = {vici}.log
+            default = {os.environ.get("IKR_STORM_CHARON_LOG", "-1")}
+        }}
+    }}
     plugins {{
         vici {{
             socket = unix://{vici}
@@ -500,7 +510,7 @@ def _issue(sess: Any, k: int) -> None:
         sess.request("initiate", {"ike": "bench", "timeout": "-1", "loglevel": "-1"})
 
 
-def run_strongswan(m: int, progress: Progress) -> dict[str, Any]:
+def run_strongswan(m: int, progress: Progress, at_kill: bool = False) -> dict[str, Any]:
     task = progress.add_task(f"strongSwan: {m} full IKEv2 after a restart", total=None)
     out: dict[str, Any] = {"clients": m, "strongswan_version": _strongswan_version()}
     with tempfile.TemporaryDirectory(prefix="ikr-storm-sw-") as tmp, _namespace("storm") as ns:
@@ -533,21 +543,26 @@ def run_strongswan(m: int, progress: Progress) -> dict[str, Any]:
             # the clients' VICI sessions, one per issuing thread (one session serialises
             # the initiates: ~1 ms each)
             sessions = [_session(d / "initiator-a.vici") for _ in range(SW_ISSUERS)]
+            shares = [m // SW_ISSUERS + (k < m % SW_ISSUERS) for k in range(SW_ISSUERS)]
+            issuers = [
+                threading.Thread(target=_issue, args=(s, k))
+                for s, k in zip(sessions, shares, strict=True)
+            ]
             _kill(first)  # SIGKILL
             t0 = time.time()
+            ini_cpu0 = proc_cpu_total(ini.pid)
+            if at_kill:  # the first IKE_SA_INITs hit a dead port: charon's schedule resends
+                for th_ in issuers:
+                    th_.start()
+            fired0 = time.time()
             resp, _rs = _charon_ready(d, ns, "responder", 500, "b", m + 10)
             procs.append(resp)
             ready = time.time()
-            ini_cpu0 = proc_cpu_total(ini.pid)
-            with CpuSampler(resp.pid, t0) as cpu:
-                fired0 = time.time()
-                shares = [m // SW_ISSUERS + (k < m % SW_ISSUERS) for k in range(SW_ISSUERS)]
-                issuers = [
-                    threading.Thread(target=_issue, args=(s, k))
-                    for s, k in zip(sessions, shares, strict=True)
-                ]
-                for th_ in issuers:
-                    th_.start()
+            with CpuSampler(resp.pid, t0, fresh=True) as cpu:
+                if not at_kill:
+                    fired0 = time.time()
+                    for th_ in issuers:
+                        th_.start()
                 for th_ in issuers:
                     th_.join()
                 fired = time.time()
@@ -712,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
                 con.print(f"strongSwan baseline skipped: needs root, iproute2 and {CHARON}")
             else:
                 m = args.strongswan_clients or args.clients
-                out["strongswan"] = run_strongswan(m, progress)
+                at_kill = args.clients_start == "kill"
+                out["strongswan"] = run_strongswan(m, progress, at_kill)
                 if m < args.clients:
                     out["strongswan_extrapolated"] = extrapolate(out["strongswan"], args.clients)
     out["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
