@@ -43,6 +43,12 @@ Debian's strongSwan has no ``load-tester`` plugin, hence the initiator charon.  
 ``N`` are extrapolated linearly from the measured ``M`` (CPU-bound storm) and the report
 says so.
 
+With ``--clients-start kill`` the strongSwan initiates are issued at the kill too; clients
+whose IKE_SA_INIT reaches the restarted charon before its connection is loaded get
+NO_PROPOSAL_CHOSEN and give up (``keyingtries = 1``, swanctl's default): the window between
+``charon`` listening and ``swanctl --load-all`` exists on a real gateway as well.
+``IKR_STORM_CHARON_LOG=1`` keeps charon's log at that level (``default = -1`` otherwise).
+
 Both storms run on the same machine as their clients (loopback): client CPU competes with
 the responder on 2 cores.  Output: a rich table, ``--json PATH`` and ``--png PATH`` (the
 recovery curves: fraction up vs seconds from the restart, both methods)::
@@ -63,6 +69,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +93,7 @@ from bench_strongswan import (
     _namespace,
     _session,
     _start_charon,
+    _strongswan_conf,
     _strongswan_version,
     machine_description,
     strongswan_available,
@@ -375,6 +383,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
         workers = Workers.start(creds, args.workers, cfg)
         primary = start_responder(d, url, ("127.0.0.1", port), "primary")
         standby: Responder | None = None
+        target: Responder | None = None
         try:
             primary.ready_after()
             if args.standby:
@@ -435,56 +444,22 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
                 }
             )
         finally:
-            for r in (primary, standby):
+            for r in (primary, standby, target):
                 if r is not None and r.proc.poll() is None:
                     r.kill()
             workers.stop()
+            shutil.rmtree(d, ignore_errors=True)
         progress.update(task, description="resumption: done", total=1, completed=1)
     return out
 
 
 # -- the strongSwan side --------------------------------------------------------------------
-_SW_PLUGINS = (
-    "random nonce aes sha1 sha2 hmac kdf gcm openssl curve25519 kernel-netlink socket-default vici"
-)
-
-
-def _charon_conf(path: Path, vici: Path, port: int, initiator: bool, block: int) -> None:
-    path.write_text(
-        f"""charon {{
-    load_modular = no
-    load = {_SW_PLUGINS}
-    port = {port}
-    port_nat_t = {port + 4000}
-    reuse_ikesa = {"no" if initiator else "yes"}
-    install_routes = no
-    install_virtual_ip = no
-    block_threshold = {block}
-    syslog {{
-        daemon {{
-            default = -1
-        }}
-    }}
-    filelog {{
-        log {{
-            path = {vici}.log
-            default = {os.environ.get("IKR_STORM_CHARON_LOG", "-1")}
-        }}
-    }}
-    plugins {{
-        vici {{
-            socket = unix://{vici}
-        }}
-    }}
-}}
-"""
-    )
-
-
 def _charon_ready(d: Path, ns: str, who: str, port: int, tag: str, block: int) -> tuple[Any, Any]:
     """Start a charon, load its connection and PSK over VICI: (process, session)."""
     conf, vici_sock = d / f"{who}-{tag}.conf", d / f"{who}-{tag}.vici"
-    _charon_conf(conf, vici_sock, port, who == "initiator", block)
+    log_level = int(os.environ.get("IKR_STORM_CHARON_LOG", "-1"))
+    _strongswan_conf(conf, vici_sock, port, d / f"{who}-{tag}.log", who == "initiator",
+                     block_threshold=block, log_level=log_level)  # fmt: skip
     proc = _start_charon(ns, conf, d / f"{who}-{tag}.out")
     sess = _session(vici_sock, timeout=HANG_BOUND_S)
     peer = "responder" if who == "initiator" else "initiator"
