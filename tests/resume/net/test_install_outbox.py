@@ -120,10 +120,14 @@ async def test_installed_pairs_leave_the_outbox_and_mode_none_writes_none(
         opts = ClientOptions(config=PATIENT, id_i=env.creds[i].id_i)
         r = await resume_with_store(env.client_store, ID_R, svc.addresses[0], options=opts)
         assert r.resumed
-    with trio.fail_after(DEADLINE):  # installed, then deleted by a later transaction
-        while len(cap.pairs) < 2 or _outbox_rows(env):
+    committer = svc.committer
+    assert committer is not None
+    # installed, then deleted by a later transaction; the committer thread counts the
+    # deletion only after its transaction returns, so wait for the count too
+    with trio.fail_after(DEADLINE):
+        while len(cap.pairs) < 2 or _outbox_rows(env) or committer.stats.forgotten < 2:
             await trio.sleep(0.01)
-    assert svc.committer is not None and svc.committer.stats.forgotten == 2
+    assert committer.stats.forgotten == 2
     svc.shutdown()
 
     env.seed(1)
