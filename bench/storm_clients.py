@@ -36,6 +36,8 @@ from resume.initiator import InitiatorConfig
 from resume.native import make_initiator
 
 Address = tuple[str, int]
+#: (handle hex, generation) of a client's current credential and of its kept previous one
+Held = tuple[tuple[str, int], tuple[str, int] | None]
 
 
 def client_addr(i: int) -> str:
@@ -60,9 +62,13 @@ class Client:
     used_previous: bool = False
 
     @property
-    def held(self) -> tuple[str, int]:
-        """(handle hex, generation) of the credential this client would offer next."""
-        return self.current.handle.hex(), self.current.generation
+    def held(self) -> Held:
+        """The credentials this client would offer next: current, then kept previous."""
+        prev = self.previous
+        return (
+            (self.current.handle.hex(), self.current.generation),
+            None if prev is None else (prev.handle.hex(), prev.generation),
+        )
 
 
 @dataclass
@@ -71,7 +77,7 @@ class RoundResult:
     resumed or -1, outcome, attempts, retransmits, used its kept previous generation)."""
 
     rows: list[tuple[int, float, str, int, int, bool]] = field(default_factory=list)
-    held: dict[int, tuple[str, int]] = field(default_factory=dict)
+    held: dict[int, Held] = field(default_factory=dict)
     cpu_s: float = 0.0  # this worker's CPU during the round (the clients' side)
 
 
