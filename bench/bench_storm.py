@@ -176,6 +176,25 @@ class CpuSampler:
         }
 
 
+def udp_socket_drops(port: int, netns: str = "") -> int:
+    """Datagrams the kernel dropped on the UDP sockets bound to ``port`` (receive buffer
+    full): the ``drops`` column of ``/proc/net/udp`` (of ``netns``).  The service's own
+    metrics cannot see these."""
+    if netns:
+        text = subprocess.run(
+            ["ip", "netns", "exec", netns, "cat", "/proc/net/udp"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+    else:
+        text = Path("/proc/net/udp").read_text()
+    total = 0
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
+            total += int(f[-1])
+    return total
+
+
 def recovery(times: list[float], n: int) -> dict[str, float | None]:
     """Seconds from time zero until 50%, 99% and 100% of ``n`` were up (None: never)."""
     ts = sorted(times)
@@ -249,7 +268,9 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _serve_config(d: Path, url: str, listen: tuple[str, int], http: int, node: str) -> Path:
+def _serve_config(
+    d: Path, url: str, listen: tuple[str, int], http: int, node: str, max_pending: int
+) -> Path:
     path = d / f"serve-{node}.toml"
     secret, key = d / "server.key", d / "master.key"
     path.write_text(
@@ -266,6 +287,7 @@ sqlite_synchronous = "FULL"
 [install]
 mode = "none"
 node = "{node}"
+{f"[protocol]{chr(10)}max_pending = {max_pending}" if max_pending else ""}
 
 [http]
 listen = "127.0.0.1:{http}"
@@ -277,9 +299,12 @@ level = "warning"
     return path
 
 
-def start_responder(d: Path, url: str, listen: tuple[str, int], node: str) -> Responder:
+def start_responder(
+    d: Path, url: str, listen: tuple[str, int], node: str, max_pending: int = 0
+) -> Responder:
+    """``max_pending``: the core's ``[protocol] max_pending`` (0: the default)."""
     http = _free_port()
-    conf = _serve_config(d, url, listen, http, node)
+    conf = _serve_config(d, url, listen, http, node, max_pending)
     log = (d / f"serve-{node}.log").open("ab")
     t = time.time()
     proc = subprocess.Popen(
@@ -394,7 +419,12 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
     (d / "master.key").chmod(0o600)
     keyring = Keyring([key])
     port = _free_port()
-    out: dict[str, Any] = {"clients": n, "store": args.store, "standby": args.standby}
+    out: dict[str, Any] = {
+        "clients": n,
+        "store": args.store,
+        "standby": args.standby,
+        "max_pending": args.max_pending or "default",
+    }
     with _store_url(args.store, d) as url:
         task = progress.add_task(f"resumption: seeding {n} credentials", total=None)
         creds = [simulated_full_ike(id_i=client_id(i), id_r=ID_R) for i in range(n)]
@@ -403,13 +433,13 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
         progress.update(task, description="resumption: responder and client workers")
         cfg = InitiatorConfig()  # the client's normal schedule
         workers = Workers.start(creds, args.workers, cfg)
-        primary = start_responder(d, url, ("127.0.0.1", port), "primary")
+        primary = start_responder(d, url, ("127.0.0.1", port), "primary", args.max_pending)
         standby: Responder | None = None
         target: Responder | None = None
         try:
             primary.ready_after()
             if args.standby:
-                standby = start_responder(d, url, ("127.0.0.2", port), "standby")
+                standby = start_responder(d, url, ("127.0.0.2", port), "standby", args.max_pending)
                 standby.ready_after()
             progress.update(task, description=f"resumption: warm-up, {n} clients resume once")
             t = time.time()
@@ -423,6 +453,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
                 "responder_exchanges": primary.metric("ikeresume_exchanges_total"),
                 "responder_drops": primary.metric("ikeresume_drops_total"),
                 "responder_core": primary.metric("ikeresume_core_stat"),
+                "kernel_socket_drops": udp_socket_drops(port),
             }
             progress.update(task, description="resumption: SIGKILL, restart, storm")
             primary.kill()
@@ -432,7 +463,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
             if standby is not None:  # time zero: the failover (the store was read first)
                 target, t0 = standby, time.time()
             else:
-                target = start_responder(d, url, ("127.0.0.1", port), "primary")
+                target = start_responder(d, url, ("127.0.0.1", port), "primary", args.max_pending)
                 t0 = target.started
             with CpuSampler(target.proc.pid, t0, fresh=standby is None) as cpu:
                 if args.clients_start == "kill":
@@ -447,6 +478,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
             outcomes = Counter(r[2] for r in storm.rows)
             _wait_commits(target, len(times))
             drops = target.metric("ikeresume_drops_total")
+            kernel_drops = udp_socket_drops(port)
             exchanges = target.metric("ikeresume_exchanges_total")
             commits = target.metric("ikeresume_commits_total")
             target.stop()
@@ -461,6 +493,7 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
                     "retransmits": sum(r[4] for r in storm.rows),
                     "used_previous_generation": sum(1 for r in storm.rows if r[5]),
                     "responder_drops": {k: int(v) for k, v in drops.items() if v},
+                    "kernel_socket_drops": kernel_drops,
                     "responder_exchanges": {k: int(v) for k, v in exchanges.items() if v},
                     "responder_commits": {k: int(v) for k, v in commits.items() if v},
                     # durable commits missing after the kill, and clients the store holds
@@ -580,6 +613,7 @@ def run_strongswan(m: int, progress: Progress, at_kill: bool = False) -> dict[st
                 while len(ups) < m and time.monotonic() < deadline:
                     time.sleep(0.05)
             ini_cpu = proc_cpu_total(ini.pid) - ini_cpu0
+            kernel_drops = udp_socket_drops(500, ns)
             end = max(ups) if ups else HANG_BOUND_S
             stop_listening.set()
             th.join(HANG_BOUND_S)
@@ -592,6 +626,7 @@ def run_strongswan(m: int, progress: Progress, at_kill: bool = False) -> dict[st
                     "failures": {"not_established": m - len(ups)} if len(ups) < m else {},
                     "responder_cpu": cpu.summary(end, ready - t0),
                     "client_cpu_s": round(ini_cpu, 3),
+                    "kernel_socket_drops": kernel_drops,
                     "curve": curve(ups, m),
                 }
             )
@@ -689,6 +724,11 @@ def print_report(con: Console, out: dict[str, Any]) -> None:
         ", ".join(f"{k}={v}" for k, v in res["responder_drops"].items()) or "0",
         "-",
     )
+    row(
+        "kernel drops, responder socket full",
+        f"{res['warmup']['kernel_socket_drops']} warm-up, {res['kernel_socket_drops']} storm",
+        f"{sw['kernel_socket_drops']}{swl}" if sw else "-",
+    )
     ex = res["responder_exchanges"]
     row("responder's exchanges by outcome", ", ".join(f"{k}={v}" for k, v in ex.items()), "-")
     row("used kept previous generation", str(res["used_previous_generation"]), "-")
@@ -725,6 +765,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="strongSwan storm size (default: --clients); smaller = extrapolated",
+    )
+    ap.add_argument(
+        "--max-pending",
+        type=int,
+        default=0,
+        help="the responder's [protocol] max_pending (default: the service's, 1024)",
     )
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--png", metavar="PATH")
