@@ -27,8 +27,11 @@ Resumption side (the real service, as a process):
    time until 50% / 99% / 100% resumed from time zero, the time to ready, the responder's
    peak and mean CPU (``/proc/PID/stat``, all threads, sampled every 0.2 s), failures by
    outcome, clients that needed their kept previous generation, and credentials lost
-   (clients whose current generation the store no longer holds after the kill, and clients
-   out of step with the store at the end) -- must be 0.
+   (durable commits missing after the kill, clients the store holds at neither of their
+   generations) -- must be 0.  Counted apart: message 3s never committed (a message 3 is
+   sent once; the client counts itself resumed, the responder never saw it: its next
+   attempt resumes with the kept previous generation) and the kernel's drops on the
+   responder's full socket (``/proc/net/udp``), which the service's metrics cannot see.
 
 strongSwan side (``--baseline strongswan``, root): two charons in a private network
 namespace (psk-x25519, childless: the host kernel has no ESP; DoS protection at charon's
@@ -694,7 +697,8 @@ def print_report(con: Console, out: dict[str, Any]) -> None:
     def row(name: str, a: str, b: str) -> None:
         t.add_row(name, a, b)
 
-    row("ready after restart", _fmt(res["ready_s"]), _fmt(sw["ready_s"]) + swl if sw else "-")
+    what = "failover (standby already serving)" if res["standby"] else "restart"
+    row(f"ready after the {what}", _fmt(res["ready_s"]), _fmt(sw["ready_s"]) + swl if sw else "-")
     for q, label in (("p50_s", "50% up"), ("p99_s", "99% up"), ("p100_s", "100% up")):
         b = "-"
         if sw:
