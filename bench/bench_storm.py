@@ -113,6 +113,7 @@ from store.repository import Store
 
 ID_R = b"\x02vpn.storm.example"
 HANG_BOUND_S = 180.0  # any single wait: bounds a hang, never a verdict
+WARMUP_WINDOW = 64  # warm-up attempts under way at a time, per client worker
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -343,9 +344,10 @@ class Workers:
             a.recv()
         return w
 
-    def send_round(self, server: tuple[str, int], t0: float, go_at: float) -> None:
+    def send_round(self, server: tuple[str, int], t0: float, go_at: float, window: int = 0) -> None:
+        """``window``: attempts under way at a time per worker (0: all at once)."""
         for a in self.conns:
-            a.send(("round", server, t0, go_at, HANG_BOUND_S))
+            a.send(("round", server, t0, go_at, HANG_BOUND_S, window))
 
     def results(self) -> RoundResult:
         out = RoundResult()
@@ -446,7 +448,9 @@ def run_resumption(args: argparse.Namespace, progress: Progress) -> dict[str, An
                 standby.ready_after()
             progress.update(task, description=f"resumption: warm-up, {n} clients resume once")
             t = time.time()
-            workers.send_round(primary.addr, t, t)
+            # steady traffic before the failure: a bounded window of attempts, so the
+            # warm-up itself is no storm (the responder's socket never overflows)
+            workers.send_round(primary.addr, t, t, WARMUP_WINDOW)
             warm = workers.results()
             warm_ok = sum(1 for r in warm.rows if r[2] == "resumed")
             _wait_commits(primary, warm_ok)  # every warm-up commit durable before the kill

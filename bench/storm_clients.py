@@ -26,6 +26,7 @@ import resource
 import selectors
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -114,56 +115,69 @@ class ClientPool:
             with contextlib.suppress(OSError):
                 c.sock.send(data)
 
-    def run_round(self, server: Address, t0: float, deadline_s: float) -> RoundResult:
-        """Every client starts an attempt now; returns when each has resumed, been refused,
-        or ``deadline_s`` (a hang bound, not a verdict) has passed.  Times are relative to
-        ``t0`` (``time.time()`` of the orchestrator's zero: the restart)."""
+    def run_round(
+        self, server: Address, t0: float, deadline_s: float, window: int = 0
+    ) -> RoundResult:
+        """Every client makes an attempt; returns when each has resumed, been refused, or
+        ``deadline_s`` (a hang bound, not a verdict) has passed.  ``window`` 0: all first
+        message 1s leave together (the storm); else at most ``window`` attempts at a time
+        (steady traffic).  Times are relative to ``t0`` (``time.time()`` of the
+        orchestrator's zero: the restart)."""
         cpu0 = time.process_time()
-        sel = selectors.EpollSelector()
-        timers: list[tuple[float, int]] = []
-        live: dict[int, Client] = {}
-        now = time.time()
+        rnd = _Round(server, selectors.EpollSelector())
         for c in self.clients:
             c.done_at, c.outcome, c.attempts, c.retransmits = None, "", 0, 0
             c.used_previous = False
-            self._open(c, server, now)
-            assert c.sock is not None
-            sel.register(c.sock, selectors.EVENT_READ, c)
-            live[c.index] = c
-        for c in self.clients:  # all first message 1s leave together
-            self._flush(c)
-            self._arm(c, timers)
+        rnd.waiting.extend(self.clients)
+        for _ in range(window or len(self.clients)):
+            if rnd.waiting:
+                self._begin(rnd.waiting.popleft(), rnd)
         end = time.time() + deadline_s
-        while live and time.time() < end:
+        timers = rnd.timers
+        while rnd.live and time.time() < end:
             wait = max(0.0, min(timers[0][0] if timers else end, end) - time.time())
-            for key, _mask in sel.select(min(wait, 0.5)):
+            for key, _mask in rnd.sel.select(min(wait, 0.5)):
                 c = key.data
-                if c.index in live:
+                if c.index in rnd.live:
                     self._readable(c)
-                    self._after(c, live, timers, server, sel)
+                    self._after(c, rnd)
             now = time.time()
             while timers and timers[0][0] <= now:
                 _when, idx = heapq.heappop(timers)
-                c = live.get(idx)
+                c = rnd.live.get(idx)
                 if c is None:
                     continue
                 deadline = c.ini.get_timer()
                 if deadline is not None and deadline <= now:
                     c.ini.handle_timer(now)
-                    self._after(c, live, timers, server, sel)
+                    self._after(c, rnd)
                 elif deadline is not None:
                     heapq.heappush(timers, (deadline, idx))
         out = RoundResult()
         for c in self.clients:
-            if c.index in live:
+            if c.index in rnd.live or c.outcome == "":
                 c.outcome = "no_answer"
-                sel.unregister(c.sock)
             at = -1.0 if c.done_at is None else c.done_at - t0
             out.rows.append((c.index, at, c.outcome, c.attempts, c.retransmits, c.used_previous))
             out.held[c.index] = c.held
-        sel.close()
+        rnd.sel.close()
         out.cpu_s = time.process_time() - cpu0
         return out
+
+    def _begin(self, c: Client, rnd: _Round) -> None:
+        self._open(c, rnd.server, time.time())
+        assert c.sock is not None
+        rnd.sel.register(c.sock, selectors.EVENT_READ, c)
+        rnd.live[c.index] = c
+        self._flush(c)
+        self._arm(c, rnd.timers)
+
+    def _end(self, c: Client, rnd: _Round) -> None:
+        """``c`` is done (resumed or refused): the next waiting client starts."""
+        del rnd.live[c.index]
+        rnd.sel.unregister(c.sock)
+        if rnd.waiting:
+            self._begin(rnd.waiting.popleft(), rnd)
 
     def _arm(self, c: Client, timers: list[tuple[float, int]]) -> None:
         deadline = c.ini.get_timer()
@@ -181,14 +195,7 @@ class ClientPool:
                 continue  # ICMP port unreachable while the responder is down: like a loss
             c.ini.receive_datagram(data, addr, time.time())
 
-    def _after(
-        self,
-        c: Client,
-        live: dict[int, Client],
-        timers: list[tuple[float, int]],
-        server: Address,
-        sel: selectors.BaseSelector,
-    ) -> None:
+    def _after(self, c: Client, rnd: _Round) -> None:
         """Send what the core queued and act on its event (save, success, fallback)."""
         while True:
             self._flush(c)
@@ -203,26 +210,35 @@ class ClientPool:
             c.used_previous = used is not c.current
             c.previous, c.current = used, ev.successor
             c.done_at, c.outcome = time.time(), "resumed"
-            del live[c.index]
-            sel.unregister(c.sock)
+            self._end(c, rnd)
         elif isinstance(ev, FallbackToFullIKE):
             c.retransmits += c.ini.stats["retransmit"]
             if ev.reason == "timeout":  # reconnect: a new attempt at once
-                self._open(c, server, time.time())
+                self._open(c, rnd.server, time.time())
                 self._flush(c)
-                self._arm(c, timers)
+                self._arm(c, rnd.timers)
             else:
                 c.outcome = ev.reason
-                del live[c.index]
-                sel.unregister(c.sock)
+                self._end(c, rnd)
         else:
-            self._arm(c, timers)
+            self._arm(c, rnd.timers)
+
+
+@dataclass
+class _Round:
+    """One round's event loop state: the epoll, the cores' timers, who is under way."""
+
+    server: Address
+    sel: selectors.BaseSelector
+    timers: list[tuple[float, int]] = field(default_factory=list)
+    live: dict[int, Client] = field(default_factory=dict)
+    waiting: deque[Client] = field(default_factory=deque)
 
 
 def worker_main(
     creds: list[tuple[int, Credential]], config: InitiatorConfig, conn: Connection
 ) -> None:
-    """A worker process: waits for ``("round", server, t0, go_at, deadline_s)`` commands
+    """A worker process: waits for ``("round", server, t0, go_at, deadline_s, window)``
     and answers each with its :class:`RoundResult`; ``("stop",)`` ends it."""
     pool = ClientPool(creds, config)
     conn.send(("ready", os.getpid()))
@@ -230,8 +246,8 @@ def worker_main(
         msg = conn.recv()
         if msg[0] == "stop":
             return
-        _, server, t0, go_at, deadline_s = msg
+        _, server, t0, go_at, deadline_s, window = msg
         delay = go_at - time.time()
         if delay > 0:
             time.sleep(delay)
-        conn.send(pool.run_round(server, t0, deadline_s))
+        conn.send(pool.run_round(server, t0, deadline_s, window))
