@@ -12,7 +12,10 @@ the library), five paths interleaved run by run so all see the same machine stat
   the install, message 3 after both (``overlap_write=True``, ``StoreWriter``);
 * ``full_swanctl``: ``swanctl --initiate`` as a new process (process start included);
 * ``resume_cli``: ``ikeresume resume --install xfrm`` as a new process (process start,
-  imports and store open included).
+  imports and store open included);
+* ``agent_client``: ``ikeresume-resume gw`` as a new process (the native client, issue 14)
+  asking ``ikeresume agent`` -- resident in b with its store open, native core loaded, XFRM
+  bound -- to resume and install.
 
 The responder is ``ikeresume serve`` with ``[install] mode = "xfrm"`` (its own process, the
 same single guest CPU).  "First datagram through ESP": a UDP datagram from b reaches a
@@ -48,7 +51,10 @@ PROBE_PORT = 9999
 SERVE_LOG = ["serve.out in the database directory"]
 RESUME_PORT = 4501
 BYPASS_PRIORITY = 100
-PATHS = ("full_vici", "resume_lib", "resume_lib_overlap", "full_swanctl", "resume_cli")
+PATHS = (
+    "full_vici", "resume_lib", "resume_lib_overlap", "full_swanctl", "resume_cli", "agent_client",
+)  # fmt: skip
+CLIENT = Path(sys.executable).with_name("ikeresume-resume")
 
 
 def _xfrm(ns: str) -> XfrmSocket:
@@ -169,6 +175,18 @@ def _wait_listening(ns: str, port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("serve did not bind its port")
 
 
+def _wait_agent(log: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until the agent has bound its socket (its "ready" line)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and '"ready"' in log.read_text():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError("the agent did not start")
+
+
 def _unix(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
@@ -216,10 +234,25 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
             stdout=open(dbs / "serve.out", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
+    agent_conf = WORK / "agent.toml"
+    agent_conf.write_text(
+        f'[agent]\nsocket = "{WORK}/agent.sock"\nvici = ""\n[store]\nurl = "sqlite:///{dbs}/b.db"\n'
+        f'[peers.gw]\nserver = "{A.addr}:{RESUME_PORT}"\npeer = "fqdn:{A.ident}"\n'
+        'install = "xfrm"\ntimeout = 5\nrto = 0.5\nretransmits = 3\n'
+    )
+    with in_netns("b"):
+        agent = subprocess.Popen(
+            _cli("agent", "-c", str(agent_conf), "run"),
+            env=env,
+            stdout=open(dbs / "agent.out", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
     store_b = Store.open(str(dbs / "b.db"), Keyring.from_text(key))
     probe = Probe()
     xa, xb = _xfrm("a"), _xfrm("b")
     _wait_listening("a", RESUME_PORT, server)
+    _wait_agent(dbs / "agent.out", agent)
+    agent_client = [str(CLIENT), "--socket", f"{WORK}/agent.sock", "gw"]
     id_r = bytes([2]) + A.ident.encode()
     cfg = InitiatorConfig(initial_rto=0.5, max_retransmits=3, timeout=5.0)
     cli_resume = _cli(
@@ -274,6 +307,25 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
             + repr([(x.dump_sas(), x.dump_policies()) for x in (xa, xb)])
         )
 
+    def command_path(path: str, argv: list[str], tag: str, keep: bool) -> None:
+        """A resuming command as a new process -> first ESP; its exit and its exchange."""
+        probe.drain()
+        t0 = time.perf_counter()
+        out = subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)
+        t_done = time.perf_counter()
+        if out.returncode != 0:
+            raise RuntimeError(f"{path} exited {out.returncode}: {out.stderr!r}")
+        t1 = probe.first_through()
+        if keep:
+            t[path].append(t1 - t0)
+            part(f"{tag}_process_exit", t_done - t0)
+            reply = json.loads(out.stdout)
+            part(f"{tag}_exchange", reply["elapsed_ms"] / 1e3)
+            if "agent_ms" in reply:  # the agent's whole work: lookup .. install
+                part(f"{tag}_agent_work", reply["agent_ms"] / 1e3)
+        verify_esp(path)
+        _clear_resumed(xa, xb)
+
     async def loop() -> None:
         for i in range(runs + 1):  # run 0 warms caches and is discarded
             keep = i > 0
@@ -316,20 +368,12 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
                 t["full_swanctl"].append(t1 - t0)
             verify_esp("full_swanctl")
             terminate_full()
-            # -- resumption, `ikeresume resume` process --
-            probe.drain()
-            t0 = time.perf_counter()
-            out = subprocess.run(cli_resume, env=env, capture_output=True, timeout=30, check=False)
-            t_done = time.perf_counter()
-            if out.returncode != 0:
-                raise RuntimeError(f"ikeresume resume exited {out.returncode}: {out.stderr!r}")
-            t1 = probe.first_through()
-            if keep:
-                t["resume_cli"].append(t1 - t0)
-                part("cli_process_exit", t_done - t0)
-                part("cli_exchange", json.loads(out.stdout)["elapsed_ms"] / 1e3)
-            verify_esp("resume_cli")
-            _clear_resumed(xa, xb)
+            # -- resumption, `ikeresume resume` process; native client -> resident agent --
+            for path, argv, tag in (
+                ("resume_cli", cli_resume, "cli"),
+                ("agent_client", agent_client, "agent"),
+            ):
+                command_path(path, argv, tag, keep)
             print(f"run {i}: " + " ".join(f"{p} {t[p][-1] * 1e3:.1f}ms" for p in PATHS if t[p]))
             sys.stdout.flush()
 
@@ -338,6 +382,8 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
         trio.run(loop)
     server.terminate()
     server.wait(timeout=30)
+    agent.terminate()
+    agent.wait(timeout=30)
     charons.stop()
     store_b.close()
 
@@ -347,6 +393,7 @@ def main(runs: int, out_path: str, db_dir: str) -> int:
     result["ratio_lib"] = med["full_vici"] / med["resume_lib"]
     result["ratio_lib_overlap"] = med["full_vici"] / med["resume_lib_overlap"]
     result["ratio_cli"] = med["full_swanctl"] / med["resume_cli"]
+    result["ratio_agent"] = med["full_swanctl"] / med["agent_client"]
     result["esp_verified"] = esp_ok
     result["runs"] = runs
     result["guest_kernel"] = os.uname().release

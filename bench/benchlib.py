@@ -24,3 +24,12 @@ def pin_cpu(cpu: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         if (os.cpu_count() or 1) > cpu:
             os.sched_setaffinity(0, {cpu})
+
+
+def write_json(path: str | None, data: object) -> None:
+    """``--json PATH``: the report, indented, its directory created (nothing when None)."""
+    if path:
+        import json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=1))

@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per outcome")
     p.set_defaults(func=_cmd_harvest)
 
+    _register_agent(sub)
+
     x: argparse.ArgumentParser = sub.add_parser(
         "xfrm",
         help="list kernel SAs and policies (no keys); 'xfrm describe': a CHILD_SA's SA description",
@@ -85,6 +87,101 @@ def register(sub: Any) -> None:
     d.add_argument("--lineage", default="unknown", help="classical, hybrid-pq, ppk, unknown")
     d.add_argument("-o", "--output", help="file (created mode 0600; default stdout)")
     d.set_defaults(func=_cmd_xfrm_describe)
+
+
+def _register_agent(sub: Any) -> None:
+    a: argparse.ArgumentParser = sub.add_parser(
+        "agent",
+        help="resident initiator: resumes on request (ikeresume-resume) and when charon "
+        "loses a kept-up IKE_SA",
+        description="'run' serves requests on a UNIX socket and follows charon's VICI "
+        "events; 'resume PEER' asks the running agent, or resumes in this process when "
+        "none runs (exit 0 resumed, 3 refused or timed out: run a full IKE, 4 config).",
+    )
+    a.add_argument("-c", "--config", default=None, help="agent TOML (--print-example)")
+    a.add_argument("--print-example", action="store_true", help="print the documented config")
+    acts = a.add_subparsers(dest="agent_command", metavar="ACTION")
+    acts.add_parser("run", help="serve until SIGTERM")
+    acts.add_parser("check", help="validate the config and exit")
+    r = acts.add_parser("resume", help="resume PEER now (through the agent when it runs)")
+    r.add_argument("peer", help="a [peers.<name>] of the config")
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the agent (default 90: longer than any peer's attempt)",
+    )
+    a.set_defaults(func=_cmd_agent)
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    # lazy: --help and the other subcommands stay light (tests/test_startup.py)
+    from ikeshim.agent.config import DEFAULT_CONFIG, EXAMPLE, AgentConfigError, load_config
+    from resume.exitcodes import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+
+    if args.print_example:
+        sys.stdout.write(EXAMPLE.read_text())
+        return EXIT_OK
+    if args.agent_command is None:
+        print("ikeresume agent: ACTION is one of run, check, resume", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.config or os.environ.get("IKERESUME_AGENT_CONFIG") or DEFAULT_CONFIG
+    try:
+        cfg = load_config(path)
+    except AgentConfigError as e:
+        print(f"ikeresume agent: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.agent_command == "check":
+        print(f"{path}: ok ({len(cfg.peers)} peers)")
+        return EXIT_OK
+    if args.agent_command == "resume":
+        return _agent_resume(cfg, args.peer, args.timeout)
+    from ikeshim.agent.service import serve_forever
+
+    try:
+        store = _open_agent_store(cfg)
+    except Exception as exc:  # any config/DB/key problem: say so, stop
+        print(f"ikeresume agent: cannot open the store: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    with store:
+        return serve_forever(cfg, store)
+
+
+def _open_agent_store(cfg: Any) -> Any:
+    from store.keys import Keyring
+    from store.repository import Store
+
+    if not cfg.db:
+        raise ValueError(f"{cfg.source}: [store] url is empty")
+    return Store.open(cfg.db, Keyring.load(cfg.key_file), cfg.policy)
+
+
+def _agent_resume(cfg: Any, name: str, timeout: float) -> int:
+    from ikeshim.agent.oneshot import ask_agent, resume_in_process
+    from ikeshim.agent.wire import PEER_NAME, AgentRequestError, Request, format_reply, parse_reply
+    from resume.exitcodes import EXIT_CONFIG, EXIT_FALLBACK, EXIT_OK, EXIT_USAGE
+
+    if not PEER_NAME.fullmatch(name):
+        print(f"ikeresume agent: {AgentRequestError('bad peer name')}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        line = ask_agent(cfg.socket, Request("resume", name), timeout)
+    except OSError as exc:  # the agent took the request but did not answer in time
+        line = format_reply(EXIT_FALLBACK, {"outcome": "timeout", "detail": f"agent: {exc}"})
+    if line is None:
+        peer = cfg.peers.get(name)
+        if peer is None:
+            print(f"ikeresume agent: config error: no [peers.{name}]", file=sys.stderr)
+            return EXIT_CONFIG
+        code, body = resume_in_process(cfg, peer)
+    else:
+        try:
+            code, body = parse_reply(line)
+        except ValueError:
+            code, body = EXIT_FALLBACK, {"outcome": "timeout", "detail": "agent gave no reply"}
+    out = sys.stdout if code == EXIT_OK else sys.stderr
+    print(json.dumps(body), file=out)
+    return code
 
 
 def _open_store(args: argparse.Namespace) -> Any:

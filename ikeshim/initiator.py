@@ -250,6 +250,7 @@ async def resume_and_install(
     writer: StoreWriter | None = None,
     overlap_write: bool = False,
     clock: Callable[[], float] = time.time,
+    native: bool | None = False,
 ) -> ResumeInstallResult:
     """Resume with the cached credential for ``id_r`` and install the fresh SAs on ``xfrm``.
 
@@ -263,8 +264,9 @@ async def resume_and_install(
     running) or else in this thread (no hand-off; the loop waits for one commit), and the
     install after message 3.  With ``overlap_write`` the write runs in ``writer`` (or a trio
     worker thread) while this task installs, and message 3 leaves once both are done; see
-    the module docstring for why that is safe.  ``config``, ``natt``, ``local`` and
-    ``clock`` are the attempt's :class:`~resume.net.client.ClientOptions`.
+    the module docstring for why that is safe.  ``config``, ``natt``, ``local``,
+    ``clock`` and ``native`` (the protocol core) are the attempt's
+    :class:`~resume.net.client.ClientOptions`.
     """
     install_options = options or InstallOptions()
     timings: dict[str, float] = {}
@@ -277,7 +279,7 @@ async def resume_and_install(
     timings["lookup"] = t1 - t0
     if isinstance(res, ResumeResult):
         return ResumeInstallResult(res.outcome, detail=res.detail, timings=timings)
-    client = ClientOptions(config=config, natt=natt, local=local, clock=clock)
+    client = ClientOptions(config=config, natt=natt, local=local, clock=clock, native=native)
     after = _AfterExchange(
         store, clock, timings, writer, overlap_write, xfrm, install_options, replace_old
     )

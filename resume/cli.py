@@ -33,6 +33,7 @@ COMMAND_OWNERS = {
     "resume": "resume.commands",
     "cache": "store.cli",
     "harvest": "ikeshim.cli",
+    "agent": "ikeshim.cli",
     "xfrm": "ikeshim.cli",
     "analyze": "analysis.cli",
     "synth": "analysis.cli",

@@ -70,7 +70,13 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
     (
         "service",
         {
-            "service": ("resume.net", "ikeshim.initiator", "ikeshim.harvest", "store.bootstrap"),
+            "service": (
+                "resume.net",
+                "ikeshim.initiator",
+                "ikeshim.harvest",
+                "ikeshim.agent",
+                "store.bootstrap",
+            ),
             "analysis": ("analysis",),
         },
     ),

@@ -50,7 +50,11 @@ def register(sub: Any) -> None:
         "Exit 0 and print the SA summary (no keys) on success; exit 3 on NACK, timeout or "
         "no credential, so the caller starts a full IKE.",
     )
-    r.add_argument("--server", required=True, help="responder address HOST[:PORT] or [V6]:PORT")
+    r.add_argument(
+        "--server",
+        required=True,
+        help="responder address HOST[:PORT] or [V6]:PORT; HOST may be a DNS name",
+    )
     r.add_argument(
         "--peer",
         required=True,
@@ -224,13 +228,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from resume.errors import LocalProtocolError
     from resume.initiator import InitiatorConfig
     from resume.net.client import ClientOptions, ResumeResult, resume_with_store_blocking
-    from resume.net.config import DEFAULT_PORT, parse_hostport
+    from resume.net.config import DEFAULT_PORT, resolve_hostport
     from store.errors import MasterKeyError, StoreConfigError, StoreError
     from store.keys import Keyring
     from store.repository import Store
 
     try:
-        server = parse_hostport(args.server, DEFAULT_PORT)
+        server = resolve_hostport(args.server, DEFAULT_PORT)
         peer = parse_identity(args.peer)
         id_i = parse_identity(args.id_i) if args.id_i else None
         config = InitiatorConfig(

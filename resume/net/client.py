@@ -36,7 +36,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from resume.credential import Credential
 from resume.errors import DecodeError
@@ -47,6 +47,9 @@ from resume.sa import Lifetimes, SAPair
 from resume.wire import add_non_esp_marker, strip_non_esp_marker_untrusted
 from store.errors import StoreError
 from store.repository import LookupResult, Store
+
+if TYPE_CHECKING:
+    from resume.native import NativeInitiator
 
 #: Every outcome of a client attempt; ``install_failed`` only from
 #: :func:`ikeshim.initiator.resume_and_install`, which also installs the SAs.
@@ -64,7 +67,10 @@ class ClientOptions:
     ``local`` binds the socket;
     ``bypass_ipsec`` exempts it from IPsec policies (needs CAP_NET_ADMIN; silently skipped
     without it): a previous session's policies must not capture this attempt.  ``clock``
-    gives ``now`` to the core (wall-clock seconds).
+    gives ``now`` to the core (wall-clock seconds).  ``native`` picks the protocol core
+    (:func:`resume.native.make_initiator`): False the Python core (the default: the one-shot
+    CLI does not pay the extension's import), None the native one when it is built (and
+    ``IKERESUME_CORE`` does not say otherwise), True the native one or an error.
     """
 
     config: InitiatorConfig | None = None
@@ -73,6 +79,7 @@ class ClientOptions:
     local: Address | None = None
     bypass_ipsec: bool = True
     clock: Callable[[], float] = time.time
+    native: bool | None = False
 
 
 _DEFAULT = ClientOptions()
@@ -178,9 +185,18 @@ class _Attempt:
         self.server = server
         self.natt = options.natt
         self.clock = clock = options.clock
-        self.ini = Initiator(
-            credential, options.config, previous=previous, peer=server, lifetimes=lifetimes
-        )
+        self.ini: Initiator | NativeInitiator
+        if options.native is False:
+            self.ini = Initiator(
+                credential, options.config, previous=previous, peer=server, lifetimes=lifetimes
+            )
+        else:
+            from resume.native import make_initiator  # loads the extension: only when asked
+
+            self.ini = make_initiator(
+                credential, options.config, previous=previous, peer=server,
+                lifetimes=lifetimes, native=options.native,
+            )  # fmt: skip
         self.sock = _socket_for(server, options.local, options.bypass_ipsec)
         self._waited = False
         self._save_error = ""

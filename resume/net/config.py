@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -72,6 +73,36 @@ def parse_hostport(value: str, default_port: int) -> ListenAddr:
             raise ValueError(f"bad port {port_s!r} in {value!r}")
         port = int(port_s)
     return ListenAddr(host, port)
+
+
+def resolve_hostport(value: str, default_port: int) -> ListenAddr:
+    """Like :func:`parse_hostport`, but a client's ``--server`` may also be a DNS name.
+
+    A listening address must be literal (a name could change under a running server); the
+    address a client sends to is looked up once, here, before the exchange starts, so that
+    ``ikeresume resume --server vpn.example.net`` works.  A name that does not resolve is a
+    ``ValueError`` (exit 2), never a late failure inside the exchange.
+    """
+    try:
+        return parse_hostport(value, default_port)
+    except ValueError as first:
+        if "names are not resolved" not in str(first):
+            raise
+    host, _, port_s = value.strip().rpartition(":")
+    if not host or not port_s.isdigit():
+        host, port_s = value.strip(), str(default_port)
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad port {port_s!r} in {value!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as e:
+        raise ValueError(f"cannot resolve {host!r}: {e}") from None
+    for family in (socket.AF_INET, socket.AF_INET6):  # IPv4 first: what NAT-T peers expect
+        for fam, _, _, _, sockaddr in infos:
+            if fam == family:
+                return ListenAddr(str(sockaddr[0]), port)
+    raise ValueError(f"{host!r} has no IPv4 or IPv6 address")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ with ``kdf``, one VICI socket per node) is verified in ``docs/ipsec-testbed.md``
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -69,11 +71,12 @@ def make_namespaces() -> None:
     )
 
 
-def _strongswan_conf(peer: Peer, workdir: Path) -> str:
+def _strongswan_conf(peer: Peer, workdir: Path, retransmit_timeout: float | None = None) -> str:
+    timeout = "" if retransmit_timeout is None else f"\n  retransmit_timeout = {retransmit_timeout}"
     return f"""charon {{
   load = {PLUGINS}
   install_routes = no
-  retransmit_tries = 2
+  retransmit_tries = 2{timeout}
   plugins {{
     vici {{
       socket = {peer.vici_uri()}
@@ -101,10 +104,17 @@ class Child:
     v6: bool = False
     local_ts_i: str = "dynamic"
     remote_ts_i: str = "dynamic"
+    #: what charon does when DPD finds the peer dead ("clear": only tell, e.g. an agent)
+    dpd_action: str = "none"
 
 
 def _swanctl_conf(
-    me: Peer, other: Peer, children: list[Child], psk: str, separate_v6_ids: bool = False
+    me: Peer,
+    other: Peer,
+    children: list[Child],
+    psk: str,
+    separate_v6_ids: bool = False,
+    dpd_delay: str = "",
 ) -> str:
     initiator = me is B
     parts = []
@@ -118,10 +128,11 @@ def _swanctl_conf(
         remote_ts = {rts}
         start_action = none
         close_action = none
-        dpd_action = none
+        dpd_action = {c.dpd_action}
       }}"""
         )
     conns = []
+    dpd = f"\n    dpd_delay = {dpd_delay}" if dpd_delay else ""
     for fam in ("4", "6"):
         ch = [c for c in children if c.v6 == (fam == "6")]
         if not ch:
@@ -137,7 +148,7 @@ def _swanctl_conf(
     local_addrs = {local_addr}
     remote_addrs = {remote_addr}
     proposals = aes128-sha256-x25519
-    rekey_time = 0
+    rekey_time = 0{dpd}
     local {{
       auth = psk
       id = {my_id}
@@ -195,6 +206,16 @@ class Charons:
         except OSError:
             return ""
 
+    def restart(self, peer: Peer, *, sigkill: bool = False) -> None:
+        """Stop ``peer``'s charon (SIGKILL: a crash, its SAs stay in the kernel), start it
+        again and load its configuration: it knows no IKE_SA any more."""
+        i = (A, B).index(peer)
+        old = self.procs[i]
+        old.send_signal(signal.SIGKILL if sigkill else signal.SIGTERM)
+        old.wait(timeout=30)
+        self.procs[i] = _spawn(peer, self.workdir)
+        _await_and_load(self, (peer,), [self.procs[i]])
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -205,52 +226,70 @@ class Charons:
                 p.kill()
 
 
-def start_charons(
-    workdir: Path,
-    children: list[Child],
-    psk: str = "ikeresume-test-psk",
-    *,
-    separate_v6_ids: bool = False,
-) -> Charons:
-    """Start charon in namespaces a (responder) and b (initiator) and load the configs.
+def _spawn(me: Peer, workdir: Path) -> subprocess.Popen[bytes]:
+    d = workdir / me.ns
+    env = {**os.environ, "STRONGSWAN_CONF": str(d / "strongswan.conf")}
+    return subprocess.Popen(
+        ["ip", "netns", "exec", me.ns, "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
+        env=env,
+        stdout=open(workdir / f"charon-{me.ns}.out", "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
-    ``separate_v6_ids``: the IPv6 connection authenticates as ``Peer.ident6`` so that its
-    CHILD_SAs form a cache chain of their own (a full IKE between the same identities
-    replaces the pair's previous chain).
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for me, other in ((A, B), (B, A)):
-        d = workdir / me.ns
-        d.mkdir(exist_ok=True)
-        (d / "strongswan.conf").write_text(_strongswan_conf(me, workdir))
-        (d / "swanctl.conf").write_text(_swanctl_conf(me, other, children, psk, separate_v6_ids))
-        env = {**os.environ, "STRONGSWAN_CONF": str(d / "strongswan.conf")}
-        procs.append(
-            subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    me.ns,
-                    "sh",
-                    "-c",
-                    f"mount -t tmpfs tmpfs /run && exec {CHARON}",
-                ],
-                env=env,
-                stdout=open(workdir / f"charon-{me.ns}.out", "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-            )
-        )
-    ch = Charons(workdir, procs)
+
+def _vici_answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+def _await_and_load(
+    ch: Charons, peers: tuple[Peer, ...], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Until each charon answers on its VICI socket, then load its swanctl.conf."""
     deadline = time.monotonic() + 20
-    while not all(os.path.exists(p.vici_path()) for p in (A, B)):
+    while not all(_vici_answers(p.vici_path()) for p in peers):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
             ch.stop()
             raise RuntimeError(
                 "charon did not start:\n" + ch.log(A)[-2000:] + "\n" + ch.log(B)[-2000:]
             )
         time.sleep(0.05)
-    for p in (A, B):
-        ch.swanctl(p, "--load-all", "--noprompt", "--file", str(workdir / p.ns / "swanctl.conf"))
+    for p in peers:
+        ch.swanctl(p, "--load-all", "--noprompt", "--file", str(ch.workdir / p.ns / "swanctl.conf"))
+
+
+def start_charons(
+    workdir: Path,
+    children: list[Child],
+    psk: str = "ikeresume-test-psk",
+    *,
+    separate_v6_ids: bool = False,
+    dpd_delay: str = "",
+    retransmit_timeout: float | None = None,
+) -> Charons:
+    """Start charon in namespaces a (responder) and b (initiator) and load the configs.
+
+    ``separate_v6_ids``: the IPv6 connection authenticates as ``Peer.ident6`` so that its
+    CHILD_SAs form a cache chain of their own (a full IKE between the same identities
+    replaces the pair's previous chain).  ``dpd_delay`` (e.g. "1s") turns on dead peer
+    detection; ``retransmit_timeout`` (seconds) shortens how long a dead peer takes to find.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for me, other in ((A, B), (B, A)):
+        d = workdir / me.ns
+        d.mkdir(exist_ok=True)
+        (d / "strongswan.conf").write_text(_strongswan_conf(me, workdir, retransmit_timeout))
+        (d / "swanctl.conf").write_text(
+            _swanctl_conf(me, other, children, psk, separate_v6_ids, dpd_delay)
+        )
+        procs.append(_spawn(me, workdir))
+    ch = Charons(workdir, procs)
+    _await_and_load(ch, (A, B), procs)
     return ch

@@ -115,9 +115,10 @@ def env(tmp_path: Path) -> Iterator[Env]:
     yield from open_env(tmp_path)
 
 
-def open_env(tmp_path: Path) -> Iterator[Env]:
-    """Server and client SQLite stores under one fresh keyring, closed afterwards."""
-    kr = Keyring([MasterKey.generate()])
+def open_env(tmp_path: Path, key: MasterKey | None = None) -> Iterator[Env]:
+    """Server and client SQLite stores under one keyring (``key``, else a fresh key), closed
+    afterwards."""
+    kr = Keyring([key or MasterKey.generate()])
     ss = Store.open(f"sqlite:///{tmp_path}/server.db", kr)
     cs = Store.open(f"sqlite:///{tmp_path}/client.db", kr)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import fields
@@ -111,3 +112,19 @@ def test_parse_hostport() -> None:
     for bad in ("[::1", "[::1]x", "1.2.3.4:", "1.2.3.4:-1"):
         with pytest.raises(ValueError):
             parse_hostport(bad, 1)
+
+
+def test_a_clients_server_may_be_a_name_a_listening_address_may_not() -> None:
+    from resume.net.config import resolve_hostport
+
+    assert resolve_hostport("192.0.2.7:99", 1) == C.ListenAddr("192.0.2.7", 99)
+    assert resolve_hostport("[::1]", 4) == C.ListenAddr("::1", 4)
+    local = resolve_hostport("localhost:4501", 1)
+    assert local.port == 4501 and ipaddress.ip_address(local.host).is_loopback
+    assert resolve_hostport("localhost", 7).port == 7
+    with pytest.raises(ValueError, match="cannot resolve"):
+        resolve_hostport("no-such-host.invalid", 1)
+    with pytest.raises(ValueError, match="bad port"):
+        resolve_hostport("localhost:70000", 1)
+    with pytest.raises(ValueError, match="names are not resolved"):
+        parse_hostport("localhost:4501", 1)
