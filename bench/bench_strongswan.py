@@ -10,7 +10,25 @@ IKE_SA_INIT (DH), IKE_AUTH (PSK MAC or RSA signature + certificate verification)
 at level 0, and its own thread hand-offs.
 
 Suites: ``psk-x25519`` (aes256gcm16-prfsha256-x25519, PSK) and ``rsa-modp2048``
-(aes256-sha256-modp2048, RSA-2048 certificates signed by a test CA).
+(aes256-sha256-modp2048, RSA-2048 certificates signed by a test CA); with a newer
+strongSwan (``--root DIR``, below) also the post-quantum ones: ``psk-x25519-mlkem768``
+(aes256gcm16-prfsha256-x25519-ke1_mlkem768: X25519 in IKE_SA_INIT, ML-KEM-768 as an RFC
+9370 additional key exchange in IKE_INTERMEDIATE) and ``psk-mlkem768`` (ML-KEM-768 alone in
+IKE_SA_INIT).
+
+Bytes and round trips: the namespace carries nothing but the handshakes, so the loopback
+interface's counters (``ip -s link``: each datagram is counted once, with its 28-byte IPv4
+and UDP headers) give the UDP payload bytes and the datagrams per handshake exactly.
+
+A newer strongSwan: Debian bookworm's 5.9.8 has no ML-KEM.  ``--root DIR`` runs each charon
+chrooted into a Debian unstable root (strongSwan 6.1.0, OpenSSL 3.6) made by::
+
+    debootstrap --variant=minbase --include=strongswan-charon,strongswan-swanctl,\
+        libstrongswan-extra-plugins,libcharon-extra-plugins,iproute2 sid DIR
+
+inside the benchmark's private network namespace and a private mount namespace of its own
+(DIR/dev, DIR/proc, DIR/run and the scratch directory on DIR/mnt are mounted there only;
+nothing outside the namespaces changes).
 
 Use as a module (``bench_server.py`` does) -- :func:`measure_strongswan` returns a
 :class:`StrongswanResult` with ``us_per_handshake`` -- or run it::
@@ -42,10 +60,14 @@ from typing import Any
 from benchlib import cpu_model
 
 CHARON = "/usr/lib/ipsec/charon"
-SUITES = ("psk-x25519", "rsa-modp2048")
+SUITES = ("psk-x25519", "rsa-modp2048", "psk-x25519-mlkem768", "psk-mlkem768")
+#: the suites a strongSwan without ML-KEM (bookworm's 5.9.8) runs
+CLASSICAL_SUITES = ("psk-x25519", "rsa-modp2048")
 _PROPOSALS = {
     "psk-x25519": "aes256gcm16-prfsha256-x25519",
     "rsa-modp2048": "aes256-sha256-modp2048",
+    "psk-x25519-mlkem768": "aes256gcm16-prfsha256-x25519-ke1_mlkem768",
+    "psk-mlkem768": "aes256gcm16-prfsha256-mlkem768",
 }
 _PLUGINS = (
     "random nonce aes sha1 sha2 hmac kdf gcm openssl pem pkcs1 pkcs8 x509 pubkey "
@@ -65,6 +87,15 @@ class StrongswanResult:
     us_per_handshake: float  # responder CPU per full handshake
     established: int  # IKE_SAs the responder reported afterwards (sanity check)
     strongswan_version: str
+    #: UDP payload bytes and datagrams per handshake, both directions (loopback counters)
+    bytes_per_handshake: float = 0.0
+    datagrams_per_handshake: float = 0.0
+    #: the key exchange methods the responder reported for the last IKE_SA (VICI fields)
+    ke_fields: dict[str, str] | None = None
+
+    @property
+    def round_trips(self) -> float:
+        return self.datagrams_per_handshake / 2
 
 
 def machine_description() -> dict[str, Any]:
@@ -93,8 +124,14 @@ def _openssl_version() -> str:
         return "unknown"
 
 
-def strongswan_available() -> bool:
-    return os.geteuid() == 0 and Path(CHARON).exists() and shutil.which("ip") is not None
+def strongswan_available(root: Path | None = None) -> bool:
+    base = Path("/") if root is None else root
+    return (
+        os.geteuid() == 0
+        and (base / CHARON.lstrip("/")).exists()
+        and shutil.which("ip") is not None
+        and (root is None or shutil.which("unshare") is not None)
+    )
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -286,17 +323,39 @@ def _namespace(tag: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", ns], check=False)
 
 
-def _start_charon(ns: str, conf: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start_charon(
+    ns: str, conf: Path, log: Path, root: Path | None = None, scratch: Path | None = None
+) -> subprocess.Popen[bytes]:
     # Own tmpfs /run in this exec's private mount namespace: charon keeps its pid file there
     # and refuses to start a second instance otherwise.  `exec` keeps the Popen pid = charon.
-    env = dict(os.environ, STRONGSWAN_CONF=str(conf))
+    if root is None:
+        env = dict(os.environ, STRONGSWAN_CONF=str(conf))
+        cmd = ["sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"]
+    else:  # chrooted: the scratch dir is /mnt inside, the config one of its files
+        env = dict(os.environ, STRONGSWAN_CONF=f"/mnt/{conf.name}")
+        r = str(root)
+        mounts = (
+            f"mount --bind /dev {r}/dev && mount -t proc proc {r}/proc && "
+            f"mount --bind {scratch} {r}/mnt && mount -t tmpfs tmpfs {r}/run && "
+            f"exec chroot {r} {CHARON}"
+        )
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", mounts]
     with log.open("ab") as out:
         return subprocess.Popen(
-            ["ip", "netns", "exec", ns, "sh", "-c", f"mount -t tmpfs tmpfs /run && exec {CHARON}"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            ["ip", "netns", "exec", ns, *cmd], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def _lo_counters(ns: str) -> tuple[int, int]:
+    """(bytes, packets) the namespace's loopback has carried (each datagram once)."""
+    out = subprocess.run(
+        ["ip", "-n", ns, "-s", "-j", "link", "show", "lo"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    tx = json.loads(out)[0]["stats64"]["tx"]
+    return int(tx["bytes"]), int(tx["packets"])
 
 
 def _stop(p: subprocess.Popen[bytes]) -> None:
@@ -309,10 +368,11 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
             p.wait()
 
 
-def _strongswan_version() -> str:
+def _strongswan_version(root: Path | None = None) -> str:
     try:
+        chroot = ["chroot", str(root)] if root else []
         out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", "strongswan-charon"],
+            [*chroot, "dpkg-query", "-W", "-f=${Version}", "strongswan-charon"],
             capture_output=True,
             text=True,
             check=False,
@@ -322,29 +382,49 @@ def _strongswan_version() -> str:
         return "unknown"
 
 
+def _ke_fields(sess: Any) -> dict[str, str]:
+    """The key exchange fields VICI reports for one of the responder's IKE_SAs."""
+    for sa in sess.list_sas({"noblock": "yes"}):
+        for ike in sa.values():
+            return {
+                k: v.decode() if isinstance(v, bytes) else str(v)
+                for k, v in ike.items()
+                if k == "dh-group" or k.startswith("ake") or k == "ppk"
+            }
+    return {}
+
+
 def measure_strongswan(
-    suite: str = "psk-x25519", handshakes: int = 300, warmup: int = 20
+    suite: str = "psk-x25519",
+    handshakes: int = 300,
+    warmup: int = 20,
+    root: Path | None = None,
 ) -> StrongswanResult:
     """Run ``handshakes`` sequential full IKEv2 handshakes and return the responder's CPU.
 
     Sequential on purpose: the responder is never saturated, so the figure is CPU per
-    handshake, not an artefact of queueing or cookie/DoS defences.
+    handshake, not an artefact of queueing or cookie/DoS defences.  ``root``: run the
+    charons chrooted into that Debian root (a newer strongSwan; see the module docstring).
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
-    if not strongswan_available():
-        raise RuntimeError("needs root, `ip` and Debian strongSwan (/usr/lib/ipsec/charon)")
+    if root is None and suite not in CLASSICAL_SUITES:
+        raise ValueError(f"{suite} needs ML-KEM: a strongSwan 6 root (--root DIR)")
+    if not strongswan_available(root):
+        raise RuntimeError("needs root, `ip`, `unshare` and strongSwan (/usr/lib/ipsec/charon)")
     creds = _make_rsa_creds() if suite.startswith("rsa") else None
-    with tempfile.TemporaryDirectory(prefix="ikr-sw-") as tmp, _namespace(suite[:3]) as ns:
+    tag = "".join(w[0] for w in suite.split("-")) + ("6" if root else "")
+    with tempfile.TemporaryDirectory(prefix="ikr-sw-") as tmp, _namespace(tag) as ns:
         d = Path(tmp)
+        inner = Path("/mnt") if root is not None else d  # the paths charon sees
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:
             sessions: dict[str, Any] = {}
             for who, port in (("responder", _RESPONDER_PORT), ("initiator", _INITIATOR_PORT)):
                 conf = d / f"{who}.conf"
-                vici_sock, log = d / f"{who}.vici", d / f"{who}.log"
+                vici_sock, log = inner / f"{who}.vici", inner / f"{who}.log"
                 _strongswan_conf(conf, vici_sock, port, log, who == "initiator")
-                procs[who] = _start_charon(ns, conf, d / f"{who}.out")
+                procs[who] = _start_charon(ns, conf, d / f"{who}.out", root, d)
             for who in procs:
                 sessions[who] = _session(d / f"{who}.vici")
             _load(sessions["responder"], suite, "responder", "initiator", creds)
@@ -358,11 +438,14 @@ def measure_strongswan(
                 rlog = (d / "responder.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"strongSwan handshake failed: {e}\n{log}\n{rlog}") from e
             rpid, ipid = procs["responder"].pid, procs["initiator"].pid
+            b0, p0 = _lo_counters(ns)
             r0, i0, t0 = proc_cpu_seconds(rpid), proc_cpu_seconds(ipid), time.perf_counter()
             for _ in range(handshakes):
                 _initiate(ini)
             r1, i1, t1 = proc_cpu_seconds(rpid), proc_cpu_seconds(ipid), time.perf_counter()
+            b1, p1 = _lo_counters(ns)
             n_sas = sum(1 for _ in sessions["responder"].list_sas({"noblock": "yes"}))
+            ke = _ke_fields(sessions["responder"])
             for s in sessions.values():
                 with contextlib.suppress(Exception):
                     s.transport.socket.close()
@@ -377,7 +460,10 @@ def measure_strongswan(
         wall_s=t1 - t0,
         us_per_handshake=(r1 - r0) / handshakes * 1e6,
         established=n_sas,
-        strongswan_version=_strongswan_version(),
+        strongswan_version=_strongswan_version(root),
+        bytes_per_handshake=((b1 - b0) - 28 * (p1 - p0)) / handshakes,
+        datagrams_per_handshake=(p1 - p0) / handshakes,
+        ke_fields=ke,
     )
 
 
@@ -385,13 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--handshakes", type=int, default=300, help="measured handshakes per suite")
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--suite", choices=SUITES, action="append", help="default: all suites")
+    ap.add_argument("--suite", choices=SUITES, action="append", help="default: all it can run")
+    ap.add_argument("--root", type=Path, help="a Debian root with strongSwan 6 (ML-KEM suites)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = ap.parse_args(argv)
-    if not strongswan_available():
+    if not strongswan_available(args.root):
         print("bench_strongswan: needs root, iproute2 and strongSwan's charon", file=sys.stderr)
         return 1
-    results = [measure_strongswan(s, args.handshakes, args.warmup) for s in args.suite or SUITES]
+    suites = args.suite or (SUITES if args.root else CLASSICAL_SUITES)
+    results = [measure_strongswan(s, args.handshakes, args.warmup, args.root) for s in suites]
     machine = machine_description()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, kernel {machine['kernel']}")
     for r in results:
@@ -399,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             f"strongSwan {r.strongswan_version} {r.suite:13s}: responder "
             f"{r.us_per_handshake:8.1f} us CPU/handshake over {r.handshakes} "
             f"(initiator {r.initiator_cpu_s / r.handshakes * 1e6:.1f} us, "
-            f"{r.handshakes / r.wall_s:.0f} handshakes/s sequential, {r.established} IKE_SAs up)"
+            f"{r.handshakes / r.wall_s:.0f} handshakes/s sequential, {r.established} IKE_SAs up, "
+            f"{r.bytes_per_handshake:,.0f} B in {r.datagrams_per_handshake:.0f} datagrams)"
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

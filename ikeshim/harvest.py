@@ -20,6 +20,7 @@ an outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import struct
@@ -139,7 +140,8 @@ def harvest_child(
     local_id, remote_id = ids
     id_i, id_r = (local_id, remote_id) if initiator else (remote_id, local_id)
     make = bootstrap_paper_credential if paper else bootstrap_credential
-    credential = make(params, i_to_r, r_to_i, id_i, id_r)
+    # the lineage: what the daemon reports about the IKE_SA's key exchanges, never a guess
+    credential = dataclasses.replace(make(params, i_to_r, r_to_i, id_i, id_r), lineage=ike.lineage)
     return Harvested(role, credential, ike, child)
 
 
@@ -254,7 +256,14 @@ class Harvester:
             child.spi_in,
             child.spi_out,
         )
-        return HarvestReport("harvested", ike.name, child.name, h.role, h.credential.handle.hex())
+        return HarvestReport(
+            "harvested",
+            ike.name,
+            child.name,
+            h.role,
+            h.credential.handle.hex(),
+            f"lineage {h.credential.lineage.value}",
+        )
 
     def refresh_counters(self) -> None:
         """Remember each live CHILD_SA's kernel byte counters.

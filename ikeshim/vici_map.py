@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ikeshim.errors import HarvestError
+from resume.credential import Lineage
 from resume.identity import MAX_IDENTITY_LEN
 from resume.sa import Mode, TrafficSelector
 
@@ -182,6 +183,47 @@ class IkeInfo:
     remote_id: str
     initiator: bool  # we initiated this IKE_SA
     children: tuple[ChildInfo, ...]
+    #: the key exchange methods of the IKE_SA as strongSwan names them: ``dh-group``, then
+    #: the additional ones ``ake1`` .. ``ake7`` (RFC 9370); empty when VICI reported none
+    ke_methods: tuple[str, ...] = ()
+    #: a postquantum preshared key was used (RFC 8784; VICI ``ppk = yes``)
+    ppk: bool = False
+
+    @property
+    def lineage(self) -> Lineage:
+        return lineage_of(self.ke_methods, self.ppk)
+
+
+#: strongSwan's names of the classical (EC)DH groups (``key_exchange_method_names``)
+_CLASSICAL = re.compile(r"(MODP_[0-9]{3,4}(_[0-9]{3})?|ECP_[0-9]{3}(_BP)?|CURVE_(25519|448))")
+#: ...and of ML-KEM (FIPS 203), in strongSwan 6
+_MLKEM = re.compile(r"ML_KEM_(512|768|1024)")
+_KE_FIELDS = ("dh-group", *(f"ake{i}" for i in range(1, 8)))
+
+
+def lineage_of(ke_methods: tuple[str, ...], ppk: bool) -> Lineage:
+    """The lineage a full IKE gives its chain (specs/protocol.md 12.3), never PQ by guess:
+    a PPK -> ``ppk``; any ML-KEM method -> ``hybrid-pq``; only known classical groups ->
+    ``classical``; nothing reported, or a name this reader does not know -> ``unknown``."""
+    if ppk:
+        return Lineage.PPK
+    if any(_MLKEM.fullmatch(m) for m in ke_methods):
+        return Lineage.HYBRID_PQ
+    if ke_methods and all(_CLASSICAL.fullmatch(m) for m in ke_methods):
+        return Lineage.CLASSICAL
+    return Lineage.UNKNOWN
+
+
+def _ke_methods(d: Mapping[str, Any]) -> tuple[str, ...]:
+    """The IKE_SA's key exchange method names (bounded: they are untrusted strings)."""
+    out = []
+    for f in _KE_FIELDS:
+        if f in d:
+            name = _s(d[f], f)
+            if not _PROTO_NAME.fullmatch(name):
+                raise HarvestError(f"VICI field {f}={name[:40]!r} is not a method name")
+            out.append(name)
+    return tuple(out)
 
 
 def _parse_child(name: str, d: Mapping[str, Any]) -> ChildInfo:
@@ -277,6 +319,8 @@ def read_ike_sas(msg: Mapping[str, Any]) -> tuple[list[IkeInfo], list[Unparsed]]
                     remote_id=_get(d, "remote-id"),
                     initiator=_s(d.get("initiator", b"no"), "initiator") == "yes",
                     children=tuple(children),
+                    ke_methods=_ke_methods(d),
+                    ppk=_s(d.get("ppk", b"no"), "ppk") == "yes",
                 )
             )
         except HarvestError as exc:

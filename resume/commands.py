@@ -41,6 +41,12 @@ def register(sub: Any) -> None:
     p.add_argument("--clients", type=int, help="clients (default 300; in-process 20)")
     p.add_argument("--rounds", type=int, help="resumptions per client (default 2; in-process 15)")
     p.add_argument("--no-x25519", action="store_true", help="resume without X25519")
+    p.add_argument(
+        "--mlkem",
+        choices=("off", "offer", "require"),
+        default="offer",
+        help="ML-KEM-768 in the clients' exchanges (default offer: post-quantum)",
+    )
     p.add_argument("--workdir", help="keep the SQLite files here (default: a temp dir, removed)")
     p.add_argument(
         "--no-restart",
@@ -74,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # lazy: --help and the other subcommands stay light (tests/test_startup.py)
         from resume import demo
 
-        rep = demo.run_demo(clients, rounds, loss, not args.no_x25519, args.seed)
+        rep = demo.run_demo(clients, rounds, loss, not args.no_x25519, args.seed, args.mlkem)
         if args.json:
             print(json.dumps(rep, indent=2, sort_keys=True))
         else:
@@ -92,6 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             workdir=args.workdir or tmp,
             use_x25519=not args.no_x25519,
             restart=not args.no_restart,
+            mlkem=args.mlkem,
         )
     if args.workdir is None:
         s.workdir = ""  # removed with the temp dir

@@ -18,6 +18,13 @@ from resume.sa import SAPair
 
 Address = tuple[str, int]
 
+#: The key exchanges a resumption mixed in, as ``ResumptionComplete.ke`` names them.
+KE_MODES = ("none", "x25519", "mlkem768", "x25519+mlkem768")
+
+
+def ke_mode(x25519: bool, mlkem: bool) -> str:
+    return KE_MODES[int(x25519) + 2 * int(mlkem)]
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -86,7 +93,9 @@ class ResumptionComplete(Event):
     initiator reports it after the application stored ``successor`` (``SaveSuccessor``)
     and message 3 was sent: there is nothing left to store.  (The initiator's cache keeps
     the consumed credential too until the responder is known to have committed -- spec
-    9.2, lost message 3; ``Initiator(previous=...)`` uses it once after a NACK.)
+    9.2, lost message 3; ``Initiator(previous=...)`` uses it once after a NACK.)  ``ke``
+    names the key exchanges mixed into the run (:data:`KE_MODES`), for metrics and logs;
+    the successor's ``lineage`` already says what they did to the chain.
     """
 
     sa: SAPair = field(repr=False)
@@ -94,16 +103,19 @@ class ResumptionComplete(Event):
     generation: int
     successor: Credential = field(repr=False)
     addr: Address
+    ke: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
 class FallbackToFullIKE(Event):
     """Initiator: resumption will not happen; run a full IKE.  ``reason`` is "nack" (an
-    unauthenticated hint, never trusted for anything else), "timeout", or "save_failed"
-    (the application could not store the successor; message 3 was never sent, so the
-    credential used is still valid at the responder)."""
+    unauthenticated hint, never trusted for anything else), "timeout", "save_failed" (the
+    application could not store the successor; message 3 was never sent, so the credential
+    used is still valid at the responder), or "pq_refused" (an initiator that requires
+    ML-KEM got a message 2 without it: an authenticated refusal, MAC_2 covers both
+    messages' key exchange payloads)."""
 
-    reason: Literal["nack", "timeout", "save_failed"]
+    reason: Literal["nack", "timeout", "save_failed", "pq_refused"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,13 @@ trusted for anything else.
 
 Randomness comes from ``rng`` (``os.urandom`` by default) so test vectors can replay a run.
 Draw order per attempt: IKE SPI (8), N_I (32), inbound ESP SPI (4), X25519 private key (32,
-hardened mode with X25519 only).
+hardened mode with X25519 only), ML-KEM-768 seed ``d | z`` (64, when ML-KEM is offered).
+
+ML-KEM-768 (``InitiatorConfig.mlkem``): "off" sends none; "offer" sends an encapsulation key
+and accepts a message 2 with or without a ciphertext (the MAC covers which); "require" falls
+back to full IKE (``"pq_refused"``) on an authenticated message 2 without one.  Default
+"off": a responder older than ML-KEM support does not parse a message 1 carrying KE(36) and
+stays silent, which would cost the full timeout before the fallback.
 """
 
 from __future__ import annotations
@@ -25,12 +31,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
 from resume.errors import DecodeError, LocalProtocolError
-from resume.events import Address, Event, FallbackToFullIKE, ResumptionComplete, SaveSuccessor
+from resume.events import (
+    Address,
+    Event,
+    FallbackToFullIKE,
+    ResumptionComplete,
+    SaveSuccessor,
+    ke_mode,
+)
 from resume.sa import Lifetimes
 from resume.states import InitiatorInput, InitiatorState, initiator_next
 from resume.wire import (
@@ -44,6 +58,7 @@ from resume.wire import (
     build_hardened_init,
     build_paper_auth_prefix,
     build_paper_init,
+    compact_message,
     parse_response_untrusted,
 )
 
@@ -51,6 +66,9 @@ IKE_PORT = 500
 #: A replayed message 2 makes a completed initiator resend message 3 at most this often.
 MAX_MSG3_RESENDS = 3
 NATT_PORT = 4500
+#: ``InitiatorConfig.mlkem`` values.
+MLKEM_POLICIES = ("off", "offer", "require")
+MLKEM_SEED_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,8 @@ class InitiatorConfig:
     use_x25519: bool = True
     #: Give up (fallback) if the responder answers without X25519.
     require_x25519: bool = False
+    #: ML-KEM-768 in the exchange: "off", "offer" or "require" (see the module docstring).
+    mlkem: str = "off"
     initial_rto: float = 0.5
     max_retransmits: int = 3
     #: Overall time for one attempt (including a retry with the previous generation).
@@ -70,6 +90,8 @@ class InitiatorConfig:
     def __post_init__(self) -> None:
         if self.require_x25519 and not self.use_x25519:
             raise LocalProtocolError("require_x25519 needs use_x25519")
+        if self.mlkem not in MLKEM_POLICIES:
+            raise LocalProtocolError(f"mlkem must be one of {', '.join(MLKEM_POLICIES)}")
         for name in ("initial_rto", "timeout"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -124,7 +146,10 @@ class Initiator:
         self._nonce_i = b""
         self._esp_spi = 0
         self._x25519: X25519PrivateKey | None = None
+        self._mlkem: MLKEM768PrivateKey | None = None
         self._msg1 = b""
+        #: compact(message 1): what message 3 echoes and the MACs cover
+        self._compact1 = b""
         self._msg2 = b""
         self._msg3 = b""
         self._completion: ResumptionComplete | None = None
@@ -253,15 +278,18 @@ class Initiator:
             self._msg1 = build_paper_init(self._spi_i, cred.id_i, self._nonce_i)
         else:
             self._esp_spi = ks.esp_spi_from(self._draw(4))
-            ke = None
-            self._x25519 = None
+            ke = ek = None
+            self._x25519 = self._mlkem = None
             if self.config.use_x25519:
                 self._x25519, ke = ks.x25519_keypair(self._draw(32))
+            if self.config.mlkem != "off":
+                self._mlkem, ek = ks.mlkem_keypair(self._draw(MLKEM_SEED_LEN))
             p = cred.params
             sa = ResumeSA(
                 self._esp_spi, int(p.encr), p.encr_key_bits, int(p.integ), ks.mode_code(p.mode)
             )
-            self._msg1 = build_hardened_init(self._spi_i, cred.handle, sa, self._nonce_i, ke)
+            self._msg1 = build_hardened_init(self._spi_i, cred.handle, sa, self._nonce_i, ke, ek)
+            self._compact1 = compact_message(self._msg1)
         self._outbox.append(self._msg1)
         self._rto = self.config.initial_rto
         self._retransmits = 0
@@ -306,7 +334,7 @@ class Initiator:
         ):
             self.stats["drop_params"] += 1
             return
-        dh = b""
+        dh = ss = b""
         if resp.ke is not None:
             if self._x25519 is None:
                 self.stats["drop_unexpected_ke"] += 1
@@ -316,8 +344,16 @@ class Initiator:
             except DecodeError:
                 self.stats["drop_bad_ke"] += 1
                 return
-        rs = ks.run_secrets(cred, self._nonce_i, resp.nonce, dh)
-        expected = ks.mac_msg2(rs.mac_r(), self._msg1, resp.raw[:-MAC_LEN])
+        if resp.mlkem is not None:
+            if self._mlkem is None:
+                self.stats["drop_unexpected_ke"] += 1
+                return
+            # never fails for a ciphertext of the right length (the parser checked it): a
+            # forged one yields a wrong secret and MAC_2 fails below (implicit rejection)
+            ss = ks.mlkem_decapsulate(self._mlkem, resp.mlkem)
+        rs = ks.run_secrets(cred, self._nonce_i, resp.nonce, dh, False, ss)
+        compact2 = resp.compact
+        expected = ks.mac_msg2(rs.mac_r(), self._compact1, compact2[:-MAC_LEN])
         if not ks.macs_equal(expected, resp.mac):
             self.stats["drop_bad_mac"] += 1
             return
@@ -326,12 +362,24 @@ class Initiator:
             self._advance(InitiatorInput.NACK)
             self._events.append(FallbackToFullIKE("nack"))
             return
-        prefix = build_hardened_auth_prefix(self._spi_i, resp.header.spi_r, self._msg1)
+        if resp.mlkem is None and self.config.mlkem == "require":
+            # authenticated refusal of ML-KEM (MAC_2 covers compact(m1) with our KE(36))
+            self._advance(InitiatorInput.NACK)
+            self.stats["pq_refused"] += 1
+            self._events.append(FallbackToFullIKE("pq_refused"))
+            return
+        mlkem = resp.mlkem is not None
+        prefix = build_hardened_auth_prefix(self._spi_i, resp.header.spi_r, self._compact1)
         keys = ks.complete_run(cred, rs, sa.spi, self._esp_spi)
-        msg3 = prefix + ks.mac_msg3(keys.mac_i, self._msg1, resp.raw, prefix)
+        msg3 = prefix + ks.mac_msg3(keys.mac_i, self._compact1, compact2, prefix)
         sa_pair = ks.sa_pair("initiator", cred, keys, sa.spi, self._esp_spi, self._lifetimes)
         event = ResumptionComplete(
-            sa_pair, cred.handle, cred.generation, ks.successor_credential(cred, keys), self.peer
+            sa_pair,
+            cred.handle,
+            cred.generation,
+            ks.successor_credential(cred, keys, mlkem),
+            self.peer,
+            ke_mode(resp.ke is not None, mlkem),
         )
         self._complete(resp.raw, msg3, event)
 

@@ -3,7 +3,8 @@
 Hardened mode (default).  The cached *resumption secret* S never keys anything directly:
 
     ctx      = lp(ID_I) | lp(ID_R) | lp(handle) | u32(generation) | params_digest
-    PRK      = HKDF-Extract(salt = lp(N_I) | lp(N_R), IKM = S | DH)     DH = X25519 or empty
+    PRK      = HKDF-Extract(salt = lp(N_I) | lp(N_R), IKM = S | DH | SS)
+               DH = X25519 shared secret or empty, SS = ML-KEM-768 shared secret or empty
     K_mac_i  = HKDF-Expand(PRK, "ikeresume v1 mac i" | ctx, 32)
     K_mac_r  = HKDF-Expand(PRK, "ikeresume v1 mac r" | ctx, 32)
     KEYMAT   = HKDF-Expand(PRK, "ikeresume v1 esp keymat" | ctx | u32(SPI_i2r) | u32(SPI_r2i),
@@ -12,6 +13,9 @@ Hardened mode (default).  The cached *resumption secret* S never keys anything d
     handle'  = HMAC-SHA256(S', "ikeresume v1 handle")[:16]
     MAC_2    = HMAC-SHA256(K_mac_r, "ikeresume v1 msg2 responder" | lp(m1) | m2_prefix)
     MAC_3    = HMAC-SHA256(K_mac_i, "ikeresume v1 msg3 initiator" | lp(m1) | lp(m2) | m3_prefix)
+
+where m1 and m2 are the *compact* forms (``resume.wire.compact_message``: an ML-KEM key or
+ciphertext replaced by its SHA-256; a message without ML-KEM is its own compact form).
 
 ``lp(x)`` is a 2-byte big-endian length then x; ``u32``/``u64`` big-endian.  Why this shape:
 both nonces (and the X25519 secret) enter the extract step so every key of a run is fresh;
@@ -42,6 +46,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
@@ -356,12 +361,18 @@ class RunSecrets:
 
 
 def run_secrets(
-    cred: Credential, nonce_i: bytes, nonce_r: bytes, dh: bytes, many: bool = False
+    cred: Credential,
+    nonce_i: bytes,
+    nonce_r: bytes,
+    dh: bytes,
+    many: bool = False,
+    ss: bytes = b"",
 ) -> RunSecrets:
-    """``PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH)`` and ``ctx`` of the credential.
+    """``PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH | SS)`` and ``ctx`` of the credential
+    (``DH``: the X25519 secret, ``SS``: the ML-KEM-768 shared secret; each may be empty).
     ``many``: the caller will expand several keys (absorb the PRK's pads at once)."""
     return RunSecrets(
-        hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh), context(cred), many
+        hkdf_extract(lp(nonce_i) + lp(nonce_r), cred.secret + dh + ss), context(cred), many
     )
 
 
@@ -384,10 +395,11 @@ def derive_run(
     dh: bytes,
     spi_i2r: int,
     spi_r2i: int,
+    ss: bytes = b"",
 ) -> RunKeys:
     """All keys of one hardened run.  ``spi_i2r`` was chosen by the responder, ``spi_r2i``
     by the initiator (each receiver picks the SPI of the SA it receives on)."""
-    rs = run_secrets(cred, nonce_i, nonce_r, dh)
+    rs = run_secrets(cred, nonce_i, nonce_r, dh, ss=ss)
     return complete_run(cred, rs, spi_i2r, spi_r2i)
 
 
@@ -451,8 +463,9 @@ def sa_pair(
     return SAPair(role=role, params=cred.params, i_to_r=i2r, r_to_i=r2i, lifetimes=lifetimes)
 
 
-def successor_credential(cred: Credential, keys: RunKeys) -> Credential:
-    """Generation g+1: new secret and handle; identities and parameters carried over."""
+def successor_credential(cred: Credential, keys: RunKeys, mlkem: bool = False) -> Credential:
+    """Generation g+1: new secret and handle; identities and parameters carried over, the
+    lineage advanced by the run (``mlkem``: an ML-KEM secret was mixed in)."""
     return Credential(
         mode=ProtocolMode.HARDENED,
         handle=keys.successor_handle,
@@ -461,6 +474,7 @@ def successor_credential(cred: Credential, keys: RunKeys) -> Credential:
         id_i=cred.id_i,
         id_r=cred.id_r,
         params=cred.params,
+        lineage=cred.lineage.after_run(mlkem),
     )
 
 
@@ -471,6 +485,7 @@ def finish_run(
     spi_i2r: int,
     spi_r2i: int,
     lifetimes: Lifetimes,
+    mlkem: bool = False,
 ) -> tuple[SAPair, Credential]:
     """The SA pair and the successor credential of a verified run: what ``complete_run``,
     ``sa_pair`` and ``successor_credential`` give, without the intermediate ``RunKeys``
@@ -495,6 +510,8 @@ def finish_run(
         cred.id_i,
         cred.id_r,
         params,
+        None,
+        cred.lineage.after_run(mlkem),
     )
     return sa, succ
 
@@ -685,6 +702,7 @@ def paper_successor(cred: Credential) -> Credential:
         id_r=cred.id_r,
         params=cred.params,
         paper_keys=cred.paper_keys,
+        lineage=cred.lineage,
     )
 
 
@@ -720,3 +738,36 @@ def x25519_shared_untrusted(private: X25519PrivateKey, peer_public: bytes) -> by
         return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:
         raise DecodeError(f"unusable X25519 share: {exc}") from None
+
+
+# --- ML-KEM-768 (FIPS 203) ------------------------------------------------------------------
+
+
+def mlkem_keypair(seed: bytes) -> tuple[MLKEM768PrivateKey, bytes]:
+    """The initiator's key pair from its 64-byte seed ``d | z`` (FIPS 203 ML-KEM.KeyGen_internal,
+    the seed form both cores draw) and the encapsulation key it sends."""
+    key = MLKEM768PrivateKey.from_seed_bytes(seed)
+    return key, key.public_key().public_bytes_raw()
+
+
+def mlkem_encapsulate_untrusted(ek: bytes) -> tuple[bytes, bytes]:
+    """The responder's (ciphertext, shared secret) for a peer's encapsulation key, with the
+    library's own randomness.  A key that fails FIPS 203's input check (a coefficient not
+    reduced modulo q) is a DecodeError: the responder refuses it like an unusable X25519
+    share."""
+    try:
+        secret, ct = MLKEM768PublicKey.from_public_bytes(ek).encapsulate()
+    except ValueError as exc:
+        raise DecodeError(f"unusable ML-KEM-768 encapsulation key: {exc}") from None
+    return ct, secret
+
+
+def mlkem_decapsulate(key: MLKEM768PrivateKey, ct: bytes) -> bytes:
+    """The shared secret of a ciphertext.  A forged or damaged ciphertext of the right length
+    gives a pseudorandom wrong secret (FIPS 203 implicit rejection): the MAC then fails."""
+    return key.decapsulate(ct)
+
+
+def ke_digest(data: bytes) -> bytes:
+    """SHA-256 of an ML-KEM key or ciphertext: its stand-in in the compact form."""
+    return hashlib.sha256(data).digest()

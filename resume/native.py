@@ -10,7 +10,10 @@ batch entry point: many datagrams and answers per call, the GIL released for the
 
 Randomness is data, never a callable (the engines run without the GIL): ``SeededRng`` and
 ``ScriptedRng`` give reproducible draws; ``seeded_rng`` is the same function for the Python
-core.  ``None`` means the operating system's generator.
+core.  ``None`` means the operating system's generator.  The responder's ML-KEM
+encapsulation takes its randomness the same way (``kem=SeededKem(...)``/``ScriptedKem``:
+FIPS 203 Encaps_internal with ``m`` drawn as ``SeededRng``/``ScriptedRng`` draw;
+``seeded_encapsulation`` is the Python core's twin).
 
 ``available()`` tells whether the extension was built (``pip install -e .`` builds it);
 ``make_responder`` / ``make_initiator`` pick the core: native when it is built and can serve
@@ -30,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 # Every import of the Python core lives in this block (module names may move; see issue 12).
-from resume.credential import Credential, ProtocolMode
+from resume.credential import Credential, Lineage, ProtocolMode
 from resume.errors import DecodeError, LocalProtocolError
 from resume.events import (
     Address,
@@ -43,6 +46,7 @@ from resume.events import (
     SaveSuccessor,
 )
 from resume.initiator import IKE_PORT, NATT_PORT, Initiator, InitiatorConfig
+from resume.kem_testing import check_encapsulation_key, deterministic_encapsulation
 from resume.responder import MIN_SERVER_SECRET, Responder, ResponderConfig
 from resume.sa import (
     DirectionKeys,
@@ -98,6 +102,43 @@ class ScriptedRng:
 Rng = SeededRng | ScriptedRng | None
 
 
+@dataclass(frozen=True)
+class SeededKem:
+    """The responder's ML-KEM encapsulation with ``m`` drawn as ``SeededRng(seed)`` draws."""
+
+    seed: bytes
+
+
+@dataclass(frozen=True)
+class ScriptedKem:
+    """The responder's ML-KEM encapsulation with recorded ``m`` values (vectors)."""
+
+    draws: tuple[bytes, ...]
+
+
+Kem = SeededKem | ScriptedKem | None
+#: The Python core's encapsulation: ek -> (ciphertext, shared secret).
+Encapsulate = Callable[[bytes], tuple[bytes, bytes]]
+
+
+def seeded_encapsulation(seed: bytes) -> Encapsulate:
+    """The Python core's encapsulation that ``SeededKem(seed)`` gives the native one:
+    ``resume.kem_testing``'s, with ``m`` from ``seeded_rng(seed)`` (the arithmetic runs on
+    the native ``ml-kem`` crate when the extension is built, a hundred times faster;
+    tests/native checks that both give the same bytes)."""
+    draw = seeded_rng(seed)
+    if _native is None:
+        return deterministic_encapsulation(draw)
+    fast = _native.mlkem_encapsulate_deterministic
+
+    def encapsulate(ek: bytes) -> tuple[bytes, bytes]:
+        check_encapsulation_key(ek)  # the product's check, before any draw
+        ct, ss = fast(ek, draw(32))
+        return bytes(ct), bytes(ss)
+
+    return encapsulate
+
+
 def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
     """The Python core's rng callable that draws what ``SeededRng(seed)`` draws."""
     counter = 0
@@ -109,6 +150,16 @@ def seeded_rng(seed: bytes) -> Callable[[int], bytes]:
         return out
 
     return rng
+
+
+def _kem_kwargs(kem: Kem) -> dict[str, Any]:
+    if kem is None:
+        return {}
+    if isinstance(kem, SeededKem):
+        return {"kem_seed": bytes(kem.seed)}
+    if isinstance(kem, ScriptedKem):
+        return {"kem_draws": [bytes(d) for d in kem.draws]}
+    raise LocalProtocolError("the native core takes SeededKem, ScriptedKem or None as kem")
 
 
 def _rng_kwargs(rng: Rng) -> dict[str, Any]:
@@ -194,6 +245,7 @@ def native_credential(cred: Credential) -> Any:
         cred.id_i,
         cred.id_r,
         native_params(cred.params),
+        cred.lineage.value,
     )
 
 
@@ -207,6 +259,7 @@ def python_credential(n: Any, params: SAParams | None = None) -> Credential:
         id_i=n.id_i,
         id_r=n.id_r,
         params=params if params is not None else python_params(n.params),
+        lineage=Lineage(n.lineage),
     )
 
 
@@ -227,7 +280,7 @@ def _lt(lt: Lifetimes | None) -> _LtTuple | None:
 
 
 def _completion(ev: tuple[Any, ...], role: str, params: SAParams | None) -> ResumptionComplete:
-    _kind, handle, generation, succ, addr, i2r, r2i, lt = ev
+    _kind, handle, generation, succ, addr, i2r, r2i, lt, ke = ev
     successor = python_credential(succ, params)
     sa = SAPair(
         role,
@@ -236,7 +289,7 @@ def _completion(ev: tuple[Any, ...], role: str, params: SAParams | None) -> Resu
         DirectionKeys(*r2i),
         Lifetimes(*lt),
     )
-    return ResumptionComplete(sa, handle, generation, successor, tuple(addr))
+    return ResumptionComplete(sa, handle, generation, successor, tuple(addr), ke)
 
 
 def responder_event(ev: tuple[Any, ...]) -> Event:
@@ -257,7 +310,9 @@ def responder_event(ev: tuple[Any, ...]) -> Event:
 class NativeResponder:
     """``resume.responder.Responder`` (hardened mode) on the native engine."""
 
-    def __init__(self, config: ResponderConfig, server_secret: bytes, rng: Rng = None) -> None:
+    def __init__(
+        self, config: ResponderConfig, server_secret: bytes, rng: Rng = None, kem: Kem = None
+    ) -> None:
         if not isinstance(config, ResponderConfig):
             raise LocalProtocolError("config must be a ResponderConfig")
         if config.allow_paper_mode:
@@ -269,6 +324,11 @@ class NativeResponder:
             bytes(server_secret),
             allow_x25519=config.allow_x25519,
             require_x25519=config.require_x25519,
+            allow_mlkem=config.allow_mlkem,
+            require_mlkem=config.require_mlkem,
+            require_pq_lineage=config.require_pq_lineage,
+            mlkem_runs_per_tick=config.mlkem_runs_per_tick,
+            mlkem_runs_per_handle=config.mlkem_runs_per_handle,
             cookie_tick_seconds=config.cookie_tick_seconds,
             response_cache_size=config.response_cache_size,
             max_pending=config.max_pending,
@@ -277,6 +337,7 @@ class NativeResponder:
             credential_cache_size=config.credential_cache_size,
             default_lifetimes=_lt(config.default_lifetimes),
             **_rng_kwargs(rng),
+            **_kem_kwargs(kem),
         )
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -337,6 +398,7 @@ class NativeResponder:
             "pending": self.core.pending,
             "response_cache": self.core.response_cache_len,
             "half_open": 0,
+            "mlkem_runs": self.core.mlkem_runs_len,
         }
 
 
@@ -381,6 +443,7 @@ class NativeInitiator:
             lifetimes=_lt(lifetimes if lifetimes is not None else cfg.default_lifetimes),
             use_x25519=cfg.use_x25519,
             require_x25519=cfg.require_x25519,
+            mlkem=cfg.mlkem,
             initial_rto=cfg.initial_rto,
             max_retransmits=cfg.max_retransmits,
             timeout=cfg.timeout,
@@ -509,19 +572,29 @@ def make_responder(
     rng: Callable[[int], bytes] | SeededRng | ScriptedRng | None = None,
     *,
     native: bool | None = None,
+    kem: Encapsulate | SeededKem | ScriptedKem | None = None,
 ) -> Responder | NativeResponder:
-    """A responder on the native core when it can serve ``config`` and ``rng``, else on the
-    Python core (``native`` True/False forces one)."""
+    """A responder on the native core when it can serve ``config``, ``rng`` and ``kem``,
+    else on the Python core (``native`` True/False forces one)."""
     why_not = None
     if config.allow_paper_mode:
         why_not = "paper mode"
     elif callable(rng):
         why_not = "an rng callable (give SeededRng/ScriptedRng/None)"
+    elif callable(kem):
+        why_not = "an encapsulation callable (give SeededKem/ScriptedKem/None)"
     if _use_native(native, why_not):
-        return NativeResponder(config, server_secret, rng if not callable(rng) else None)
-    if isinstance(rng, SeededRng | ScriptedRng):
-        raise LocalProtocolError("the Python core takes an rng callable (see seeded_rng)")
-    return Responder(config, server_secret, rng if rng is not None else os.urandom)
+        return NativeResponder(
+            config,
+            server_secret,
+            rng if not callable(rng) else None,
+            kem if not callable(kem) else None,
+        )
+    if isinstance(rng, SeededRng | ScriptedRng) or isinstance(kem, SeededKem | ScriptedKem):
+        raise LocalProtocolError(
+            "the Python core takes rng and kem callables (see seeded_rng, seeded_encapsulation)"
+        )
+    return Responder(config, server_secret, rng if rng is not None else os.urandom, encapsulate=kem)
 
 
 def make_initiator(

@@ -23,7 +23,12 @@ Where the state is: the outstanding requests (slots) live in one
 :class:`~resume.states.SlotTable`, which makes every state change as
 ``resume.states.SLOT_TRANSITIONS`` lists it and remembers the handles committing or just
 completed (replayed messages 3 are dropped from that).  Everything else here is a cache of
-public or recomputable values, plus paper mode's half-open exchanges.
+public or recomputable values, plus paper mode's half-open exchanges -- and one exception,
+ML-KEM-768 (spec 5.6): message 3 does not echo the initiator's encapsulation key, so the
+shared secret of each message 2 built with ML-KEM cannot be recomputed and is kept,
+``N_R -> [(SS, SHA-256(ct))]`` per tick, bounded per tick and per handle, erased with that
+tick's X25519 key.  A full table refuses new ML-KEM messages 1 (NACK); a kept run is never
+evicted, so replayed messages 1 from spoofed addresses cannot cancel the real one.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from resume.events import (
     Event,
     ResumptionComplete,
     ResumptionFailed,
+    ke_mode,
 )
 from resume.sa import Lifetimes, SAPair
 from resume.states import (
@@ -77,10 +83,30 @@ MIN_SERVER_SECRET = 32
 
 _AWAIT_CREDENTIAL_1 = SlotState.AWAIT_CREDENTIAL_1
 _AWAIT_CREDENTIAL_3 = SlotState.AWAIT_CREDENTIAL_3
-#: A response cache entry: message 2 as sent, expiry, tick of message 1, responder values.
-_CachedResponse = tuple[bytes, float, int, ks.ResponderValues]
-#: A run kept from message 1 for message 3: X25519 shared secret, credential, N_R, secrets.
-_KeptRun = tuple[bytes, Credential, bytes, ks.RunSecrets]
+#: A response cache entry: message 2 as sent, expiry, tick of message 1, responder values,
+#: compact(message 2) and the SHA-256 of its ML-KEM ciphertext (None without one).
+_CachedResponse = tuple[bytes, float, int, ks.ResponderValues, bytes, bytes | None]
+#: A run kept from message 1 for message 3: X25519 shared secret, credential, N_R, secrets,
+#: the ML-KEM shared secret they include (empty without ML-KEM).
+_KeptRun = tuple[bytes, Credential, bytes, ks.RunSecrets, bytes]
+#: One ML-KEM candidate of a message 2: (shared secret, SHA-256(ciphertext)).
+_MlkemRun = tuple[bytes, bytes]
+#: The defaults of the ML-KEM bounds (spec 5.6).
+MLKEM_RUNS_PER_TICK = 65536
+MLKEM_RUNS_PER_HANDLE = 4
+
+
+class _MlkemTick:
+    """The ML-KEM runs of one tick: N_R -> candidates (one per encapsulation: a second
+    one only when a retransmitted message 1 missed the response cache), entries per handle,
+    and the total the per-tick bound counts."""
+
+    __slots__ = ("per_handle", "runs", "total")
+
+    def __init__(self) -> None:
+        self.runs: dict[bytes, list[_MlkemRun]] = {}
+        self.per_handle: collections.Counter[bytes] = collections.Counter()
+        self.total = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,18 @@ class ResponderConfig:
     allow_paper_mode: bool = False
     allow_x25519: bool = True
     require_x25519: bool = False
+    #: ML-KEM-768 in the exchange (answered when offered), required (NACK without it).
+    allow_mlkem: bool = True
+    require_mlkem: bool = False
+    #: Refuse (NACK) a credential whose chain is not post-quantum (spec 12.3): lineage
+    #: ``hybrid-pq``, ``ppk`` or ``pq-resumed`` only.
+    require_pq_lineage: bool = False
+    #: Bounds of the ML-KEM state kept from message 1 to message 3 (spec 5.6): runs per
+    #: tick (about 100 bytes each, two ticks kept; size it at least at the peak ML-KEM
+    #: resumption rate times the tick) and per handle per tick.  Beyond either, a new
+    #: ML-KEM message 1 is NACKed; a kept run is never evicted.
+    mlkem_runs_per_tick: int = MLKEM_RUNS_PER_TICK
+    mlkem_runs_per_handle: int = MLKEM_RUNS_PER_HANDLE
     #: Width of a time tick; message 3 is accepted in the tick of message 1 or the next one.
     cookie_tick_seconds: float = 10.0
     response_cache_size: int = 4096
@@ -111,6 +149,8 @@ class ResponderConfig:
     def __post_init__(self) -> None:
         if self.require_x25519 and not self.allow_x25519:
             raise LocalProtocolError("require_x25519 needs allow_x25519")
+        if self.require_mlkem and not self.allow_mlkem:
+            raise LocalProtocolError("require_mlkem needs allow_mlkem")
         if not (math.isfinite(self.cookie_tick_seconds) and self.cookie_tick_seconds > 0):
             raise LocalProtocolError("cookie_tick_seconds must be positive")
         if not (math.isfinite(self.lookup_timeout) and self.lookup_timeout > 0):
@@ -120,6 +160,8 @@ class ResponderConfig:
             "max_pending",
             "completed_cache_size",
             "paper_half_open_size",
+            "mlkem_runs_per_tick",
+            "mlkem_runs_per_handle",
         ):
             if getattr(self, name) < 1:
                 raise LocalProtocolError(f"{name} must be at least 1")
@@ -136,7 +178,9 @@ class _Slot(Slot):
 
     __slots__ = (
         "addr",
+        "ct_digest",
         "generation",
+        "ke",
         "msg2",
         "request",
         "sa",
@@ -155,14 +199,19 @@ class _Slot(Slot):
         values: ks.ResponderValues | None = None,
         tick: int = 0,
         msg2: bytes | None = None,
+        ct_digest: bytes | None = None,
     ) -> None:
         super().__init__(state, handle, deadline)
         self.request = request
         self.addr = addr
         self.values = values
         self.tick = tick
-        #: message 2 as sent, from the response cache (message 3 then needs not rebuild it)
+        #: compact(message 2) as sent, from the response cache (message 3 then needs not
+        #: rebuild it), and the SHA-256 of its ML-KEM ciphertext
         self.msg2 = msg2
+        self.ct_digest = ct_digest
+        #: the run's key exchange mode, once message 3 is verified
+        self.ke = "none"
         # set once message 3 is verified (AWAIT_COMMIT)
         self.sa: SAPair | None = None
         self.generation = 0
@@ -188,7 +237,13 @@ class Responder:
         config: ResponderConfig,
         server_secret: bytes,
         rng: Callable[[int], bytes] = os.urandom,
+        *,
+        encapsulate: Callable[[bytes], tuple[bytes, bytes]] | None = None,
     ) -> None:
+        """``encapsulate(ek) -> (ciphertext, shared secret)`` is the ML-KEM-768
+        encapsulation (cryptography's, randomized, by default); like ``rng`` it is injected
+        so that vectors and differential tests replay a run (``resume.kem_testing``).  It
+        raises DecodeError (or ValueError) for an unusable key."""
         if not isinstance(config, ResponderConfig):
             raise LocalProtocolError("config must be a ResponderConfig")
         if len(server_secret) < MIN_SERVER_SECRET:
@@ -197,10 +252,16 @@ class Responder:
         #: HMAC-SHA-512 of the server secret with its pads (and per tick, the tick) absorbed.
         self._prf = ks.ResponderPrf(bytes(server_secret))
         self._rng = rng
+        self._encapsulate = (
+            encapsulate if encapsulate is not None else ks.mlkem_encapsulate_untrusted
+        )
+        #: tick -> the ML-KEM runs of message 2s built in that tick (see _MlkemTick)
+        self._mlkem_ticks: dict[int, _MlkemTick] = {}
         #: tick -> X25519 key of that tick: random, kept for the current and previous tick
         #: only, then forgotten (forward secrecy even if the server secret leaks later).
         self._tick_keys: dict[int, tuple[X25519PrivateKey, bytes]] = {}
-        #: tick -> {message 1: (X25519 shared secret, credential, N_R, run secrets)} as
+        #: tick -> {compact(message 1): (X25519 shared secret, credential, N_R, run secrets,
+        #: ML-KEM shared secret)} as
         #: computed for message 2, taken (once) by message 3, so an exchange costs one X25519
         #: operation and one HKDF-Extract, not two.  Erased with the tick key they were
         #: computed from: never kept longer than the key that could recompute them, so
@@ -256,7 +317,7 @@ class Responder:
     def get_timer(self) -> float | None:
         """Earliest deadline: an unanswered request (slots are created in ``now`` order, so
         the first one) or the erasure of an X25519 tick key."""
-        times = [self._erase_at] if self._tick_keys else []
+        times = [self._erase_at] if self._tick_keys or self._mlkem_ticks else []
         first = self.slots.first_deadline()
         if first is not None:
             times.append(first)
@@ -273,11 +334,15 @@ class Responder:
         self._forget_tick_keys_before(self._tick(now) - 1)
 
     def _forget_tick_keys_before(self, tick: int) -> None:
-        """Erase X25519 keys of ticks before ``tick`` (past runs stay secret)."""
+        """Erase X25519 keys and ML-KEM runs of ticks before ``tick`` (past runs stay
+        secret)."""
         for old in [t for t in self._tick_keys if t < tick]:
             del self._tick_keys[old]
             self._tick_runs.pop(old, None)
-        self._erase_at = (min(self._tick_keys) + 2) * self._tick_s if self._tick_keys else math.inf
+        for old in [t for t in self._mlkem_ticks if t < tick]:
+            del self._mlkem_ticks[old]
+        kept = [*self._tick_keys, *self._mlkem_ticks]
+        self._erase_at = (min(kept) + 2) * self._tick_s if kept else math.inf
 
     def provide_credential(
         self,
@@ -323,7 +388,9 @@ class Responder:
         self.slots.advance(token, SlotInput.COMMIT)
         self.stats["complete"] += 1
         self._events.append(
-            ResumptionComplete(slot.sa, slot.handle, slot.generation, slot.successor, slot.addr)
+            ResumptionComplete(
+                slot.sa, slot.handle, slot.generation, slot.successor, slot.addr, slot.ke
+            )
         )
 
     @property
@@ -381,9 +448,11 @@ class Responder:
         expires: float,
         tick: int,
         values: ks.ResponderValues,
+        compact: bytes | None = None,
+        ct_digest: bytes | None = None,
     ) -> None:
         cache = self._response_cache
-        cache[key] = (msg, expires, tick, values)
+        cache[key] = (msg, expires, tick, values, msg if compact is None else compact, ct_digest)
         if len(cache) > self.config.response_cache_size:
             cache.popitem(last=False)
 
@@ -406,65 +475,115 @@ class Responder:
             self._forget_tick_keys_before(tick - 1)
         return key
 
-    def _run(
+    def _mlkem_room(self, tick: int, handle: bytes) -> bool:
+        """Whether one more ML-KEM run may be kept for ``handle`` in ``tick``."""
+        t = self._mlkem_ticks.get(tick)
+        if t is None:
+            return True
+        return (
+            t.total < self.config.mlkem_runs_per_tick
+            and t.per_handle[handle] < self.config.mlkem_runs_per_handle
+        )
+
+    def _keep_mlkem(self, tick: int, handle: bytes, nonce_r: bytes, run: _MlkemRun) -> None:
+        t = self._mlkem_ticks.get(tick)
+        if t is None:
+            t = self._mlkem_ticks[tick] = _MlkemTick()
+            self._forget_tick_keys_before(tick - 1)
+        t.runs.setdefault(nonce_r, []).append(run)
+        t.per_handle[handle] += 1
+        t.total += 1
+
+    def _first_run(
         self,
         init: HardenedInit,
         cred: Credential,
         values: ks.ResponderValues,
         tick: int,
-        create_key: bool,
-        many: bool = False,
-    ) -> tuple[ks.RunSecrets, bytes | None] | None:
-        """The run's secrets and our X25519 share (None without X25519).  None when the
-        tick's X25519 key is gone (message 3 too late)."""
-        dh = b""
-        ke_r: bytes | None = None
-        if init.ke is not None and self.config.allow_x25519:
-            tk = self._tick_key(tick, create_key)
-            if tk is None:
-                return None
+    ) -> tuple[ks.RunSecrets, bytes | None, bytes | None, bytes | None]:
+        """Message 1: the run's secrets, our X25519 share, the ML-KEM ciphertext and its
+        SHA-256 (None without each).  Raises DecodeError for an unusable share or key; the
+        caller checked the ML-KEM bounds."""
+        dh = ss = b""
+        ke_r = ct = digest = None
+        x25519 = init.ke is not None and self.config.allow_x25519
+        if x25519:
+            tk = self._tick_key(tick, True)
+            if tk is None:  # the rng failed to give a key
+                raise LocalProtocolError("internal: no tick key")
             priv, ke_r = tk
+            dh = ks.x25519_shared_untrusted(priv, init.ke or b"")
+        if init.mlkem is not None and self.config.allow_mlkem:
+            try:
+                ct, ss = self._encapsulate(init.mlkem)
+            except ValueError as exc:
+                raise DecodeError(f"unusable ML-KEM-768 key: {exc}") from None
+            digest = ks.ke_digest(ct)
+            self._keep_mlkem(tick, init.handle, values.nonce_r, (ss, digest))
+        rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, False, ss)
+        if x25519:  # keep for message 3 (bounded per tick): one X25519 and Extract saved
             runs = self._tick_runs.setdefault(tick, {})
-            if create_key:  # message 1: compute, keep for message 3 (bounded per tick)
-                dh = ks.x25519_shared_untrusted(priv, init.ke)
-                rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many)
-                if len(runs) < self.config.response_cache_size:
-                    runs[init.raw] = (dh, cred, values.nonce_r, rs)
-                return rs, ke_r
-            # message 3: what message 2 was built with (same tick key and share), or recompute
-            kept = runs.pop(init.raw, None)
-            if kept is None:
-                dh = ks.x25519_shared_untrusted(priv, init.ke)
-            elif kept[1] is cred and kept[2] == values.nonce_r:
-                return kept[3], ke_r
-            else:  # another credential record or address: the shared secret still holds
-                dh = kept[0]
-        return ks.run_secrets(cred, init.nonce, values.nonce_r, dh, many), ke_r
+            if len(runs) < self.config.response_cache_size:
+                runs[init.compact] = (dh, cred, values.nonce_r, rs, ss)
+        return rs, ke_r, ct, digest
+
+    def _dh_again(
+        self, init: HardenedInit, cred: Credential, values: ks.ResponderValues, tick: int
+    ) -> tuple[bytes, bytes | None, _KeptRun | None] | None:
+        """Message 3: the X25519 secret, our share and the run kept from message 1 (when the
+        same credential record and address computed it); None when the tick key is gone."""
+        if init.ke is None or not self.config.allow_x25519:
+            return b"", None, None
+        tk = self._tick_key(tick, False)
+        if tk is None:
+            return None
+        priv, ke_r = tk
+        kept = self._tick_runs.setdefault(tick, {}).pop(init.compact, None)
+        if kept is None:
+            return ks.x25519_shared_untrusted(priv, init.ke), ke_r, None
+        if kept[1] is cred and kept[2] == values.nonce_r:
+            return kept[0], ke_r, kept
+        return kept[0], ke_r, None  # another credential record or address: the secret holds
 
     @staticmethod
     def _msg2(
-        init: HardenedInit, values: ks.ResponderValues, rs: ks.RunSecrets, ke_r: bytes | None
-    ) -> bytes:
-        """Message 2: a pure function of (message 1, credential, values, tick key), so
-        message 3 processing can rebuild the identical bytes."""
+        init: HardenedInit,
+        values: ks.ResponderValues,
+        rs: ks.RunSecrets,
+        ke_r: bytes | None,
+        mlkem: bytes | None,
+        digest: bytes | None = None,
+    ) -> tuple[bytes, bytes]:
+        """Message 2 and compact(message 2) (``mlkem``: the ciphertext, or None; ``digest``:
+        its SHA-256 when known).  MAC_2 covers the compact forms, so message 3 processing
+        can rebuild compact(message 2) from the kept SHA-256 of the ciphertext."""
         sa = init.sa
         sa_r = ResumeSA(values.esp_spi, sa.encr, sa.key_bits, sa.integ, sa.mode)
-        prefix = build_hardened_resp_prefix(
-            init.header.spi_i, values.spi_r, sa_r, values.nonce_r, ke_r
+        spi_i = init.header.spi_i
+        if mlkem is not None and digest is None:
+            digest = ks.ke_digest(mlkem)
+        compact = build_hardened_resp_prefix(
+            spi_i, values.spi_r, sa_r, values.nonce_r, ke_r, digest
         )
-        return prefix + ks.mac_msg2(rs.mac_r(), init.raw, prefix)
+        mac = ks.mac_msg2(rs.mac_r(), init.compact, compact)
+        if mlkem is None:
+            return compact + mac, compact + mac
+        full = build_hardened_resp_prefix(spi_i, values.spi_r, sa_r, values.nonce_r, ke_r, mlkem)
+        return full + mac, compact + mac
 
     def _credential_usable(self, req: HardenedInit, cred: Credential) -> str | None:
         if cred.mode is not ProtocolMode.HARDENED:
             return "mode_mismatch"
         if req.sa[1:] != ks.params_info(cred.params).wire:
             return "params_mismatch"
+        if self.config.require_pq_lineage and not cred.lineage.is_pq:
+            return "lineage"
         return None
 
     # --- hardened mode ----------------------------------------------------------------------
 
     def _on_hardened_init(self, req: HardenedInit, addr: Address, now: float) -> None:
-        if self._cached_response((addr, req.raw), addr, now):
+        if self._cached_response((addr, req.compact), addr, now):
             return
         if self.slots.being_committed(req.handle):
             # A commit in flight is about this handle (e.g. the peer's previous process
@@ -475,6 +594,9 @@ class Responder:
             return
         if req.ke is None and self.config.require_x25519:
             self._nack(req, addr, "x25519_required", req.handle)
+            return
+        if req.mlkem is None and self.config.require_mlkem:
+            self._nack(req, addr, "mlkem_required", req.handle)
             return
         # The cookie values are computed once the credential is known (from the tick of
         # arrival): a message 1 for an unknown handle costs its NACK, not the PRF.
@@ -497,21 +619,24 @@ class Responder:
         if problem is not None:
             self._refuse(token, slot, problem)
             return
-        values = self._prf.values(slot.tick, slot.addr, req.raw)
+        mlkem = req.mlkem is not None and self.config.allow_mlkem
+        if mlkem and not self._mlkem_room(slot.tick, req.handle):
+            self._refuse(token, slot, "mlkem_busy")
+            return
+        values = self._prf.values(slot.tick, slot.addr, req.compact)
         try:
-            run = self._run(req, cred, values, slot.tick, create_key=True)
+            rs, ke_r, ct, digest = self._first_run(req, cred, values, slot.tick)
         except DecodeError:
             self._refuse(token, slot, "bad_key_share")
             return
-        if run is None:
-            self._refuse(token, slot, "internal")
-            return
-        msg2 = self._msg2(req, values, *run)
+        msg2, compact2 = self._msg2(req, values, rs, ke_r, ct, digest)
         self.slots.advance(token, SlotInput.CREDENTIAL)
         self.stats["msg2"] += 1
         self._outbox.append((msg2, slot.addr))
         expires = (slot.tick + 2) * self._tick_s  # as long as message 3 may come
-        self._cache_response((slot.addr, req.raw), msg2, expires, slot.tick, values)
+        self._cache_response(
+            (slot.addr, req.compact), msg2, expires, slot.tick, values, compact2, digest
+        )
         if self.config.credential_cache_size:
             self._cred_cache[req.handle] = (cred, lt, expires)
             self._cred_cache.move_to_end(req.handle)
@@ -520,9 +645,10 @@ class Responder:
 
     def _cookie(
         self, req: HardenedAuth, addr: Address, now: float
-    ) -> tuple[ks.ResponderValues, int, bytes | None] | None:
+    ) -> tuple[ks.ResponderValues, int, bytes | None, bytes | None] | None:
         """Check the responder SPI of a message 3 (the cookie); return the values, the tick
-        of message 1 and, when still cached, message 2 as sent.
+        of message 1 and, when still cached, compact(message 2) as sent and the SHA-256 of
+        its ML-KEM ciphertext.
 
         The response cache holds message 2 for (address, message 1) exactly while the
         cookie is valid, with the values it was built from: a hit whose SPI matches spares
@@ -532,18 +658,18 @@ class Responder:
         """
         init = req.init
         tick = self._tick(now)
-        hit = self._response_cache.get((addr, init.raw))
+        hit = self._response_cache.get((addr, init.compact))
         if (
             hit is not None
             and tick - 1 <= hit[2] <= tick
             and ks.macs_equal(hit[3].spi_r, req.header.spi_r)
         ):
             self.stats["msg3_cached_msg2"] += 1
-            return hit[3], hit[2], hit[0]
+            return hit[3], hit[2], hit[4], hit[5]
         for t in (tick, tick - 1):
-            v = self._prf.values(t, addr, init.raw)
+            v = self._prf.values(t, addr, init.compact)
             if ks.macs_equal(v.spi_r, req.header.spi_r):
-                return v, t, None
+                return v, t, None, None
         return None
 
     def _on_hardened_auth(self, req: HardenedAuth, addr: Address, now: float) -> None:
@@ -555,7 +681,7 @@ class Responder:
         if cookie is None:
             self._nack(req, addr, "stale_or_forged_cookie", init.handle)
             return
-        values, tick, msg2 = cookie
+        values, tick, msg2, ct_digest = cookie
         slot = _Slot(
             _AWAIT_CREDENTIAL_3,
             req,
@@ -565,6 +691,7 @@ class Responder:
             values,
             tick,
             msg2,
+            ct_digest,
         )
         cached = self._cred_cache.pop(init.handle, None) if self._cred_cache else None
         if cached is not None and now < cached[2]:
@@ -595,23 +722,47 @@ class Responder:
             self.stats["drop_replayed_msg3"] += 1
             self.slots.advance(token, SlotInput.REPLAYED)
             return
+        mlkem = init.mlkem is not None and self.config.allow_mlkem
+        candidates: list[tuple[bytes, bytes | None]] = [(b"", None)]
+        if mlkem:
+            kept_ml = self._mlkem_ticks.get(slot.tick)
+            found = None if kept_ml is None else kept_ml.runs.get(values.nonce_r)
+            if not found:
+                self._refuse(token, slot, "mlkem_state_missing")
+                return
+            candidates = list(found)
         try:
-            run = self._run(init, cred, values, slot.tick, create_key=False, many=True)
+            x = self._dh_again(init, cred, values, slot.tick)
         except DecodeError:
             self._refuse(token, slot, "bad_key_share")
             return
-        if run is None:
+        if x is None:
             self._refuse(token, slot, "stale_or_forged_cookie")
             return
-        rs = run[0]
-        msg2 = slot.msg2 if slot.msg2 is not None else self._msg2(init, values, *run)
-        expected = ks.mac_msg3(rs.mac_i(), init.raw, msg2, req.raw[:-_MAC_LEN])
-        if not ks.macs_equal(expected, req.mac):
+        dh, ke_r, kept = x
+        prefix3 = req.raw[:-_MAC_LEN]
+        for ss, digest in candidates:
+            if kept is not None and ks.macs_equal(kept[4], ss):
+                rs = kept[3]
+            else:
+                rs = ks.run_secrets(cred, init.nonce, values.nonce_r, dh, True, ss)
+            # the cached message 2 is the last one sent for this message 1; a candidate of
+            # an earlier one (its cache entry was evicted meanwhile) is rebuilt
+            compact2 = slot.msg2 if digest == slot.ct_digest else None
+            if compact2 is None:
+                compact2 = self._msg2(init, values, rs, ke_r, None, digest)[1]
+            expected = ks.mac_msg3(rs.mac_i(), init.compact, compact2, prefix3)
+            if ks.macs_equal(expected, req.mac):
+                break
+        else:
             self._refuse(token, slot, "bad_mac")
             return
+        if mlkem:  # verified: its shared secret is no longer needed
+            self._mlkem_ticks[slot.tick].runs.pop(values.nonce_r, None)
         slot.sa, slot.successor = ks.finish_run(
-            "responder", cred, rs, values.esp_spi, init.sa.spi, lt
+            "responder", cred, rs, values.esp_spi, init.sa.spi, lt, mlkem
         )
+        slot.ke = ke_mode(ke_r is not None, mlkem)
         slot.next_handle = slot.successor.handle
         slot.generation = cred.generation
         self.slots.advance(token, SlotInput.VERIFIED, now + self._lookup_timeout)
@@ -707,4 +858,5 @@ class Responder:
             "pending": len(self.slots),
             "response_cache": len(self._response_cache),
             "half_open": len(self._half_open),
+            "mlkem_runs": sum(len(c) for t in self._mlkem_ticks.values() for c in t.runs.values()),
         }

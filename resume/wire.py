@@ -24,14 +24,21 @@ fewer corners for an attacker.  Extensions must use a new exchange type.
 =================  ======  =====  ===========================================
 message            flags   MID    payloads (in this order)
 =================  ======  =====  ===========================================
-hardened 1 (I->R)  I       0      RESUME_HANDLE, RESUME_SA, Ni, [KEi]
-hardened 2 (R->I)  R       0      RESUME_SA, Nr, [KEr], RESUME_AUTH
-hardened 3 (I->R)  I       1      RESUME_ECHO(message 1), RESUME_AUTH
+hardened 1 (I->R)  I       0      RESUME_HANDLE, RESUME_SA, Ni, [KE(31)], [KE(36)]
+hardened 2 (R->I)  R       0      RESUME_SA, Nr, [KE(31)], [KE(36)], RESUME_AUTH
+hardened 3 (I->R)  I       1      RESUME_ECHO(compact(message 1)), RESUME_AUTH
 paper 1            I       0      IDi, Ni
 paper 2            R       0      IDr, Nr, RESUME_AUTH
 paper 3            I       1      IDi, RESUME_AUTH
 NACK               R       0/1    N(RESUMPTION_REFUSED)
 =================  ======  =====  ===========================================
+
+KE payloads carry any key exchange method (``u16 method | u16 0 | data``): 31 is X25519,
+36 ML-KEM-768 (the initiator's encapsulation key in message 1, the responder's ciphertext in
+message 2).  At most one per method, X25519 first.  ML-KEM data is large, so the transcript
+uses the *compact form* of a message (:func:`compact_message`): every KE(36) data replaced
+by its SHA-256.  Message 3 echoes compact(message 1), and the MACs cover compact forms; a
+message without ML-KEM is its own compact form, so nothing changes for the other modes.
 
 Every function that reads network bytes ends in ``_untrusted`` and raises only
 :class:`~resume.errors.DecodeError`, whatever the input.  A construct description of the
@@ -40,6 +47,7 @@ same layouts serves as a test oracle (``tests/resume/wire_oracle.py``).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -271,6 +279,13 @@ HANDLE_MIN, HANDLE_MAX = 8, 64
 ID_MAX = 255
 GROUP_CURVE25519 = 31  # IKEv2 Transform Type 4 ID (RFC 8031)
 X25519_LEN = 32
+#: ML-KEM-768 as a key exchange method: the IKEv2 Transform Type 4 ID strongSwan 6 and
+#: libreswan 5.4 use (draft-ietf-ipsecme-ikev2-mlkem).
+KE_MLKEM768 = 36
+MLKEM768_EK_LEN = 1184  # FIPS 203 encapsulation key
+MLKEM768_CT_LEN = 1088  # FIPS 203 ciphertext
+#: A KE(36) payload's data in the compact form (and in RESUME_ECHO): SHA-256(ek or ct).
+KE_DIGEST_LEN = 32
 ZERO_SPI = b"\x00" * 8
 MIN_ESP_SPI = 256  # SPIs 1-255 are reserved by IANA (RFC 4303 2.1)
 
@@ -318,17 +333,104 @@ def decode_id_untrusted(body: bytes) -> bytes:
     return body[:1] + body[4:]
 
 
-def encode_ke(public: bytes) -> bytes:
-    return _KE_HEAD.pack(GROUP_CURVE25519, 0) + public
+def encode_ke(public: bytes, method: int = GROUP_CURVE25519) -> bytes:
+    return _KE_HEAD.pack(method, 0) + public
 
 
-def decode_ke_untrusted(body: bytes) -> bytes:
-    if len(body) != _KE_HEAD.size + X25519_LEN:
-        raise DecodeError("KE payload is not an X25519 share")
-    group, reserved = _KE_HEAD.unpack_from(body)
-    if group != GROUP_CURVE25519 or reserved != 0:
-        raise DecodeError("KE payload group is not Curve25519")
-    return body[_KE_HEAD.size :]
+#: Data lengths a KE payload of each method may carry anywhere (the message parsers then
+#: require the one their position allows).
+KE_LENGTHS = {
+    GROUP_CURVE25519: (X25519_LEN,),
+    KE_MLKEM768: (KE_DIGEST_LEN, MLKEM768_CT_LEN, MLKEM768_EK_LEN),
+}
+
+
+class KePayload(NamedTuple):
+    method: int
+    data: bytes
+
+
+def decode_ke_untrusted(body: bytes) -> KePayload:
+    """A KE payload body: a known method, reserved 0, data of a length that method has."""
+    if len(body) < _KE_HEAD.size:
+        raise DecodeError("KE payload shorter than its method field")
+    method, reserved = _KE_HEAD.unpack_from(body)
+    if reserved != 0:
+        raise DecodeError("KE payload reserved field is not zero")
+    lengths = KE_LENGTHS.get(method)
+    if lengths is None:
+        raise DecodeError(f"KE payload method {method} is not supported")
+    data = body[_KE_HEAD.size :]
+    if len(data) not in lengths:
+        raise DecodeError(f"KE payload of method {method} has {len(data)} bytes of data")
+    return _new_tuple(KePayload, (method, data))
+
+
+#: Where a KE payload sits: the data length each method must have there.
+_KE_IN_M1 = {GROUP_CURVE25519: X25519_LEN, KE_MLKEM768: MLKEM768_EK_LEN}
+_KE_IN_ECHO = {GROUP_CURVE25519: X25519_LEN, KE_MLKEM768: KE_DIGEST_LEN}
+_KE_IN_M2 = {GROUP_CURVE25519: X25519_LEN, KE_MLKEM768: MLKEM768_CT_LEN}
+
+
+def _kes_untrusted(
+    bodies: Sequence[bytes], where: dict[int, int]
+) -> tuple[bytes | None, bytes | None, int]:
+    """(X25519 data, ML-KEM data, index of the ML-KEM payload among ``bodies`` or -1) of a
+    run of KE payload bodies: known methods in ascending order (X25519 first, each at most
+    once), with the length ``where`` gives for the position."""
+    x25519: bytes | None = None
+    mlkem: bytes | None = None
+    at = -1
+    last = -1
+    for i, body in enumerate(bodies):
+        method, data = decode_ke_untrusted(body)
+        if method <= last:
+            raise DecodeError("KE payloads duplicated or out of order")
+        last = method
+        if len(data) != where[method]:
+            raise DecodeError(f"KE payload of method {method} has the wrong length here")
+        if method == GROUP_CURVE25519:
+            x25519 = data
+        else:
+            mlkem, at = data, i
+    return x25519, mlkem, at
+
+
+def _payload_offset(bodies: Sequence[bytes], index: int) -> int:
+    """Offset of payload ``index``'s generic header in a message with these bodies."""
+    return HEADER_LEN + sum(PAYLOAD_HEADER_LEN + len(b) for b in bodies[:index])
+
+
+def _compact_at(raw: bytes, off: int) -> bytes:
+    """``raw`` with the KE(36) payload at ``off`` holding SHA-256 of its data (payload and
+    header lengths adjusted; every other byte, C bits included, as received)."""
+    plen = int.from_bytes(raw[off + 2 : off + 4], "big")
+    data = raw[off + PAYLOAD_HEADER_LEN + _KE_HEAD.size : off + plen]
+    new_plen = PAYLOAD_HEADER_LEN + _KE_HEAD.size + KE_DIGEST_LEN
+    total = len(raw) - plen + new_plen
+    return b"".join(
+        (
+            raw[:24],
+            total.to_bytes(4, "big"),
+            raw[28 : off + 2],
+            new_plen.to_bytes(2, "big"),
+            raw[off + 4 : off + 8],
+            hashlib.sha256(data).digest(),
+            raw[off + plen :],
+        )
+    )
+
+
+def compact_message(raw: bytes) -> bytes:
+    """compact(m) of a hardened message 1 or 2 (spec 4.4): every KE(36) data replaced by its
+    SHA-256.  A message without ML-KEM is returned as is.  Raises DecodeError for bytes
+    that are not a well-formed message (callers pass messages they built or parsed)."""
+    _h, types, bodies = decode_chain_untrusted(raw)
+    for i, (t, body) in enumerate(zip(types, bodies, strict=True)):
+        long_data = len(body) > _KE_HEAD.size + KE_DIGEST_LEN
+        if t == PT_KE and long_data and _KE_HEAD.unpack_from(body)[0] == KE_MLKEM768:
+            return _compact_at(bytes(raw), _payload_offset(bodies, i))
+    return bytes(raw)
 
 
 def _nonce_untrusted(body: bytes) -> bytes:
@@ -344,21 +446,31 @@ def _mac_untrusted(body: bytes) -> bytes:
 
 
 class HardenedInit(NamedTuple):
+    """Message 1.  ``ke``: the X25519 share; ``mlkem``: the ML-KEM-768 encapsulation key
+    (inside RESUME_ECHO: its SHA-256); ``compact``: compact(raw), what the transcript, the
+    responder values and message 3 use (``raw`` itself when there is no ML-KEM key)."""
+
     raw: bytes
     header: Header
     handle: bytes
     sa: ResumeSA
     nonce: bytes
     ke: bytes | None
+    mlkem: bytes | None
+    compact: bytes
 
 
 class HardenedResp(NamedTuple):
+    """Message 2.  ``mlkem``: the ML-KEM-768 ciphertext; ``compact``: compact(raw)."""
+
     raw: bytes
     header: Header
     sa: ResumeSA
     nonce: bytes
     ke: bytes | None
+    mlkem: bytes | None
     mac: bytes
+    compact: bytes
 
 
 class HardenedAuth(NamedTuple):
@@ -399,23 +511,28 @@ Request = HardenedInit | HardenedAuth | PaperInit | PaperAuth
 Response = HardenedResp | PaperResp | Nack
 
 _H1 = (PT_RESUME_HANDLE, PT_RESUME_SA, PT_NONCE)
-_H1_KE = (*_H1, PT_KE)
-_H2 = (PT_RESUME_SA, PT_NONCE, PT_RESUME_AUTH)
-_H2_KE = (PT_RESUME_SA, PT_NONCE, PT_KE, PT_RESUME_AUTH)
+#: message 1 with 0, 1 or 2 KE payloads (which methods, their order: _kes_untrusted)
+_H1_ANY = (_H1, (*_H1, PT_KE), (*_H1, PT_KE, PT_KE))
+_H2_ANY = (
+    (PT_RESUME_SA, PT_NONCE, PT_RESUME_AUTH),
+    (PT_RESUME_SA, PT_NONCE, PT_KE, PT_RESUME_AUTH),
+    (PT_RESUME_SA, PT_NONCE, PT_KE, PT_KE, PT_RESUME_AUTH),
+)
 _H3 = (PT_RESUME_ECHO, PT_RESUME_AUTH)
 _P1 = (PT_IDI, PT_NONCE)
 _P2 = (PT_IDR, PT_NONCE, PT_RESUME_AUTH)
 _P3 = (PT_IDI, PT_RESUME_AUTH)
 
 
-def _hardened_init(raw: bytes, header: Header, bodies: list[bytes], has_ke: bool) -> HardenedInit:
+def _hardened_init(raw: bytes, header: Header, bodies: list[bytes], nested: bool) -> HardenedInit:
     handle = bodies[0]
     if not HANDLE_MIN <= len(handle) <= HANDLE_MAX:
         raise DecodeError("handle length out of range")
-    ke = decode_ke_untrusted(bodies[3]) if has_ke else None
-    return HardenedInit(
-        raw, header, handle, decode_sa_untrusted(bodies[1]), _nonce_untrusted(bodies[2]), ke
-    )
+    sa = decode_sa_untrusted(bodies[1])
+    nonce = _nonce_untrusted(bodies[2])
+    ke, mlkem, at = _kes_untrusted(bodies[3:], _KE_IN_ECHO if nested else _KE_IN_M1)
+    compact = raw if at < 0 or nested else _compact_at(raw, _payload_offset(bodies, 3 + at))
+    return HardenedInit(raw, header, handle, sa, nonce, ke, mlkem, compact)
 
 
 def _request_untrusted(data: bytes, nested: bool) -> Request:
@@ -431,8 +548,8 @@ def _request_untrusted(data: bytes, nested: bool) -> Request:
     if h.message_id == 0:
         if h.spi_r != ZERO_SPI:
             raise DecodeError("message 1 with a responder SPI")
-        if types in (_H1, _H1_KE):
-            return _hardened_init(raw, h, bodies, types == _H1_KE)
+        if types in _H1_ANY:
+            return _hardened_init(raw, h, bodies, nested)
         if types == _P1 and not nested:
             return PaperInit(raw, h, decode_id_untrusted(bodies[0]), _nonce_untrusted(bodies[1]))
     elif h.message_id == 1 and not nested:
@@ -525,6 +642,8 @@ def _fast_init_untrusted(data: bytes) -> HardenedInit:
             _new_tuple(ResumeSA, (spi, encr, bits, integ, mode)),
             data[nonce_at + 4 : end],
             ke,
+            None,
+            data,
         ),
     )
 
@@ -572,16 +691,13 @@ def parse_response_untrusted(data: bytes) -> Response:
             raise DecodeError("notify is not RESUMPTION_REFUSED")
         return Nack(raw, h)
     if h.message_id == 0 and h.spi_r != ZERO_SPI:
-        if types in (_H2, _H2_KE):
-            ke = decode_ke_untrusted(bodies[2]) if types == _H2_KE else None
-            return HardenedResp(
-                raw,
-                h,
-                decode_sa_untrusted(bodies[0]),
-                _nonce_untrusted(bodies[1]),
-                ke,
-                _mac_untrusted(bodies[-1]),
-            )
+        if types in _H2_ANY:
+            sa = decode_sa_untrusted(bodies[0])
+            nonce = _nonce_untrusted(bodies[1])
+            ke, mlkem, at = _kes_untrusted(bodies[2:-1], _KE_IN_M2)
+            mac = _mac_untrusted(bodies[-1])
+            compact = raw if at < 0 else _compact_at(raw, _payload_offset(bodies, 2 + at))
+            return HardenedResp(raw, h, sa, nonce, ke, mlkem, mac, compact)
         if types == _P2:
             return PaperResp(
                 raw,
@@ -597,11 +713,20 @@ def parse_response_untrusted(data: bytes) -> Response:
 
 
 def build_hardened_init(
-    spi_i: bytes, handle: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+    spi_i: bytes,
+    handle: bytes,
+    sa: ResumeSA,
+    nonce: bytes,
+    ke: bytes | None,
+    mlkem: bytes | None = None,
 ) -> bytes:
+    """Message 1; ``mlkem`` is the ML-KEM-768 encapsulation key (or, for the compact form,
+    its SHA-256)."""
     payloads = [(PT_RESUME_HANDLE, handle), (PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
     if ke is not None:
         payloads.append((PT_KE, encode_ke(ke)))
+    if mlkem is not None:
+        payloads.append((PT_KE, encode_ke(mlkem, KE_MLKEM768)))
     return encode_message(spi_i, ZERO_SPI, FLAG_INITIATOR, 0, payloads)
 
 
@@ -617,10 +742,23 @@ _M2_KE_LEN = 4 + _KE_HEAD.size + X25519_LEN
 
 
 def build_hardened_resp_prefix(
-    spi_i: bytes, spi_r: bytes, sa: ResumeSA, nonce: bytes, ke: bytes | None
+    spi_i: bytes,
+    spi_r: bytes,
+    sa: ResumeSA,
+    nonce: bytes,
+    ke: bytes | None,
+    mlkem: bytes | None = None,
 ) -> bytes:
+    """Message 2 up to the MAC value; ``mlkem`` is the ML-KEM-768 ciphertext (or, for the
+    compact form, its SHA-256)."""
     if len(spi_i) != 8 or len(spi_r) != 8:
         raise ValueError("IKE SPIs are 8 bytes")
+    if mlkem is not None:
+        payloads = [(PT_RESUME_SA, sa.encode()), (PT_NONCE, nonce)]
+        if ke is not None:
+            payloads.append((PT_KE, encode_ke(ke)))
+        payloads += [(PT_KE, encode_ke(mlkem, KE_MLKEM768)), (PT_RESUME_AUTH, b"")]
+        return encode_message(spi_i, spi_r, FLAG_RESPONSE, 0, payloads, trailer=MAC_LEN)
     after_nonce = PT_RESUME_AUTH if ke is None else PT_KE
     length = _M2_FIXED + len(nonce) + (0 if ke is None else _M2_KE_LEN)
     head = _M2_HEAD.pack(
@@ -655,6 +793,7 @@ def build_hardened_resp_prefix(
 
 
 def build_hardened_auth_prefix(spi_i: bytes, spi_r: bytes, msg1: bytes) -> bytes:
+    """Message 3 up to the MAC value; ``msg1`` is compact(message 1)."""
     payloads = [(PT_RESUME_ECHO, msg1), (PT_RESUME_AUTH, b"")]
     return encode_message(spi_i, spi_r, FLAG_INITIATOR, 1, payloads, trailer=MAC_LEN)
 
@@ -672,6 +811,21 @@ def build_paper_resp_prefix(spi_i: bytes, spi_r: bytes, id_r: bytes, nonce: byte
 def build_paper_auth_prefix(spi_i: bytes, spi_r: bytes, id_i: bytes) -> bytes:
     payloads = [(PT_IDI, encode_id(id_i)), (PT_RESUME_AUTH, b"")]
     return encode_message(spi_i, spi_r, FLAG_INITIATOR, 1, payloads, trailer=MAC_LEN)
+
+
+def message_sizes(x25519: bool, mlkem: bool) -> tuple[int, int, int]:
+    """UDP payload bytes of messages 1, 2 and 3 of a hardened run with this version's
+    handle and nonce lengths (spec 4.5; without the 4-byte NAT-T marker)."""
+    ke = PAYLOAD_HEADER_LEN + _KE_HEAD.size
+    m1 = HEADER_LEN + PAYLOAD_HEADER_LEN + HANDLE_LEN + PAYLOAD_HEADER_LEN + _SA.size
+    m1 += PAYLOAD_HEADER_LEN + NONCE_LEN + (ke + X25519_LEN if x25519 else 0)
+    echo = m1 + (ke + KE_DIGEST_LEN if mlkem else 0)  # compact(message 1)
+    m1 += ke + MLKEM768_EK_LEN if mlkem else 0
+    m2 = HEADER_LEN + PAYLOAD_HEADER_LEN + _SA.size + PAYLOAD_HEADER_LEN + NONCE_LEN
+    m2 += (ke + X25519_LEN if x25519 else 0) + (ke + MLKEM768_CT_LEN if mlkem else 0)
+    m2 += PAYLOAD_HEADER_LEN + MAC_LEN
+    m3 = HEADER_LEN + PAYLOAD_HEADER_LEN + echo + PAYLOAD_HEADER_LEN + MAC_LEN
+    return m1, m2, m3
 
 
 def build_nack(spi_i: bytes, spi_r: bytes, message_id: int) -> bytes:

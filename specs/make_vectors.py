@@ -19,12 +19,14 @@ from resume import keyschedule as ks
 from resume.credential import Credential, ProtocolMode
 from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
+from resume.kem_testing import deterministic_encapsulation
 from resume.responder import Responder, ResponderConfig
 from resume.sa import DirectionKeys, Encr, Integ, Lifetimes, Mode, SAParams, TrafficSelector
 from resume.wire import (
     MAC_LEN,
     HardenedInit,
     HardenedResp,
+    compact_message,
     parse_request_untrusted,
     parse_response_untrusted,
 )
@@ -114,20 +116,26 @@ def _bootstrap_inputs(mode: ProtocolMode, cbc: bool) -> tuple[Credential, dict[s
 
 
 def _run(
-    cred: Credential, x25519: bool, paper: bool
+    cred: Credential, x25519: bool, paper: bool, mlkem: bool = False
 ) -> tuple[dict[str, Any], list[bytes], ResumptionComplete, ResumptionComplete]:
-    irng = ListRng(f"ikeresume vectors initiator {cred.mode.value} {x25519}")
-    rrng = ListRng(f"ikeresume vectors responder {cred.mode.value} {x25519}")
+    # the labels of the modes that existed before ML-KEM are unchanged (their draws too)
+    tag = f"{cred.mode.value} {x25519}" + (" mlkem768" if mlkem else "")
+    irng = ListRng(f"ikeresume vectors initiator {tag}")
+    rrng = ListRng(f"ikeresume vectors responder {tag}")
+    krng = ListRng(f"ikeresume vectors responder kem {tag}")
     server_secret = hashlib.sha256(b"ikeresume vectors server secret").digest()
     lifetimes = Lifetimes(soft_seconds=3240, hard_seconds=3600)
     resp = Responder(
         ResponderConfig(allow_paper_mode=paper, cookie_tick_seconds=TICK_SECONDS),
         server_secret,
         rng=rrng,
+        encapsulate=deterministic_encapsulation(krng),
     )
     init = Initiator(
         cred,
-        InitiatorConfig(allow_paper_mode=paper, use_x25519=x25519),
+        InitiatorConfig(
+            allow_paper_mode=paper, use_x25519=x25519, mlkem="require" if mlkem else "off"
+        ),
         irng,
         peer=SERVER,
         lifetimes=lifetimes,
@@ -168,16 +176,19 @@ def _run(
         "responder_random": rrng.draws,
         "lifetimes": lifetimes.to_json(),
     }
+    if mlkem:  # the 32-byte m of each FIPS 203 Encaps_internal, in order
+        run["responder_kem_random"] = krng.draws
     return run, messages, i_done[0], r_done[0]
 
 
-def hardened_vector(x25519: bool, cbc: bool) -> dict[str, Any]:
+def hardened_vector(x25519: bool, cbc: bool, mlkem: bool = False) -> dict[str, Any]:
     cred, boot = _bootstrap_inputs(ProtocolMode.HARDENED, cbc)
-    run, (m1, m2, m3), ev_i, ev_r = _run(cred, x25519, paper=False)
+    run, (m1, m2, m3), ev_i, ev_r = _run(cred, x25519, paper=False, mlkem=mlkem)
     r1 = parse_request_untrusted(m1)
     r2 = parse_response_untrusted(m2)
-    values = ks.responder_values(bytes.fromhex(run["server_secret"]), run["tick"], CLIENT, m1)
-    dh = b""
+    c1, c2 = compact_message(m1), compact_message(m2)
+    values = ks.responder_values(bytes.fromhex(run["server_secret"]), run["tick"], CLIENT, c1)
+    dh = ss = b""
     inter: dict[str, Any] = {}
     if x25519:
         i_priv = bytes.fromhex(run["initiator_random"][3])
@@ -190,12 +201,30 @@ def hardened_vector(x25519: bool, cbc: bool) -> dict[str, Any]:
         )
     if not isinstance(r1, HardenedInit) or not isinstance(r2, HardenedResp):
         raise RuntimeError("unexpected message kinds")
+    if mlkem:
+        seed = bytes.fromhex(run["initiator_random"][4 if x25519 else 3])
+        key, ek = ks.mlkem_keypair(seed)
+        if r1.mlkem != ek or r2.mlkem is None:
+            raise RuntimeError("ML-KEM payloads missing")
+        ct = r2.mlkem
+        ss = ks.mlkem_decapsulate(key, ct)  # the check: decapsulation gives the recorded SS
+        inter.update(
+            {
+                "mlkem_ek": ek.hex(),
+                "mlkem_ek_digest": ks.ke_digest(ek).hex(),
+                "mlkem_ct": ct.hex(),
+                "mlkem_ct_digest": ks.ke_digest(ct).hex(),
+                "mlkem_shared_secret": ss.hex(),
+                "msg1_compact": c1.hex(),
+                "msg2_compact": c2.hex(),
+            }
+        )
     n_i, n_r, spi_r2i = r1.nonce, r2.nonce, r1.sa.spi
-    keys = ks.derive_run(cred, n_i, n_r, dh, values.esp_spi, spi_r2i)
+    keys = ks.derive_run(cred, n_i, n_r, dh, values.esp_spi, spi_r2i, ss)
     inter.update(
         {
             "responder_prf": ks.responder_prf(
-                bytes.fromhex(run["server_secret"]), run["tick"], CLIENT, m1
+                bytes.fromhex(run["server_secret"]), run["tick"], CLIENT, c1
             ).hex(),
             "nonce_r": values.nonce_r.hex(),
             "spi_r": values.spi_r.hex(),
@@ -225,6 +254,7 @@ def hardened_vector(x25519: bool, cbc: bool) -> dict[str, Any]:
     return {
         "description": "hardened mode"
         + (" with X25519" if x25519 else " without X25519")
+        + (" and ML-KEM-768" if mlkem else "")
         + (", AES-CBC + HMAC-SHA2-256-128" if cbc else ", AES-GCM-16 256"),
         "mode": "hardened",
         "credential": boot | {"generation": cred.generation},
@@ -240,7 +270,8 @@ def hardened_vector(x25519: bool, cbc: bool) -> dict[str, Any]:
             "i_to_r": _dk(ev_i.sa.i_to_r),
             "r_to_i": _dk(ev_i.sa.r_to_i),
             "successor_generation": ev_i.successor.generation,
-        },
+        }
+        | ({"successor_lineage": ev_i.successor.lineage.value} if mlkem else {}),
     }
 
 
@@ -278,6 +309,14 @@ def all_vectors() -> dict[str, list[dict[str, Any]]]:
     return {
         "hardened.json": [hardened_vector(False, False), hardened_vector(False, True)],
         "hardened-x25519.json": [hardened_vector(True, False), hardened_vector(True, True)],
+        "hardened-mlkem768.json": [
+            hardened_vector(False, False, mlkem=True),
+            hardened_vector(False, True, mlkem=True),
+        ],
+        "hardened-x25519-mlkem768.json": [
+            hardened_vector(True, False, mlkem=True),
+            hardened_vector(True, True, mlkem=True),
+        ],
         "paper.json": [paper_vector()],
     }
 

@@ -13,10 +13,11 @@ the protocol's key schedule and the store, which the core layer keeps apart.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from resume.credential import Credential
+from resume.credential import Credential, Lineage
 from resume.keyschedule import bootstrap_credential
 from store.repository import Store
 from store.sa_description import SADescription, parse_sa_description
@@ -42,14 +43,14 @@ class BootstrapResult:
             "handle": self.handle.hex(),
             "generation": self.generation,
             "lineage": self.lineage,
-            # accepted and validated; the schema keeps it once the post-quantum work lands
-            "lineage_stored": False,
         }
 
 
 def credential_from(desc: SADescription) -> Credential:
-    """Generation 0 exactly as ``specs/protocol.md`` 3.1 derives it (hardened mode)."""
-    return bootstrap_credential(desc.params, desc.i_to_r, desc.r_to_i, desc.id_i, desc.id_r)
+    """Generation 0 exactly as ``specs/protocol.md`` 3.1 derives it (hardened mode), with
+    the description's lineage."""
+    cred = bootstrap_credential(desc.params, desc.i_to_r, desc.r_to_i, desc.id_i, desc.id_r)
+    return dataclasses.replace(cred, lineage=Lineage(desc.lineage))
 
 
 def bootstrap(

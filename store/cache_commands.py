@@ -7,6 +7,7 @@ only when a ``cache`` subcommand runs, never for ``ikeresume --help`` or another
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from store.bootstrap import bootstrap
 from store.engine import ENV_DB
 from store.errors import MasterKeyError, StoreConfigError, StoreError
 from store.keys import ENV_KEY, ENV_KEY_FILE, Keyring, MasterKey
-from store.maintenance import find_record, list_records, purge, rotate_key, stats
+from store.maintenance import PQ_LINEAGES, find_record, list_records, purge, rotate_key, stats
 from store.policy import Policy
 from store.repository import Store
 from store.sa_description import parse_sa_description
@@ -106,19 +107,25 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(json.dumps([r.to_json() for r in recs], indent=2, sort_keys=True))
             return 0
 
-        t = Table("uid", "role", "peer (id_i -> id_r)", "gen", "resumed", "last used", "usable")
+        t = Table(
+            "uid", "role", "peer (id_i -> id_r)", "gen", "lineage", "resumed", "last used",
+            "usable",
+        )  # fmt: skip
         for r in recs:
             t.add_row(
                 r.uid[:12],
                 r.role,
                 f"{r.id_i} -> {r.id_r}",
                 str(r.generation),
+                r.lineage + (" (PQ)" if r.lineage in PQ_LINEAGES else ""),
                 str(r.counters.resumptions),
                 _ts(r.counters.last_used_at),
                 "yes" if r.refusal is None else f"no ({r.refusal.value})",
             )
         Console().print(t)
-        print(f"{len(recs)} record(s)")
+        mix = collections.Counter(r.lineage for r in recs)
+        print(f"{len(recs)} record(s)" + ("; lineage: " if mix else "")
+              + ", ".join(f"{n} {lin}" for lin, n in sorted(mix.items())))  # fmt: skip
         return 0
 
     return _run(args, body)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, false, func, or_, select, update
 from sqlalchemy.engine import RowMapping
 
+from resume.credential import Lineage
 from resume.identity import format_identity
 from store.errors import CorruptRecord, StoreError
 from store.keys import Keyring, record_aad, record_binding
@@ -27,6 +28,8 @@ from store.policy import Counters, Policy, Refusal
 from store.repository import Store
 from store.tables import credentials as _T
 
+#: the lineages ``require_pq_lineage`` accepts
+PQ_LINEAGES = frozenset(lin.value for lin in Lineage if lin.is_pq)
 _BLOBS = (
     "handle", "secret_wrapped", "paper_wrapped", "prev_handle", "prev_secret_wrapped",
     "prev_paper_wrapped", "id_i", "id_r",
@@ -97,6 +100,9 @@ class RecordInfo:
     refusal: Refusal | None
     previous_generation: int | None
     row_bytes: int
+    #: how the chain began and what its resumptions added (specs/protocol.md 12.3)
+    lineage: str = "unknown"
+    previous_lineage: str | None = None
 
     @classmethod
     def from_row(cls, r: RowMapping, policy: Policy, now: float) -> RecordInfo:
@@ -121,6 +127,8 @@ class RecordInfo:
             refusal=policy.check(c, now),
             previous_generation=r["prev_generation"],
             row_bytes=_row_bytes(r),
+            lineage=str(r["lineage"]),
+            previous_lineage=r["prev_lineage"],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +154,9 @@ class RecordInfo:
             "refusal": None if self.refusal is None else self.refusal.value,
             "previous_generation": self.previous_generation,
             "row_bytes": self.row_bytes,
+            "lineage": self.lineage,
+            "pq": self.lineage in PQ_LINEAGES,
+            "previous_lineage": self.previous_lineage,
         }
 
 
@@ -223,6 +234,10 @@ def stats(store: Store, now: float) -> dict[str, Any]:
             k: int(n)
             for k, n in conn.execute(select(_T.c.key_id, func.count()).group_by(_T.c.key_id))
         }
+        by_lineage = {
+            lin: int(n)
+            for lin, n in conn.execute(select(_T.c.lineage, func.count()).group_by(_T.c.lineage))
+        }
         agg = conn.execute(
             select(
                 func.min(_T.c.full_ike_at),
@@ -244,6 +259,7 @@ def stats(store: Store, now: float) -> dict[str, Any]:
         "by_role": by_role,
         "by_mode": by_mode,
         "by_key_id": by_key,
+        "by_lineage": by_lineage,
         "purgeable_now": expired,
         "bytes_per_record_avg": (sum(sizes) / len(sizes)) if sizes else None,
         "bytes_per_record_max": max(sizes) if sizes else None,

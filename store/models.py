@@ -43,6 +43,8 @@ class CredentialRow(Base):
     bytes_total: Mapped[int]
     resumptions: Mapped[int]
     created_at: Mapped[float]
+    lineage: Mapped[str]
+    prev_lineage: Mapped[str | None]
 
 
 class MasterKeyCheck(Base):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from math import isfinite as _isfinite
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from resume.credential import Credential, ProtocolMode
+from resume.credential import Credential, Lineage, ProtocolMode
 from resume.sa import Lifetimes
 from store.codec import params_text
 from store.engine import (
@@ -94,14 +94,15 @@ def _db_errors() -> tuple[type[Exception], ...]:
 _COLS = (
     "uid, role, mode, handle, generation, key_id, secret_wrapped, paper_wrapped, "
     "prev_handle, prev_generation, prev_key_id, prev_secret_wrapped, prev_paper_wrapped, "
-    "id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, resumptions"
+    "id_i, id_r, params, full_ike_at, last_used_at, established_s, bytes_total, resumptions, "
+    "lineage, prev_lineage"
 )
 _SQL_LOOKUP = f"SELECT {_COLS} FROM credentials WHERE role = ? AND handle = ?"  # noqa: S608
 # The responder's per-message read: only what a responder row uses (no prev_* columns,
 # role and handle are known), one bound parameter.
 _SQL_LOOKUP_R = (
     "SELECT uid, mode, generation, key_id, secret_wrapped, paper_wrapped, id_i, id_r, "
-    "params, full_ike_at, last_used_at, established_s, bytes_total, resumptions "
+    "params, full_ike_at, last_used_at, established_s, bytes_total, resumptions, lineage "
     "FROM credentials WHERE role = 'responder' AND handle = ?"
 )
 _SQL_BY_UID = f"SELECT {_COLS} FROM credentials WHERE uid = ?"  # noqa: S608
@@ -115,14 +116,14 @@ _SQL_PEER_I = (
 )
 _SQL_RATCHET = (
     "UPDATE credentials SET handle = ?, generation = ?, secret_wrapped = ?, "
-    "paper_wrapped = ?, key_id = ?, resumptions = resumptions + 1, "
+    "paper_wrapped = ?, key_id = ?, lineage = ?, resumptions = resumptions + 1, "
     "last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END "
     "WHERE role = 'responder' AND handle = ? AND generation = ? "
     "AND mode = ? AND id_i = ? AND id_r = ? AND params = ?"
 )
 _SQL_OUTBOX_DELETE = "DELETE FROM install_outbox WHERE uid = ?"
 #: Position of the WHERE clause's handle in a _SQL_RATCHET parameter row.
-_RATCHET_HANDLE_PARAM = 7
+_RATCHET_HANDLE_PARAM = 8
 
 
 def ratchet_policy_guard(policy: Policy) -> tuple[str, tuple[tuple[bool, float], ...]]:
@@ -167,7 +168,10 @@ _SQL_ADVANCE = (
     "ELSE prev_secret_wrapped END, "
     "prev_paper_wrapped = CASE WHEN handle = ? AND generation = ? THEN paper_wrapped "
     "ELSE prev_paper_wrapped END, "
+    "prev_lineage = CASE WHEN handle = ? AND generation = ? THEN lineage "
+    "ELSE prev_lineage END, "
     "handle = ?, generation = ?, secret_wrapped = ?, paper_wrapped = ?, key_id = ?, "
+    "lineage = ?, "
     "resumptions = resumptions + 1, "
     "last_used_at = CASE WHEN last_used_at < ? THEN ? ELSE last_used_at END "
     "WHERE role = 'initiator' AND mode = ? AND id_i = ? AND id_r = ? AND params = ? "
@@ -549,7 +553,7 @@ class Store:
     def _result(self, row: Sequence[Any], now: float, *, enforce: bool = True) -> LookupResult:
         (uid, role, mode_s, handle, generation, key_id, wrapped, paper_w, p_handle, p_gen,
          p_kid, p_wrapped, p_paper, id_i, id_r, ptext, full_ike_at, last_used_at,
-         established_s, bytes_total, resumptions) = row  # fmt: skip
+         established_s, bytes_total, resumptions, lineage, p_lineage) = row  # fmt: skip
         counters = _counters(uid, full_ike_at, last_used_at, established_s, bytes_total,
                              resumptions)  # fmt: skip
         refusal = self.policy.check(counters, now) if enforce else None
@@ -571,13 +575,14 @@ class Store:
             raise CorruptRecord(f"record {uid}: wrongly typed column: {e}") from None
         kr = self._need_keyring()
         cred = unwrap_credential(
-            kr, uid, role, mode_s, h, gen, key_id, wrapped_b, paper_b, ii, ir, ptext
+            kr, uid, role, mode_s, h, gen, key_id, wrapped_b, paper_b, ii, ir, ptext, lineage
         )
         prev = None
         if p_fields is not None:
+            # a previous generation kept before lineage was stored: unknown, never more
             prev = unwrap_credential(kr, uid, role, mode_s, p_fields[0], p_fields[1],
                                      p_fields[2], p_fields[3], p_fields[4], ii, ir,
-                                     ptext)  # fmt: skip
+                                     ptext, p_lineage or "unknown")  # fmt: skip
         return LookupResult(
             cred, counters, None, self.policy.sa_lifetimes(counters, now), uid, role, prev
         )
@@ -628,7 +633,7 @@ class Store:
     def _responder_result(self, handle: bytes, row: Sequence[Any], now: float) -> LookupResult:
         """:meth:`_result` for a responder row of ``_SQL_LOOKUP_R`` (same checks, inlined)."""
         (uid, mode_s, generation, key_id, wrapped, paper_w, id_i, id_r, ptext, full_ike_at,
-         last_used_at, established_s, bytes_total, resumptions) = row  # fmt: skip
+         last_used_at, established_s, bytes_total, resumptions, lineage) = row  # fmt: skip
         counters = _counters(uid, full_ike_at, last_used_at, established_s, bytes_total,
                              resumptions)  # fmt: skip
         policy = self.policy
@@ -637,7 +642,7 @@ class Store:
             return LookupResult(None, counters, refusal, None, uid, "responder")
         cred = unwrap_credential(
             self._need_keyring(), uid, "responder", mode_s, handle, generation, key_id,
-            wrapped, paper_w, id_i, id_r, ptext,
+            wrapped, paper_w, id_i, id_r, ptext, lineage,
         )  # fmt: skip
         return LookupResult(
             cred, counters, None, policy.sa_lifetimes(counters, now), uid, "responder"
@@ -658,6 +663,23 @@ class Store:
             finally:
                 cur.close()
         return None if row is None else self._result(row, now)
+
+    def count_by_lineage(self, role: Role = "responder") -> dict[str, int]:
+        """Records of ``role`` per lineage, every lineage listed (0 when none): the
+        service's ``ikeresume_credentials`` gauge.  One indexed scan; StoreError."""
+        out = {lin.value: 0 for lin in Lineage}
+        with self._raw("count_by_lineage") as raw:
+            cur = raw.cursor()
+            try:
+                cur.execute(
+                    self._q("SELECT lineage, COUNT(*) FROM credentials WHERE role = ? "
+                            "GROUP BY lineage"), (role,),
+                )  # fmt: skip
+                for lineage, n in cur.fetchall():
+                    out[str(lineage)] = int(n)
+            finally:
+                cur.close()
+        return out
 
     def verify_record(self, uid: str) -> bool:
         """Unwrap a record's secrets ignoring the policy: False if no such uid.
@@ -734,8 +756,8 @@ class Store:
             nonce = nonces[k * AEAD_NONCE_LEN : (k + 1) * AEAD_NONCE_LEN]
             kid, wrapped, paper = wrap_credential(kr, "responder", s, ptext, nonce)
             row: tuple[Any, ...] = (
-                s.handle, s.generation, wrapped, paper, kid, r.now, r.now, r.handle,
-                r.generation, s.mode.value, s.id_i, s.id_r, ptext,
+                s.handle, s.generation, wrapped, paper, kid, s.lineage.value, r.now, r.now,
+                r.handle, r.generation, s.mode.value, s.id_i, s.id_r, ptext,
             )  # fmt: skip
             if guard:
                 now = r.now
@@ -909,7 +931,7 @@ class Store:
         ptext = params_text(s.params)
         kid, wrapped, paper = wrap_credential(self._need_keyring(), "initiator", s, ptext)
         used = (used_handle, used_generation)
-        p = (*used * 5, s.handle, s.generation, wrapped, paper, kid, now, now,
+        p = (*used * 6, s.handle, s.generation, wrapped, paper, kid, s.lineage.value, now, now,
              s.mode.value, s.id_i, s.id_r, ptext, *used, *used)  # fmt: skip
         with self._transaction("advance_initiator") as raw:
             n = raw.execute(self._q(_SQL_ADVANCE), p).rowcount
@@ -930,6 +952,7 @@ class Store:
                 prev_key_id=None,
                 prev_secret_wrapped=None,
                 prev_paper_wrapped=None,
+                prev_lineage=None,
             )
         )
         with self._errors("confirm_initiator"), self.engine.begin() as conn:
@@ -1026,6 +1049,7 @@ class Store:
                     bytes_total=ctr.bytes_total,
                     resumptions=ctr.resumptions,
                     created_at=now,
+                    lineage=c.lineage.value,
                 )
             )
             self._evict_beyond_capacity(conn, keep_uid=uid)
@@ -1080,6 +1104,7 @@ class Store:
                     "full_ike_at": ctr.full_ike_at, "last_used_at": ctr.last_used_at,
                     "established_s": ctr.established_s, "bytes_total": ctr.bytes_total,
                     "resumptions": ctr.resumptions, "created_at": now,
+                    "lineage": c.lineage.value,
                 }
             )  # fmt: skip
         if not values:

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from resume.credential import ORIGIN_LINEAGES
 from resume.identity import format_identity, parse_identity
 from resume.sa import DirectionKeys, SAParams
 from store.errors import SADescriptionError
@@ -34,8 +35,9 @@ from store.jsonfields import (
 )
 
 FORMAT = "ikeresume-sa-description/1"
-#: accepted now, validated, and kept for the post-quantum work (not stored yet)
-LINEAGES = ("classical", "hybrid-pq", "ppk", "unknown")
+#: the lineages a chain can start with (``pq-resumed`` only comes from a resumption);
+#: stored with the record (``resume.credential.Lineage``)
+LINEAGES = tuple(lin.value for lin in ORIGIN_LINEAGES)
 #: SPIs 1-255 are reserved (RFC 4303); 0 means "no SA"
 MIN_SPI = 256
 #: far beyond any real description; bounds what a reader of stdin holds in memory

@@ -12,6 +12,11 @@ of an old generation is useless once the chain moved on.  Initiator rows also ke
 previous generation (``prev_*``) until the responder is known to have the new one: if
 message 3 is lost the responder is still at g while the initiator is at g+1.
 
+``lineage`` is how the chain began and what its resumptions added (``classical``,
+``hybrid-pq``, ``ppk``, ``pq-resumed``, ``unknown``; :class:`resume.credential.Lineage`):
+set with the full IKE, advanced by each ratchet commit.  Like the policy counters it is
+not under the wrapping AAD (specs/cache-format.md says what that means).
+
 Times are POSIX seconds as floats (what :class:`store.policy.Counters` holds), secrets are
 only ever stored wrapped (see :mod:`store.keys`), SA parameters are canonical JSON text
 (the wrapping AAD covers that exact text).
@@ -101,6 +106,9 @@ credentials = Table(
     Column("bytes_total", BigInteger, nullable=False, default=0),
     Column("resumptions", Integer, nullable=False, default=0),
     Column("created_at", Double, nullable=False),
+    Column("lineage", String(16), nullable=False, default="unknown", server_default="unknown"),
+    #: the lineage of the kept previous generation (initiator rows)
+    Column("prev_lineage", String(16), nullable=True),
     Index("ix_credentials_role_handle", "role", "handle", unique=True),
     Index("ix_credentials_role_prev_handle", "role", "prev_handle"),
     Index("ix_credentials_peers", "role", "id_i", "id_r"),

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select
 
-from resume.credential import Credential, ProtocolMode
+from resume.credential import Credential, Lineage, ProtocolMode
 from store.codec import params_text
 from store.errors import CorruptRecord, ExportFormatError, MasterKeyError
 from store.jsonfields import (
@@ -46,7 +46,10 @@ from store.repository import Store
 from store.tables import credentials as _T
 from store.wrapping import unwrap_credential, wrap_credential
 
-EXPORT_FORMAT = "ikeresume-cache-export/1"
+EXPORT_FORMAT = "ikeresume-cache-export/2"
+#: Format 1 is format 2 without the lineage fields (exports made before issue 22): its
+#: records read as lineage ``unknown``.
+EXPORT_FORMAT_1 = "ikeresume-cache-export/1"
 _BLOBS = (
     "handle", "secret_wrapped", "paper_wrapped", "prev_handle", "prev_secret_wrapped",
     "prev_paper_wrapped", "id_i", "id_r",
@@ -55,7 +58,9 @@ _SCALARS = (
     "uid", "role", "mode", "generation", "key_id", "prev_generation", "prev_key_id", "params",
     "full_ike_at", "last_used_at", "established_s", "bytes_total", "resumptions", "created_at",
 )  # fmt: skip
-RECORD_FIELDS = (*_SCALARS, *_BLOBS)
+RECORD_FIELDS_1 = (*_SCALARS, *_BLOBS)
+RECORD_FIELDS = (*RECORD_FIELDS_1, "lineage", "prev_lineage")
+_LINEAGES = tuple(lin.value for lin in Lineage)
 HEADER_FIELDS = ("format", "dialect")
 #: a record is a few hundred bytes; 255 selectors a side stay far below this
 MAX_LINE = 1 << 20
@@ -124,14 +129,26 @@ def _opt_key_id(d: Mapping[str, Any], name: str) -> str | None:
     return s
 
 
-def record_from_json(obj: Any) -> dict[str, Any]:
+def _lineage(d: Mapping[str, Any], name: str, *, nullable: bool) -> str | None:
+    v = d[name]
+    if v is None and nullable:
+        return None
+    s = as_str(v, name, max_len=16)
+    if s not in _LINEAGES:
+        fail(name, f"{s!r} is not one of {', '.join(_LINEAGES)}")
+    return s
+
+
+def record_from_json(obj: Any, version: int = 2) -> dict[str, Any]:
     """One export record -> column values; :class:`FieldError` names what is wrong.
 
     Checks every type and range and the parameters' canonical text; the wrapped secrets
-    are checked by :func:`_authenticate` (that needs the keyring).
+    are checked by :func:`_authenticate` (that needs the keyring).  ``version`` 1 records
+    have no lineage fields and read as ``unknown``.
     """
-    d = as_object(obj, None, RECORD_FIELDS)
-    for name in RECORD_FIELDS:
+    fields = RECORD_FIELDS if version == 2 else RECORD_FIELDS_1
+    d = as_object(obj, None, fields)
+    for name in fields:
         required(d, name, None)
     uid = as_str(d["uid"], "uid", max_len=32)
     if not _UID.fullmatch(uid):
@@ -186,6 +203,13 @@ def record_from_json(obj: Any) -> dict[str, Any]:
         fail("prev_handle", "only an initiator keeps a previous generation")
     if (rec["paper_wrapped"] is not None) != (mode == "paper"):
         fail("paper_wrapped", "set exactly when mode is 'paper'")
+    if version == 2:
+        rec["lineage"] = _lineage(d, "lineage", nullable=False)
+        rec["prev_lineage"] = _lineage(d, "prev_lineage", nullable=True)
+        if rec["prev_lineage"] is not None and rec["prev_handle"] is None:
+            fail("prev_lineage", "set without a previous generation")
+    else:
+        rec["lineage"], rec["prev_lineage"] = "unknown", None
     return rec
 
 
@@ -207,7 +231,7 @@ def _authenticate(rec: dict[str, Any], wrapped_by: Keyring, store_keys: Keyring,
             cred = unwrap_credential(
                 wrapped_by, rec["uid"], rec["role"], rec["mode"], handle, generation, key_id,
                 rec[field], rec[f"{prefix}paper_wrapped"], rec["id_i"], rec["id_r"],
-                rec["params"],
+                rec["params"], rec[f"{prefix}lineage"] or "unknown",
             )  # fmt: skip
         except CorruptRecord as e:
             fail(field, str(e))
@@ -245,6 +269,7 @@ def read_export(
     seen_handle: dict[tuple[str, bytes], int] = {}
     lineno = 0
     header = False
+    version = 2
     for lineno, line in enumerate(lines, start=1):
         try:
             if len(line) > MAX_LINE:
@@ -254,13 +279,14 @@ def read_export(
             obj = loads(line)
             if not header:
                 h = as_object(obj, None, HEADER_FIELDS)
-                if h.get("format") != EXPORT_FORMAT:
+                if h.get("format") not in (EXPORT_FORMAT, EXPORT_FORMAT_1):
                     fail("format", f"not an {EXPORT_FORMAT} file (the first line is its header)")
+                version = 2 if h["format"] == EXPORT_FORMAT else 1
                 if "dialect" in h:
                     as_str(h["dialect"], "dialect", max_len=64)
                 header = True
                 continue
-            rec = record_from_json(obj)
+            rec = record_from_json(obj, version)
             if rec["uid"] in seen_uid:
                 fail("uid", f"same uid as line {seen_uid[rec['uid']]}")
             key = (rec["role"], rec["handle"])

@@ -12,12 +12,13 @@ alone.
 
 from __future__ import annotations
 
-from resume.credential import Credential, PaperKeys, ProtocolMode
+from resume.credential import Credential, Lineage, PaperKeys, ProtocolMode
 from store.codec import paper_keys_bytes, paper_keys_from_bytes, parse_params
 from store.errors import CorruptRecord
 from store.keys import Keyring, install_binding, record_aad, record_binding
 
 _MODES = {m.value: m for m in ProtocolMode}
+_LINEAGES = {lin.value: lin for lin in Lineage}
 
 
 def wrap_credential(
@@ -55,20 +56,25 @@ def unwrap_credential(
     id_i: bytes,
     id_r: bytes,
     ptext: str,
+    lineage_s: str = "unknown",
 ) -> Credential:
     """Decode and authenticate one generation of a row; CorruptRecord/MasterKeyError.
+
+    ``lineage_s`` is the row's lineage column (not under the AAD, like the policy
+    counters); a value that is not a lineage is a corrupt row, never read as PQ.
 
     The success path builds no message strings (it runs once or twice per resumption);
     a failed decrypt is redone by :meth:`Keyring.unwrap` for its typed error.
     """
     try:
         mode = _MODES[mode_s]
+        lineage = _LINEAGES[lineage_s]
         params = parse_params(ptext)
         binding = record_binding(id_i, id_r, ptext)
         aad = record_aad(b"secret", role, mode_s, handle, generation, binding)
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         what = f"record {uid} ({role}, generation {generation!r})"
-        raise CorruptRecord(f"{what}: undecodable mode/SA parameters: {e!r}") from None
+        raise CorruptRecord(f"{what}: undecodable mode/lineage/SA parameters: {e!r}") from None
     secret = kr.try_unwrap(key_id, wrapped, aad)
     if secret is None:
         what = f"record {uid} ({role}, generation {generation})"
@@ -87,7 +93,7 @@ def unwrap_credential(
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptRecord(f"{what}: undecodable paper keys: {e}") from None
     try:
-        return Credential(mode, handle, generation, secret, id_i, id_r, params, paper)
+        return Credential(mode, handle, generation, secret, id_i, id_r, params, paper, lineage)
     except (ValueError, TypeError) as e:
         raise CorruptRecord(f"record {uid} ({role}, generation {generation}): {e}") from None
 

@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
                 "resume.initiator",
                 "resume.responder",
                 "resume.testing",
+                "resume.kem_testing",  # deterministic ML-KEM encapsulation (vectors, tests)
                 "resume.demo",
                 "resume.native",  # the Rust core (resume._native) behind the same API
             ),

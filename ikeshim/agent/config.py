@@ -16,6 +16,10 @@ from ikeshim.agent.wire import PEER_NAME
 from resume.identity import parse_identity
 from store.policy import Policy
 
+#: ``resume.initiator.MLKEM_POLICIES``, not imported from there: the one-shot client path
+#: reads this module without the protocol core's imports (a test keeps the two equal).
+MLKEM_POLICIES = ("off", "offer", "require")
+
 EXAMPLE = Path(__file__).with_name("example.toml")
 DEFAULT_SOCKET = "/run/ikeresume/agent.sock"
 DEFAULT_CONFIG = "/etc/ikeresume/agent.toml"
@@ -43,6 +47,8 @@ class PeerConfig:
     ike: str = ""
     children: tuple[str, ...] = ()
     fallback: bool = True
+    #: ML-KEM-768 in the exchange: "off", "offer" or "require" (``InitiatorConfig.mlkem``)
+    mlkem: str = "off"
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def _peer(name: str, t: Mapping[str, Any]) -> PeerConfig:
     v = _take(t, where, {
         "server": str, "peer": str, "id": str, "natt": bool, "install": str,
         "timeout": (int, float), "rto": (int, float), "retransmits": int, "keep_up": bool,
-        "ike": str, "children": list, "fallback": bool,
+        "ike": str, "children": list, "fallback": bool, "mlkem": str,
     })  # fmt: skip
     for key in ("server", "peer"):
         if key not in v:
@@ -112,13 +118,16 @@ def _peer(name: str, t: Mapping[str, Any]) -> PeerConfig:
     keep_up = v.get("keep_up", False)
     if keep_up and not v.get("ike"):
         raise AgentConfigError(f"{where}: keep_up needs ike (the strongSwan connection name)")
+    mlkem = v.get("mlkem", "off")
+    if mlkem not in MLKEM_POLICIES:
+        raise AgentConfigError(f"{where}.mlkem: one of {', '.join(MLKEM_POLICIES)}, not {mlkem!r}")
     timeout, rto = float(v.get("timeout", 4.0)), float(v.get("rto", 0.5))
     if not 0 < rto <= timeout <= 60:
         raise AgentConfigError(f"{where}: need 0 < rto <= timeout <= 60")
     return PeerConfig(
         name, _server(v["server"], where), id_r, id_i, v.get("natt", False), install == "xfrm",
         timeout, rto, v.get("retransmits", 3), keep_up, v.get("ike", ""), tuple(children),
-        v.get("fallback", True),
+        v.get("fallback", True), mlkem,
     )  # fmt: skip
 
 

@@ -57,7 +57,8 @@ def resume_in_process(config: AgentConfig, peer: PeerConfig) -> tuple[int, dict[
     except StoreError as e:
         return EXIT_FALLBACK, {**body, "outcome": "store_error", "detail": str(e)}
     cfg = InitiatorConfig(
-        initial_rto=peer.rto, max_retransmits=peer.retransmits, timeout=peer.timeout
+        initial_rto=peer.rto, max_retransmits=peer.retransmits, timeout=peer.timeout,
+        mlkem=peer.mlkem,
     )
     opts = ClientOptions(config=cfg, id_i=peer.id_i, natt=peer.natt, native=config.core)
     with store:

@@ -78,6 +78,10 @@ def _summary(r: ResumeResult) -> dict[str, Any]:
         out["spi_out"] = f"{r.sa.outbound.spi:#010x}"
         out["generation"] = (r.used_generation or 0) + 1
         out["mode"] = r.sa.params.mode.value
+    if r.ke:
+        out["ke"] = r.ke
+    if r.successor is not None:
+        out["lineage"] = r.successor.lineage.value
     return out
 
 
@@ -208,7 +212,8 @@ class Agent:
         t0 = time.perf_counter()
         async with self._locks[peer.name]:
             cfg = InitiatorConfig(
-                initial_rto=peer.rto, max_retransmits=peer.retransmits, timeout=peer.timeout
+                initial_rto=peer.rto, max_retransmits=peer.retransmits, timeout=peer.timeout,
+                mlkem=peer.mlkem,
             )
             if peer.install:
                 r = await resume_and_install(

@@ -1,41 +1,46 @@
 //! The native engines alone, no Python: CPU per exchange of the responder (message 1 ->
 //! credential -> message 2; message 3 -> credential -> MAC, keys, successor -> commit ->
-//! completion) and of the initiator, with and without X25519.
+//! completion) and of the initiator, for each key exchange mode: none, X25519, ML-KEM-768,
+//! X25519 + ML-KEM-768.
 //!
-//!     cargo run --release --example bench_engine [-- N [responder|initiator|x25519|no_x25519]]
+//!     cargo run --release --example bench_engine [-- N [MODE ...]] [--json]
 //!
-//! CPU time of this thread from /proc/thread-self/schedstat (ns on CPU), so other load on a
-//! shared machine does not count; wall time is printed beside it.  Credentials are answered
-//! from a HashMap (the later rusqlite store adds its own cost).
+//! MODE is one of none, x25519, mlkem768, x25519+mlkem768 (default: all four).
+//!
+//! Both engines run live against each other in one thread, with the system's randomness
+//! (aws-lc's key generation and encapsulation: the production paths; ML-KEM makes every
+//! message 2 unique, so recorded messages cannot be replayed).  Each side's segments are
+//! timed with CLOCK_THREAD_CPUTIME_ID (CPU time of this thread: other load on a shared
+//! machine does not count), and the cost of reading that clock, measured here too, is
+//! subtracted.  Credentials are answered from a HashMap (a store adds its own cost).
+//! Five runs per mode, interleaved; the median run is reported.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ikeresume_native::credential::{Credential, ProtocolMode, SaParams, TrafficSelector};
 use ikeresume_native::events::{InitiatorEvent, ResponderEvent};
-use ikeresume_native::initiator::{Initiator, InitiatorConfig};
+use ikeresume_native::initiator::{Initiator, InitiatorConfig, MlKemPolicy};
 use ikeresume_native::keyschedule::{bootstrap_secret, DirectionKeys};
 use ikeresume_native::responder::{Responder, ResponderConfig};
 use ikeresume_native::rng::RandomSource;
+use nix::time::{clock_gettime, ClockId};
 use zeroize::Zeroizing;
 
 const T0: f64 = 1_000_000.0;
 const SECRET: [u8; 32] = [0x4b; 32];
+const MODES: [(&str, bool, bool); 4] = [
+    ("none", false, false),
+    ("x25519", true, false),
+    ("mlkem768", false, true),
+    ("x25519+mlkem768", true, true),
+];
 
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+fn cpu_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
-}
-
-fn seeded(label: String) -> RandomSource {
-    RandomSource::Seeded {
-        seed: label.into_bytes(),
-        counter: 0,
-    }
 }
 
 fn credentials(n: usize) -> Vec<Credential> {
@@ -56,7 +61,10 @@ fn credentials(n: usize) -> Vec<Credential> {
         )
         .expect("params"),
     );
-    let mut rng = seeded("bench credentials".into());
+    let mut rng = RandomSource::Seeded {
+        seed: b"bench credentials".to_vec(),
+        counter: 0,
+    };
     (0..n)
         .map(|_| {
             let mut dk = || {
@@ -90,8 +98,6 @@ fn credentials(n: usize) -> Vec<Credential> {
         .collect()
 }
 
-type Rec = Vec<(Vec<u8>, Vec<u8>, Vec<u8>, SocketAddr)>; // m1, m2, m3, addr
-
 fn answer(r: &mut Responder<SocketAddr>, table: &HashMap<Vec<u8>, Credential>) -> usize {
     let mut done = 0;
     while let Some(ev) = r.next_event() {
@@ -110,125 +116,133 @@ fn answer(r: &mut Responder<SocketAddr>, table: &HashMap<Vec<u8>, Credential>) -
     done
 }
 
-fn record(creds: &[Credential], table: &HashMap<Vec<u8>, Credential>, x25519: bool) -> Rec {
-    let mut r: Responder<SocketAddr> = Responder::new(
-        ResponderConfig::default(),
-        &SECRET,
-        seeded("responder".into()),
-    )
-    .expect("r");
-    let server: SocketAddr = "192.0.2.1:500".parse().expect("addr");
-    creds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let addr: SocketAddr = format!("198.51.100.7:{}", 1024 + i % 60000)
-                .parse()
-                .expect("addr");
-            let cfg = InitiatorConfig {
-                use_x25519: x25519,
-                ..InitiatorConfig::default()
-            };
-            let mut init =
-                Initiator::new(c.clone(), cfg, seeded(format!("i{i}")), None, server, None)
-                    .expect("i");
-            init.initiate(T0).expect("initiate");
-            let m1 = init.datagrams_to_send().remove(0).0;
-            r.receive_datagram(&m1, &addr, T0).expect("m1");
-            answer(&mut r, table);
-            let m2 = r.datagrams_to_send().remove(0).0;
-            init.receive_datagram(&m2, T0);
-            let m3 = init.datagrams_to_send().remove(0).0;
-            (m1, m2, m3, addr)
+/// The cost of one CLOCK_THREAD_CPUTIME_ID read, in ns (median of a few batches).
+fn clock_cost_ns() -> f64 {
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let t0 = cpu_ns();
+            for _ in 0..10_000 {
+                std::hint::black_box(cpu_ns());
+            }
+            (cpu_ns() - t0) as f64 / 10_000.0
         })
-        .collect()
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[2]
 }
 
-fn responder_run(rec: &Rec, table: &HashMap<Vec<u8>, Credential>) -> (u64, f64) {
-    let mut r: Responder<SocketAddr> = Responder::new(
-        ResponderConfig::default(),
-        &SECRET,
-        seeded("responder".into()),
-    )
-    .expect("r");
-    let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
+/// One run of `creds.len()` live exchanges; (responder ns, initiator ns) of CPU, with the
+/// clock reads (two per segment) subtracted.
+fn run(
+    creds: &[Credential],
+    table: &HashMap<Vec<u8>, Credential>,
+    x25519: bool,
+    mlkem: bool,
+    clock: f64,
+) -> (f64, f64) {
+    let server: SocketAddr = "192.0.2.1:500".parse().expect("addr");
+    let mut r: Responder<SocketAddr> =
+        Responder::new(ResponderConfig::default(), &SECRET, RandomSource::Os).expect("r");
+    let cfg = InitiatorConfig {
+        use_x25519: x25519,
+        mlkem: if mlkem {
+            MlKemPolicy::Require
+        } else {
+            MlKemPolicy::Off
+        },
+        ..InitiatorConfig::default()
+    };
+    let (mut r_ns, mut i_ns) = (0u64, 0u64);
     let mut done = 0;
-    for (m1, _m2, m3, addr) in rec {
-        r.receive_datagram(m1, addr, T0).expect("m1");
+    for (i, c) in creds.iter().enumerate() {
+        let addr: SocketAddr = format!("198.51.100.7:{}", 1024 + i % 60000)
+            .parse()
+            .expect("addr");
+        let t = cpu_ns();
+        let mut init = Initiator::new(c.clone(), cfg.clone(), RandomSource::Os, None, server, None)
+            .expect("i");
+        init.initiate(T0).expect("initiate");
+        let m1 = init.datagrams_to_send().remove(0).0;
+        let t1 = cpu_ns();
+        r.receive_datagram(&m1, &addr, T0).expect("m1");
         answer(&mut r, table);
-        r.datagrams_to_send();
-        r.receive_datagram(m3, addr, T0).expect("m3");
+        let m2 = r.datagrams_to_send().remove(0).0;
+        let t2 = cpu_ns();
+        init.receive_datagram(&m2, T0);
+        let m3 = init.datagrams_to_send().remove(0).0;
+        let ok = matches!(init.next_event(), Some(InitiatorEvent::Complete(_)));
+        let t3 = cpu_ns();
+        r.receive_datagram(&m3, &addr, T0).expect("m3");
         done += answer(&mut r, table);
         r.datagrams_to_send();
+        let t4 = cpu_ns();
+        assert!(ok, "initiator did not complete");
+        i_ns += (t1 - t) + (t3 - t2);
+        r_ns += (t2 - t1) + (t4 - t3);
     }
-    assert_eq!(done, rec.len());
-    (thread_cpu_ns() - cpu0, wall0.elapsed().as_secs_f64())
-}
-
-fn initiator_run(rec: &Rec, creds: &[Credential], x25519: bool) -> (u64, f64) {
-    let server: SocketAddr = "192.0.2.1:500".parse().expect("addr");
-    let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
-    let mut done = 0;
-    for (i, ((_m1, m2, _m3, _a), c)) in rec.iter().zip(creds).enumerate() {
-        let cfg = InitiatorConfig {
-            use_x25519: x25519,
-            ..InitiatorConfig::default()
-        };
-        let mut init =
-            Initiator::new(c.clone(), cfg, seeded(format!("i{i}")), None, server, None).expect("i");
-        init.initiate(T0).expect("initiate");
-        init.datagrams_to_send();
-        init.receive_datagram(m2, T0);
-        init.datagrams_to_send();
-        done += usize::from(matches!(
-            init.next_event(),
-            Some(InitiatorEvent::Complete(_))
-        ));
-    }
-    assert_eq!(done, rec.len());
-    (thread_cpu_ns() - cpu0, wall0.elapsed().as_secs_f64())
+    assert_eq!(done, creds.len());
+    // each segment includes about one clock read
+    let overhead = 2.0 * clock * creds.len() as f64;
+    (r_ns as f64 - overhead, i_ns as f64 - overhead)
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5_000);
+    let wanted: Vec<&(&str, bool, bool)> = MODES
+        .iter()
+        .filter(|(m, _, _)| {
+            args.iter().all(|a| !MODES.iter().any(|x| x.0 == a)) || args.contains(&m.to_string())
+        })
+        .collect();
     let creds = credentials(n);
     let table: HashMap<Vec<u8>, Credential> = creds
         .iter()
         .map(|c| (c.handle().to_vec(), c.clone()))
         .collect();
+    let clock = clock_cost_ns();
+    let mut per_mode: Vec<Vec<(f64, f64)>> = vec![Vec::new(); wanted.len()];
+    for _ in 0..5 {
+        for (k, (_, x, m)) in wanted.iter().enumerate() {
+            per_mode[k].push(run(&creds, &table, *x, *m, clock));
+        }
+    }
+    let mut rows = Vec::new();
+    for ((name, _, _), runs) in wanted.iter().zip(per_mode) {
+        let med = |f: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2] / n as f64 / 1000.0
+        };
+        let (r_us, i_us) = (med(|x| x.0), med(|x| x.1));
+        rows.push((*name, r_us, i_us));
+    }
+    if json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(m, r, i)| {
+                format!(
+                    "{{\"mode\": \"{m}\", \"responder_cpu_us\": {r:.3}, \"initiator_cpu_us\": {i:.3}, \
+                     \"responder_exchanges_per_s_one_core\": {:.0}}}",
+                    1e6 / r
+                )
+            })
+            .collect();
+        println!(
+            "{{\"exchanges_per_run\": {n}, \"runs\": 5, \"clock_read_ns\": {clock:.1}, \"modes\": [{}]}}",
+            items.join(", ")
+        );
+        return;
+    }
     println!(
-        "native engines alone, {n} exchanges per run, median of 5 runs (thread CPU; wall beside):"
+        "native engines alone, live exchanges, {n} per run, median of 5 runs \
+         (thread CPU per side; one clock read = {clock:.0} ns, subtracted):"
     );
-    // optional second argument: only "responder" or "initiator", "x25519" or "no_x25519"
-    let only = std::env::args().nth(2).unwrap_or_default();
-    for x25519 in [false, true] {
-        if only.ends_with("x25519") && (only == "x25519") != x25519 {
-            continue;
-        }
-        let rec = record(&creds, &table, x25519);
-        for (role, f) in [
-            (
-                "responder",
-                &(|| responder_run(&rec, &table)) as &dyn Fn() -> (u64, f64),
-            ),
-            ("initiator", &(|| initiator_run(&rec, &creds, x25519))),
-        ] {
-            if (only == "responder" || only == "initiator") && only != role {
-                continue;
-            }
-            let mut runs: Vec<(u64, f64)> = (0..5).map(|_| f()).collect();
-            runs.sort_by_key(|r| r.0);
-            let (cpu, wall) = runs[2];
-            let us = cpu as f64 / n as f64 / 1000.0;
-            println!(
-                "  {role:<10} {:<10} {us:7.2} us CPU/exchange = {:>9.0} exchanges/s/core (wall {:.2} us)",
-                if x25519 { "x25519" } else { "no_x25519" },
-                1e6 / us,
-                wall * 1e6 / n as f64,
-            );
-        }
+    for (m, r, i) in rows {
+        println!(
+            "  {m:<16} responder {r:7.2} us CPU = {:>8.0} exchanges/s/core   initiator {i:7.2} us",
+            1e6 / r
+        );
     }
 }

@@ -247,6 +247,62 @@ pub enum ProtocolMode {
     Paper,
 }
 
+/// How a credential's secret chain began and what its resumptions added (mirrors
+/// `resume.credential.Lineage`; spec 12.3).  Never an input of the key schedule: what a
+/// `require_pq_lineage` policy judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lineage {
+    /// A full IKE with only (EC)DH.
+    Classical,
+    /// ML-KEM in the full IKE.
+    HybridPq,
+    /// A postquantum preshared key (RFC 8784 / RFC 9867).
+    Ppk,
+    /// A chain that was not PQ into which a resumption mixed an ML-KEM secret.
+    PqResumed,
+    #[default]
+    Unknown,
+}
+
+impl Lineage {
+    pub const ALL: [Lineage; 5] = [
+        Lineage::Classical,
+        Lineage::HybridPq,
+        Lineage::Ppk,
+        Lineage::PqResumed,
+        Lineage::Unknown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lineage::Classical => "classical",
+            Lineage::HybridPq => "hybrid-pq",
+            Lineage::Ppk => "ppk",
+            Lineage::PqResumed => "pq-resumed",
+            Lineage::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Lineage> {
+        Lineage::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// The chains `require_pq_lineage` accepts.
+    pub fn is_pq(self) -> bool {
+        matches!(self, Lineage::HybridPq | Lineage::Ppk | Lineage::PqResumed)
+    }
+
+    /// The successor's lineage: kept by a symmetric ratchet; a run that mixed ML-KEM turns
+    /// a chain that was not PQ into `PqResumed`.
+    pub fn after_run(self, mlkem: bool) -> Lineage {
+        if mlkem && !self.is_pq() {
+            Lineage::PqResumed
+        } else {
+            self
+        }
+    }
+}
+
 /// Kernel SA lifetimes (XFRM soft/hard limits); `None` = unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lifetimes {
@@ -268,6 +324,7 @@ pub struct Credential {
     id_i: Vec<u8>,
     id_r: Vec<u8>,
     params: Arc<SaParams>,
+    lineage: Lineage,
 }
 
 impl core::fmt::Debug for Credential {
@@ -304,7 +361,18 @@ impl Credential {
             id_i,
             id_r,
             params,
+            lineage: Lineage::Unknown,
         })
+    }
+
+    /// The same credential with another lineage.
+    pub fn with_lineage(mut self, lineage: Lineage) -> Self {
+        self.lineage = lineage;
+        self
+    }
+
+    pub fn lineage(&self) -> Lineage {
+        self.lineage
     }
 
     pub fn mode(&self) -> ProtocolMode {
@@ -329,8 +397,9 @@ impl Credential {
         &self.params
     }
 
-    /// Generation g+1 (None at u32::MAX: the chain must restart with a full IKE).
-    pub fn successor(&self, secret: &[u8; 32], handle: &[u8]) -> Option<Credential> {
+    /// Generation g+1 (None at u32::MAX: the chain must restart with a full IKE); `mlkem`:
+    /// the run mixed an ML-KEM secret (the lineage advances).
+    pub fn successor(&self, secret: &[u8; 32], handle: &[u8], mlkem: bool) -> Option<Credential> {
         Some(Credential {
             mode: ProtocolMode::Hardened,
             handle: handle.to_vec(),
@@ -339,6 +408,7 @@ impl Credential {
             id_i: self.id_i.clone(),
             id_r: self.id_r.clone(),
             params: Arc::clone(&self.params),
+            lineage: self.lineage.after_run(mlkem),
         })
     }
 }

@@ -13,7 +13,8 @@ pub struct SaPair {
 }
 
 /// A resumption both sides completed: install `sa`, store `successor`; `handle` and
-/// `generation` name the credential consumed.
+/// `generation` name the credential consumed; `ke` the key exchanges of the run
+/// (`"none"`, `"x25519"`, `"mlkem768"`, `"x25519+mlkem768"`).
 #[derive(Debug, Clone)]
 pub struct Completion<A> {
     pub sa: SaPair,
@@ -21,6 +22,17 @@ pub struct Completion<A> {
     pub generation: u32,
     pub successor: Credential,
     pub addr: A,
+    pub ke: &'static str,
+}
+
+/// `ResumptionComplete.ke` of a run.
+pub fn ke_mode(x25519: bool, mlkem: bool) -> &'static str {
+    match (x25519, mlkem) {
+        (false, false) => "none",
+        (true, false) => "x25519",
+        (false, true) => "mlkem768",
+        (true, true) => "x25519+mlkem768",
+    }
 }
 
 /// Responder events.
@@ -53,7 +65,7 @@ pub enum ResponderEvent<A> {
 #[derive(Debug, Clone)]
 pub enum InitiatorEvent<A> {
     Complete(Box<Completion<A>>),
-    /// "nack" or "timeout": run a full IKE.
+    /// "nack", "timeout" or "pq_refused": run a full IKE.
     Fallback(&'static str),
 }
 

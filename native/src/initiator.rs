@@ -3,16 +3,18 @@
 //! valid message 2 sends message 3 and reports completion.  A NACK is an unauthenticated
 //! hint: it only makes the attempt give up, or retry once with the previous generation.
 //!
-//! Draw order per attempt: IKE SPI (8), N_I (32), inbound ESP SPI (4), X25519 key (32).
+//! Draw order per attempt: IKE SPI (8), N_I (32), inbound ESP SPI (4), X25519 key (32),
+//! ML-KEM-768 seed (64; with the system's generator aws-lc makes the key pair itself).
 
 use std::collections::VecDeque;
 
 use zeroize::Zeroizing;
 
 use crate::credential::{Credential, Lifetimes, ProtocolMode};
-use crate::events::{Completion, InitiatorEvent, LocalError, SaPair};
+use crate::events::{ke_mode, Completion, InitiatorEvent, LocalError, SaPair};
 use crate::keyschedule::{
-    esp_spi_from, handle_for, mac_msg2, mac_msg3, macs_equal, split_keymat, RunSecrets, X25519Key,
+    compact_at, compact_resp, esp_spi_from, handle_for, mac_msg2, mac_msg3, macs_equal,
+    split_keymat, MlKemKey, RunSecrets, X25519Key,
 };
 use crate::messages::{
     build_hardened_auth_prefix, build_hardened_init, parse_response_untrusted, HardenedResp,
@@ -24,10 +26,33 @@ use crate::stats::{Stat, Stats};
 /// A replayed message 2 makes a completed initiator resend message 3 at most this often.
 pub const MAX_MSG3_RESENDS: u64 = 3;
 
+/// ML-KEM-768 in the exchange (`InitiatorConfig.mlkem` in Python).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MlKemPolicy {
+    #[default]
+    Off,
+    /// Send an encapsulation key; accept a message 2 with or without a ciphertext.
+    Offer,
+    /// Fall back ("pq_refused") on an authenticated message 2 without a ciphertext.
+    Require,
+}
+
+impl MlKemPolicy {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "off" => Some(MlKemPolicy::Off),
+            "offer" => Some(MlKemPolicy::Offer),
+            "require" => Some(MlKemPolicy::Require),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitiatorConfig {
     pub use_x25519: bool,
     pub require_x25519: bool,
+    pub mlkem: MlKemPolicy,
     pub initial_rto: f64,
     pub max_retransmits: u32,
     pub timeout: f64,
@@ -39,6 +64,7 @@ impl Default for InitiatorConfig {
         InitiatorConfig {
             use_x25519: true,
             require_x25519: false,
+            mlkem: MlKemPolicy::Off,
             initial_rto: 0.5,
             max_retransmits: 3,
             timeout: 4.0,
@@ -97,7 +123,10 @@ pub struct Initiator<A> {
     nonce_i: Zeroizing<[u8; NONCE_LEN]>,
     esp_spi: u32,
     x25519: Option<X25519Key>,
+    mlkem: Option<MlKemKey>,
     msg1: Vec<u8>,
+    /// compact(message 1): what message 3 echoes and the MACs cover.
+    compact1: Vec<u8>,
     msg2: Vec<u8>,
     msg3: Vec<u8>,
     rto: f64,
@@ -154,7 +183,9 @@ impl<A: Clone> Initiator<A> {
             nonce_i: Zeroizing::new([0; NONCE_LEN]),
             esp_spi: 0,
             x25519: None,
+            mlkem: None,
             msg1: Vec::new(),
+            compact1: Vec::new(),
             msg2: Vec::new(),
             msg3: Vec::new(),
             retransmits: 0,
@@ -305,15 +336,29 @@ impl<A: Clone> Initiator<A> {
             integ,
             mode,
         };
+        self.mlkem = None;
+        if self.config.mlkem != MlKemPolicy::Off {
+            self.mlkem = Some(
+                MlKemKey::draw(&mut self.rng)
+                    .map_err(|_| LocalError("ML-KEM-768 key generation failed".into()))?,
+            );
+        }
         let ke = self.x25519.as_ref().map(|k| *k.public());
+        let ek = self.mlkem.as_ref().map(MlKemKey::encapsulation_key);
         self.msg1 = build_hardened_init(
             &self.spi_i,
             self.cred.handle(),
             &sa,
             &self.nonce_i[..],
             ke.as_ref(),
+            ek,
         )
         .map_err(|e| LocalError(format!("cannot build message 1: {}", e.0)))?;
+        // the encapsulation key is the last payload: its header sits 4 + 4 + 1184 from the end
+        self.compact1 = match ek {
+            Some(ek) => compact_at(&self.msg1, self.msg1.len() - 8 - ek.len()),
+            None => self.msg1.clone(),
+        };
         self.outbox.push(self.msg1.clone());
         self.rto = self.config.initial_rto;
         self.retransmits = 0;
@@ -368,12 +413,27 @@ impl<A: Clone> Initiator<A> {
                 }
             }
         }
-        let mut rs = RunSecrets::new(&self.cred, &self.nonce_i[..], resp.nonce, &dh);
-        let prefix2 = resp
-            .raw
-            .get(..resp.raw.len().saturating_sub(MAC_LEN))
+        let mut ss = Zeroizing::new(Vec::new());
+        if let Some(ct) = resp.mlkem {
+            let Some(own) = &self.mlkem else {
+                self.stats.inc(Stat::DropUnexpectedKe);
+                return;
+            };
+            // a forged ciphertext gives a wrong secret (implicit rejection): MAC_2 fails
+            match own.decapsulate(ct) {
+                Ok(s) => ss.extend_from_slice(&s[..]),
+                Err(_) => {
+                    self.stats.inc(Stat::DropBadKe);
+                    return;
+                }
+            }
+        }
+        let mut rs = RunSecrets::new(&self.cred, &self.nonce_i[..], resp.nonce, &dh, &ss);
+        let compact2 = compact_resp(resp);
+        let prefix2 = compact2
+            .get(..compact2.len().saturating_sub(MAC_LEN))
             .unwrap_or(&[]);
-        let expected = mac_msg2(&rs.mac_r()[..], &self.msg1, prefix2);
+        let expected = mac_msg2(&rs.mac_r()[..], &self.compact1, prefix2);
         if !macs_equal(&expected, resp.mac) {
             self.stats.inc(Stat::DropBadMac);
             return;
@@ -384,18 +444,31 @@ impl<A: Clone> Initiator<A> {
             self.events.push_back(InitiatorEvent::Fallback("nack"));
             return;
         }
-        let Ok(mut msg3) = build_hardened_auth_prefix(&self.spi_i, &resp.header.spi_r, &self.msg1)
+        if resp.mlkem.is_none() && self.config.mlkem == MlKemPolicy::Require {
+            // authenticated refusal of ML-KEM (MAC_2 covers compact(m1) with our KE(36))
+            self.state = InitiatorState::Fallback;
+            self.stats.inc(Stat::PqRefused);
+            self.events
+                .push_back(InitiatorEvent::Fallback("pq_refused"));
+            return;
+        }
+        let mlkem = resp.mlkem.is_some();
+        let Ok(mut msg3) =
+            build_hardened_auth_prefix(&self.spi_i, &resp.header.spi_r, &self.compact1)
         else {
             self.stats.inc(Stat::DropMalformed);
             return;
         };
-        let mac3 = mac_msg3(&rs.mac_i()[..], &self.msg1, resp.raw, &msg3);
+        let mac3 = mac_msg3(&rs.mac_i()[..], &self.compact1, &compact2, &msg3);
         msg3.extend_from_slice(&mac3);
         let params = self.cred.params();
         let keymat = rs.keymat(sa.spi, self.esp_spi, 2 * params.keymat_len());
         let (i_to_r, r_to_i) = split_keymat(params, &keymat, sa.spi, self.esp_spi);
         let secret = rs.successor_secret();
-        let Some(successor) = self.cred.successor(&secret, &handle_for(&secret[..])) else {
+        let Some(successor) = self
+            .cred
+            .successor(&secret, &handle_for(&secret[..]), mlkem)
+        else {
             self.stats.inc(Stat::DropParams);
             return;
         };
@@ -410,6 +483,7 @@ impl<A: Clone> Initiator<A> {
             generation: self.cred.generation(),
             successor,
             addr: self.peer.clone(),
+            ke: ke_mode(resp.ke.is_some(), mlkem),
         };
         self.state = InitiatorState::Done;
         self.msg2 = resp.raw.to_vec();

@@ -1,15 +1,25 @@
 //! Key schedule of the hardened exchange (mirrors `resume/keyschedule.py`, specs 3.1 and 5).
 //!
-//! HMAC-SHA-256/512, SHA-256 and X25519 come from aws-lc-rs.  Keys used more than once (a
+//! HMAC-SHA-256/512, SHA-256, X25519 and ML-KEM-768 come from aws-lc-rs (the `ml-kem`
+//! crate only expands a seed into a key pair and encapsulates from a given `m`, for the
+//! deterministic random sources: see [`MlKemKey`], [`mlkem_encapsulate`]).  Keys used more than once (a
 //! run's PRK, the server secret, the server secret with a tick absorbed) are kept as
 //! `hmac::Key` / `hmac::Context`, whose pads are absorbed once and cloned per use.
 
+use std::borrow::Cow;
+
+use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, EncapsulationKey, ML_KEM_768};
 use aws_lc_rs::{agreement, digest, hmac};
+use ml_kem::{EncapsulateDeterministic, EncodedSizeUser, KemCore, MlKem768};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::credential::{Credential, SaParams};
-use crate::messages::MIN_ESP_SPI;
+use crate::messages::{
+    HardenedInit, HardenedResp, KE_DIGEST_LEN, MIN_ESP_SPI, MLKEM768_CT_LEN, MLKEM768_EK_LEN,
+};
+use crate::rng::RandomSource;
+use crate::wire::PAYLOAD_HEADER_LEN;
 
 pub const L_BOOTSTRAP: &[u8] = b"ikeresume v1 bootstrap";
 pub const L_HANDLE: &[u8] = b"ikeresume v1 handle";
@@ -157,12 +167,13 @@ pub struct RunSecrets {
 }
 
 impl RunSecrets {
-    /// `PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH)`.
-    pub fn new(cred: &Credential, nonce_i: &[u8], nonce_r: &[u8], dh: &[u8]) -> Self {
+    /// `PRK = HKDF-Extract(lp(N_I) | lp(N_R), S | DH | SS)` (DH: the X25519 secret, SS: the
+    /// ML-KEM-768 shared secret; either may be empty).
+    pub fn new(cred: &Credential, nonce_i: &[u8], nonce_r: &[u8], dh: &[u8], ss: &[u8]) -> Self {
         let mut salt = Vec::with_capacity(nonce_i.len() + nonce_r.len() + 4);
         push_lp(&mut salt, nonce_i);
         push_lp(&mut salt, nonce_r);
-        let prk = hkdf_extract(&salt, &[cred.secret(), dh]);
+        let prk = hkdf_extract(&salt, &[cred.secret(), dh, ss]);
         let key = hmac::Key::new(hmac::HMAC_SHA256, &prk[..]);
         RunSecrets {
             prk,
@@ -456,4 +467,180 @@ impl X25519Key {
         }
         Ok(dh)
     }
+}
+
+// --- the compact form (spec 4.4) ---------------------------------------------------------------
+
+/// `raw` with the KE(36) payload whose generic header is at `off` holding SHA-256 of its
+/// data (payload and header lengths adjusted, every other byte as it was).  `off` comes
+/// from a parser, so it is in bounds; if not, `raw` is returned unchanged (a MAC fails).
+pub fn compact_at(raw: &[u8], off: usize) -> Vec<u8> {
+    let plen = raw
+        .get(off + 2..off + 4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    let (Some(head), Some(method), Some(data), Some(tail)) = (
+        raw.get(..off + 2),
+        raw.get(off + PAYLOAD_HEADER_LEN..off + PAYLOAD_HEADER_LEN + 4),
+        raw.get(off + PAYLOAD_HEADER_LEN + 4..off + plen),
+        raw.get(off + plen..),
+    ) else {
+        return raw.to_vec();
+    };
+    let new_plen = PAYLOAD_HEADER_LEN + 4 + KE_DIGEST_LEN;
+    let mut out = Vec::with_capacity(raw.len() + new_plen - plen);
+    out.extend_from_slice(head);
+    out.extend_from_slice(&(new_plen as u16).to_be_bytes());
+    out.extend_from_slice(method);
+    out.extend_from_slice(&sha256(&[data]));
+    out.extend_from_slice(tail);
+    let total = (out.len() as u32).to_be_bytes();
+    if let Some(len) = out.get_mut(24..28) {
+        len.copy_from_slice(&total);
+    }
+    out
+}
+
+/// compact(message 1): what message 3 echoes, the responder values and the MACs use.
+pub fn compact_init<'a>(init: &HardenedInit<'a>) -> Cow<'a, [u8]> {
+    if init.mlkem_at == 0 {
+        Cow::Borrowed(init.raw)
+    } else {
+        Cow::Owned(compact_at(init.raw, init.mlkem_at))
+    }
+}
+
+/// compact(message 2).
+pub fn compact_resp<'a>(resp: &HardenedResp<'a>) -> Cow<'a, [u8]> {
+    if resp.mlkem_at == 0 {
+        Cow::Borrowed(resp.raw)
+    } else {
+        Cow::Owned(compact_at(resp.raw, resp.mlkem_at))
+    }
+}
+
+// --- ML-KEM-768 (FIPS 203) ----------------------------------------------------------------------
+
+/// The FIPS 203 input check of an encapsulation key (section 7.2): 1184 bytes whose 768
+/// 12-bit coefficients are all below q = 3329 (the encoding is then canonical).  aws-lc
+/// refuses such a key only when encapsulating, `cryptography` when importing it: the
+/// engines check first, so both cores refuse exactly the same keys.
+pub fn mlkem_ek_valid(ek: &[u8]) -> bool {
+    if ek.len() != MLKEM768_EK_LEN {
+        return false;
+    }
+    ek.get(..MLKEM768_EK_LEN - 32).is_some_and(|t| {
+        t.chunks_exact(3).all(|c| {
+            let (a, b, d) = (u16::from(c[0]), u16::from(c[1]), u16::from(c[2]));
+            (a | ((b & 0x0f) << 8)) < 3329 && ((b >> 4) | (d << 4)) < 3329
+        })
+    })
+}
+
+/// The initiator's ML-KEM-768 key pair and the encapsulation key it sends.
+pub struct MlKemKey {
+    dk: DecapsulationKey,
+    ek: Vec<u8>,
+}
+
+impl MlKemKey {
+    /// From a 64-byte seed `d | z` (FIPS 203 ML-KEM.KeyGen_internal, the seed form
+    /// `cryptography`'s `from_seed_bytes` takes): expanded by the `ml-kem` crate, then the
+    /// expanded decapsulation key is loaded into aws-lc.
+    pub fn from_seed(seed: &[u8; 64]) -> Result<Self, BadKeyShare> {
+        let (d, z) = seed.split_at(32);
+        let d = ml_kem::B32::try_from(d).map_err(|_| BadKeyShare)?;
+        let z = ml_kem::B32::try_from(z).map_err(|_| BadKeyShare)?;
+        let (dk, ek) = MlKem768::generate_deterministic(&d, &z);
+        let dk_bytes = Zeroizing::new(dk.as_bytes().to_vec());
+        let dk = DecapsulationKey::new(&ML_KEM_768, &dk_bytes).map_err(|_| BadKeyShare)?;
+        Ok(MlKemKey {
+            dk,
+            ek: ek.as_bytes().to_vec(),
+        })
+    }
+
+    /// A fresh key pair from aws-lc's generator (the system's randomness).
+    pub fn generate() -> Result<Self, BadKeyShare> {
+        let dk = DecapsulationKey::generate(&ML_KEM_768).map_err(|_| BadKeyShare)?;
+        let ek = dk
+            .encapsulation_key()
+            .and_then(|k| k.key_bytes())
+            .map_err(|_| BadKeyShare)?
+            .as_ref()
+            .to_vec();
+        Ok(MlKemKey { dk, ek })
+    }
+
+    /// A key drawn as `rng` says: the system's generator for `Os`, otherwise a 64-byte
+    /// seed drawn from `rng` (the draw the Python core makes).
+    pub fn draw(rng: &mut RandomSource) -> Result<Self, BadKeyShare> {
+        if matches!(rng, RandomSource::Os) {
+            return Self::generate();
+        }
+        let mut seed = Zeroizing::new([0u8; 64]);
+        rng.fill(&mut seed[..]).map_err(|_| BadKeyShare)?;
+        Self::from_seed(&seed)
+    }
+
+    pub fn encapsulation_key(&self) -> &[u8] {
+        &self.ek
+    }
+
+    /// The shared secret of a ciphertext of the right length; a forged one gives a
+    /// pseudorandom wrong secret (implicit rejection), so the MAC fails.
+    pub fn decapsulate(&self, ct: &[u8]) -> Result<Secret32, BadKeyShare> {
+        if ct.len() != MLKEM768_CT_LEN {
+            return Err(BadKeyShare);
+        }
+        let ss = self
+            .dk
+            .decapsulate(Ciphertext::from(ct))
+            .map_err(|_| BadKeyShare)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        let src = ss.as_ref().get(..32).ok_or(BadKeyShare)?;
+        out.copy_from_slice(src);
+        Ok(out)
+    }
+}
+
+/// FIPS 203 ML-KEM.Encaps_internal(ek, m): the deterministic encapsulation the vectors and
+/// the differential tests replay (`resume/kem_testing.py` is the Python twin).
+pub fn mlkem_encapsulate_deterministic(
+    ek: &[u8],
+    m: &[u8; 32],
+) -> Result<(Vec<u8>, Secret32), BadKeyShare> {
+    if !mlkem_ek_valid(ek) {
+        return Err(BadKeyShare);
+    }
+    let enc = ml_kem::Encoded::<<MlKem768 as KemCore>::EncapsulationKey>::try_from(ek)
+        .map_err(|_| BadKeyShare)?;
+    let key = <MlKem768 as KemCore>::EncapsulationKey::from_bytes(&enc);
+    let m = ml_kem::B32::from(*m);
+    let (ct, ss) = key.encapsulate_deterministic(&m).map_err(|_| BadKeyShare)?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(ss.as_slice());
+    Ok((ct.to_vec(), out))
+}
+
+/// The responder's (ciphertext, shared secret) for a peer's encapsulation key: aws-lc's
+/// randomized encapsulation for `Os`, otherwise ML-KEM.Encaps_internal with `m` drawn
+/// from `rng`.  An unusable key (wrong length, coefficient not reduced) draws nothing and is
+/// refused.
+pub fn mlkem_encapsulate(
+    ek: &[u8],
+    rng: &mut RandomSource,
+) -> Result<(Vec<u8>, Secret32), BadKeyShare> {
+    if !mlkem_ek_valid(ek) {
+        return Err(BadKeyShare);
+    }
+    if !matches!(rng, RandomSource::Os) {
+        let mut m = Zeroizing::new([0u8; 32]);
+        rng.fill(&mut m[..]).map_err(|_| BadKeyShare)?;
+        return mlkem_encapsulate_deterministic(ek, &m);
+    }
+    let key = EncapsulationKey::new(&ML_KEM_768, ek).map_err(|_| BadKeyShare)?;
+    let (ct, ss) = key.encapsulate().map_err(|_| BadKeyShare)?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(ss.as_ref().get(..32).ok_or(BadKeyShare)?);
+    Ok((ct.as_ref().to_vec(), out))
 }

@@ -2,6 +2,12 @@
 //! `resume/wire.py`).  Payload order is fixed and unknown payloads are rejected, so
 //! every message has one encoding.  Paper-mode messages are *recognised* (a hardened-only
 //! responder must NACK them exactly as the Python one does) but never built here.
+//!
+//! KE payloads are generic (`u16 method | u16 0 | data`): method 31 is X25519, 36
+//! ML-KEM-768 (the encapsulation key in message 1, the ciphertext in message 2, their
+//! SHA-256 inside RESUME_ECHO).  The parsers record where a KE(36) payload sits so that the
+//! key schedule can build the compact form (`keyschedule::compact_at`; hashing needs the
+//! crypto feature, this module none).
 
 #![cfg_attr(
     not(test),
@@ -16,8 +22,8 @@
 use crate::wire::{
     be_u16, be_u32, decode_chain_untrusted, encode_message, Chain, DecodeError, EncodeError,
     Header, PayloadRef, EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE,
-    NOTIFY_RESUMPTION_REFUSED, PT_IDI, PT_IDR, PT_KE, PT_NONCE, PT_NOTIFY, PT_RESUME_AUTH,
-    PT_RESUME_ECHO, PT_RESUME_HANDLE, PT_RESUME_SA,
+    NOTIFY_RESUMPTION_REFUSED, PAYLOAD_HEADER_LEN, PT_IDI, PT_IDR, PT_KE, PT_NONCE, PT_NOTIFY,
+    PT_RESUME_AUTH, PT_RESUME_ECHO, PT_RESUME_HANDLE, PT_RESUME_SA,
 };
 
 pub const MAC_LEN: usize = 32;
@@ -30,10 +36,15 @@ pub const HANDLE_MAX: usize = 64;
 pub const ID_MAX: usize = 255;
 pub const GROUP_CURVE25519: u16 = 31;
 pub const X25519_LEN: usize = 32;
+/// ML-KEM-768 as a key exchange method (the code point strongSwan 6 and libreswan 5.4 use).
+pub const KE_MLKEM768: u16 = 36;
+pub const MLKEM768_EK_LEN: usize = 1184;
+pub const MLKEM768_CT_LEN: usize = 1088;
+/// A KE(36) payload's data in the compact form (and in RESUME_ECHO): SHA-256(ek or ct).
+pub const KE_DIGEST_LEN: usize = 32;
 pub const ZERO_SPI: [u8; 8] = [0; 8];
 pub const MIN_ESP_SPI: u32 = 256;
 const SA_LEN: usize = 12;
-const KE_LEN: usize = 4 + X25519_LEN;
 /// Notify body of the NACK: protocol 0, SPI size 0, type 8240.
 pub const NACK_BODY: [u8; 4] = {
     let t = NOTIFY_RESUMPTION_REFUSED.to_be_bytes();
@@ -116,27 +127,97 @@ pub fn decode_id_untrusted(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     }
 }
 
-/// KE payload body: group 31, reserved 0, a 32-byte X25519 share.
-pub fn decode_ke_untrusted(body: &[u8]) -> Result<[u8; X25519_LEN], DecodeError> {
-    if body.len() != KE_LEN {
-        return Err(DecodeError("KE payload is not an X25519 share"));
+/// Data lengths a KE payload of `method` may carry anywhere (the message parsers then
+/// require the one their position allows); None for an unknown method.
+fn ke_lengths(method: u16) -> Option<&'static [usize]> {
+    match method {
+        GROUP_CURVE25519 => Some(&[X25519_LEN]),
+        KE_MLKEM768 => Some(&[KE_DIGEST_LEN, MLKEM768_CT_LEN, MLKEM768_EK_LEN]),
+        _ => None,
     }
-    let bad = DecodeError("KE payload is not an X25519 share");
-    let group = be_u16(body, 0).ok_or(bad)?;
-    let reserved = be_u16(body, 2).ok_or(bad)?;
-    if group != GROUP_CURVE25519 || reserved != 0 {
-        return Err(DecodeError("KE payload group is not Curve25519"));
-    }
-    body.get(4..).and_then(|s| s.try_into().ok()).ok_or(bad)
 }
 
-pub fn encode_ke(public: &[u8; X25519_LEN]) -> [u8; KE_LEN] {
-    let mut b = [0u8; KE_LEN];
-    let mut w = Writer(&mut b, 0);
-    w.put(&GROUP_CURVE25519.to_be_bytes());
-    w.put(&[0, 0]);
-    w.put(public);
+/// A KE payload body: (method, data) for a known method, reserved 0, data of a length
+/// that method has.
+pub fn decode_ke_untrusted(body: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
+    let bad = DecodeError("KE payload shorter than its method field");
+    let method = be_u16(body, 0).ok_or(bad)?;
+    let reserved = be_u16(body, 2).ok_or(bad)?;
+    if reserved != 0 {
+        return Err(DecodeError("KE payload reserved field is not zero"));
+    }
+    let lengths = ke_lengths(method).ok_or(DecodeError("KE payload method is not supported"))?;
+    let data = body.get(4..).ok_or(bad)?;
+    if !lengths.contains(&data.len()) {
+        return Err(DecodeError(
+            "KE payload data length is wrong for its method",
+        ));
+    }
+    Ok((method, data))
+}
+
+/// A KE payload body: `u16 method | u16 0 | data`.
+pub fn encode_ke(method: u16, data: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + data.len());
+    b.extend_from_slice(&method.to_be_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(data);
     b
+}
+
+/// Where a run of KE payloads sits: the data length of (X25519, ML-KEM) there.
+#[derive(Clone, Copy)]
+enum KePlace {
+    Msg1,
+    Echo,
+    Msg2,
+}
+
+impl KePlace {
+    fn mlkem_len(self) -> usize {
+        match self {
+            KePlace::Msg1 => MLKEM768_EK_LEN,
+            KePlace::Echo => KE_DIGEST_LEN,
+            KePlace::Msg2 => MLKEM768_CT_LEN,
+        }
+    }
+}
+
+/// The KE payloads at chain positions `from..to`: known methods in ascending order (X25519
+/// first, each at most once) with the length `place` requires.  Returns the X25519 share,
+/// the ML-KEM data and the offset of the ML-KEM payload's generic header (0: none).
+#[allow(clippy::type_complexity)]
+fn kes_untrusted<'a>(
+    data: &'a [u8],
+    chain: &Chain,
+    from: usize,
+    to: usize,
+    place: KePlace,
+) -> Result<(Option<[u8; X25519_LEN]>, Option<&'a [u8]>, usize), DecodeError> {
+    let mut x25519 = None;
+    let mut mlkem = None;
+    let mut at = 0;
+    let mut last: Option<u16> = None;
+    for i in from..to {
+        let (method, d) = decode_ke_untrusted(body(data, chain, i)?)?;
+        if last.is_some_and(|l| method <= l) {
+            return Err(DecodeError("KE payloads duplicated or out of order"));
+        }
+        last = Some(method);
+        if method == GROUP_CURVE25519 {
+            x25519 = Some(d.try_into().map_err(|_| DecodeError("bad X25519 share"))?);
+        } else {
+            if d.len() != place.mlkem_len() {
+                return Err(DecodeError("ML-KEM payload has the wrong length here"));
+            }
+            mlkem = Some(d);
+            at = chain
+                .payloads()
+                .get(i)
+                .map_or(0, |p| p.start.saturating_sub(PAYLOAD_HEADER_LEN));
+        }
+    }
+    Ok((x25519, mlkem, at))
 }
 
 fn nonce_untrusted(body: &[u8]) -> Result<&[u8], DecodeError> {
@@ -152,7 +233,9 @@ fn mac_untrusted(body: &[u8]) -> Result<&[u8; MAC_LEN], DecodeError> {
         .map_err(|_| DecodeError("RESUME_AUTH body is not 32 bytes"))
 }
 
-/// Hardened message 1 (a view into the datagram).
+/// Hardened message 1 (a view into the datagram).  `mlkem`: the ML-KEM-768 encapsulation
+/// key (inside RESUME_ECHO: its SHA-256); `mlkem_at`: the offset of that KE payload's
+/// generic header when `raw` is not its own compact form (0 otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HardenedInit<'a> {
     pub raw: &'a [u8],
@@ -161,9 +244,11 @@ pub struct HardenedInit<'a> {
     pub sa: ResumeSa,
     pub nonce: &'a [u8],
     pub ke: Option<[u8; X25519_LEN]>,
+    pub mlkem: Option<&'a [u8]>,
+    pub mlkem_at: usize,
 }
 
-/// Hardened message 2.
+/// Hardened message 2; `mlkem`: the ML-KEM-768 ciphertext, at `mlkem_at` (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HardenedResp<'a> {
     pub raw: &'a [u8],
@@ -171,6 +256,8 @@ pub struct HardenedResp<'a> {
     pub sa: ResumeSa,
     pub nonce: &'a [u8],
     pub ke: Option<[u8; X25519_LEN]>,
+    pub mlkem: Option<&'a [u8]>,
+    pub mlkem_at: usize,
     pub mac: &'a [u8; MAC_LEN],
 }
 
@@ -254,8 +341,10 @@ impl Response<'_> {
 
 const H1: [u8; 3] = [PT_RESUME_HANDLE, PT_RESUME_SA, PT_NONCE];
 const H1_KE: [u8; 4] = [PT_RESUME_HANDLE, PT_RESUME_SA, PT_NONCE, PT_KE];
+const H1_KE2: [u8; 5] = [PT_RESUME_HANDLE, PT_RESUME_SA, PT_NONCE, PT_KE, PT_KE];
 const H2: [u8; 3] = [PT_RESUME_SA, PT_NONCE, PT_RESUME_AUTH];
 const H2_KE: [u8; 4] = [PT_RESUME_SA, PT_NONCE, PT_KE, PT_RESUME_AUTH];
+const H2_KE2: [u8; 5] = [PT_RESUME_SA, PT_NONCE, PT_KE, PT_KE, PT_RESUME_AUTH];
 const H3: [u8; 2] = [PT_RESUME_ECHO, PT_RESUME_AUTH];
 const P1: [u8; 2] = [PT_IDI, PT_NONCE];
 const P2: [u8; 3] = [PT_IDR, PT_NONCE, PT_RESUME_AUTH];
@@ -274,24 +363,25 @@ fn hardened_init<'a>(
     data: &'a [u8],
     header: Header,
     chain: &Chain,
-    has_ke: bool,
+    nested: bool,
 ) -> Result<HardenedInit<'a>, DecodeError> {
     let handle = body(data, chain, 0)?;
     if !(HANDLE_MIN..=HANDLE_MAX).contains(&handle.len()) {
         return Err(DecodeError("handle length out of range"));
     }
-    let ke = if has_ke {
-        Some(decode_ke_untrusted(body(data, chain, 3)?)?)
-    } else {
-        None
-    };
+    let sa = decode_sa_untrusted(body(data, chain, 1)?)?;
+    let nonce = nonce_untrusted(body(data, chain, 2)?)?;
+    let place = if nested { KePlace::Echo } else { KePlace::Msg1 };
+    let (ke, mlkem, at) = kes_untrusted(data, chain, 3, chain.payloads().len(), place)?;
     Ok(HardenedInit {
         raw: data,
         header,
         handle,
-        sa: decode_sa_untrusted(body(data, chain, 1)?)?,
-        nonce: nonce_untrusted(body(data, chain, 2)?)?,
+        sa,
+        nonce,
         ke,
+        mlkem,
+        mlkem_at: if nested { 0 } else { at },
     })
 }
 
@@ -310,10 +400,9 @@ fn parse_request(data: &[u8], nested: bool) -> Result<Request<'_>, DecodeError> 
         if h.spi_r != ZERO_SPI {
             return Err(DecodeError("message 1 with a responder SPI"));
         }
-        if chain.types_are(&H1) || chain.types_are(&H1_KE) {
-            let has_ke = chain.types_are(&H1_KE);
+        if chain.types_are(&H1) || chain.types_are(&H1_KE) || chain.types_are(&H1_KE2) {
             return Ok(Request::HardenedInit(hardened_init(
-                data, h, &chain, has_ke,
+                data, h, &chain, nested,
             )?));
         }
         if chain.types_are(&P1) && !nested {
@@ -380,20 +469,19 @@ pub fn parse_response_untrusted(data: &[u8]) -> Result<Response<'_>, DecodeError
         }));
     }
     if h.message_id == 0 && h.spi_r != ZERO_SPI {
-        let with_ke = chain.types_are(&H2_KE);
-        if chain.types_are(&H2) || with_ke {
-            let ke = if with_ke {
-                Some(decode_ke_untrusted(body(data, &chain, 2)?)?)
-            } else {
-                None
-            };
-            let last = if with_ke { 3 } else { 2 };
+        if chain.types_are(&H2) || chain.types_are(&H2_KE) || chain.types_are(&H2_KE2) {
+            let last = chain.payloads().len().saturating_sub(1);
+            let sa = decode_sa_untrusted(body(data, &chain, 0)?)?;
+            let nonce = nonce_untrusted(body(data, &chain, 1)?)?;
+            let (ke, mlkem, mlkem_at) = kes_untrusted(data, &chain, 2, last, KePlace::Msg2)?;
             return Ok(Response::HardenedResp(HardenedResp {
                 raw: data,
                 header: h,
-                sa: decode_sa_untrusted(body(data, &chain, 0)?)?,
-                nonce: nonce_untrusted(body(data, &chain, 1)?)?,
+                sa,
+                nonce,
                 ke,
+                mlkem,
+                mlkem_at,
                 mac: mac_untrusted(body(data, &chain, last)?)?,
             }));
         }
@@ -412,21 +500,25 @@ pub fn parse_response_untrusted(data: &[u8]) -> Result<Response<'_>, DecodeError
 
 // --- builders (trusted inputs; the *_prefix ones stop before the 32-byte MAC value) ----------
 
+/// Message 1; `mlkem` is the ML-KEM-768 encapsulation key (or its SHA-256: the compact
+/// form).
 pub fn build_hardened_init(
     spi_i: &[u8; 8],
     handle: &[u8],
     sa: &ResumeSa,
     nonce: &[u8],
     ke: Option<&[u8; X25519_LEN]>,
+    mlkem: Option<&[u8]>,
 ) -> Result<Vec<u8>, EncodeError> {
     let sa_b = sa.encode();
-    let ke_b = ke.map(encode_ke);
+    let ke_b = ke.map(|k| encode_ke(GROUP_CURVE25519, k));
+    let ml_b = mlkem.map(|k| encode_ke(KE_MLKEM768, k));
     let mut payloads: Vec<(u8, &[u8])> = vec![
         (PT_RESUME_HANDLE, handle),
         (PT_RESUME_SA, &sa_b),
         (PT_NONCE, nonce),
     ];
-    if let Some(k) = &ke_b {
+    for k in [&ke_b, &ml_b].into_iter().flatten() {
         payloads.push((PT_KE, k));
     }
     encode_message(
@@ -440,18 +532,21 @@ pub fn build_hardened_init(
     )
 }
 
-/// Message 2 up to (not including) the MAC value.
+/// Message 2 up to (not including) the MAC value; `mlkem` is the ML-KEM-768 ciphertext
+/// (or its SHA-256: the compact form).
 pub fn build_hardened_resp_prefix(
     spi_i: &[u8; 8],
     spi_r: &[u8; 8],
     sa: &ResumeSa,
     nonce: &[u8],
     ke: Option<&[u8; X25519_LEN]>,
+    mlkem: Option<&[u8]>,
 ) -> Result<Vec<u8>, EncodeError> {
     let sa_b = sa.encode();
-    let ke_b = ke.map(encode_ke);
+    let ke_b = ke.map(|k| encode_ke(GROUP_CURVE25519, k));
+    let ml_b = mlkem.map(|k| encode_ke(KE_MLKEM768, k));
     let mut payloads: Vec<(u8, &[u8])> = vec![(PT_RESUME_SA, &sa_b), (PT_NONCE, nonce)];
-    if let Some(k) = &ke_b {
+    for k in [&ke_b, &ml_b].into_iter().flatten() {
         payloads.push((PT_KE, k));
     }
     payloads.push((PT_RESUME_AUTH, &[]));
@@ -466,7 +561,7 @@ pub fn build_hardened_resp_prefix(
     )
 }
 
-/// Message 3 up to (not including) the MAC value.
+/// Message 3 up to (not including) the MAC value; `msg1` is compact(message 1).
 pub fn build_hardened_auth_prefix(
     spi_i: &[u8; 8],
     spi_r: &[u8; 8],
@@ -547,7 +642,8 @@ mod tests {
             integ: 0,
             mode: 2,
         };
-        let m1 = build_hardened_init(&[9; 8], &[7; 16], &sa, &[5; 32], Some(&[3; 32])).unwrap();
+        let m1 =
+            build_hardened_init(&[9; 8], &[7; 16], &sa, &[5; 32], Some(&[3; 32]), None).unwrap();
         match parse_request_untrusted(&m1).unwrap() {
             Request::HardenedInit(i) => {
                 assert_eq!(i.handle, &[7; 16]);
@@ -562,7 +658,8 @@ mod tests {
             parse_request_untrusted(&m3),
             Ok(Request::HardenedAuth(_))
         ));
-        let mut m2 = build_hardened_resp_prefix(&[9; 8], &[1; 8], &sa, &[4; 32], None).unwrap();
+        let mut m2 =
+            build_hardened_resp_prefix(&[9; 8], &[1; 8], &sa, &[4; 32], None, None).unwrap();
         m2.extend_from_slice(&[0xBB; 32]);
         assert!(matches!(
             parse_response_untrusted(&m2),
@@ -579,7 +676,19 @@ mod tests {
             integ: 12,
             mode: 1,
         };
-        let m1 = build_hardened_init(&[9; 8], &[7; 16], &sa, &[5; 32], None).unwrap();
+        let m1 = build_hardened_init(
+            &[9; 8],
+            &[7; 16],
+            &sa,
+            &[5; 32],
+            Some(&[1; 32]),
+            Some(&[2; MLKEM768_EK_LEN]),
+        )
+        .unwrap();
+        assert!(matches!(
+            parse_request_untrusted(&m1),
+            Ok(Request::HardenedInit(HardenedInit { mlkem: Some(_), .. }))
+        ));
         for n in 0..m1.len() {
             assert!(parse_request_untrusted(&m1[..n]).is_err());
             assert!(parse_response_untrusted(&m1[..n]).is_err());

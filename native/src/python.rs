@@ -21,10 +21,12 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
-use crate::credential::{parse_ip, Credential, Lifetimes, ProtocolMode, SaParams, TrafficSelector};
+use crate::credential::{
+    parse_ip, Credential, Lifetimes, Lineage, ProtocolMode, SaParams, TrafficSelector,
+};
 use crate::events::{Completion, InitiatorEvent, LocalError, ResponderEvent};
-use crate::initiator::{Initiator, InitiatorConfig};
-use crate::keyschedule::{self as ks, PeerAddr, X25519Key};
+use crate::initiator::{Initiator, InitiatorConfig, MlKemPolicy};
+use crate::keyschedule::{self as ks, MlKemKey, PeerAddr, X25519Key};
 use crate::messages::{self as msg, Request, Response, ResumeSa};
 use crate::responder::{Responder, ResponderConfig};
 use crate::rng::RandomSource;
@@ -284,7 +286,8 @@ pub struct NativeCredential(Credential);
 #[pymethods]
 impl NativeCredential {
     #[new]
-    #[pyo3(signature = (hardened, handle, generation, secret, id_i, id_r, params))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (hardened, handle, generation, secret, id_i, id_r, params, lineage="unknown"))]
     fn new(
         hardened: bool,
         handle: Vec<u8>,
@@ -293,12 +296,15 @@ impl NativeCredential {
         id_i: Vec<u8>,
         id_r: Vec<u8>,
         params: &Params,
+        lineage: &str,
     ) -> PyResult<Self> {
         let mode = if hardened {
             ProtocolMode::Hardened
         } else {
             ProtocolMode::Paper
         };
+        let lineage = Lineage::from_name(lineage)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown lineage {lineage:?}")))?;
         Credential::new(
             mode,
             handle,
@@ -308,8 +314,13 @@ impl NativeCredential {
             id_r,
             Arc::clone(&params.0),
         )
-        .map(NativeCredential)
+        .map(|c| NativeCredential(c.with_lineage(lineage)))
         .map_err(|e| PyValueError::new_err(e.0))
+    }
+
+    #[getter]
+    fn lineage(&self) -> &'static str {
+        self.0.lineage().name()
     }
 
     #[getter]
@@ -413,6 +424,7 @@ fn completion_py<'py>(py: Python<'py>, c: &Completion<PyAddr>) -> PyResult<Bound
             dir(&sa.i_to_r)?.into_any(),
             dir(&sa.r_to_i)?.into_any(),
             lifetimes_tuple(&sa.lifetimes).into_pyobject(py)?.into_any(),
+            c.ke.into_pyobject(py)?.into_any(),
         ],
     )
 }
@@ -501,12 +513,17 @@ enum Answer {
 impl NativeResponder {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (server_secret, *, allow_x25519=true, require_x25519=false, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, default_lifetimes=None, rng_seed=None, rng_draws=None))]
+    #[pyo3(signature = (server_secret, *, allow_x25519=true, require_x25519=false, allow_mlkem=true, require_mlkem=false, require_pq_lineage=false, mlkem_runs_per_tick=65536, mlkem_runs_per_handle=4, cookie_tick_seconds=10.0, response_cache_size=4096, max_pending=1024, lookup_timeout=2.0, completed_cache_size=65536, credential_cache_size=0, default_lifetimes=None, rng_seed=None, rng_draws=None, kem_seed=None, kem_draws=None))]
     fn new(
         py: Python<'_>,
         server_secret: Vec<u8>,
         allow_x25519: bool,
         require_x25519: bool,
+        allow_mlkem: bool,
+        require_mlkem: bool,
+        require_pq_lineage: bool,
+        mlkem_runs_per_tick: usize,
+        mlkem_runs_per_handle: usize,
         cookie_tick_seconds: f64,
         response_cache_size: usize,
         max_pending: usize,
@@ -516,10 +533,17 @@ impl NativeResponder {
         default_lifetimes: Option<LifetimesTuple>,
         rng_seed: Option<Vec<u8>>,
         rng_draws: Option<Vec<Vec<u8>>>,
+        kem_seed: Option<Vec<u8>>,
+        kem_draws: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Self> {
         let cfg = ResponderConfig {
             allow_x25519,
             require_x25519,
+            allow_mlkem,
+            require_mlkem,
+            require_pq_lineage,
+            mlkem_runs_per_tick,
+            mlkem_runs_per_handle,
             cookie_tick_seconds,
             response_cache_size,
             max_pending,
@@ -529,7 +553,8 @@ impl NativeResponder {
             default_lifetimes: default_lifetimes.map(lifetimes_from).unwrap_or_default(),
         };
         let rng = rng_from(rng_seed, rng_draws)?;
-        guard(|| Responder::new(cfg, &server_secret, rng))?
+        let kem = rng_from(kem_seed, kem_draws)?;
+        guard(|| Responder::new(cfg, &server_secret, rng).map(|r| r.with_kem_source(kem)))?
             .map(|r| NativeResponder(Mutex::new(r)))
             .map_err(|e| from_local(py, e))
     }
@@ -692,6 +717,11 @@ impl NativeResponder {
     fn response_cache_len(&self) -> PyResult<usize> {
         Ok(lock(&self.0)?.response_cache_len())
     }
+
+    #[getter]
+    fn mlkem_runs_len(&self) -> PyResult<usize> {
+        Ok(lock(&self.0)?.mlkem_runs_len())
+    }
 }
 
 // --- initiator --------------------------------------------------------------------------------
@@ -720,7 +750,7 @@ fn initiator_event_py<'py>(
 impl NativeInitiator {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (credential, peer, *, previous=None, lifetimes=None, use_x25519=true, require_x25519=false, initial_rto=0.5, max_retransmits=3, timeout=4.0, rng_seed=None, rng_draws=None))]
+    #[pyo3(signature = (credential, peer, *, previous=None, lifetimes=None, use_x25519=true, require_x25519=false, mlkem="off", initial_rto=0.5, max_retransmits=3, timeout=4.0, rng_seed=None, rng_draws=None))]
     fn new(
         py: Python<'_>,
         credential: PyRef<'_, NativeCredential>,
@@ -729,15 +759,19 @@ impl NativeInitiator {
         lifetimes: Option<LifetimesTuple>,
         use_x25519: bool,
         require_x25519: bool,
+        mlkem: &str,
         initial_rto: f64,
         max_retransmits: u32,
         timeout: f64,
         rng_seed: Option<Vec<u8>>,
         rng_draws: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Self> {
+        let mlkem = MlKemPolicy::from_name(mlkem)
+            .ok_or_else(|| local_err(py, "mlkem must be one of off, offer, require"))?;
         let cfg = InitiatorConfig {
             use_x25519,
             require_x25519,
+            mlkem,
             initial_rto,
             max_retransmits,
             timeout,
@@ -880,6 +914,8 @@ fn init_py<'py>(py: Python<'py>, m: &msg::HardenedInit<'_>) -> PyResult<Bound<'p
             sa_tuple(&m.sa).into_pyobject(py)?.into_any(),
             bytes(py, m.nonce).into_any(),
             opt_bytes(py, m.ke.as_ref().map(|k| &k[..])),
+            opt_bytes(py, m.mlkem),
+            bytes(py, &ks::compact_init(m)).into_any(),
         ],
     )
 }
@@ -933,7 +969,9 @@ fn parse_response<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyTu
                 sa_tuple(&m.sa).into_pyobject(py)?.into_any(),
                 bytes(py, m.nonce).into_any(),
                 opt_bytes(py, m.ke.as_ref().map(|k| &k[..])),
+                opt_bytes(py, m.mlkem),
                 bytes(py, m.mac).into_any(),
+                bytes(py, &ks::compact_resp(m)).into_any(),
             ],
         ),
         Response::PaperResp(m) => PyTuple::new(
@@ -1021,10 +1059,12 @@ fn decode_id<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>>
     Ok(bytes(py, &b))
 }
 
+/// (method, data) of a KE payload body.
 #[pyfunction]
-fn decode_ke<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let b = guard(|| msg::decode_ke_untrusted(body))?.map_err(|e| decode_err(py, e))?;
-    Ok(bytes(py, &b))
+fn decode_ke<'py>(py: Python<'py>, body: &[u8]) -> PyResult<(u16, Bound<'py, PyBytes>)> {
+    let (m, d) = guard(|| msg::decode_ke_untrusted(body).map(|(m, d)| (m, d.to_vec())))?
+        .map_err(|e| decode_err(py, e))?;
+    Ok((m, bytes(py, &d)))
 }
 
 fn arr<const N: usize>(b: &[u8], what: &str) -> PyResult<[u8; N]> {
@@ -1033,7 +1073,7 @@ fn arr<const N: usize>(b: &[u8], what: &str) -> PyResult<[u8; N]> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (spi_i, handle, sa, nonce, ke=None))]
+#[pyo3(signature = (spi_i, handle, sa, nonce, ke=None, mlkem=None))]
 fn build_hardened_init<'py>(
     py: Python<'py>,
     spi_i: &[u8],
@@ -1041,16 +1081,18 @@ fn build_hardened_init<'py>(
     sa: SaTuple,
     nonce: &[u8],
     ke: Option<&[u8]>,
+    mlkem: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let spi = arr::<8>(spi_i, "spi_i")?;
     let ke = ke.map(|k| arr::<32>(k, "ke")).transpose()?;
-    let m = guard(|| msg::build_hardened_init(&spi, handle, &sa_from(sa), nonce, ke.as_ref()))?
-        .map_err(|e| PyValueError::new_err(e.0))?;
+    let m =
+        guard(|| msg::build_hardened_init(&spi, handle, &sa_from(sa), nonce, ke.as_ref(), mlkem))?
+            .map_err(|e| PyValueError::new_err(e.0))?;
     Ok(bytes(py, &m))
 }
 
 #[pyfunction]
-#[pyo3(signature = (spi_i, spi_r, sa, nonce, ke=None))]
+#[pyo3(signature = (spi_i, spi_r, sa, nonce, ke=None, mlkem=None))]
 fn build_hardened_resp_prefix<'py>(
     py: Python<'py>,
     spi_i: &[u8],
@@ -1058,12 +1100,71 @@ fn build_hardened_resp_prefix<'py>(
     sa: SaTuple,
     nonce: &[u8],
     ke: Option<&[u8]>,
+    mlkem: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (a, b) = (arr::<8>(spi_i, "spi_i")?, arr::<8>(spi_r, "spi_r")?);
     let ke = ke.map(|k| arr::<32>(k, "ke")).transpose()?;
-    let m = guard(|| msg::build_hardened_resp_prefix(&a, &b, &sa_from(sa), nonce, ke.as_ref()))?
-        .map_err(|e| PyValueError::new_err(e.0))?;
+    let m =
+        guard(|| msg::build_hardened_resp_prefix(&a, &b, &sa_from(sa), nonce, ke.as_ref(), mlkem))?
+            .map_err(|e| PyValueError::new_err(e.0))?;
     Ok(bytes(py, &m))
+}
+
+/// compact(m) of a hardened message 1 or 2 (a message without ML-KEM comes back as it is);
+/// DecodeError for anything else.
+#[pyfunction]
+fn compact_message<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let out = guard(|| match msg::parse_request_untrusted(data) {
+        Ok(Request::HardenedInit(m)) => Ok(ks::compact_init(&m).into_owned()),
+        _ => match msg::parse_response_untrusted(data) {
+            Ok(Response::HardenedResp(m)) => Ok(ks::compact_resp(&m).into_owned()),
+            _ => Err(DecodeError("not a hardened message 1 or 2")),
+        },
+    })?
+    .map_err(|e| decode_err(py, e))?;
+    Ok(bytes(py, &out))
+}
+
+/// The ML-KEM-768 encapsulation key of a 64-byte seed `d | z`.
+#[pyfunction]
+fn mlkem_public<'py>(py: Python<'py>, seed: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let s = arr::<64>(seed, "seed")?;
+    let k =
+        guard(|| MlKemKey::from_seed(&s))?.map_err(|_| PyValueError::new_err("bad ML-KEM seed"))?;
+    Ok(bytes(py, k.encapsulation_key()))
+}
+
+/// FIPS 203 ML-KEM.Encaps_internal(ek, m): (ciphertext, shared secret); an unusable key is
+/// a DecodeError.
+#[pyfunction]
+fn mlkem_encapsulate_deterministic<'py>(
+    py: Python<'py>,
+    ek: &[u8],
+    m: &[u8],
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let m = arr::<32>(m, "m")?;
+    let (ct, ss) = guard(|| ks::mlkem_encapsulate_deterministic(ek, &m))?
+        .map_err(|_| decode_err(py, DecodeError("unusable ML-KEM-768 encapsulation key")))?;
+    Ok((bytes(py, &ct), bytes(py, &ss[..])))
+}
+
+/// The shared secret of `ct` for the key of a 64-byte seed (aws-lc's decapsulation).
+#[pyfunction]
+fn mlkem_decapsulate<'py>(
+    py: Python<'py>,
+    seed: &[u8],
+    ct: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let s = arr::<64>(seed, "seed")?;
+    let ss = guard(|| MlKemKey::from_seed(&s).and_then(|k| k.decapsulate(ct)))?
+        .map_err(|_| PyValueError::new_err("bad ML-KEM seed or ciphertext length"))?;
+    Ok(bytes(py, &ss[..]))
+}
+
+/// The FIPS 203 input check of an encapsulation key (length and modulus).
+#[pyfunction]
+fn mlkem_ek_valid(ek: &[u8]) -> PyResult<bool> {
+    guard(|| ks::mlkem_ek_valid(ek))
 }
 
 #[pyfunction]
@@ -1132,6 +1233,7 @@ fn responder_prf<'py>(
 /// Every key of one hardened run: (prk, ctx, mac_i, mac_r, keymat, successor, handle').
 #[pyfunction]
 #[allow(clippy::type_complexity)]
+#[pyo3(signature = (credential, nonce_i, nonce_r, dh, spi_i2r, spi_r2i, ss=b"".as_slice()))]
 fn run_keys(
     credential: PyRef<'_, NativeCredential>,
     nonce_i: &[u8],
@@ -1139,6 +1241,7 @@ fn run_keys(
     dh: &[u8],
     spi_i2r: u32,
     spi_r2i: u32,
+    ss: &[u8],
 ) -> PyResult<(
     Vec<u8>,
     Vec<u8>,
@@ -1150,7 +1253,7 @@ fn run_keys(
 )> {
     let cred = &credential.0;
     guard(|| {
-        let mut rs = ks::RunSecrets::new(cred, nonce_i, nonce_r, dh);
+        let mut rs = ks::RunSecrets::new(cred, nonce_i, nonce_r, dh, ss);
         let keymat = rs.keymat(spi_i2r, spi_r2i, 2 * cred.params().keymat_len());
         let succ = rs.successor_secret();
         (
@@ -1261,6 +1364,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(mac_msg3, m)?,
         wrap_pyfunction!(x25519_public, m)?,
         wrap_pyfunction!(x25519_shared, m)?,
+        wrap_pyfunction!(compact_message, m)?,
+        wrap_pyfunction!(mlkem_public, m)?,
+        wrap_pyfunction!(mlkem_encapsulate_deterministic, m)?,
+        wrap_pyfunction!(mlkem_decapsulate, m)?,
+        wrap_pyfunction!(mlkem_ek_valid, m)?,
     ] {
         m.add_function(f)?;
     }

@@ -5,6 +5,11 @@
 //! of completed and committing handles, optional credential cache, `max_pending`, lookup
 //! timeout, one NACK for every refusal, the same stats counters and events.
 //!
+//! ML-KEM-768 (spec 5.6): message 3 does not echo the encapsulation key, so each message 2
+//! built with ML-KEM keeps `N_R -> [(SS, SHA-256(ct))]` in its tick (bounded per tick and
+//! per handle, never evicted, erased with the tick's X25519 key); a full table NACKs new
+//! ML-KEM messages 1.
+//!
 //! No I/O, no clock, no Python: datagrams and `now` go in, datagrams and events come out.
 //! `A` is the peer address type (a `SocketAddr` for a Rust UDP loop; the binding's own
 //! host/port type for Python), so a later phase can drive this engine from recvmmsg.
@@ -17,10 +22,10 @@ use hashbrown::Equivalent;
 use zeroize::Zeroizing;
 
 use crate::credential::{Credential, Lifetimes, ProtocolMode};
-use crate::events::{check_now, Completion, LocalError, ResponderEvent, SaPair};
+use crate::events::{check_now, ke_mode, Completion, LocalError, ResponderEvent, SaPair};
 use crate::keyschedule::{
-    handle_for, mac_msg2, mac_msg3, macs_equal, split_keymat, PeerAddr, ResponderPrf,
-    ResponderValues, RunSecrets, Secret32, X25519Key,
+    compact_init, handle_for, mac_msg2, mac_msg3, macs_equal, mlkem_encapsulate, sha256,
+    split_keymat, PeerAddr, ResponderPrf, ResponderValues, RunSecrets, Secret32, X25519Key,
 };
 use crate::messages::{
     build_hardened_resp_prefix, nack_for, parse_request_untrusted, HardenedAuth, HardenedInit,
@@ -31,12 +36,21 @@ use crate::rng::RandomSource;
 use crate::stats::{Stat, Stats};
 
 pub const MIN_SERVER_SECRET: usize = 32;
+/// Defaults of the ML-KEM bounds (spec 5.6), as `resume.responder`'s.
+pub const MLKEM_RUNS_PER_TICK: usize = 65_536;
+pub const MLKEM_RUNS_PER_HANDLE: usize = 4;
 
 /// Responder policy knobs (hardened mode only: paper mode stays in the Python core).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResponderConfig {
     pub allow_x25519: bool,
     pub require_x25519: bool,
+    pub allow_mlkem: bool,
+    pub require_mlkem: bool,
+    /// Refuse a credential whose chain is not post-quantum (spec 12.3).
+    pub require_pq_lineage: bool,
+    pub mlkem_runs_per_tick: usize,
+    pub mlkem_runs_per_handle: usize,
     pub cookie_tick_seconds: f64,
     pub response_cache_size: usize,
     pub max_pending: usize,
@@ -51,6 +65,11 @@ impl Default for ResponderConfig {
         ResponderConfig {
             allow_x25519: true,
             require_x25519: false,
+            allow_mlkem: true,
+            require_mlkem: false,
+            require_pq_lineage: false,
+            mlkem_runs_per_tick: MLKEM_RUNS_PER_TICK,
+            mlkem_runs_per_handle: MLKEM_RUNS_PER_HANDLE,
             cookie_tick_seconds: 10.0,
             response_cache_size: 4096,
             max_pending: 1024,
@@ -68,6 +87,9 @@ impl ResponderConfig {
         if self.require_x25519 && !self.allow_x25519 {
             return err("require_x25519 needs allow_x25519");
         }
+        if self.require_mlkem && !self.allow_mlkem {
+            return err("require_mlkem needs allow_mlkem");
+        }
         if !(self.cookie_tick_seconds.is_finite() && self.cookie_tick_seconds > 0.0) {
             return err("cookie_tick_seconds must be positive");
         }
@@ -82,6 +104,12 @@ impl ResponderConfig {
         }
         if self.completed_cache_size < 1 {
             return err("completed_cache_size must be at least 1");
+        }
+        if self.mlkem_runs_per_tick < 1 {
+            return err("mlkem_runs_per_tick must be at least 1");
+        }
+        if self.mlkem_runs_per_handle < 1 {
+            return err("mlkem_runs_per_handle must be at least 1");
         }
         Ok(())
     }
@@ -98,6 +126,7 @@ struct Commit {
     sa: SaPair,
     generation: u32,
     successor: Credential,
+    ke: &'static str,
 }
 
 /// One outstanding request to the application (the only per-peer state).
@@ -110,8 +139,12 @@ struct Slot<A> {
     deadline: f64,
     values: ResponderValues,
     tick: u64,
-    /// Message 2 as sent, from the response cache (message 3 then needs not rebuild it).
+    /// compact(message 1) when it differs from `raw` (an ML-KEM key in message 1).
+    compact: Option<Vec<u8>>,
+    /// compact(message 2) as sent, from the response cache (message 3 then needs not
+    /// rebuild it), and the SHA-256 of its ML-KEM ciphertext.
     msg2: Option<Arc<[u8]>>,
+    ct_digest: Option<[u8; 32]>,
     commit: Option<Box<Commit>>,
 }
 
@@ -147,22 +180,41 @@ impl<A: Eq> Equivalent<CacheKey<A>> for CacheKeyRef<'_, A> {
     }
 }
 
-/// A verified cookie: the values, the tick of message 1, message 2 if still cached.
-type Cookie = (ResponderValues, u64, Option<Arc<[u8]>>);
+/// A verified cookie: the values, the tick of message 1, compact(message 2) and its
+/// ciphertext's SHA-256 if still cached.
+type Cookie = (ResponderValues, u64, Option<Arc<[u8]>>, Option<[u8; 32]>);
 
 struct CachedResponse {
     msg2: Arc<[u8]>,
     expires: f64,
     tick: u64,
     values: ResponderValues,
+    /// compact(message 2) (the same bytes as `msg2` without ML-KEM)
+    compact: Arc<[u8]>,
+    ct_digest: Option<[u8; 32]>,
 }
 
-/// A run kept from message 1 for message 3 (X25519 only), erased with its tick key.
+/// A run kept from message 1 for message 3 (X25519 only), erased with its tick key; `ss`
+/// is the ML-KEM secret its `rs` includes (empty without ML-KEM).
 struct KeptRun {
     dh: Secret32,
     cred: Credential,
     nonce_r: [u8; 32],
     rs: RunSecrets,
+    ss: Zeroizing<Vec<u8>>,
+}
+
+/// One ML-KEM candidate of a message 2: (shared secret, SHA-256(ciphertext)).
+type MlkemRun = (Secret32, [u8; 32]);
+/// What message 3 tries: (ML-KEM shared secret or empty, SHA-256 of the ciphertext).
+type Candidate = (Zeroizing<Vec<u8>>, Option<[u8; 32]>);
+
+/// The ML-KEM runs of one tick (see the module documentation).
+#[derive(Default)]
+struct MlkemTick {
+    runs: HashMap<[u8; 32], Vec<MlkemRun>>,
+    per_handle: HashMap<Box<[u8]>, usize>,
+    total: usize,
 }
 
 /// The hardened-mode responder engine.
@@ -170,6 +222,9 @@ pub struct Responder<A: PeerAddr> {
     config: ResponderConfig,
     prf: ResponderPrf,
     rng: RandomSource,
+    /// Where ML-KEM encapsulation's randomness comes from (`Os`: aws-lc's own).
+    kem_rng: RandomSource,
+    mlkem_ticks: HashMap<u64, MlkemTick>,
     tick_keys: Vec<(u64, X25519Key)>,
     tick_runs: HashMap<u64, HashMap<Box<[u8]>, KeptRun>>,
     erase_at: f64,
@@ -200,6 +255,8 @@ impl<A: PeerAddr> Responder<A> {
             config,
             prf: ResponderPrf::new(server_secret),
             rng,
+            kem_rng: RandomSource::Os,
+            mlkem_ticks: HashMap::new(),
             tick_keys: Vec::with_capacity(3),
             tick_runs: HashMap::new(),
             erase_at: f64::INFINITY,
@@ -213,6 +270,13 @@ impl<A: PeerAddr> Responder<A> {
             cred_cache: OrderedMap::new(),
             stats: Stats::default(),
         })
+    }
+
+    /// The encapsulation's randomness: `Os` (the default) or, for vectors and differential
+    /// tests, `Seeded`/`Scripted` draws of FIPS 203's `m` (as `resume.kem_testing`).
+    pub fn with_kem_source(mut self, kem: RandomSource) -> Self {
+        self.kem_rng = kem;
+        self
     }
 
     pub fn config(&self) -> &ResponderConfig {
@@ -274,7 +338,7 @@ impl<A: PeerAddr> Responder<A> {
 
     /// Earliest deadline: the oldest outstanding request or the erasure of a tick key.
     pub fn get_timer(&mut self) -> Option<f64> {
-        let mut t = if self.tick_keys.is_empty() {
+        let mut t = if self.tick_keys.is_empty() && self.mlkem_ticks.is_empty() {
             None
         } else {
             Some(self.erase_at)
@@ -369,6 +433,7 @@ impl<A: PeerAddr> Responder<A> {
                 generation: c.generation,
                 successor: c.successor,
                 addr: slot.addr,
+                ke: c.ke,
             })));
         Ok(())
     }
@@ -381,6 +446,15 @@ impl<A: PeerAddr> Responder<A> {
     /// Table sizes (no secrets) for metrics.
     pub fn response_cache_len(&self) -> usize {
         self.response_cache.len()
+    }
+
+    /// ML-KEM candidates kept for messages 3 (spec 5.6).
+    pub fn mlkem_runs_len(&self) -> usize {
+        self.mlkem_ticks
+            .values()
+            .flat_map(|t| t.runs.values())
+            .map(Vec::len)
+            .sum()
     }
 
     // --- helpers ----------------------------------------------------------------------------
@@ -399,7 +473,8 @@ impl<A: PeerAddr> Responder<A> {
         self.forget_tick_keys_before(t.saturating_sub(1));
     }
 
-    /// Erase X25519 keys (and the runs computed with them) of ticks before `tick`.
+    /// Erase X25519 keys (and the runs computed with them) and ML-KEM runs of ticks
+    /// before `tick`.
     fn forget_tick_keys_before(&mut self, tick: u64) {
         let runs = &mut self.tick_runs;
         self.tick_keys.retain(|(t, _)| {
@@ -409,7 +484,14 @@ impl<A: PeerAddr> Responder<A> {
             }
             keep
         });
-        self.erase_at = match self.tick_keys.iter().map(|(t, _)| *t).min() {
+        self.mlkem_ticks.retain(|t, _| *t >= tick);
+        let oldest = self
+            .tick_keys
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(self.mlkem_ticks.keys().copied())
+            .min();
+        self.erase_at = match oldest {
             Some(t) => self.tick_end(t),
             None => f64::INFINITY,
         };
@@ -531,36 +613,61 @@ impl<A: PeerAddr> Responder<A> {
         self.tick_keys.iter().position(|(t, _)| *t == tick)
     }
 
-    /// The run's secrets and our X25519 share.  Err(reason) to refuse with.
-    fn run(
+    /// Whether one more ML-KEM run may be kept for `handle` in `tick`.
+    fn mlkem_room(&self, tick: u64, handle: &[u8]) -> bool {
+        self.mlkem_ticks.get(&tick).is_none_or(|t| {
+            t.total < self.config.mlkem_runs_per_tick
+                && t.per_handle.get(handle).copied().unwrap_or(0)
+                    < self.config.mlkem_runs_per_handle
+        })
+    }
+
+    fn keep_mlkem(&mut self, tick: u64, handle: &[u8], nonce_r: [u8; 32], run: MlkemRun) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.mlkem_ticks.entry(tick) {
+            e.insert(MlkemTick::default());
+            self.forget_tick_keys_before(tick.saturating_sub(1));
+        }
+        if let Some(t) = self.mlkem_ticks.get_mut(&tick) {
+            t.runs.entry(nonce_r).or_default().push(run);
+            *t.per_handle.entry(handle.into()).or_default() += 1;
+            t.total += 1;
+        }
+    }
+
+    /// Message 1: the run's secrets, our X25519 share and the ML-KEM ciphertext.
+    /// Err(reason) to refuse with; the caller checked the ML-KEM bounds.
+    #[allow(clippy::type_complexity)]
+    fn first_run(
         &mut self,
         init: &HardenedInit<'_>,
+        compact1: &[u8],
         cred: &Credential,
         values: &ResponderValues,
         tick: u64,
-        create_key: bool,
-    ) -> Result<(RunSecrets, Option<[u8; 32]>), &'static str> {
-        let Some(ke_i) = init.ke.filter(|_| self.config.allow_x25519) else {
-            return Ok((
-                RunSecrets::new(cred, init.nonce, &values.nonce_r, b""),
-                None,
-            ));
-        };
-        let Some(idx) = self.tick_key(tick, create_key) else {
-            return Err(if create_key {
-                "internal"
-            } else {
-                "stale_or_forged_cookie"
-            });
-        };
-        let Some((_, key)) = self.tick_keys.get(idx) else {
-            return Err("internal");
-        };
-        let ke_r = *key.public();
-        let cap = self.config.response_cache_size;
-        if create_key {
-            let dh = key.shared_untrusted(&ke_i).map_err(|_| "bad_key_share")?;
-            let rs = RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh[..]);
+    ) -> Result<(RunSecrets, Option<[u8; 32]>, Option<(Vec<u8>, [u8; 32])>), &'static str> {
+        let mut dh: Option<Secret32> = None;
+        let mut ke_r = None;
+        let x25519 = init.ke.filter(|_| self.config.allow_x25519);
+        if let Some(ke_i) = x25519 {
+            let idx = self.tick_key(tick, true).ok_or("internal")?;
+            let (_, key) = self.tick_keys.get(idx).ok_or("internal")?;
+            ke_r = Some(*key.public());
+            dh = Some(key.shared_untrusted(&ke_i).map_err(|_| "bad_key_share")?);
+        }
+        let mut ss = Zeroizing::new(Vec::new());
+        let mut ct = None;
+        if let Some(ek) = init.mlkem.filter(|_| self.config.allow_mlkem) {
+            let (c, s) = mlkem_encapsulate(ek, &mut self.kem_rng).map_err(|_| "bad_key_share")?;
+            let digest = sha256(&[&c]);
+            ss.extend_from_slice(&s[..]);
+            self.keep_mlkem(tick, init.handle, values.nonce_r, (s, digest));
+            ct = Some((c, digest));
+        }
+        let dh_bytes: &[u8] = dh.as_ref().map_or(&[], |d| &d[..]);
+        let rs = RunSecrets::new(cred, init.nonce, &values.nonce_r, dh_bytes, &ss);
+        if let Some(dh) = dh {
+            // keep for message 3 (bounded per tick): one X25519 and Extract saved
+            let cap = self.config.response_cache_size;
             let runs = self.tick_runs.entry(tick).or_default();
             if runs.len() < cap {
                 let kept = KeptRun {
@@ -568,55 +675,102 @@ impl<A: PeerAddr> Responder<A> {
                     cred: cred.clone(),
                     nonce_r: values.nonce_r,
                     rs: rs.clone(),
+                    ss,
                 };
-                runs.insert(init.raw.into(), kept);
+                runs.insert(compact1.into(), kept);
             }
-            return Ok((rs, Some(ke_r)));
         }
-        let kept = self.tick_runs.entry(tick).or_default().remove(init.raw);
-        let dh = match kept {
-            None => key.shared_untrusted(&ke_i).map_err(|_| "bad_key_share")?,
-            Some(k) if k.cred == *cred && macs_equal(&k.nonce_r, &values.nonce_r) => {
-                return Ok((k.rs, Some(ke_r)));
-            }
-            Some(k) => k.dh,
-        };
-        Ok((
-            RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh[..]),
-            Some(ke_r),
-        ))
+        Ok((rs, ke_r, ct))
     }
 
-    /// Message 2: a pure function of (message 1, credential, values, tick key).
+    /// Message 3: the X25519 secret, our share and the run kept from message 1 (when the
+    /// same credential and address computed it).  Err(reason) to refuse with.
+    #[allow(clippy::type_complexity)]
+    fn dh_again(
+        &mut self,
+        init: &HardenedInit<'_>,
+        compact1: &[u8],
+        cred: &Credential,
+        values: &ResponderValues,
+        tick: u64,
+    ) -> Result<(Zeroizing<Vec<u8>>, Option<[u8; 32]>, Option<KeptRun>), &'static str> {
+        let Some(ke_i) = init.ke.filter(|_| self.config.allow_x25519) else {
+            return Ok((Zeroizing::new(Vec::new()), None, None));
+        };
+        let idx = self.tick_key(tick, false).ok_or("stale_or_forged_cookie")?;
+        let (_, key) = self.tick_keys.get(idx).ok_or("internal")?;
+        let ke_r = *key.public();
+        let kept = self.tick_runs.entry(tick).or_default().remove(compact1);
+        match kept {
+            None => {
+                let dh = key.shared_untrusted(&ke_i).map_err(|_| "bad_key_share")?;
+                Ok((Zeroizing::new(dh.to_vec()), Some(ke_r), None))
+            }
+            Some(k) if k.cred == *cred && macs_equal(&k.nonce_r, &values.nonce_r) => {
+                Ok((Zeroizing::new(k.dh.to_vec()), Some(ke_r), Some(k)))
+            }
+            // another credential record or address: the shared secret still holds
+            Some(k) => Ok((Zeroizing::new(k.dh.to_vec()), Some(ke_r), None)),
+        }
+    }
+
+    /// Message 2 and compact(message 2) (`mlkem`: the ciphertext; `digest`: its SHA-256
+    /// when only that is known).  MAC_2 covers the compact forms.
+    #[allow(clippy::too_many_arguments)]
     fn msg2(
         init: &HardenedInit<'_>,
+        compact1: &[u8],
         values: &ResponderValues,
         rs: &mut RunSecrets,
         ke_r: Option<&[u8; 32]>,
-    ) -> Option<Vec<u8>> {
+        mlkem: Option<&[u8]>,
+        digest: Option<[u8; 32]>,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
         let sa = ResumeSa {
             spi: values.esp_spi,
             ..init.sa
         };
-        let mut m = build_hardened_resp_prefix(
+        let digest = digest.or_else(|| mlkem.map(|c| sha256(&[c])));
+        let mut compact = build_hardened_resp_prefix(
             &init.header.spi_i,
             &values.spi_r,
             &sa,
             &values.nonce_r,
             ke_r,
+            digest.as_ref().map(|d| &d[..]),
         )
         .ok()?;
-        let mac = mac_msg2(&rs.mac_r()[..], init.raw, &m);
-        m.extend_from_slice(&mac);
-        Some(m)
+        let mac = mac_msg2(&rs.mac_r()[..], compact1, &compact);
+        compact.extend_from_slice(&mac);
+        let Some(ct) = mlkem else {
+            return Some((compact.clone(), compact));
+        };
+        let mut full = build_hardened_resp_prefix(
+            &init.header.spi_i,
+            &values.spi_r,
+            &sa,
+            &values.nonce_r,
+            ke_r,
+            Some(ct),
+        )
+        .ok()?;
+        full.extend_from_slice(&mac);
+        Some((full, compact))
     }
 
-    fn credential_problem(init: &HardenedInit<'_>, cred: &Credential) -> Option<&'static str> {
+    fn credential_problem(
+        init: &HardenedInit<'_>,
+        cred: &Credential,
+        require_pq_lineage: bool,
+    ) -> Option<&'static str> {
         if cred.mode() != ProtocolMode::Hardened {
             return Some("mode_mismatch");
         }
         if init.sa.algorithms() != cred.params().wire() {
             return Some("params_mismatch");
+        }
+        if require_pq_lineage && !cred.lineage().is_pq() {
+            return Some("lineage");
         }
         None
     }
@@ -624,28 +778,34 @@ impl<A: PeerAddr> Responder<A> {
     // --- hardened mode ------------------------------------------------------------------------
 
     fn on_hardened_init(&mut self, req: &HardenedInit<'_>, addr: &A, now: f64) {
-        if self.cached_response(addr, req.raw, now) {
+        let compact1 = compact_init(req);
+        if self.cached_response(addr, &compact1, now) {
             return;
         }
-        if req.ke.is_none() && self.config.require_x25519 {
-            self.nack(
-                &req.header,
-                addr,
-                "x25519_required",
-                Some(req.handle.to_vec()),
-            );
+        let required_missing = if req.ke.is_none() && self.config.require_x25519 {
+            Some("x25519_required")
+        } else if req.mlkem.is_none() && self.config.require_mlkem {
+            Some("mlkem_required")
+        } else {
+            None
+        };
+        if let Some(reason) = required_missing {
+            self.nack(&req.header, addr, reason, Some(req.handle.to_vec()));
             return;
         }
         let tick = self.tick(now);
+        let values = self.prf.values(tick, addr, &compact1);
         let slot = Slot {
             state: SlotState::AwaitCredential1,
             raw: req.raw.to_vec(),
             addr: addr.clone(),
             handle: req.handle.to_vec(),
             deadline: now + self.config.lookup_timeout,
-            values: self.prf.values(tick, addr, req.raw),
+            values,
             tick,
+            compact: (req.mlkem_at != 0).then(|| compact1.into_owned()),
             msg2: None,
+            ct_digest: None,
             commit: None,
         };
         self.ask_credential(slot, Stat::Msg1);
@@ -656,29 +816,51 @@ impl<A: PeerAddr> Responder<A> {
             self.refuse(&slot, "internal");
             return;
         };
-        if let Some(problem) = Self::credential_problem(&req, &cred) {
+        let require_pq = self.config.require_pq_lineage;
+        if let Some(problem) = Self::credential_problem(&req, &cred, require_pq) {
             self.refuse(&slot, problem);
             return;
         }
+        let mlkem = req.mlkem.is_some() && self.config.allow_mlkem;
+        if mlkem && !self.mlkem_room(slot.tick, req.handle) {
+            self.refuse(&slot, "mlkem_busy");
+            return;
+        }
+        let compact1: &[u8] = slot.compact.as_deref().unwrap_or(req.raw);
         let values = slot.values;
-        let (mut rs, ke_r) = match self.run(&req, &cred, &values, slot.tick, true) {
+        let (mut rs, ke_r, ct) = match self.first_run(&req, compact1, &cred, &values, slot.tick) {
             Ok(r) => r,
             Err(reason) => {
                 self.refuse(&slot, reason);
                 return;
             }
         };
-        let Some(msg2) = Self::msg2(&req, &values, &mut rs, ke_r.as_ref()) else {
+        let built = Self::msg2(
+            &req,
+            compact1,
+            &values,
+            &mut rs,
+            ke_r.as_ref(),
+            ct.as_ref().map(|(c, _)| &c[..]),
+            ct.as_ref().map(|(_, d)| *d),
+        );
+        let Some((msg2, compact2)) = built else {
             self.refuse(&slot, "internal");
             return;
         };
         self.stats.inc(Stat::Msg2);
+        let ct_digest = ct.as_ref().map(|(_, d)| *d);
         let msg2: Arc<[u8]> = msg2.into();
+        let compact2: Arc<[u8]> = if ct.is_some() {
+            compact2.into()
+        } else {
+            Arc::clone(&msg2)
+        };
         self.outbox.push((msg2.to_vec(), slot.addr.clone()));
         let expires = self.tick_end(slot.tick);
         let key = CacheKey {
             addr: slot.addr.clone(),
-            m1: req.raw.into(),
+            m1: compact1.into(),
         };
         self.cache_response(
             key,
@@ -687,6 +869,8 @@ impl<A: PeerAddr> Responder<A> {
                 expires,
                 tick: slot.tick,
                 values,
+                compact: compact2,
+                ct_digest,
             },
         );
         if self.config.credential_cache_size > 0 {
@@ -701,14 +885,19 @@ impl<A: PeerAddr> Responder<A> {
     /// Check the cookie (SPIr) of a message 3: the values, the tick of message 1 and, when
     /// still cached, message 2 as sent.  Constant-time compare either way.
     fn cookie(&mut self, req: &HardenedAuth<'_>, addr: &A, now: f64) -> Option<Cookie> {
-        let init = &req.init;
+        let init = &req.init; // the echo: its own compact form
         let tick = self.tick(now);
         if let Some(hit) = self.response_cache.get(&CacheKeyRef { addr, m1: init.raw }) {
             if tick.saturating_sub(1) <= hit.tick
                 && hit.tick <= tick
                 && macs_equal(&hit.values.spi_r, &req.header.spi_r)
             {
-                let r = (hit.values, hit.tick, Some(Arc::clone(&hit.msg2)));
+                let r = (
+                    hit.values,
+                    hit.tick,
+                    Some(Arc::clone(&hit.compact)),
+                    hit.ct_digest,
+                );
                 self.stats.inc(Stat::Msg3CachedMsg2);
                 return Some(r);
             }
@@ -716,7 +905,7 @@ impl<A: PeerAddr> Responder<A> {
         for t in [Some(tick), tick.checked_sub(1)].into_iter().flatten() {
             let v = self.prf.values(t, addr, init.raw);
             if macs_equal(&v.spi_r, &req.header.spi_r) {
-                return Some((v, t, None));
+                return Some((v, t, None, None));
             }
         }
         None
@@ -732,7 +921,7 @@ impl<A: PeerAddr> Responder<A> {
             self.stats.inc(Stat::DropReplayedMsg3);
             return;
         }
-        let Some((values, tick, msg2)) = self.cookie(req, addr, now) else {
+        let Some((values, tick, msg2, ct_digest)) = self.cookie(req, addr, now) else {
             self.nack(
                 &req.header,
                 addr,
@@ -749,7 +938,9 @@ impl<A: PeerAddr> Responder<A> {
             deadline: now + self.config.lookup_timeout,
             values,
             tick,
+            compact: None,
             msg2,
+            ct_digest,
             commit: None,
         };
         let cached = if self.cred_cache.is_empty() {
@@ -814,34 +1005,86 @@ impl<A: PeerAddr> Responder<A> {
         lt: Lifetimes,
     ) -> Result<Box<Commit>, Option<&'static str>> {
         let init = &req.init;
-        if let Some(problem) = Self::credential_problem(init, cred) {
+        let compact1 = init.raw; // the echo is compact(message 1)
+        if let Some(problem) = Self::credential_problem(init, cred, self.config.require_pq_lineage)
+        {
             return Err(Some(problem));
         }
         if self.replayed(init.handle) {
             return Err(None);
         }
         let values = slot.values;
-        let (mut rs, ke_r) = self
-            .run(init, cred, &values, slot.tick, false)
+        let mlkem = init.mlkem.is_some() && self.config.allow_mlkem;
+        let mut candidates: Vec<Candidate> = vec![(Zeroizing::new(Vec::new()), None)];
+        if mlkem {
+            let found = self
+                .mlkem_ticks
+                .get(&slot.tick)
+                .and_then(|t| t.runs.get(&values.nonce_r));
+            let chosen: Vec<Candidate> = found
+                .into_iter()
+                .flatten()
+                .map(|(s, d)| (Zeroizing::new(s.to_vec()), Some(*d)))
+                .collect();
+            if chosen.is_empty() {
+                return Err(Some("mlkem_state_missing"));
+            }
+            candidates = chosen;
+        }
+        let (dh, ke_r, kept) = self
+            .dh_again(init, compact1, cred, &values, slot.tick)
             .map_err(Some)?;
-        let msg2: Vec<u8> = match &slot.msg2 {
-            Some(m) => m.to_vec(),
-            None => Self::msg2(init, &values, &mut rs, ke_r.as_ref()).ok_or(Some("internal"))?,
-        };
         let prefix = req
             .raw
             .get(..req.raw.len().saturating_sub(MAC_LEN))
             .unwrap_or(&[]);
-        let expected = mac_msg3(&rs.mac_i()[..], init.raw, &msg2, prefix);
-        if !macs_equal(&expected, req.mac) {
+        let mut verified = None;
+        for (ss, digest) in &candidates {
+            let mut rs = match &kept {
+                Some(k) if macs_equal(&k.ss, ss) => k.rs.clone(),
+                _ => RunSecrets::new(cred, init.nonce, &values.nonce_r, &dh, ss),
+            };
+            // the cached message 2 is the last one sent for this message 1; a candidate of
+            // an earlier one (its cache entry was evicted meanwhile) is rebuilt
+            let rebuilt;
+            let compact2: &[u8] = match &slot.msg2 {
+                Some(m) if *digest == slot.ct_digest => m,
+                _ => {
+                    rebuilt = Self::msg2(
+                        init,
+                        compact1,
+                        &values,
+                        &mut rs,
+                        ke_r.as_ref(),
+                        None,
+                        *digest,
+                    )
+                    .ok_or(Some("internal"))?
+                    .1;
+                    &rebuilt
+                }
+            };
+            let expected = mac_msg3(&rs.mac_i()[..], compact1, compact2, prefix);
+            if macs_equal(&expected, req.mac) {
+                verified = Some(rs);
+                break;
+            }
+        }
+        let Some(rs) = verified else {
             return Err(Some("bad_mac"));
+        };
+        if mlkem {
+            // verified: its shared secret is no longer needed
+            if let Some(t) = self.mlkem_ticks.get_mut(&slot.tick) {
+                t.runs.remove(&values.nonce_r);
+            }
         }
         let params = cred.params();
         let keymat = rs.keymat(values.esp_spi, init.sa.spi, 2 * params.keymat_len());
         let (i_to_r, r_to_i) = split_keymat(params, &keymat, values.esp_spi, init.sa.spi);
         let secret = rs.successor_secret();
         let successor = cred
-            .successor(&secret, &handle_for(&secret[..]))
+            .successor(&secret, &handle_for(&secret[..]), mlkem)
             .ok_or(Some("internal"))?;
         Ok(Box::new(Commit {
             sa: SaPair {
@@ -852,6 +1095,7 @@ impl<A: PeerAddr> Responder<A> {
             },
             generation: cred.generation(),
             successor,
+            ke: ke_mode(ke_r.is_some(), mlkem),
         }))
     }
 }

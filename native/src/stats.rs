@@ -45,9 +45,14 @@ pub enum Stat {
     NackCommitFailed,
     NackX25519Required,
     NackPaperDisabled,
+    NackMlkemRequired,
+    NackLineage,
+    NackMlkemBusy,
+    NackMlkemStateMissing,
+    PqRefused,
 }
 
-pub const N_STATS: usize = 41;
+pub const N_STATS: usize = 46;
 
 impl Stat {
     pub const ALL: [Stat; N_STATS] = [
@@ -92,6 +97,11 @@ impl Stat {
         Stat::NackCommitFailed,
         Stat::NackX25519Required,
         Stat::NackPaperDisabled,
+        Stat::NackMlkemRequired,
+        Stat::NackLineage,
+        Stat::NackMlkemBusy,
+        Stat::NackMlkemStateMissing,
+        Stat::PqRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -136,6 +146,11 @@ impl Stat {
             Stat::NackBadMac => "nack_bad_mac",
             Stat::NackCommitFailed => "nack_commit_failed",
             Stat::NackX25519Required => "nack_x25519_required",
+            Stat::PqRefused => "pq_refused",
+            Stat::NackMlkemStateMissing => "nack_mlkem_state_missing",
+            Stat::NackMlkemBusy => "nack_mlkem_busy",
+            Stat::NackLineage => "nack_lineage",
+            Stat::NackMlkemRequired => "nack_mlkem_required",
             Stat::NackPaperDisabled => "nack_paper_disabled",
         }
     }
@@ -152,6 +167,10 @@ impl Stat {
             "commit_failed" => Stat::NackCommitFailed,
             "x25519_required" => Stat::NackX25519Required,
             "paper_disabled" => Stat::NackPaperDisabled,
+            "mlkem_required" => Stat::NackMlkemRequired,
+            "lineage" => Stat::NackLineage,
+            "mlkem_busy" => Stat::NackMlkemBusy,
+            "mlkem_state_missing" => Stat::NackMlkemStateMissing,
             _ => Stat::NackInternal,
         }
     }

@@ -1,14 +1,15 @@
 //! The engines against hostile datagrams: every mutation of the spec vectors' messages
 //! (bit flips, truncations, extensions, splices) and random bytes, fed to a responder in
 //! the middle of an exchange and to an initiator waiting for message 2.  Nothing may panic,
-//! nothing may complete, and the honest exchange must still complete afterwards.
+//! nothing may complete, and the honest exchange must still complete afterwards.  With and
+//! without X25519 and ML-KEM-768 (a mutated encapsulation key or ciphertext included).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ikeresume_native::credential::{Credential, ProtocolMode, SaParams, TrafficSelector};
 use ikeresume_native::events::{InitiatorEvent, ResponderEvent};
-use ikeresume_native::initiator::{Initiator, InitiatorConfig};
+use ikeresume_native::initiator::{Initiator, InitiatorConfig, MlKemPolicy};
 use ikeresume_native::keyschedule::{bootstrap_secret, DirectionKeys};
 use ikeresume_native::responder::{Responder, ResponderConfig};
 use ikeresume_native::rng::RandomSource;
@@ -88,7 +89,12 @@ fn mutate(rng: &mut Prng, pool: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn hostile_datagrams_never_panic_nor_complete() {
-    for x25519 in [false, true] {
+    for (x25519, mlkem) in [
+        (false, MlKemPolicy::Off),
+        (true, MlKemPolicy::Off),
+        (false, MlKemPolicy::Offer),
+        (true, MlKemPolicy::Require),
+    ] {
         let cred = credential();
         let client: SocketAddr = "198.51.100.7:500".parse().unwrap();
         let server: SocketAddr = "192.0.2.1:500".parse().unwrap();
@@ -96,10 +102,18 @@ fn hostile_datagrams_never_panic_nor_complete() {
             Responder::new(ResponderConfig::default(), &[7; 32], RandomSource::Os).unwrap();
         let cfg = InitiatorConfig {
             use_x25519: x25519,
+            mlkem,
             ..InitiatorConfig::default()
         };
-        let mut init =
-            Initiator::new(cred.clone(), cfg, RandomSource::Os, None, server, None).unwrap();
+        let mut init = Initiator::new(
+            cred.clone(),
+            cfg.clone(),
+            RandomSource::Os,
+            None,
+            server,
+            None,
+        )
+        .unwrap();
         let now = 1_000_000.0;
         init.initiate(now).unwrap();
         let m1 = init.datagrams_to_send().remove(0).0;
@@ -116,7 +130,7 @@ fn hostile_datagrams_never_panic_nor_complete() {
         let m2 = other.datagrams_to_send().remove(0).0;
         let pool = vec![m1.clone(), m2.clone(), [m1.clone(), m2.clone()].concat()];
 
-        let mut rng = Prng(0x9E37_79B9_7F4A_7C15 ^ u64::from(x25519));
+        let mut rng = Prng(0x9E37_79B9_7F4A_7C15 ^ u64::from(x25519) ^ ((mlkem as u64) << 8));
         for _ in 0..20_000 {
             let d = mutate(&mut rng, &pool);
             resp.receive_datagram(&d, &client, now).unwrap();
@@ -139,10 +153,13 @@ fn hostile_datagrams_never_panic_nor_complete() {
                 assert_eq!(d, m2, "completed on a mutated message 2");
             }
         }
-        // the honest exchange still completes on the responder afterwards
+        // the honest exchange still completes on the responder afterwards (in the next tick:
+        // the mutated messages 1 carrying the real handle used up its ML-KEM quota for this
+        // one, spec 5.6)
+        let now = now + 10.0;
         let mut fresh = Initiator::new(
             cred.clone(),
-            InitiatorConfig::default(),
+            cfg.clone(),
             RandomSource::Os,
             None,
             server,

@@ -1,6 +1,6 @@
-//! specs/vectors/hardened.json and hardened-x25519.json replayed byte for byte: every
-//! recorded random draw goes into the native engines, every message, intermediate value and
-//! resulting key must come out identical.
+//! specs/vectors/hardened*.json replayed byte for byte: every recorded random draw (the
+//! ML-KEM seed and each encapsulation's `m` too) goes into the native engines, every
+//! message, intermediate value and resulting key must come out identical.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +11,10 @@ use ikeresume_native::credential::{
     Credential, Lifetimes, ProtocolMode, SaParams, TrafficSelector,
 };
 use ikeresume_native::events::{InitiatorEvent, ResponderEvent};
-use ikeresume_native::initiator::{Initiator, InitiatorConfig};
+use ikeresume_native::initiator::{Initiator, InitiatorConfig, MlKemPolicy};
 use ikeresume_native::keyschedule::{
-    bootstrap_secret, context, DirectionKeys, ResponderPrf, RunSecrets,
+    bootstrap_secret, compact_init, context, mlkem_encapsulate_deterministic, DirectionKeys,
+    MlKemKey, ResponderPrf, RunSecrets,
 };
 use ikeresume_native::messages::{build_nack, parse_request_untrusted, Request, ZERO_SPI};
 use ikeresume_native::responder::{Responder, ResponderConfig};
@@ -121,6 +122,7 @@ fn replay(v: &Value) {
     assert_eq!(context(&cred), hex(&inter["context"]));
 
     let x25519 = inter.get("dh").is_some();
+    let mlkem = inter.get("mlkem_ek").is_some();
     let now = run["now"].as_f64().unwrap();
     let client = addr(&run["initiator_addr"]);
     let server = addr(&run["responder_addr"]);
@@ -130,10 +132,20 @@ fn replay(v: &Value) {
         cookie_tick_seconds: run["tick_seconds"].as_f64().unwrap(),
         ..ResponderConfig::default()
     };
+    let kem = run
+        .get("responder_kem_random")
+        .map_or(RandomSource::Scripted(Default::default()), scripted);
     let mut resp: Responder<SocketAddr> =
-        Responder::new(cfg, &server_secret, scripted(&run["responder_random"])).unwrap();
+        Responder::new(cfg, &server_secret, scripted(&run["responder_random"]))
+            .unwrap()
+            .with_kem_source(kem);
     let icfg = InitiatorConfig {
         use_x25519: x25519,
+        mlkem: if mlkem {
+            MlKemPolicy::Require
+        } else {
+            MlKemPolicy::Off
+        },
         ..InitiatorConfig::default()
     };
     let mut init = Initiator::new(
@@ -152,16 +164,34 @@ fn replay(v: &Value) {
     let m1 = out[0].0.clone();
     assert_eq!(m1, hex(&msgs["msg1"]), "message 1");
 
-    // the responder's PRF output and the NACK it would send
-    let tick = run["tick"].as_u64().unwrap();
-    let mut prf = ResponderPrf::new(&server_secret);
-    assert_eq!(
-        prf.prf(tick, &client, &m1).to_vec(),
-        hex(&inter["responder_prf"])
-    );
+    // the responder's PRF output (over compact(message 1)) and the NACK it would send
     let Ok(Request::HardenedInit(parsed)) = parse_request_untrusted(&m1) else {
         panic!()
     };
+    let compact1 = compact_init(&parsed).into_owned();
+    let tick = run["tick"].as_u64().unwrap();
+    let mut prf = ResponderPrf::new(&server_secret);
+    assert_eq!(
+        prf.prf(tick, &client, &compact1).to_vec(),
+        hex(&inter["responder_prf"])
+    );
+    let mut ss = Vec::new();
+    if mlkem {
+        assert_eq!(compact1, hex(&inter["msg1_compact"]));
+        let seed: [u8; 64] = hex(&run["initiator_random"][if x25519 { 4 } else { 3 }])
+            .try_into()
+            .unwrap();
+        let key = MlKemKey::from_seed(&seed).unwrap();
+        assert_eq!(key.encapsulation_key(), &hex(&inter["mlkem_ek"])[..]);
+        let m: [u8; 32] = hex(&run["responder_kem_random"][0]).try_into().unwrap();
+        let (ct, s) = mlkem_encapsulate_deterministic(key.encapsulation_key(), &m).unwrap();
+        assert_eq!(ct, hex(&inter["mlkem_ct"]));
+        assert_eq!(s.to_vec(), hex(&inter["mlkem_shared_secret"]));
+        assert_eq!(key.decapsulate(&ct).unwrap().to_vec(), s.to_vec());
+        ss = s.to_vec();
+    } else {
+        assert_eq!(compact1, m1);
+    }
     assert_eq!(
         build_nack(&parsed.header.spi_i, &ZERO_SPI, 0),
         hex(&msgs["nack1"])
@@ -196,6 +226,7 @@ fn replay(v: &Value) {
         &hex(&run["initiator_random"][1]),
         &hex(&inter["nonce_r"]),
         &dh,
+        &ss,
     );
     assert_eq!(rs.prk().to_vec(), hex(&inter["prk"]));
     assert_eq!(rs.mac_i().to_vec(), hex(&inter["mac_key_i"]));
@@ -240,6 +271,12 @@ fn replay(v: &Value) {
         successor.generation() as u64,
         v["result"]["successor_generation"].as_u64().unwrap()
     );
+    assert_eq!(
+        successor.lineage().name(),
+        v["result"]["successor_lineage"]
+            .as_str()
+            .unwrap_or("unknown")
+    );
     resp.commit_result(token, true, now).unwrap();
     let Some(ResponderEvent::Complete(done_r)) = resp.next_event() else {
         panic!("responder")
@@ -277,5 +314,17 @@ fn hardened_x25519_vectors_replay_byte_for_byte() {
     for v in &vs {
         assert!(v["intermediate"].get("dh").is_some());
         replay(v);
+    }
+}
+
+#[test]
+fn hardened_mlkem768_vectors_replay_byte_for_byte() {
+    for name in ["hardened-mlkem768.json", "hardened-x25519-mlkem768.json"] {
+        let vs = load(name);
+        assert!(!vs.is_empty());
+        for v in &vs {
+            assert!(v["intermediate"].get("mlkem_ct").is_some());
+            replay(v);
+        }
     }
 }

@@ -68,6 +68,13 @@ def register(sub: Any) -> None:
     r.add_argument("--timeout", type=float, default=4.0, help="overall seconds (default 4)")
     r.add_argument("--rto", type=float, default=0.5, help="first retransmission after (s)")
     r.add_argument("--retransmits", type=int, default=3, help="message 1 retransmissions")
+    r.add_argument(
+        "--mlkem",
+        choices=("off", "offer", "require"),
+        default="off",
+        help="ML-KEM-768 in the exchange (post-quantum): offer it, or require it (a "
+        "responder that answers without it means exit 3); default off",
+    )
     r.add_argument("--install", choices=("none", "xfrm", "hook"), default="none")
     r.add_argument("--hook", default="", help="executable or python:mod:func (with --install hook)")
     r.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -238,7 +245,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         peer = parse_identity(args.peer)
         id_i = parse_identity(args.id_i) if args.id_i else None
         config = InitiatorConfig(
-            initial_rto=args.rto, max_retransmits=args.retransmits, timeout=args.timeout
+            initial_rto=args.rto,
+            max_retransmits=args.retransmits,
+            timeout=args.timeout,
+            mlkem=args.mlkem,
         )
         installer = _installer(args)
     except (ValueError, LocalProtocolError) as e:
@@ -303,6 +313,9 @@ def _report(args: argparse.Namespace, r: Any, install_error: str = "") -> None:
         out["generation"] = (r.used_generation or 0) + 1
         out["mode"] = r.sa.params.mode.value
         out["encr"] = r.sa.params.encr.name
+    if r.successor is not None:  # what the run mixed in, and the chain's lineage now
+        out["ke"] = r.ke
+        out["lineage"] = r.successor.lineage.value
     out["time"] = round(time.time(), 3)
     if args.json:
         print(json.dumps(out))

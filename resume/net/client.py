@@ -54,7 +54,14 @@ if TYPE_CHECKING:
 #: Every outcome of a client attempt; ``install_failed`` only from
 #: :func:`ikeshim.initiator.resume_and_install`, which also installs the SAs.
 Outcome = Literal[
-    "resumed", "nack", "timeout", "network", "no_credential", "store_error", "install_failed"
+    "resumed",
+    "nack",
+    "timeout",
+    "pq_refused",
+    "network",
+    "no_credential",
+    "store_error",
+    "install_failed",
 ]
 
 
@@ -97,6 +104,8 @@ class ResumeResult:
     successor: Credential | None = field(default=None, repr=False)
     retransmits: int = 0
     detail: str = ""
+    #: the key exchanges the run mixed in (``ResumptionComplete.ke``), when resumed
+    ke: str = ""
 
     @property
     def resumed(self) -> bool:
@@ -257,6 +266,7 @@ class _Attempt:
                 used_generation=ev.generation,
                 successor=ev.successor,
                 retransmits=ini.stats["retransmit"],
+                ke=ev.ke,
             )
         if isinstance(ev, FallbackToFullIKE):
             elapsed = time.perf_counter() - self.t0

@@ -8,6 +8,12 @@ Clients use distinct 127.x.y.z source addresses, as distinct hosts would, so per
 fairness applies as in production.  The responder's installer records key *fingerprints*
 (never keys), so the summary can check that both sides derived the same fresh keys.
 
+Post-quantum: the seeded chains have a mix of lineages (as harvested from full IKEs with
+and without ML-KEM, and from before lineage was recorded), the clients offer ML-KEM-768
+(``--mlkem``), and the summary shows the lineage mix before and after and what a
+resumption cost: its bytes on the wire and the responder's CPU (the serving loop's work
+measured per batch on its thread, plus the group commit's and WAL checkpoint's threads).
+
 The failover story (:class:`Failover`, on by default): halfway through the last round the
 responder is stopped without draining and a new service takes over the same SQLite file,
 server secret and port; the summary shows that every client comes back, how many
@@ -25,9 +31,12 @@ bottleneck no deployment has.  The responder's cache is the one under test and s
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +47,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from resume.credential import Lineage
 from resume.initiator import InitiatorConfig
 from resume.keyschedule import fingerprint
 from resume.net.client import ClientOptions, ResumeResult, resume_with_store
@@ -45,11 +55,15 @@ from resume.net.config import ServeConfig, from_mapping
 from resume.net.server import ResponderService
 from resume.sa import SAPair
 from resume.testing import simulated_full_ike
+from resume.wire import message_sizes
 from store.keys import Keyring, MasterKey
 from store.repository import Store
 
 ID_R = b"\x02vpn.example.org"
 SAMPLE_ROWS = 6
+#: the seeded chains' lineages, in turn: most full IKEs classical, some already hybrid
+#: (strongSwan 6 with ke1_mlkem768), some from before lineage was recorded
+SEED_LINEAGES = (Lineage.CLASSICAL, Lineage.CLASSICAL, Lineage.HYBRID_PQ, Lineage.UNKNOWN)
 
 
 def client_id(i: int) -> bytes:
@@ -129,6 +143,16 @@ class DemoSummary:
     seed_s: float = 0.0
     fingerprints: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    mlkem: str = "off"
+    #: responder credentials per lineage when the demo started and when it ended
+    lineage_before: dict[str, int] = field(default_factory=dict)
+    lineage_after: dict[str, int] = field(default_factory=dict)
+    #: resumptions per key exchange mode, and the UDP payload bytes of one in each mode
+    ke_modes: dict[str, int] = field(default_factory=dict)
+    bytes_per_resumption: dict[str, int] = field(default_factory=dict)
+    #: responder CPU per resumption: the serving loop, and the commit/checkpoint threads
+    responder_loop_us: float = math.nan
+    responder_commit_us: float = math.nan
     failover: Failover | None = None
 
     @property
@@ -159,7 +183,13 @@ def seed_caches(d: Path, keyring: Keyring, n_clients: int, now: float) -> None:
     Written with ``synchronous=NORMAL``: a gateway's cache fills over days of full IKEs, and
     the demo measures the resumptions that follow, not the seeding.
     """
-    creds = [simulated_full_ike(id_i=client_id(i), id_r=ID_R) for i in range(n_clients)]
+    creds = [
+        dataclasses.replace(
+            simulated_full_ike(id_i=client_id(i), id_r=ID_R),
+            lineage=SEED_LINEAGES[i % len(SEED_LINEAGES)],
+        )
+        for i in range(n_clients)
+    ]
     with Store.open(f"sqlite:///{d}/responder.db", keyring, sqlite_synchronous="NORMAL") as st:
         for cred in creds:
             st.upsert_full_ike("responder", cred, now)
@@ -191,6 +221,22 @@ class _Responder:
         self.store: Store | None = None
         self._scope = trio.CancelScope()
         self._stopped = trio.Event()
+        #: CPU of the services' own threads while measured (:meth:`measure`); a restart
+        #: adds the old threads' share before they exit (what its stop flushes is not in)
+        self.threads_cpu = 0.0
+        self._threads_base: float | None = None
+
+    def measure(self, on: bool) -> None:
+        """Start (True) or end (False) counting the service threads' CPU."""
+        now = _service_threads_cpu()
+        if self._threads_base is not None:
+            self.threads_cpu += now - self._threads_base
+        self._threads_base = now if on else None
+
+    @property
+    def loop_cpu_s(self) -> float:
+        """The serving loops' CPU, every service so far."""
+        return sum(s.loop_cpu_s for s in self.services)
 
     @property
     def current(self) -> ResponderService:
@@ -217,11 +263,15 @@ class _Responder:
 
     async def restart(self, nursery: trio.Nursery) -> None:
         port = self.current.addresses[0][1]
+        measuring = self._threads_base is not None
+        self.measure(False)
         self._scope.cancel()  # no drain: what is under way dies with it
         await self._stopped.wait()
         if self.store is not None:
             self.store.close()
         await self.start(nursery, port)
+        if measuring:
+            self.measure(True)
 
     def stop(self) -> None:
         self.current.shutdown()
@@ -294,6 +344,7 @@ async def run_loopback_demo_async(
     concurrency: int = 32,
     use_x25519: bool = True,
     restart: bool = True,
+    mlkem: str = "offer",
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoSummary:
     """``restart``: stop the responder without draining when half of the last round's
@@ -310,7 +361,7 @@ async def run_loopback_demo_async(
     resp = _Responder(d, keyring, installer)
     fo = Failover() if restart else None
     try:
-        ini_cfg = InitiatorConfig(use_x25519=use_x25519, initial_rto=0.25, timeout=3.0)
+        ini_cfg = InitiatorConfig(use_x25519=use_x25519, mlkem=mlkem, initial_rto=0.25, timeout=3.0)
         results: list[tuple[int, int, ResumeResult]] = []
         limiter = trio.CapacityLimiter(concurrency)
         total = n_clients * rounds
@@ -334,6 +385,10 @@ async def run_loopback_demo_async(
         async with trio.open_nursery() as nursery:
             await resp.start(nursery)
             server = resp.current.addresses[0]
+            if resp.store is None:  # never: start opened it
+                raise RuntimeError("the demo's responder has no store")
+            lineage_before = resp.store.count_by_lineage()
+            resp.measure(True)
             t0 = time.perf_counter()
             for rnd in range(rounds):
                 failover_round = fo is not None and rnd == rounds - 1
@@ -380,6 +435,7 @@ async def run_loopback_demo_async(
                     ):
                         await trio.sleep(0.002)
             wall = time.perf_counter() - t0
+            resp.measure(False)
             resp.stop()
         if resp.store is None:  # never: started above
             raise RuntimeError("the demo's responder never started")
@@ -390,11 +446,32 @@ async def run_loopback_demo_async(
         summary.seed_s = round(seed_s, 3)
         summary.listen = f"{server[0]}:{server[1]}"
         summary.failover = fo
+        summary.mlkem = mlkem
+        summary.lineage_before = _nonzero(lineage_before)
+        summary.lineage_after = _nonzero(resp.store.count_by_lineage())
+        if summary.resumed:
+            summary.responder_loop_us = round(resp.loop_cpu_s / summary.resumed * 1e6, 1)
+            summary.responder_commit_us = round(resp.threads_cpu / summary.resumed * 1e6, 1)
         return summary
     finally:
         if resp.store is not None:
             resp.store.close()
         client_store.close()
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def _service_threads_cpu() -> float:
+    """CPU seconds so far of the service's own threads (group commit, WAL checkpoint)."""
+    total = 0
+    for t in threading.enumerate():
+        if t.name.startswith("ikeresume-") and t.native_id is not None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/self/task/{t.native_id}/schedstat").read_text()
+                total += int(stat.split()[0])
+    return total / 1e9
 
 
 def _summarize(
@@ -416,6 +493,10 @@ def _summarize(
         if not r.resumed:
             fallbacks[r.outcome] = fallbacks.get(r.outcome, 0) + 1
     lat = [r.elapsed * 1e3 for _, _, r in ok]
+    ke_modes: dict[str, int] = {}
+    for _, _, r in ok:
+        ke_modes[r.ke] = ke_modes.get(r.ke, 0) + 1
+    sizes = {ke: sum(message_sizes("x25519" in ke, "mlkem768" in ke)) for ke in sorted(ke_modes)}
     keys: set[str] = set()
     keys_match = bool(ok)
     samples: list[dict[str, Any]] = []
@@ -464,6 +545,8 @@ def _summarize(
         distinct_keys=len(keys),
         fingerprints=[s["key_i2r_fp"] for s in samples[:3]],
         samples=samples,
+        ke_modes=ke_modes,
+        bytes_per_resumption=sizes,
     )
 
 
@@ -497,6 +580,12 @@ def run_loopback_demo(n_clients: int = 300, rounds: int = 2, **kw: Any) -> DemoS
     """Synchronous entry point (starts its own trio run)."""
     result: DemoSummary = trio.run(lambda: run_loopback_demo_async(n_clients, rounds, **kw))
     return result
+
+
+def _mix(counts: dict[str, int]) -> str:
+    pq = sum(v for k, v in counts.items() if Lineage(k).is_pq)
+    total = sum(counts.values())
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" ({pq} of {total} PQ)"
 
 
 def print_summary(s: DemoSummary) -> None:
@@ -543,6 +632,22 @@ def print_summary(s: DemoSummary) -> None:
             f"(previous generation) in {fo.retries_ms:.0f} ms",
         )
     t.add_row("durable commits / transactions", f"{s.server_commits} / {s.commit_transactions}")
+    t.add_row(
+        "key exchanges (resumptions)",
+        ", ".join(f"{k} {v}" for k, v in s.ke_modes.items()) + f" (clients: ML-KEM {s.mlkem})",
+    )
+    t.add_row(
+        "bytes per resumption (3 datagrams)",
+        ", ".join(f"{k} {v:,}" for k, v in s.bytes_per_resumption.items())
+        + " (strongSwan full IKEv2: 731 x25519, 3,165 + ML-KEM)",
+    )
+    t.add_row(
+        "responder CPU per resumption",
+        f"{s.responder_loop_us:.0f} us serving loop + {s.responder_commit_us:.0f} us "
+        "commit threads (in-process clients share the machine; bench/ for figures)",
+    )
+    t.add_row("lineage before", _mix(s.lineage_before))
+    t.add_row("lineage after", _mix(s.lineage_after))
     t.add_row(
         "datagrams dropped", ", ".join(f"{k}={v:.0f}" for k, v in s.server_drops.items()) or "0"
     )

@@ -165,6 +165,17 @@ class ServerMetrics:
         self.core = Gauge(
             "ikeresume_core_stat", "Counters reported by the protocol core itself", ["name"]
         )
+        self.resumptions = Counter(
+            "ikeresume_resumptions_total",
+            "Completed resumptions by the key exchanges mixed in (none, x25519, mlkem768, "
+            "x25519+mlkem768) and the lineage of the chain after the run",
+            ["ke", "lineage"],
+        )
+        self.credentials = Gauge(
+            "ikeresume_credentials",
+            "Responder credentials in the store by lineage (refreshed every minute)",
+            ["lineage"],
+        )
 
     def all(self) -> list[Metric]:
         return [m for m in vars(self).values() if isinstance(m, Metric)]

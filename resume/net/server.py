@@ -135,6 +135,10 @@ class ResponderService:
         self.admission = Admission(config.limits)
         #: Set to a list to keep every message-3-to-durable-commit latency (benchmarks).
         self.latency_samples: list[float] | None = None
+        #: CPU seconds of the serving loops' work (admission, the core, lookups answered
+        #: inline, sockets), measured per batch on the loop's thread: the demo's
+        #: per-resumption cost (the group commit's own thread is not in it).
+        self.loop_cpu_s = 0.0
         self.lanes: list[Lane] = []
         self.http_port: int | None = None
         self._last_activity = 0.0
@@ -225,6 +229,7 @@ class ResponderService:
                 if not self.link.inline:
                     nursery.start_soon(self.link.lookup_loop, lane, self.clock)
             nursery.start_soon(self.link.probe_loop, self.clock)
+            nursery.start_soon(self._lineage_loop)
             self.metrics.ready.set(1)
             logs.event(
                 logging.INFO,
@@ -278,8 +283,10 @@ class ResponderService:
         recv_nowait = ep.recv_nowait
         sock = ep.sock
         clock = self.clock
+        cpu = time.thread_time
         with scope:
             while True:
+                c0 = cpu()
                 batch = recv_nowait(batch_n)
                 if batch:
                     now = clock()
@@ -295,6 +302,7 @@ class ResponderService:
                         pending += 1  # at most: the core may have answered from its caches
                     self._pump(lane, now)
                     await self._flush(lane)
+                    self.loop_cpu_s += cpu() - c0
                 # exactly one scheduler trip per batch, and always one (other tasks run):
                 if len(batch) < batch_n:
                     await trio.lowlevel.wait_readable(sock)  # drained: recv hit EAGAIN
@@ -313,6 +321,7 @@ class ResponderService:
                 with trio.move_on_after(min(timeout, 1.0)):
                     await lane.wake.wait()
             lane.wake = trio.Event()  # before draining: a later post wakes the new event
+            c0 = time.thread_time()
             now = self.clock()
             while inbox:
                 kind, token, fut = inbox.popleft()
@@ -325,6 +334,7 @@ class ResponderService:
                 resp.handle_timer(now)
             self._pump(lane, now)
             await self._flush(lane)
+            self.loop_cpu_s += time.thread_time() - c0
 
     async def _flush(self, lane: Lane) -> None:
         out = lane.responder.datagrams_to_send(self.clock())
@@ -349,10 +359,15 @@ class ResponderService:
             elif isinstance(ev, ResumptionFailed):
                 self.metrics.exchanges.inc(ev.reason)
                 lane.started.pop(ev.handle or b"", None)
+                if ev.reason == "lineage":  # a policy decision operators want to see
+                    logs.event(logging.INFO, "refused_not_pq_lineage", peer=ev.addr[0])
         self._update_gauges()
 
     def _completed(self, lane: Lane, ev: ResumptionComplete, now: float) -> None:
         self.metrics.exchanges.inc("resumed")
+        lineage = ev.successor.lineage.value
+        self.metrics.resumptions.inc(ev.ke, lineage)
+        logs.event(logging.DEBUG, "resumed", peer=ev.addr[0], ke=ev.ke, lineage=lineage)
         t0 = lane.started.pop(ev.handle, None)
         if t0 is not None:
             self.metrics.latency.observe(max(0.0, now - t0))
@@ -432,6 +447,22 @@ class ResponderService:
                        unreadable=rep.unreadable, discarded=rep.discarded)  # fmt: skip
 
     # -- metrics and HTTP ------------------------------------------------------------------
+    #: How often the credentials-by-lineage gauge is recounted (one GROUP BY in a thread).
+    LINEAGE_REFRESH_S = 60.0
+
+    async def _lineage_loop(self) -> None:
+        """Keep ``ikeresume_credentials{lineage}`` current; a store error leaves the last
+        values (the readiness probe reports the store, not this)."""
+        while True:
+            try:
+                counts = await trio.to_thread.run_sync(self.store.count_by_lineage, "responder")
+            except StoreError:
+                counts = None
+            if counts is not None:
+                for lineage, n in counts.items():
+                    self.metrics.credentials.set(n, lineage)
+            await trio.sleep(self.LINEAGE_REFRESH_S)
+
     def _update_gauges(self) -> None:
         m = self.metrics
         lanes = self.lanes

@@ -1,9 +1,12 @@
 """One genuine, reproducible resumption for the responder and initiator fuzz targets.
 
 Every random draw comes from a labelled SHA-256 stream, so the credential, message 1, the
-responder's tick key, message 2 and message 3 are the same bytes in every process: the
-targets can then say exactly which input may be accepted (the genuine message 3 by the
-responder, the genuine message 2 by the initiator) and check that nothing else is.
+responder's tick key, its ML-KEM encapsulation, message 2 and message 3 are the same bytes
+in every process: the targets can then say exactly which input may be accepted (the
+genuine message 3 by the responder, the genuine message 2 by the initiator) and check that
+nothing else is.  The exchange is the hybrid one (X25519 + ML-KEM-768), so every payload
+kind and the responder's ML-KEM state are reachable; the classical exchange's messages
+stay in the corpora as seeds (``genuine-msg*``, from before ML-KEM).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from resume.credential import Credential
 from resume.initiator import Initiator, InitiatorConfig
+from resume.kem_testing import deterministic_encapsulation
 from resume.responder import Responder, ResponderConfig
 from resume.states import SlotTable
 from resume.testing import MemoryTable, answer_events, simulated_full_ike
@@ -25,7 +29,7 @@ CLIENT = ("198.51.100.7", 500)
 SERVER = ("192.0.2.1", 500)
 SERVER_SECRET = hashlib.sha256(b"ikeresume fuzz server secret").digest()
 RESPONDER_CONFIG = ResponderConfig(credential_cache_size=16)
-INITIATOR_CONFIG = InitiatorConfig()
+INITIATOR_CONFIG = InitiatorConfig(mlkem="offer")
 
 
 def stream(label: str) -> Callable[[int], bytes]:
@@ -48,7 +52,12 @@ CREDENTIAL: Credential = simulated_full_ike(rng=stream("credential"))
 
 
 def responder() -> tuple[Responder, MemoryTable]:
-    r = Responder(RESPONDER_CONFIG, SERVER_SECRET, rng=stream("responder"))
+    r = Responder(
+        RESPONDER_CONFIG,
+        SERVER_SECRET,
+        rng=stream("responder"),
+        encapsulate=deterministic_encapsulation(stream("responder kem")),
+    )
     table = MemoryTable()
     table.add(CREDENTIAL)
     return r, table
@@ -68,8 +77,9 @@ class Genuine:
     msg3: bytes
 
 
-def _genuine() -> Genuine:
-    ini = initiator()
+def _genuine(config: InitiatorConfig = INITIATOR_CONFIG) -> Genuine:
+    ini = Initiator(CREDENTIAL, config, rng=stream("initiator"), peer=SERVER)
+    ini.initiate(NOW)
     ((m1, _),) = ini.datagrams_to_send(NOW)
     r, table = responder()
     r.receive_datagram(m1, CLIENT, NOW)
@@ -82,6 +92,11 @@ def _genuine() -> Genuine:
 
 
 GENUINE = _genuine()
+#: The classical exchange the corpora's ``genuine-msg*`` seeds hold: the same draws without
+#: ML-KEM.  Its message 3 is a valid message 3 for the primed responder too (same tick,
+#: tick key and address: the stateless cookie accepts it), so the responder target accepts
+#: either.
+CLASSICAL = _genuine(InitiatorConfig())
 
 
 def _copy(v: Any) -> Any:
@@ -118,13 +133,77 @@ def protocol_seeds() -> dict[str, bytes]:
     g = GENUINE
     spi_i, spi_r = g.msg1[:8], g.msg2[8:16]
     out = {
-        "genuine-msg1": g.msg1, "genuine-msg2": g.msg2, "genuine-msg3": g.msg3,
-        "genuine-nack1": build_nack(spi_i, bytes(8), 0),
-        "genuine-nack3": build_nack(spi_i, spi_r, 1),
-        "genuine-msg3-bad-mac": g.msg3[:-1] + bytes([g.msg3[-1] ^ 1]),
-        "genuine-msg2-bad-mac": g.msg2[:-1] + bytes([g.msg2[-1] ^ 1]),
-        "genuine-msg1-natt-marker": bytes(4) + g.msg1,
+        "genuine-hybrid-msg1": g.msg1, "genuine-hybrid-msg2": g.msg2,
+        "genuine-hybrid-msg3": g.msg3,
+        "genuine-hybrid-nack1": build_nack(spi_i, bytes(8), 0),
+        "genuine-hybrid-nack3": build_nack(spi_i, spi_r, 1),
+        "genuine-hybrid-msg3-bad-mac": g.msg3[:-1] + bytes([g.msg3[-1] ^ 1]),
+        "genuine-hybrid-msg2-bad-mac": g.msg2[:-1] + bytes([g.msg2[-1] ^ 1]),
+        "genuine-hybrid-msg1-natt-marker": bytes(4) + g.msg1,
+        **pq_variants(g),
     }  # fmt: skip
     for path in harness.corpus_files("wire"):
-        out[f"vector-{path.name}"] = path.read_bytes()
+        if not path.name.startswith("pq-"):  # those are pq_variants(GENUINE), above
+            out[f"vector-{path.name}"] = path.read_bytes()
     return out
+
+
+def pq_variants(g: Genuine) -> dict[str, bytes]:
+    """The genuine hybrid messages with their key exchange payloads damaged the ways the
+    spec names (wrong length, unknown method, duplicated, missing, out of order, a forged
+    ciphertext, the ML-KEM payload stripped or relabelled: a downgrade)."""
+    from resume.wire import decode_message_untrusted
+
+    out = _ke_variants("msg1", g.msg1) | _ke_variants("msg2", g.msg2)
+    ct = decode_message_untrusted(g.msg2).payloads[3].body[4:]
+    at = g.msg2.index(ct)
+    out["pq-msg2-forged-ciphertext"] = g.msg2[:at] + bytes(len(ct)) + g.msg2[at + len(ct) :]
+    out["pq-msg3-echo-stripped"] = _strip_echo(g.msg3)
+    return out
+
+
+_ML = b"\x00\x24"
+
+
+def _ke_variants(name: str, m: bytes) -> dict[str, bytes]:
+    from resume.wire import PT_KE, decode_message_untrusted, encode_message
+
+    msg = decode_message_untrusted(m)
+    h = msg.header
+    ps = [(p.type, p.body) for p in msg.payloads]
+    x, ml = (i for i, (t, _b) in enumerate(ps) if t == PT_KE)
+    mlb = ps[ml][1]
+
+    def frame(payloads: list[tuple[int, bytes]]) -> bytes:
+        return encode_message(h.spi_i, h.spi_r, h.flags, h.message_id, payloads)
+
+    def with_ml(body: bytes) -> bytes:
+        return frame([*ps[:ml], (PT_KE, body), *ps[ml + 1 :]])
+
+    return {
+        f"pq-{name}-mlkem-short": with_ml(mlb[:-1]),
+        f"pq-{name}-mlkem-long": with_ml(mlb + b"\x00"),
+        f"pq-{name}-mlkem-digest-length": with_ml(mlb[:36]),
+        f"pq-{name}-method-37": with_ml(b"\x00\x25" + mlb[2:]),
+        f"pq-{name}-method-31": with_ml(b"\x00\x1f" + mlb[2:]),
+        f"pq-{name}-reserved-set": with_ml(mlb[:3] + b"\x01" + mlb[4:]),
+        f"pq-{name}-mlkem-stripped": frame([*ps[:ml], *ps[ml + 1 :]]),
+        f"pq-{name}-mlkem-twice": frame([*ps[: ml + 1], ps[ml], *ps[ml + 1 :]]),
+        f"pq-{name}-out-of-order": frame([*ps[:x], ps[ml], ps[x], *ps[ml + 1 :]]),
+        f"pq-{name}-x25519-stripped": frame([*ps[:x], *ps[x + 1 :]]),
+    }
+
+
+def _strip_echo(m3: bytes) -> bytes:
+    """Message 3 with the KE(36) digest removed from its echo (MAC left as it was)."""
+    from resume.wire import PT_KE, decode_message_untrusted, encode_message
+
+    outer = decode_message_untrusted(m3)
+    echo = decode_message_untrusted(outer.payloads[0].body)
+    kept = [(p.type, p.body) for p in echo.payloads if not (p.type == PT_KE and p.body[:2] == _ML)]
+    e, h = echo.header, outer.header
+    inner = encode_message(e.spi_i, e.spi_r, e.flags, 0, kept)
+    auth = outer.payloads[1]
+    return encode_message(
+        h.spi_i, h.spi_r, h.flags, 1, [(outer.payloads[0].type, inner), (auth.type, auth.body)]
+    )

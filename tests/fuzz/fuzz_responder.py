@@ -5,7 +5,8 @@ response cache, tick key and credential copy are populated and message 3 paths a
 reachable), whose application answers from a table holding the genuine credential.
 Properties: no exception escapes; a datagram that does not parse changes nothing but the
 drop counters (no event, no datagram, no slot, no cache entry); a resumption completes --
-and the table's ratchet commits -- only for the genuine message 3, byte for byte.
+and the table's ratchet commits -- only for the genuine message 3 (of the hybrid exchange,
+or of the classical one with the same draws), byte for byte.
 Seeds: the genuine exchange, the spec vectors' messages, truncations and bit flips.
 """
 
@@ -16,7 +17,15 @@ from resume.events import ResumptionComplete
 from resume.responder import Responder
 from resume.testing import MemoryTable, answer_events
 from resume.wire import parse_request_untrusted
-from tests.fuzz.exchange import CLIENT, GENUINE, NOW, protocol_seeds, responder, snapshot
+from tests.fuzz.exchange import (
+    CLASSICAL,
+    CLIENT,
+    GENUINE,
+    NOW,
+    protocol_seeds,
+    responder,
+    snapshot,
+)
 
 DROP_COUNTERS = ("datagrams", "drop_malformed")
 
@@ -44,7 +53,7 @@ def one_input(data: bytes) -> None:
         assert not events and not sent, (events, sent)
         assert snapshot(r, DROP_COUNTERS) == before
     completed = [e for e in events if isinstance(e, ResumptionComplete)]
-    genuine = data == GENUINE.msg3
+    genuine = data in (GENUINE.msg3, CLASSICAL.msg3)
     assert len(completed) == (1 if genuine else 0), completed
     assert table.commits == (1 if genuine else 0)
     for out, _addr in sent:  # message 2 or the NACK

@@ -20,6 +20,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ikeshim.agent import config as agent_config
 from ikeshim.agent.config import EXAMPLE, AgentConfigError, load_config, parse_config
 from ikeshim.agent.oneshot import ask_agent
 from ikeshim.agent.service import Agent, AgentSocketError, bind_socket
@@ -32,7 +33,9 @@ from ikeshim.agent.wire import (
     parse_request_untrusted,
 )
 from resume.cli import main
+from resume.credential import Lineage
 from resume.exitcodes import EXIT_CONFIG, EXIT_FALLBACK, EXIT_OK, EXIT_USAGE
+from resume.initiator import MLKEM_POLICIES
 from resume.testing import simulated_full_ike
 from store.keys import MasterKey
 from tests.conftest import require
@@ -49,14 +52,15 @@ def keyed_env(tmp_path: Path) -> Iterator[Env]:
     yield from open_env(tmp_path, key)
 
 
-def _config_text(env: Env, server: str, sock: Path) -> str:
-    """Peer ``gw`` (client 0, known to the server) and ``stale`` (client 1, unknown)."""
+def _config_text(env: Env, server: str, sock: Path, peer_extra: str = "") -> str:
+    """Peer ``gw`` (client 0, known to the server) and ``stale`` (client 1, unknown);
+    ``peer_extra``: more TOML lines for both."""
     peers = ""
     for name, n in (("gw", 0), ("stale", 1)):
         peers += (
             f'[peers.{name}]\nserver = "{server}"\npeer = "fqdn:vpn.example.org"\n'
             f'id = "fqdn:client{n}.example.org"\ninstall = "none"\n'
-            "timeout = 60\nrto = 10\nretransmits = 3\n"
+            "timeout = 60\nrto = 10\nretransmits = 3\n" + peer_extra
         )
     return (
         f'[agent]\nsocket = "{sock}"\nvici = ""\n'
@@ -103,12 +107,13 @@ async def _request(path: Path, req: Request) -> tuple[int, dict[str, Any]]:
 
 
 async def _start_agent(
-    nursery: trio.Nursery, env: Env, tmp_path: Path
+    nursery: trio.Nursery, env: Env, tmp_path: Path, peer_extra: str = ""
 ) -> tuple[Agent, Path, list[dict[str, Any]]]:
     svc = await env.start(nursery)
     host, port = svc.addresses[0][:2]
     sock = tmp_path / "run" / "agent.sock"
-    cfg = parse_config(__import__("tomllib").loads(_config_text(env, f"{host}:{port}", sock)))
+    text = _config_text(env, f"{host}:{port}", sock, peer_extra)
+    cfg = parse_config(__import__("tomllib").loads(text))
     events: list[dict[str, Any]] = []
     agent = Agent(cfg, env.client_store, emit=events.append)
     nursery.start_soon(agent.run, bind_socket(str(sock), 0o600, ""))
@@ -144,6 +149,29 @@ async def test_agent_resumes_ratchets_and_answers_exit_codes(
         "resumed", "resumed", "resumed", "nack",
     ]  # fmt: skip
     agent.shutdown()
+
+
+async def test_agent_resumes_with_ml_kem_when_its_peer_requires_it(
+    keyed_env: Env, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """``mlkem = "require"`` in ``[peers.gw]``: hybrid runs, and the chain the agent's
+    store keeps turns post-quantum (issue 22)."""
+    env = keyed_env
+    _seed(env)
+    agent, sock, _events = await _start_agent(nursery, env, tmp_path, 'mlkem = "require"\n')
+    assert agent.config.peers["gw"].mlkem == "require"
+    for gen in (1, 2):
+        code, body = await _request(sock, Request("resume", "gw"))
+        assert (code, body["outcome"], body["generation"]) == (EXIT_OK, "resumed", gen), body
+        assert (body["ke"], body["lineage"]) == ("x25519+mlkem768", "pq-resumed")
+    res = env.client_store.lookup_peer(ID_R, time.time(), id_i=id_i(0))
+    assert res is not None and res.credential is not None
+    assert res.credential.lineage is Lineage.PQ_RESUMED
+    agent.shutdown()
+
+
+def test_the_agents_ml_kem_choices_are_the_initiators() -> None:
+    assert agent_config.MLKEM_POLICIES == MLKEM_POLICIES
 
 
 @pytest.mark.parametrize(
@@ -285,6 +313,7 @@ def test_example_config_is_valid_and_printed(capsys: pytest.CaptureFixture[str])
         ({"peers": {"gw": {"server": "192.0.2.1", "peer": "x", "timeout": True}}}, "number"),
         ({"peers": {"g/w": {"server": "192.0.2.1", "peer": "x"}}}, "peer name"),
         ({"peers": {"gw": {"server": "192.0.2.1", "peer": "x", "rto": 9}}}, "rto <= timeout"),
+        ({"peers": {"gw": {"server": "192.0.2.1", "peer": "x", "mlkem": "yes"}}}, r"mlkem: one"),
     ],
 )
 def test_config_errors_name_the_key(doc: dict[str, Any], message: str) -> None:

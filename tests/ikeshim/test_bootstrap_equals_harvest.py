@@ -4,7 +4,8 @@ The harvest side is the harvester core fed the VICI message and kernel SAs of th
 tests (``test_harvest_logic``); the bootstrap side is ``ikeresume cache bootstrap`` fed the
 JSON SA description of the same SA, written as the spec lists its fields.  Both run for
 both roles; the stored rows must agree on everything the protocol uses (handle, generation,
-secret, identities, the parameters' text) for every suite and mode the harvest tests cover.
+secret, identities, the parameters' text) and on the lineage (hybrid: VICI's key exchange
+methods, the description's ``lineage``) for every suite and mode the harvest tests cover.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from tests.ikeshim.test_harvest_logic import _kernel, _reader, _vici
 from tests.store.sa_descriptions import description_of
 
 NOW = 1_700_000_000.0
-_ROW = "SELECT role, mode, handle, generation, id_i, id_r, params FROM credentials"
+_ROW = "SELECT role, mode, handle, generation, id_i, id_r, params, lineage FROM credentials"
+#: what strongSwan reports for a hybrid IKE_SA, and the description's word for it
+HYBRID = {"dh-group": b"CURVE_25519", "ake1": b"ML_KEM_768"}
 
 
 def _row(db: Path) -> tuple[Any, ...]:
@@ -66,11 +69,12 @@ def test_bootstrap_equals_harvest(
     monkeypatch.setenv("IKERESUME_MASTER_KEY_FILE", str(kf))
     kr = Keyring([key])
     sa_file = tmp_path / "sa.json"
-    sa_file.write_text(json.dumps(description_of(pair)))
+    sa_file.write_text(json.dumps({**description_of(pair), "lineage": "hybrid-pq"}))
     for role in ("initiator", "responder"):
         harvested = tmp_path / f"harvest-{role}.db"
         with Store.open(str(harvested), kr) as s:
-            (o,) = Harvester(s, _reader(kernel)).on_event("child-updown", _vici(pair, role), NOW)
+            msg = _vici(pair, role, ike=HYBRID)
+            (o,) = Harvester(s, _reader(kernel)).on_event("child-updown", msg, NOW)
             assert o.kind == "harvested", o
         booted = tmp_path / f"bootstrap-{role}.db"
         args = ["cache", "bootstrap", "--role", role, str(sa_file), "--db", str(booted)]
@@ -83,5 +87,6 @@ def test_bootstrap_equals_harvest(
                 got = s.lookup(handle, NOW + 1, role=role)  # type: ignore[arg-type]
                 assert got is not None and got.credential is not None
                 creds.append(got.credential)
-        assert creds[0] == creds[1]  # secret, handle, identities, parameters
+        assert creds[0] == creds[1]  # secret, handle, identities, parameters, lineage
+        assert creds[0].lineage.value == "hybrid-pq"
         assert creds[0].params == params

@@ -37,8 +37,16 @@ def _reader(table: dict[tuple[str, int], XfrmState]) -> Any:
     return lambda dst, spi: table.get((dst, spi))
 
 
-def _vici(pair: SAPair, role: str, *, up: bool = True, bytes_: int = 0) -> dict[str, Any]:
-    """A child-updown message as charon on ``role``'s side sends it."""
+def _vici(
+    pair: SAPair,
+    role: str,
+    *,
+    up: bool = True,
+    bytes_: int = 0,
+    ike: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """A child-updown message as charon on ``role``'s side sends it (``ike``: more IKE_SA
+    fields, e.g. the key exchange methods)."""
     p = pair.params
     initiator = role == "initiator"
     local, remote = (
@@ -79,6 +87,7 @@ def _vici(pair: SAPair, role: str, *, up: bool = True, bytes_: int = 0) -> dict[
             "remote-id": b"carol@example.org" if not initiator else b"moon.example",
             "initiator": b"yes" if initiator else b"no",
             "child-sas": {"net-7": child},
+            **(ike or {}),
         }
     }
     if up:
@@ -243,3 +252,40 @@ def test_harvest_child_refuses_non_esp() -> None:
     ah = ike.children[0].__class__(**{**ike.children[0].__dict__, "protocol": "AH"})
     with pytest.raises(HarvestError, match="only ESP"):
         harvest_child(ike, ah, _reader(_kernel(pair)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "lineage"),
+    [
+        ({"dh-group": b"CURVE_25519"}, "classical"),
+        ({"dh-group": b"ECP_384_BP", "ake1": b"MODP_3072"}, "classical"),
+        ({"dh-group": b"CURVE_25519", "ake1": b"ML_KEM_768"}, "hybrid-pq"),
+        ({"dh-group": b"ML_KEM_768"}, "hybrid-pq"),
+        ({"dh-group": b"CURVE_25519", "ake3": b"ML_KEM_1024"}, "hybrid-pq"),
+        ({"dh-group": b"CURVE_25519", "ppk": b"yes"}, "ppk"),
+        ({"dh-group": b"CURVE_25519", "ake1": b"FRODO_KEM"}, "unknown"),  # not known: no guess
+        ({"dh-group": b"MODP_NONE"}, "unknown"),
+        ({}, "unknown"),  # strongSwan reported no key exchange method
+    ],
+)
+def test_harvest_sets_the_lineage_from_the_key_exchange_methods(
+    stores: Any, fields: dict[str, bytes], lineage: str
+) -> None:
+    """Spec 12.3: only classical groups give ``classical``, any ML-KEM ``hybrid-pq``, a PPK
+    ``ppk``, anything else ``unknown`` -- never PQ by guess.  Both peers store it."""
+    pair = make_pair(make_params())
+    kernel = _kernel(pair)
+    for store, role in zip(stores, ("initiator", "responder"), strict=True):
+        (o,) = Harvester(store, _reader(kernel)).on_event(
+            "child-updown", _vici(pair, role, ike=fields), 1000.0
+        )
+        assert o.kind == "harvested" and o.detail == f"lineage {lineage}", o
+        got = store.lookup(bytes.fromhex(o.handle), 1001.0, role=role)
+        assert got.credential.lineage.value == lineage
+
+
+def test_a_key_exchange_method_name_that_is_not_a_name_skips_the_sa(stores: Any) -> None:
+    pair = make_pair(make_params())
+    h = Harvester(stores[0], _reader(_kernel(pair)))
+    (o,) = h.on_event("child-updown", _vici(pair, "initiator", ike={"ake1": b"ML KEM; DROP"}), 1.0)
+    assert o.kind == "skipped" and "ake1" in o.detail

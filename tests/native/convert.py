@@ -18,7 +18,16 @@ def sa(s: wire.ResumeSA) -> tuple[int, ...]:
 
 def request(r: wire.Request) -> tuple[Any, ...]:
     if isinstance(r, wire.HardenedInit):
-        return ("hardened_init", tuple(r.header), r.handle, sa(r.sa), r.nonce, r.ke)
+        return (
+            "hardened_init",
+            tuple(r.header),
+            r.handle,
+            sa(r.sa),
+            r.nonce,
+            r.ke,
+            r.mlkem,
+            r.compact,
+        )
     if isinstance(r, wire.HardenedAuth):
         return ("hardened_auth", tuple(r.header), request(r.init), r.mac)
     if isinstance(r, wire.PaperInit):
@@ -28,7 +37,16 @@ def request(r: wire.Request) -> tuple[Any, ...]:
 
 def response(r: wire.Response) -> tuple[Any, ...]:
     if isinstance(r, wire.HardenedResp):
-        return ("hardened_resp", tuple(r.header), sa(r.sa), r.nonce, r.ke, r.mac)
+        return (
+            "hardened_resp",
+            tuple(r.header),
+            sa(r.sa),
+            r.nonce,
+            r.ke,
+            r.mlkem,
+            r.mac,
+            r.compact,
+        )
     if isinstance(r, wire.PaperResp):
         return ("paper_resp", tuple(r.header), r.id_r, r.nonce, r.mac)
     return ("nack", tuple(r.header))
@@ -61,7 +79,7 @@ def pairs(n: Any) -> list[tuple[Callable[[bytes], Any], Callable[[bytes], Any], 
         (wire.strip_non_esp_marker_untrusted, n.strip_non_esp_marker, identity),
         (wire.decode_sa_untrusted, n.decode_sa, sa),
         (wire.decode_id_untrusted, n.decode_id, identity),
-        (wire.decode_ke_untrusted, n.decode_ke, identity),
+        (wire.decode_ke_untrusted, n.decode_ke, tuple),
     ]
 
 

@@ -2,8 +2,9 @@
 
 The same rules and invariants (the responder completes a generation at most once, every
 responder completion has the matching initiator completion with equal keys, initiators
-complete only on a message 2 the responder really sent, fresh keys every run): zero false
-acceptances, with the native responder alone and with native initiators too.
+complete only on a message 2 the responder really sent, fresh keys every run, no ML-KEM
+downgrade accepted): zero false acceptances, with the native responder alone and with
+native initiators too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ class NativeResponderAttacked(AttackedNetwork):
 
     def __init__(self) -> None:
         super().__init__()
-        self.responder = native.NativeResponder(self.CONFIG, b"K" * 32)  # type: ignore[assignment]
+        self.responder = native.NativeResponder(  # type: ignore[assignment]
+            self.CONFIG,
+            b"K" * 32,
+            native.SeededRng(b"responder"),
+            native.SeededKem(b"responder kem"),
+        )
 
 
 class NativeResponderWithCredentialCacheAttacked(NativeResponderAttacked):
@@ -32,13 +38,21 @@ class NativeResponderWithCredentialCacheAttacked(NativeResponderAttacked):
 
 
 class NativeBothSidesAttacked(NativeResponderAttacked):
-    @rule(i=st.integers(0, 2), x25519=st.booleans())
-    def start_attempt(self, i: int, x25519: bool) -> None:
+    @rule(
+        i=st.integers(0, 2),
+        x25519=st.booleans(),
+        mlkem=st.sampled_from(["off", "offer", "require"]),
+    )
+    def start_attempt(self, i: int, x25519: bool, mlkem: str = "off") -> None:
         c = self.clients[i]
         if c.attempt is not None and c.attempt.state is InitiatorState.WAIT_RESPONSE:
             return
+        self.draws += 1
         c.attempt = native.NativeInitiator(  # type: ignore[assignment]
-            c.current, InitiatorConfig(use_x25519=x25519), previous=c.previous
+            c.current,
+            InitiatorConfig(use_x25519=x25519, mlkem=mlkem),
+            native.SeededRng(b"initiator %d" % self.draws),
+            previous=c.previous,
         )
         c.attempt.initiate(self.now)
         self._collect()

@@ -1,10 +1,13 @@
 """Differential state machines: the Python and the native engines fed the same inputs.
 
 Responder: two responders (Python reference, native) with the same configuration, server
-secret and seeded randomness receive the same datagrams -- honest messages 1 and 3 from
-several clients, replays from other addresses, bit flips, truncations, garbage --, the same
-answers (the right credential, none, a wrong one, commit ok or failed), the same clock and
-timers.  After every step both must have sent the same bytes to the same addresses, emitted
+secret and seeded randomness (ML-KEM encapsulation included) receive the same datagrams --
+honest messages 1 and 3 from several clients with and without X25519 and ML-KEM-768,
+replays from other addresses, bit flips, truncations, unusable X25519 shares and ML-KEM
+keys, garbage --, the same answers (the right credential, none, a wrong one, commit ok or
+failed), the same clock and timers; the credentials have different lineages and some
+configurations require ML-KEM, refuse it, require a PQ lineage or have tiny ML-KEM
+bounds.  After every step both must have sent the same bytes to the same addresses, emitted
 equal events, kept equal counters and the same pending count and timer.
 
 Initiator: the same, one attempt per engine, fed the responses of a Python responder and
@@ -14,6 +17,7 @@ the attacker's variations of them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, ClassVar
 
 from hypothesis import settings
@@ -22,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from resume import native
 from resume import wire as wm
-from resume.credential import Credential
+from resume.credential import Credential, Lineage
 from resume.errors import LocalProtocolError
 from resume.events import CommitNeeded, CredentialNeeded, Event
 from resume.initiator import Initiator, InitiatorConfig
@@ -46,7 +50,11 @@ class ResponderPair(RuleBasedStateMachine):
         ResponderConfig(require_x25519=True, lookup_timeout=1.0, completed_cache_size=1),
         ResponderConfig(response_cache_size=1, credential_cache_size=1),
         ResponderConfig(allow_x25519=False, cookie_tick_seconds=3.0),
+        ResponderConfig(require_mlkem=True, mlkem_runs_per_handle=1, response_cache_size=1),
+        ResponderConfig(allow_mlkem=False, require_pq_lineage=True),
+        ResponderConfig(mlkem_runs_per_tick=2, credential_cache_size=2, cookie_tick_seconds=3.0),
     ]
+    LINEAGES: ClassVar[list[Lineage]] = [Lineage.CLASSICAL, Lineage.HYBRID_PQ, Lineage.UNKNOWN]
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,18 +70,25 @@ class ResponderPair(RuleBasedStateMachine):
         self.counter = 0
 
     @precondition(lambda self: self.py is None)
-    @rule(which=st.integers(0, 4), seed=st.integers(0, 3))
+    @rule(which=st.integers(0, 7), seed=st.integers(0, 3))
     def start(self, which: int, seed: int) -> None:
         self.config = self.CONFIGS[which]
         label = f"responder {seed}".encode()
-        self.py = Responder(self.config, SECRET, rng=native.seeded_rng(label))
-        self.nat = native.NativeResponder(self.config, SECRET, rng=native.SeededRng(label))
+        kem = f"kem {seed}".encode()
+        self.py = Responder(
+            self.config,
+            SECRET,
+            rng=native.seeded_rng(label),
+            encapsulate=native.seeded_encapsulation(kem),
+        )
+        self.nat = native.NativeResponder(
+            self.config, SECRET, rng=native.SeededRng(label), kem=native.SeededKem(kem)
+        )
         cbc = example_params(Encr.AES_CBC, Integ.HMAC_SHA2_256_128)
         for i in range(3):
             params = cbc if i == 2 else example_params()
-            self.creds.append(
-                simulated_full_ike(_rng(f"cred {seed} {i}"), params, id_i=b"\x02c%d" % i)
-            )
+            cred = simulated_full_ike(_rng(f"cred {seed} {i}"), params, id_i=b"\x02c%d" % i)
+            self.creds.append(dataclasses.replace(cred, lineage=self.LINEAGES[i]))
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -86,12 +101,17 @@ class ResponderPair(RuleBasedStateMachine):
         self._compare()
 
     @precondition(lambda self: self.py is not None)
-    @rule(client=st.integers(0, 2), x25519=st.booleans(), addr=st.integers(0, 2))
-    def message1(self, client: int, x25519: bool, addr: int) -> None:
+    @rule(
+        client=st.integers(0, 2),
+        x25519=st.booleans(),
+        addr=st.integers(0, 2),
+        mlkem=st.sampled_from(["off", "offer", "offer"]),
+    )
+    def message1(self, client: int, x25519: bool, addr: int, mlkem: str = "off") -> None:
         self.counter += 1
         init = Initiator(
             self.creds[client],
-            InitiatorConfig(use_x25519=x25519),
+            InitiatorConfig(use_x25519=x25519, mlkem=mlkem),
             _rng(f"initiator {self.counter}"),
             peer=SERVER,
         )
@@ -110,6 +130,24 @@ class ResponderPair(RuleBasedStateMachine):
         self._feed(
             wm.build_hardened_init(b"\x05" * 8, cred.handle, sa, b"\x06" * 32, share), ADDRS[client]
         )
+
+    @precondition(lambda self: self.py is not None)
+    @rule(client=st.integers(0, 2), coefficient=st.integers(0, 767), x25519=st.booleans())
+    def unusable_mlkem_key(self, client: int, coefficient: int, x25519: bool) -> None:
+        """A message 1 whose ML-KEM key has one coefficient >= q (FIPS 203 7.2 refuses it):
+        both cores NACK it after the lookup (bad_key_share) and keep no state."""
+        cred = self.creds[client]
+        p = cred.params
+        sa = wm.ResumeSA(0x1000, int(p.encr), p.encr_key_bits, int(p.integ), 2)
+        ek = bytearray(native._require().mlkem_public(b"\x07" * 64))
+        off = 3 * (coefficient // 2)
+        if coefficient % 2 == 0:  # low 12 bits of the 3-byte group: 0xfff
+            ek[off], ek[off + 1] = 0xFF, ek[off + 1] | 0x0F
+        else:
+            ek[off + 1], ek[off + 2] = ek[off + 1] | 0xF0, 0xFF
+        share = native._require().x25519_public(b"\x09" * 32) if x25519 else None
+        m1 = wm.build_hardened_init(b"\x05" * 8, cred.handle, sa, b"\x06" * 32, share, bytes(ek))
+        self._feed(m1, ADDRS[client])
 
     @precondition(lambda self: self.seen)
     @rule(data=st.data(), addr=st.integers(0, 2))
@@ -225,17 +263,24 @@ class ResponderPair(RuleBasedStateMachine):
         addr=st.integers(0, 2),
         commit_ok=st.booleans(),
         interleave=st.integers(0, 2),
+        mlkem=st.sampled_from(["off", "offer", "offer"]),
     )
     def honest_exchange(
-        self, client: int, x25519: bool, addr: int, commit_ok: bool, interleave: int
+        self,
+        client: int,
+        x25519: bool,
+        addr: int,
+        commit_ok: bool,
+        interleave: int,
+        mlkem: str,
     ) -> None:
         """A whole exchange with every request answered at once (completions happen);
         ``interleave`` other messages 1 between message 2 and 3 evict small caches."""
-        self.message1(client, x25519, addr)
+        self.message1(client, x25519, addr, mlkem)
         self._answer_all(commit_ok)
         _, init = self.attempts[-1]
         for k in range(interleave):
-            self.message1((client + 1 + k) % 3, x25519, (addr + 1) % 3)
+            self.message1((client + 1 + k) % 3, x25519, (addr + 1) % 3, mlkem)
             self._answer_all(commit_ok)
         for m in self.r_out[-4:]:
             init.receive_datagram(m, SERVER, self.now)
@@ -288,7 +333,8 @@ class ResponderPair(RuleBasedStateMachine):
     @invariant()
     def same_tables(self) -> None:
         if self.py is not None and self.nat is not None:
-            assert self.nat.describe()["response_cache"] == self.py.describe()["response_cache"]
+            a, b = self.nat.describe(), self.py.describe()
+            assert (a["response_cache"], a["mlkem_runs"]) == (b["response_cache"], b["mlkem_runs"])
 
 
 ResponderPair.r_out = []
@@ -304,7 +350,12 @@ class InitiatorPair(RuleBasedStateMachine):
         self.now = 2_000_000.0
         self.py: Initiator | None = None
         self.nat: native.NativeInitiator | None = None
-        self.responder = Responder(ResponderConfig(), SECRET, rng=_rng("responder"))
+        self.responder = Responder(
+            ResponderConfig(),
+            SECRET,
+            rng=_rng("responder"),
+            encapsulate=native.seeded_encapsulation(b"responder kem"),
+        )
         self.seen: list[bytes] = []
         self.cred = simulated_full_ike(_rng("cred"))
         self.old = Credential(
@@ -323,8 +374,22 @@ class InitiatorPair(RuleBasedStateMachine):
         require=st.booleans(),
         previous=st.booleans(),
         retransmits=st.integers(0, 3),
+        mlkem=st.sampled_from(["off", "offer", "require"]),
+        responder_mlkem=st.booleans(),
     )
-    def start(self, x25519: bool, require: bool, previous: bool, retransmits: int) -> None:
+    def start(
+        self,
+        x25519: bool,
+        require: bool,
+        previous: bool,
+        retransmits: int,
+        mlkem: str,
+        responder_mlkem: bool,
+    ) -> None:
+        if not responder_mlkem:  # the refusal is authenticated: "require" falls back
+            self.responder = Responder(
+                ResponderConfig(allow_mlkem=False), SECRET, rng=_rng("responder")
+            )
         cur = Credential(
             self.cred.mode,
             self.cred.handle,
@@ -335,7 +400,10 @@ class InitiatorPair(RuleBasedStateMachine):
             self.cred.params,
         )
         cfg = InitiatorConfig(
-            use_x25519=x25519, require_x25519=require and x25519, max_retransmits=retransmits
+            use_x25519=x25519,
+            require_x25519=require and x25519,
+            max_retransmits=retransmits,
+            mlkem=mlkem,
         )
         prev = self.old if previous else None
         self.py = Initiator(cur, cfg, native.seeded_rng(b"i"), previous=prev, peer=SERVER)

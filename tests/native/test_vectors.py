@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from resume import native
-from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
+from resume.events import (
+    CommitNeeded,
+    CredentialNeeded,
+    ResumptionComplete,
+    SaveSuccessor,
+    ke_mode,
+)
 from resume.initiator import InitiatorConfig
 from resume.responder import ResponderConfig
 from resume.sa import DirectionKeys, Lifetimes
@@ -19,7 +25,12 @@ from tests.resume.test_vectors import _credential
 VECTORS = Path(__file__).resolve().parents[2] / "specs" / "vectors"
 CASES = [
     (f"{name}[{i}]", v)
-    for name in ("hardened.json", "hardened-x25519.json")
+    for name in (
+        "hardened.json",
+        "hardened-x25519.json",
+        "hardened-mlkem768.json",
+        "hardened-x25519-mlkem768.json",
+    )
     for i, v in enumerate(json.loads((VECTORS / name).read_text()))
 ]
 
@@ -33,6 +44,7 @@ def test_native_engines_replay_the_vectors(name: str, v: dict[str, Any]) -> None
     cred = _credential(v)
     run = v["run"]
     x25519 = "dh" in v["intermediate"]
+    mlkem = "mlkem_ek" in v["intermediate"]
     lifetimes = Lifetimes.from_json(run["lifetimes"])
     client = tuple(run["initiator_addr"])
     server = tuple(run["responder_addr"])
@@ -42,10 +54,13 @@ def test_native_engines_replay_the_vectors(name: str, v: dict[str, Any]) -> None
         ResponderConfig(cookie_tick_seconds=run["tick_seconds"]),
         bytes.fromhex(run["server_secret"]),
         rng=draws(tuple(bytes.fromhex(d) for d in run["responder_random"])),
+        kem=native.ScriptedKem(
+            tuple(bytes.fromhex(d) for d in run.get("responder_kem_random", []))
+        ),
     )
     init = native.NativeInitiator(
         cred,
-        InitiatorConfig(use_x25519=x25519),
+        InitiatorConfig(use_x25519=x25519, mlkem="require" if mlkem else "off"),
         draws(tuple(bytes.fromhex(d) for d in run["initiator_random"])),
         peer=server,
         lifetimes=lifetimes,
@@ -86,6 +101,8 @@ def test_native_engines_replay_the_vectors(name: str, v: dict[str, Any]) -> None
     assert done_i.sa.role == "initiator" and done_r.sa.role == "responder"
     assert done_i.successor == done_r.successor == ev.successor
     assert done_r.successor.handle.hex() == v["intermediate"]["successor_handle"]
+    assert done_r.successor.lineage.value == v["result"].get("successor_lineage", "unknown")
+    assert done_i.ke == done_r.ke == ke_mode(x25519, mlkem)
 
 
 @pytest.mark.parametrize(("name", "v"), CASES, ids=[n for n, _ in CASES])
@@ -108,10 +125,26 @@ def test_native_codec_and_key_schedule_on_the_vectors(name: str, v: dict[str, An
     )
     assert (secret.hex(), handle.hex()) == (c["secret"], c["handle"])
     run = v["run"]
+    c1 = n.compact_message(msgs["msg1"])
+    c2 = n.compact_message(msgs["msg2"])
+    assert (c1.hex(), c2.hex()) == (
+        inter.get("msg1_compact", v["messages"]["msg1"]),
+        inter.get("msg2_compact", v["messages"]["msg2"]),
+    )
     prf = n.responder_prf(
-        bytes.fromhex(run["server_secret"]), run["tick"], tuple(run["initiator_addr"]), msgs["msg1"]
+        bytes.fromhex(run["server_secret"]), run["tick"], tuple(run["initiator_addr"]), c1
     )
     assert prf.hex() == inter["responder_prf"]
+    ss = b""
+    if "mlkem_ek" in inter:
+        seed = bytes.fromhex(run["initiator_random"][4 if "dh" in inter else 3])
+        ek = n.mlkem_public(seed)
+        assert ek.hex() == inter["mlkem_ek"] and n.mlkem_ek_valid(ek)
+        ct, ss = n.mlkem_encapsulate_deterministic(
+            ek, bytes.fromhex(run["responder_kem_random"][0])
+        )
+        assert (ct.hex(), ss.hex()) == (inter["mlkem_ct"], inter["mlkem_shared_secret"])
+        assert n.mlkem_decapsulate(seed, ct) == ss
     dh = bytes.fromhex(inter.get("dh", ""))
     if dh:
         priv_i = bytes.fromhex(run["initiator_random"][3])
@@ -124,6 +157,7 @@ def test_native_codec_and_key_schedule_on_the_vectors(name: str, v: dict[str, An
         dh,
         inter["esp_spi_i2r"],
         inter["esp_spi_r2i"],
+        ss,
     )
     assert [k.hex() for k in keys] == [
         inter["prk"],

@@ -1,8 +1,10 @@
 """The JSON vectors in specs/vectors/ are reproduced byte for byte.
 
 Two independent checks: (1) every intermediate value is recomputed here from the formulas
-of specs/protocol.md with hashlib/hmac and cryptography's one-shot HKDF -- not through
-resume.keyschedule -- so the spec, the vectors and the code cannot drift apart silently;
+of specs/protocol.md with hashlib/hmac and cryptography's one-shot HKDF and ML-KEM -- not
+through resume.keyschedule -- so the spec, the vectors and the code cannot drift apart
+silently (the ML-KEM vectors: the initiator's key from its recorded seed, the responder's
+shared secret checked by decapsulating its ciphertext, the compact forms rebuilt by hand);
 (2) the recorded randomness is replayed through Initiator and Responder and every message
 must come out identical.  Finally the generator must reproduce the files exactly.
 """
@@ -20,12 +22,14 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from resume.credential import Credential, PaperKeys, ProtocolMode
 from resume.events import CommitNeeded, CredentialNeeded, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
+from resume.kem_testing import deterministic_encapsulation
 from resume.responder import Responder, ResponderConfig
 from resume.sa import DirectionKeys, Lifetimes, SAParams
 
@@ -45,7 +49,13 @@ def _load_generator() -> Any:
 
 def _all() -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for name in ("hardened.json", "hardened-x25519.json", "paper.json"):
+    for name in (
+        "hardened.json",
+        "hardened-x25519.json",
+        "hardened-mlkem768.json",
+        "hardened-x25519-mlkem768.json",
+        "paper.json",
+    ):
         for i, v in enumerate(json.loads((VECTORS / name).read_text())):
             out.append((f"{name}[{i}]", v))
     return out
@@ -96,6 +106,35 @@ def _ts(t: dict[str, Any]) -> bytes:
     )
 
 
+def _payloads(m: bytes) -> list[tuple[int, int, int]]:
+    """(type, offset of its generic header, payload length) of every payload of ``m``."""
+    out, off, np_ = [], 28, m[16]
+    while np_:
+        nxt, plen = m[off], struct.unpack(">H", m[off + 2 : off + 4])[0]
+        out.append((np_, off, plen))
+        np_, off = nxt, off + plen
+    assert off == len(m)
+    return out
+
+
+def _compact(m: bytes) -> bytes:
+    """Spec 4.4 by hand: the KE payload of method 36 holds SHA-256 of its data."""
+    for ptype, off, plen in _payloads(m):
+        if ptype == 34 and m[off + 4 : off + 6] == b"\x00\x24":
+            data = m[off + 8 : off + plen]
+            body = m[off + 4 : off + 8] + hashlib.sha256(data).digest()
+            out = m[: off + 2] + struct.pack(">H", 4 + len(body)) + body + m[off + plen :]
+            return out[:24] + struct.pack(">I", len(out)) + out[28:]
+    return m
+
+
+def _ke(m: bytes, method: int) -> bytes | None:
+    for ptype, off, plen in _payloads(m):
+        if ptype == 34 and struct.unpack(">H", m[off + 4 : off + 6])[0] == method:
+            return m[off + 8 : off + plen]
+    return None
+
+
 def _params_bytes(p: dict[str, Any]) -> bytes:
     mode = {"transport": 1, "tunnel": 2}[p["mode"]]
     out = struct.pack(">BHHH", mode, p["encr"], p["encr_key_bits"], p["integ"])
@@ -143,12 +182,31 @@ def test_intermediates_follow_the_spec(name: str, v: dict[str, Any]) -> None:
     assert handle.hex() == c["handle"]
 
     m1, m2, m3 = msgs["msg1"], msgs["msg2"], msgs["msg3"]
+    # the transcript uses the compact forms (equal to the messages without ML-KEM)
+    c1, c2 = _compact(m1), _compact(m2)
+    ss = b""
+    if "mlkem_ek" in inter:
+        x = 1 if "dh" in inter else 0
+        key = MLKEM768PrivateKey.from_seed_bytes(bytes.fromhex(run["initiator_random"][3 + x]))
+        ek = key.public_key().public_bytes_raw()
+        assert ek.hex() == inter["mlkem_ek"] and _ke(m1, 36) == ek and len(ek) == 1184
+        ct = _ke(m2, 36)
+        assert ct is not None and ct.hex() == inter["mlkem_ct"] and len(ct) == 1088
+        ss = key.decapsulate(ct)
+        assert ss.hex() == inter["mlkem_shared_secret"]
+        assert hashlib.sha256(ek).hexdigest() == inter["mlkem_ek_digest"]
+        assert hashlib.sha256(ct).hexdigest() == inter["mlkem_ct_digest"]
+        assert (c1.hex(), c2.hex()) == (inter["msg1_compact"], inter["msg2_compact"])
+        assert len(c1) == len(m1) - 1184 + 32 and len(c2) == len(m2) - 1088 + 32
+        assert v["result"]["successor_lineage"] == "pq-resumed"  # from an unknown chain
+    else:
+        assert (c1, c2) == (m1, m2)
     server_secret = bytes.fromhex(run["server_secret"])
     ip = ipaddress.ip_address(run["initiator_addr"][0])
     addr = bytes([ip.version]) + ip.packed + struct.pack(">H", run["initiator_addr"][1])
     vals = hmac.new(
         server_secret,
-        b"ikeresume v1 responder values" + struct.pack(">Q", run["tick"]) + addr + lp(m1),
+        b"ikeresume v1 responder values" + struct.pack(">Q", run["tick"]) + addr + lp(c1),
         hashlib.sha512,
     ).digest()
     assert vals.hex() == inter["responder_prf"]
@@ -171,7 +229,7 @@ def test_intermediates_follow_the_spec(name: str, v: dict[str, Any]) -> None:
     n_r = bytes.fromhex(inter["nonce_r"])
     ctx = lp(id_i) + lp(id_r) + lp(handle) + struct.pack(">I", c["generation"]) + digest
     assert ctx.hex() == inter["context"]
-    prk = hmac256(lp(n_i) + lp(n_r), secret + dh)
+    prk = hmac256(lp(n_i) + lp(n_r), secret + dh + ss)
     assert prk.hex() == inter["prk"]
 
     from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -189,8 +247,8 @@ def test_intermediates_follow_the_spec(name: str, v: dict[str, Any]) -> None:
     succ = expand(b"ikeresume v1 successor" + ctx, 32)
     assert succ.hex() == inter["successor_secret"]
     assert hmac256(succ, b"ikeresume v1 handle")[:16].hex() == inter["successor_handle"]
-    assert hmac256(mac_r, b"ikeresume v1 msg2 responder" + lp(m1) + m2[:-32]) == m2[-32:]
-    assert hmac256(mac_i, b"ikeresume v1 msg3 initiator" + lp(m1) + lp(m2) + m3[:-32]) == m3[-32:]
+    assert hmac256(mac_r, b"ikeresume v1 msg2 responder" + lp(c1) + c2[:-32]) == m2[-32:]
+    assert hmac256(mac_i, b"ikeresume v1 msg3 initiator" + lp(c1) + lp(c2) + m3[:-32]) == m3[-32:]
     # KEYMAT split: i->r encr|integ then r->i encr|integ; fresh, never the cached keys
     res = v["result"]
     elen = len(bytes.fromhex(res["i_to_r"]["encr_key"]))
@@ -202,8 +260,9 @@ def test_intermediates_follow_the_spec(name: str, v: dict[str, Any]) -> None:
         inter["esp_spi_i2r"],
         inter["esp_spi_r2i"],
     )
-    # message 3 echoes message 1 verbatim
-    assert m1 in m3
+    # message 3 echoes compact(message 1) verbatim: its RESUME_ECHO body
+    [(_t, off, plen), _auth] = _payloads(m3)
+    assert m3[off + 4 : off + plen] == c1
 
 
 @pytest.mark.parametrize(("name", "v"), _all(), ids=[n for n, _ in _all()])
@@ -213,6 +272,7 @@ def test_replayed_run_reproduces_every_message(name: str, v: dict[str, Any]) -> 
     run = v["run"]
     paper = v["mode"] == "paper"
     x25519 = "dh" in v["intermediate"]
+    mlkem = "mlkem_ek" in v["intermediate"]
     lifetimes = Lifetimes.from_json(run["lifetimes"])
     client = tuple(run["initiator_addr"])
     server = tuple(run["responder_addr"])
@@ -221,10 +281,13 @@ def test_replayed_run_reproduces_every_message(name: str, v: dict[str, Any]) -> 
         ResponderConfig(allow_paper_mode=paper, cookie_tick_seconds=run["tick_seconds"]),
         bytes.fromhex(run["server_secret"]),
         rng=gen.ReplayRng(run["responder_random"]),
+        encapsulate=deterministic_encapsulation(gen.ReplayRng(run.get("responder_kem_random", []))),
     )
     init = Initiator(
         cred,
-        InitiatorConfig(allow_paper_mode=paper, use_x25519=x25519),
+        InitiatorConfig(
+            allow_paper_mode=paper, use_x25519=x25519, mlkem="require" if mlkem else "off"
+        ),
         gen.ReplayRng(run["initiator_random"]),
         peer=server,
         lifetimes=lifetimes,
@@ -260,6 +323,8 @@ def test_replayed_run_reproduces_every_message(name: str, v: dict[str, Any]) -> 
     for sa in (done_i.sa, done_r.sa):
         assert sa.i_to_r == _dk(v["result"]["i_to_r"])
         assert sa.r_to_i == _dk(v["result"]["r_to_i"])
+    assert done_i.successor == done_r.successor
+    assert done_i.successor.lineage.value == v["result"].get("successor_lineage", "unknown")
 
 
 def test_generator_reproduces_the_files() -> None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from resume.cli import EXIT_CONFIG, EXIT_OK, main
+from resume.credential import Lineage
 from resume.sa import Encr, Integ
 from store.bootstrap import bootstrap
 from store.errors import SADescriptionError
@@ -87,6 +88,7 @@ def test_generation_0_is_spec_3_1_on_both_roles(tmp_path: Path) -> None:
             assert got is not None and got.credential is not None
             c = got.credential
             assert c.secret == secret and c.generation == 0
+            assert c.lineage is Lineage.CLASSICAL  # stored with the record
             assert (c.id_i, c.id_r) == (b"\x02road.example.org", b"\x02vpn.example.org")
             assert c.params.encr is Encr.AES_GCM_16 and c.params.integ is Integ.NONE
 
@@ -105,7 +107,7 @@ def test_the_command_reads_stdin_or_a_file(tmp_path: Path, key_env: Path) -> Non
     assert by_stdin.returncode == EXIT_OK, by_stdin.stderr
     out = json.loads(by_stdin.stdout)
     assert out["handle"] == handle.hex() and out["role"] == "responder"
-    assert out["lineage"] == "classical" and out["lineage_stored"] is False
+    assert out["lineage"] == "classical" and "lineage_stored" not in out
     assert d["i_to_r"]["encr_key"] not in by_stdin.stdout.decode()
     rc = main(["cache", "bootstrap", "--role", "initiator", str(f), "--db", str(tmp_path / "i.db")])
     assert rc == EXIT_OK

@@ -10,6 +10,7 @@ an export the store wrote, as a migration tool would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import io
@@ -151,11 +152,59 @@ def test_an_export_is_readable_from_the_spec(tmp_path: Path) -> None:
         buf = io.StringIO()
         assert export_jsonl(s, buf) == 1
     head, line = buf.getvalue().splitlines()
-    assert json.loads(head)["format"] == "ikeresume-cache-export/1"
+    assert json.loads(head)["format"] == "ikeresume-cache-export/2"
     got = json.loads(line)
-    assert set(got) == set(rec)
+    assert set(got) == set(rec) | {"lineage", "prev_lineage"}  # format 2 (section 5)
+    assert (got["lineage"], got["prev_lineage"]) == ("unknown", None)  # a format 1 record
     handle = base64.b64decode(got["handle"])
     blob = base64.b64decode(got["secret_wrapped"])
     aad = _aad(b"secret", got["role"], got["mode"], handle, got["generation"], got["params"])
     assert AESGCM(key).decrypt(blob[:12], blob[12:], aad) == secret
     assert got["params"] == _canonical(json.loads(got["params"]))
+
+
+def test_format_2_carries_the_lineage_both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Section 1's ``lineage``/``prev_lineage``: imported as written, exported again, and a
+    value that is not a lineage is refused naming the line and field."""
+    key = os.urandom(32)
+    key_file = tmp_path / "master.key"
+    key_file.write_text(key.hex() + "\n")
+    monkeypatch.setenv("IKERESUME_MASTER_KEY_FILE", str(key_file))
+    now = time.time()
+    s_resp, s_ini, s_prev = os.urandom(32), os.urandom(32), os.urandom(32)
+    resp = _record(key, "responder", 3, s_resp, now) | {
+        "lineage": "hybrid-pq", "prev_lineage": None,
+    }  # fmt: skip
+    ini = _record(key, "initiator", 4, s_ini, now, prev=(3, s_prev)) | {
+        "lineage": "pq-resumed", "prev_lineage": "classical",
+    }  # fmt: skip
+    header = {"format": "ikeresume-cache-export/2"}
+    export = tmp_path / "v2.jsonl"
+    export.write_text("".join(json.dumps(x) + "\n" for x in (header, resp, ini)))
+    db = tmp_path / "cache.db"
+    assert main(["cache", "import", str(export), "--db", str(db)]) == EXIT_OK
+    with Store.open(str(db), Keyring.from_file(key_file)) as s:
+        r = s.lookup(_handle(s_resp), now + 1)
+        assert r is not None and r.credential is not None
+        assert r.credential.lineage.value == "hybrid-pq"
+        i = s.lookup_peer(ID_R, now + 1)
+        assert i is not None and i.credential is not None and i.previous is not None
+        assert (i.credential.lineage.value, i.previous.lineage.value) == (
+            "pq-resumed",
+            "classical",
+        )
+        buf = io.StringIO()
+        assert export_jsonl(s, buf) == 2
+    out = {json.loads(x).get("role"): json.loads(x) for x in buf.getvalue().splitlines()[1:]}
+    assert (out["responder"]["lineage"], out["initiator"]["prev_lineage"]) == (
+        "hybrid-pq",
+        "classical",
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(header) + "\n" + json.dumps(resp | {"lineage": "quantum"}) + "\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["cache", "import", str(bad), "--db", str(tmp_path / "other.db")])
+    assert rc != EXIT_OK and "line 2" in err.getvalue() and "lineage" in err.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from resume.cli import EXIT_CONFIG, EXIT_ERROR, main
+from resume.credential import Lineage
 from store.keys import Keyring
 from store.repository import Store
 from tests.store.helpers import make_credential, successor
@@ -43,6 +45,7 @@ def test_list_show_stats_revoke(
 ) -> None:
     url, keyf, store = setup
     a, b = make_credential(peer="a.example"), make_credential(peer="b.example")
+    a = dataclasses.replace(a, lineage=Lineage.HYBRID_PQ)
     uid_a = store.upsert_full_ike("responder", a, NOW)
     store.upsert_full_ike("initiator", b, NOW - 8 * 86400)  # beyond the default 7-day cap
     rc, recs = run(capsys, "cache", "list", "--db", url, "--json", "--now", str(NOW))
@@ -50,6 +53,14 @@ def test_list_show_stats_revoke(
     by_peer = {r["id_i"]: r for r in recs}
     assert by_peer["fqdn:a.example"]["usable"] is True
     assert by_peer["fqdn:b.example"]["refusal"] == "chain_age"
+    assert (by_peer["fqdn:a.example"]["lineage"], by_peer["fqdn:a.example"]["pq"]) == (
+        "hybrid-pq",
+        True,
+    )
+    assert (by_peer["fqdn:b.example"]["lineage"], by_peer["fqdn:b.example"]["pq"]) == (
+        "unknown",
+        False,
+    )
     assert all("secret" not in k for r in recs for k in r)
     rc, recs = run(capsys, "cache", "list", "--db", url, "--role", "initiator", "--json")
     assert [r["id_i"] for r in recs] == ["fqdn:b.example"]  # type: ignore[union-attr]
@@ -57,8 +68,12 @@ def test_list_show_stats_revoke(
                   "--verify", "--json")  # fmt: skip
     assert rc == 0 and rec["uid"] == uid_a and rec["secret_verified"] is True  # type: ignore[index]
     assert rec["params"]["tsr"][0]["start_addr"] == "10.8.0.0"  # type: ignore[index]
+    assert rec["lineage"] == "hybrid-pq"  # type: ignore[index]
     rc, s = run(capsys, "cache", "stats", "--db", url, "--json", "--now", str(NOW))
     assert rc == 0 and s["entries"] == 2 and s["purgeable_now"] == 1  # type: ignore[index]
+    assert s["by_lineage"] == {"hybrid-pq": 1, "unknown": 1}  # type: ignore[index]
+    rc, human = run(capsys, "cache", "list", "--db", url, "--now", str(NOW))
+    assert "lineage: 1 hybrid-pq, 1 unknown" in str(human)  # the table may wrap its cells
     rc, out = run(capsys, "cache", "purge", "--db", url, "--json", "--now", str(NOW), "--dry-run")
     assert out == {"purged": 1, "dry_run": True}
     rc, out = run(capsys, "cache", "purge", "--db", url, "--json", "--now", str(NOW))

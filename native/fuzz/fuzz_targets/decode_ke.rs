@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(ke) = ikeresume_native::messages::decode_ke_untrusted(data) {
-        assert_eq!(&ikeresume_native::messages::encode_ke(&ke)[..], data);
+    if let Ok((method, ke)) = ikeresume_native::messages::decode_ke_untrusted(data) {
+        assert_eq!(&ikeresume_native::messages::encode_ke(method, ke)[..], data);
     }
 });

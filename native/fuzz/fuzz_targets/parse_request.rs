@@ -13,9 +13,15 @@ use common::plain;
 fuzz_target!(|data: &[u8]| {
     match parse_request_untrusted(data) {
         Ok(Request::HardenedInit(m)) if plain(data) && m.header.flags == 0x08 => {
-            let again =
-                build_hardened_init(&m.header.spi_i, m.handle, &m.sa, m.nonce, m.ke.as_ref())
-                    .expect("re-encodes");
+            let again = build_hardened_init(
+                &m.header.spi_i,
+                m.handle,
+                &m.sa,
+                m.nonce,
+                m.ke.as_ref(),
+                m.mlkem,
+            )
+            .expect("re-encodes");
             assert_eq!(again, data);
         }
         Ok(Request::HardenedAuth(m))

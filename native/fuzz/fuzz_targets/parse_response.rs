@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
                 &m.sa,
                 m.nonce,
                 m.ke.as_ref(),
+                m.mlkem,
             )
             .expect("re-encodes");
             again.extend_from_slice(m.mac);

@@ -148,7 +148,17 @@ listen = ""
         assert ok.returncode == EXIT_OK, ok.stderr
         out = json.loads(ok.stdout)
         assert out["outcome"] == "resumed" and out["generation"] == 1
+        assert (out["ke"], out["lineage"]) == ("x25519", "unknown")
         assert "key" not in ok.stdout.lower()  # SPIs and algorithms only
+        pq = subprocess.run(
+            [*base, "--peer", "vpn.example.org", "--mlkem", "require"],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert pq.returncode == EXIT_OK, pq.stderr
+        out = json.loads(pq.stdout)  # the SO_REUSEPORT workers: the same one got message 3
+        assert (out["generation"], out["ke"], out["lineage"]) == (
+            2, "x25519+mlkem768", "pq-resumed",
+        )  # fmt: skip
         nack = subprocess.run(
             [*base, "--peer", "other.example.org"], capture_output=True, text=True, env=env
         )

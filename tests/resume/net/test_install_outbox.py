@@ -7,10 +7,13 @@ dies before the install finished); ``tests/crash/test_sigkill.py`` kills real pr
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
+import pytest
 import trio
 
+from resume.initiator import InitiatorConfig
 from resume.net.client import ClientOptions, resume_with_store
 from resume.net.server import ResponderService
 from resume.sa import SAPair
@@ -19,6 +22,11 @@ from store.policy import Policy
 from .conftest import ID_R, PATIENT, CaptureInstaller, Env
 
 DEADLINE = 30  # bounds a hang; never a verdict
+#: the key exchanges of the committed run: an ML-KEM run goes through the outbox the same way
+KE_CONFIGS = {
+    "x25519": PATIENT,
+    "x25519+mlkem768": dataclasses.replace(PATIENT, mlkem="require"),
+}
 
 
 class StuckInstaller:
@@ -37,7 +45,7 @@ def _outbox_rows(env: Env) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM install_outbox").scalar_one())
 
 
-async def _commit_then_die(env: Env) -> tuple[SAPair, SAPair]:
+async def _commit_then_die(env: Env, config: InitiatorConfig = PATIENT) -> tuple[SAPair, SAPair]:
     """A service commits one resumption and is gone before its install finished: the
     (client's, server's) SA pairs of that exchange."""
     stuck = StuckInstaller()
@@ -45,9 +53,10 @@ async def _commit_then_die(env: Env) -> tuple[SAPair, SAPair]:
         svc = ResponderService(env.config(), env.server_store, installer=stuck)
         await doomed.start(svc.run)
         r = await resume_with_store(
-            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
+            env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=config)
         )
         assert r.resumed and r.sa is not None
+        assert r.ke == ("x25519+mlkem768" if config.mlkem == "require" else "x25519")
         with trio.fail_after(DEADLINE):
             while not stuck.started:
                 await trio.sleep(0.01)
@@ -59,11 +68,12 @@ def _same_keys(client: SAPair, server: SAPair) -> bool:
     return client.i_to_r == server.i_to_r and client.r_to_i == server.r_to_i
 
 
+@pytest.mark.parametrize("ke", KE_CONFIGS)
 async def test_a_pair_committed_but_not_installed_is_installed_before_serving(
-    env: Env, nursery: trio.Nursery
+    env: Env, nursery: trio.Nursery, ke: str
 ) -> None:
     env.seed(1)
-    client_sa, stuck_sa = await _commit_then_die(env)
+    client_sa, stuck_sa = await _commit_then_die(env, KE_CONFIGS[ke])
     assert _same_keys(client_sa, stuck_sa)
     assert _outbox_rows(env) == 1  # the intent survived the "crash"
     cap = CaptureInstaller()
@@ -74,9 +84,9 @@ async def test_a_pair_committed_but_not_installed_is_installed_before_serving(
     assert _outbox_rows(env) == 0
     # and the peers are in step: the next resumption works and is installed normally
     r = await resume_with_store(
-        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=PATIENT)
+        env.client_store, ID_R, svc.addresses[0], options=ClientOptions(config=KE_CONFIGS[ke])
     )
-    assert r.resumed and r.used_generation == 1
+    assert r.resumed and r.used_generation == 1 and r.ke == ke
     with trio.fail_after(DEADLINE):
         while len(cap.pairs) < 2 or _outbox_rows(env):
             await trio.sleep(0.01)
