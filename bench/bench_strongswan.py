@@ -143,8 +143,27 @@ def proc_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def _strongswan_conf(path: Path, vici: Path, port: int, log: Path, initiator: bool) -> None:
+def _strongswan_conf(
+    path: Path,
+    vici: Path,
+    port: int,
+    log: Path,
+    initiator: bool,
+    *,
+    block_threshold: int | None = None,
+    log_level: int = 0,
+) -> None:
+    """charon's configuration.  By default tuned for sequential handshakes (no DoS
+    protection, 3 retransmissions); with ``block_threshold`` a gateway's defaults instead
+    (cookies above 10 half-open IKE_SAs, charon's retransmission schedule) with only the
+    per-source half-open limit raised (``bench_storm.py``: every initiator shares one
+    address)."""
     # reuse_ikesa=no: each initiate creates a NEW IKE_SA instead of returning the existing one.
+    tuning = (
+        "retransmit_tries = 3\n    init_limit_half_open = 0\n    dos_protection = no"
+        if block_threshold is None
+        else f"block_threshold = {block_threshold}"
+    )
     path.write_text(
         f"""charon {{
     load_modular = no
@@ -154,9 +173,7 @@ def _strongswan_conf(path: Path, vici: Path, port: int, log: Path, initiator: bo
     reuse_ikesa = {"no" if initiator else "yes"}
     install_routes = no
     install_virtual_ip = no
-    retransmit_tries = 3
-    init_limit_half_open = 0
-    dos_protection = no
+    {tuning}
     syslog {{
         daemon {{
             default = -1
@@ -165,7 +182,7 @@ def _strongswan_conf(path: Path, vici: Path, port: int, log: Path, initiator: bo
     filelog {{
         log {{
             path = {log}
-            default = 0
+            default = {log_level}
             append = no
         }}
     }}

@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
         help="resume a few hundred clients against a loopback responder (SQLite)",
         description="Start a resumption responder on 127.0.0.1 with a SQLite cache, seed "
         "credentials as full IKEs would, resume every client --rounds times over UDP, and "
-        "print outcomes, key fingerprints, latency and throughput.  Exit 0 only if every "
+        "print outcomes, key fingerprints, latency and throughput; halfway through the last "
+        "round the responder is stopped and replaced, and every client must come back.  "
+        "Exit 0 only if every "
         "client resumed with the same keys on both sides and both caches ended at the same "
         "generation.  --in-process runs the protocol core alone instead (no socket, no "
         "database): lost messages 3, NACK fallback and the 2007 proposal's key reuse.",
@@ -46,6 +48,11 @@ def register(sub: Any) -> None:
         help="ML-KEM-768 in the clients' exchanges (default offer: post-quantum)",
     )
     p.add_argument("--workdir", help="keep the SQLite files here (default: a temp dir, removed)")
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="keep one responder (default: it is restarted halfway through the last round)",
+    )
     p.add_argument("--loss", type=float, help="in-process: fraction of messages 3 dropped (0.05)")
     p.add_argument("--seed", type=int, help="in-process: deterministic run (NOT for real keys)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -65,8 +72,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if clients < 1 or rounds < 1:
         return _usage("--clients and --rounds must be >= 1")
     if args.in_process:
-        if args.workdir is not None:
-            return _usage("--workdir needs the loopback demo (drop --in-process)")
+        if args.workdir is not None or args.no_restart:
+            return _usage("--workdir and --no-restart need the loopback demo (drop --in-process)")
         loss = 0.05 if args.loss is None else args.loss
         if not 0.0 <= loss < 1.0:
             return _usage("--loss must be in [0, 1)")
@@ -90,6 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rounds,
             workdir=args.workdir or tmp,
             use_x25519=not args.no_x25519,
+            restart=not args.no_restart,
             mlkem=args.mlkem,
         )
     if args.workdir is None:

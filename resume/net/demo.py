@@ -14,6 +14,13 @@ and without ML-KEM, and from before lineage was recorded), the clients offer ML-
 resumption cost: its bytes on the wire and the responder's CPU (the serving loop's work
 measured per batch on its thread, plus the group commit's and WAL checkpoint's threads).
 
+The failover story (:class:`Failover`, on by default): halfway through the last round the
+responder is stopped without draining and a new service takes over the same SQLite file,
+server secret and port; the summary shows that every client comes back, how many
+exchanges were interrupted and how long they took to complete.  (In-process, so the
+"crash" is a cancelled task, not a SIGKILL: ``bench/bench_storm.py`` and
+``tests/crash/`` kill real processes.)
+
 The initiators' cache is one SQLite file standing in for hundreds of hosts, each of which
 would sync its own disk in parallel; it is opened with ``synchronous=NORMAL`` (WAL: durable
 at the next checkpoint) so that one shared fsync queue does not make the demo measure a
@@ -31,7 +38,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +51,7 @@ from resume.credential import Lineage
 from resume.initiator import InitiatorConfig
 from resume.keyschedule import fingerprint
 from resume.net.client import ClientOptions, ResumeResult, resume_with_store
-from resume.net.config import from_mapping
+from resume.net.config import ServeConfig, from_mapping
 from resume.net.server import ResponderService
 from resume.sa import SAPair
 from resume.testing import simulated_full_ike
@@ -88,6 +95,33 @@ class FingerprintInstaller:
 
 
 @dataclass
+class Failover:
+    """The responder restart in the middle of the last round, and how the clients came back.
+
+    The service is stopped without draining (its task cancelled: exchanges under way die
+    with it, as in a crash; what it had queued for commit is flushed or not, both are
+    covered) and a new one starts on the same SQLite file, server secret and port.  A
+    client whose attempt timed out meanwhile starts another at once.  A client whose
+    message 3 died with the old process (or reached the new one, which refuses it: with
+    X25519 the per-tick key was the old process's) believes it resumed, but the responder
+    never committed: its next attempt offers the successor, gets a NACK and resumes with
+    the kept previous generation (spec 9.2) -- the demo makes that next attempt at once.
+    """
+
+    after_results: int = 0  # results of the last round before the stop
+    in_flight: int = 0  # attempts under way when the responder stopped
+    down_ms: float = 0.0  # stop -> the new service serving
+    recovered_ms: float = 0.0  # stop -> every attempt under way at the stop resumed
+    retries_ms: float = 0.0  # the lost message 3s' clients resuming again, one by one
+    new_attempts: int = 0  # attempts that timed out while it was down, made again
+    #: "resumed" attempts (under way, or just done: message 3 sent but not yet committed)
+    #: whose message 3 died with the old process: resumed again
+    message3_lost: int = 0
+    message3_late: int = 0  # counted lost, but committed after all (the retry used it)
+    recovered: bool = False
+
+
+@dataclass
 class DemoSummary:
     clients: int
     rounds: int
@@ -119,14 +153,17 @@ class DemoSummary:
     #: responder CPU per resumption: the serving loop, and the commit/checkpoint threads
     responder_loop_us: float = math.nan
     responder_commit_us: float = math.nan
+    failover: Failover | None = None
 
     @property
     def ok(self) -> bool:
-        """Every client resumed every round, and both sides agree on keys and generations."""
+        """Every client resumed every round, and both sides agree on keys and generations
+        (and, with a restart, every client of that round came back)."""
         return (
             self.resumed == self.clients * self.rounds
             and self.generations_match
             and self.keys_match
+            and (self.failover is None or self.failover.recovered)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -161,6 +198,144 @@ def seed_caches(d: Path, keyring: Keyring, n_clients: int, now: float) -> None:
             st.upsert_full_ike("initiator", cred, now)
 
 
+def _service_config(d: Path, port: int) -> ServeConfig:
+    return from_mapping(
+        {
+            "server": {
+                "listen": [f"127.0.0.1:{port}"],
+                "server_secret_file": str(d / "server.key"),
+            },
+            "http": {"listen": ""},
+            "log": {"level": "warning"},
+        }
+    )
+
+
+class _Responder:
+    """The demo's responder: one :class:`ResponderService` at a time on one SQLite file,
+    which :meth:`restart` stops without draining and replaces (same port, same secret)."""
+
+    def __init__(self, d: Path, keyring: Keyring, installer: FingerprintInstaller) -> None:
+        self.d, self.keyring, self.installer = d, keyring, installer
+        self.services: list[ResponderService] = []
+        self.store: Store | None = None
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        #: CPU of the services' own threads while measured (:meth:`measure`); a restart
+        #: adds the old threads' share before they exit (what its stop flushes is not in)
+        self.threads_cpu = 0.0
+        self._threads_base: float | None = None
+
+    def measure(self, on: bool) -> None:
+        """Start (True) or end (False) counting the service threads' CPU."""
+        now = _service_threads_cpu()
+        if self._threads_base is not None:
+            self.threads_cpu += now - self._threads_base
+        self._threads_base = now if on else None
+
+    @property
+    def loop_cpu_s(self) -> float:
+        """The serving loops' CPU, every service so far."""
+        return sum(s.loop_cpu_s for s in self.services)
+
+    @property
+    def current(self) -> ResponderService:
+        return self.services[-1]
+
+    async def start(self, nursery: trio.Nursery, port: int = 0) -> ResponderService:
+        self.store = Store.open(
+            f"sqlite:///{self.d}/responder.db", self.keyring, sqlite_synchronous="FULL"
+        )
+        svc = ResponderService(_service_config(self.d, port), self.store, installer=self.installer)
+        self.services.append(svc)
+        self._scope, self._stopped = trio.CancelScope(), trio.Event()
+        scope, stopped = self._scope, self._stopped
+
+        async def run(task_status: trio.TaskStatus[ResponderService]) -> None:
+            try:
+                with scope:
+                    await svc.run(task_status)
+            finally:
+                stopped.set()
+
+        started: ResponderService = await nursery.start(run)
+        return started
+
+    async def restart(self, nursery: trio.Nursery) -> None:
+        port = self.current.addresses[0][1]
+        measuring = self._threads_base is not None
+        self.measure(False)
+        self._scope.cancel()  # no drain: what is under way dies with it
+        await self._stopped.wait()
+        if self.store is not None:
+            self.store.close()
+        await self.start(nursery, port)
+        if measuring:
+            self.measure(True)
+
+    def stop(self) -> None:
+        self.current.shutdown()
+
+    def committed(self) -> int:
+        return sum(int(s.metrics.commits.get("ok")) for s in self.services)
+
+    def quiet(self) -> bool:
+        """Nothing under way in the current service (its queues and installs empty)."""
+        svc = self.current
+        lanes = svc.lanes
+        return svc.pending == 0 and not any(lane.outstanding_commits for lane in lanes)
+
+
+def _uncommitted(
+    resp: _Responder, results: list[tuple[int, int, ResumeResult]], rnd: int
+) -> list[int]:
+    """Indexes of round ``rnd``'s "resumed" results whose successor the responder's store
+    does not hold (not committed yet, or never: message 3 lost)."""
+    st = resp.store
+    if st is None:  # never: the responder is started before any round
+        return []
+    now = time.time()
+    out = []
+    for k, (_i, r_, r) in enumerate(results):
+        if r_ != rnd or not r.resumed or r.successor is None:
+            continue
+        found = st.lookup(r.successor.handle, now)
+        if found is None or found.credential is None:
+            out.append(k)
+    return out
+
+
+async def _settle_lost_message3(
+    resp: _Responder,
+    results: list[tuple[int, int, ResumeResult]],
+    rnd: int,
+    again: Callable[[int], Awaitable[ResumeResult]],
+    fo: Failover,
+) -> None:
+    """Find this round's "resumed" attempts the responder never committed (their message 3
+    died with the old process) and make each client's next attempt now."""
+
+    def uncommitted() -> list[int]:
+        return _uncommitted(resp, results, rnd)
+
+    quiet_since: float | None = None  # a message 3 on loopback is queued when sent
+    with trio.move_on_after(10):  # bounds a hang; a late commit only costs one more attempt
+        while uncommitted():
+            quiet_since = (quiet_since or time.monotonic()) if resp.quiet() else None
+            if quiet_since is not None and time.monotonic() - quiet_since > 0.5:
+                break
+            await trio.sleep(0.01)
+    t_retry = time.monotonic()
+    for k in uncommitted():
+        i, _r, first = results[k]
+        r = await again(i)
+        fo.message3_lost += 1
+        late = first.used_generation is not None and r.used_generation == first.used_generation + 1
+        fo.message3_late += late
+        results[k] = (i, rnd, r)
+    fo.retries_ms = round((time.monotonic() - t_retry) * 1e3, 1)
+
+
 async def run_loopback_demo_async(
     n_clients: int = 300,
     rounds: int = 2,
@@ -168,78 +343,119 @@ async def run_loopback_demo_async(
     workdir: str | Path | None = None,
     concurrency: int = 32,
     use_x25519: bool = True,
+    restart: bool = True,
     mlkem: str = "offer",
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoSummary:
+    """``restart``: stop the responder without draining when half of the last round's
+    clients have resumed, start a new one on the same store, and report the recovery
+    (:class:`Failover`)."""
     d = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ikeresume-demo-"))
     d.mkdir(parents=True, exist_ok=True)
     keyring = Keyring([MasterKey.generate()])
     t_seed = time.perf_counter()
     seed_caches(d, keyring, n_clients, time.time())
     seed_s = time.perf_counter() - t_seed
-    server_store = Store.open(f"sqlite:///{d}/responder.db", keyring, sqlite_synchronous="FULL")
     client_store = Store.open(f"sqlite:///{d}/initiators.db", keyring, sqlite_synchronous="NORMAL")
+    installer = FingerprintInstaller()
+    resp = _Responder(d, keyring, installer)
+    fo = Failover() if restart else None
     try:
-        cfg = from_mapping(
-            {
-                "server": {
-                    "listen": ["127.0.0.1:0"],
-                    "server_secret_file": str(d / "server.key"),
-                },
-                "http": {"listen": ""},
-                "log": {"level": "warning"},
-            }
-        )
-        installer = FingerprintInstaller()
-        service = ResponderService(cfg, server_store, installer=installer)
         ini_cfg = InitiatorConfig(use_x25519=use_x25519, mlkem=mlkem, initial_rto=0.25, timeout=3.0)
-        lineage_before = server_store.count_by_lineage()
         results: list[tuple[int, int, ResumeResult]] = []
         limiter = trio.CapacityLimiter(concurrency)
         total = n_clients * rounds
+        under_way: set[int] = set()
+        affected: set[int] = set()  # under way at the stop
+        t_stop = 0.0
+        last_done = 0.0
+
+        async def attempt(i: int, retry_timeouts: bool) -> ResumeResult:
+            nonlocal last_done
+            options = ClientOptions(config=ini_cfg, id_i=client_id(i), local=(client_addr(i), 0))
+            while True:
+                r = await resume_with_store(client_store, ID_R, server, options)
+                if retry_timeouts and fo is not None and r.outcome in ("timeout", "network"):
+                    fo.new_attempts += 1  # the responder was down: reconnect at once
+                    continue
+                if i in affected:
+                    last_done = time.monotonic()
+                return r
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
-            server = service.addresses[0]
-            threads0 = _service_threads_cpu()
+            await resp.start(nursery)
+            server = resp.current.addresses[0]
+            if resp.store is None:  # never: start opened it
+                raise RuntimeError("the demo's responder has no store")
+            lineage_before = resp.store.count_by_lineage()
+            resp.measure(True)
             t0 = time.perf_counter()
             for rnd in range(rounds):
+                failover_round = fo is not None and rnd == rounds - 1
+                stop_after = n_clients // 2 if failover_round else -1
+                restarted = trio.Event()
 
-                async def one(i: int, rnd: int = rnd) -> None:
+                async def one(
+                    i: int, rnd: int = rnd, fr: bool = failover_round, stop_at: int = stop_after,
+                    restarted: trio.Event = restarted,
+                ) -> None:  # fmt: skip
+                    nonlocal t_stop
                     async with limiter:
-                        options = ClientOptions(
-                            config=ini_cfg, id_i=client_id(i), local=(client_addr(i), 0)
-                        )
-                        r = await resume_with_store(client_store, ID_R, server, options)
+                        under_way.add(i)
+                        r = await attempt(i, fr)
+                        under_way.discard(i)
                     results.append((i, rnd, r))
                     if progress is not None:
                         progress(len(results), total)
+                    done = sum(1 for _i, r_, _r in results if r_ == rnd)
+                    if fo is not None and done == stop_at and not restarted.is_set():
+                        restarted.set()
+                        affected.update(under_way)
+                        fo.after_results, fo.in_flight = done, len(affected)
+                        t_stop = time.monotonic()
+                        await resp.restart(nursery)
+                        fo.down_ms = round((time.monotonic() - t_stop) * 1e3, 1)
 
                 async with trio.open_nursery() as clients:
                     for i in range(n_clients):
                         clients.start_soon(one, i)
+                if fo is not None and failover_round:
+                    await _settle_lost_message3(resp, results, rnd, lambda i: attempt(i, True), fo)
+                    mine = [r for _i, r_, r in results if r_ == rnd]
+                    fo.recovered = len(mine) == n_clients and all(r.resumed for r in mine)
+                    fo.recovered_ms = round((last_done - t_stop) * 1e3, 1)
                 # the last message 3s of a round are committed before the next round
                 with trio.move_on_after(5):
                     resumed = sum(r.resumed for _, _, r in results)
-                    while service.metrics.commits.get("ok") < resumed:
+                    # (after a restart the metrics miss what the stop flushed: ask the store)
+                    while (
+                        _uncommitted(resp, results, rnd)
+                        if failover_round
+                        else resp.committed() < resumed
+                    ):
                         await trio.sleep(0.002)
             wall = time.perf_counter() - t0
-            threads_cpu = _service_threads_cpu() - threads0
-            service.shutdown()
+            resp.measure(False)
+            resp.stop()
+        if resp.store is None:  # never: started above
+            raise RuntimeError("the demo's responder never started")
         summary = _summarize(
-            n_clients, rounds, results, installer, service, server_store, client_store, wall, d
-        )
+            n_clients, rounds, results, installer, resp.services, resp.store, client_store,
+            wall, d,
+        )  # fmt: skip
         summary.seed_s = round(seed_s, 3)
         summary.listen = f"{server[0]}:{server[1]}"
+        summary.failover = fo
         summary.mlkem = mlkem
         summary.lineage_before = _nonzero(lineage_before)
-        summary.lineage_after = _nonzero(server_store.count_by_lineage())
+        summary.lineage_after = _nonzero(resp.store.count_by_lineage())
         if summary.resumed:
-            summary.responder_loop_us = round(service.loop_cpu_s / summary.resumed * 1e6, 1)
-            summary.responder_commit_us = round(threads_cpu / summary.resumed * 1e6, 1)
+            summary.responder_loop_us = round(resp.loop_cpu_s / summary.resumed * 1e6, 1)
+            summary.responder_commit_us = round(resp.threads_cpu / summary.resumed * 1e6, 1)
         return summary
     finally:
-        server_store.close()
+        if resp.store is not None:
+            resp.store.close()
         client_store.close()
 
 
@@ -263,13 +479,14 @@ def _summarize(
     rounds: int,
     results: list[tuple[int, int, ResumeResult]],
     installer: FingerprintInstaller,
-    service: ResponderService,
+    services: list[ResponderService],
     server_store: Store,
     client_store: Store,
     wall: float,
     d: Path,
 ) -> DemoSummary:
-    m = service.metrics
+    m = services[-1].metrics
+    match, commits = _caches_agree(server_store, client_store, n_clients, time.time())
     ok = [(i, rnd, r) for i, rnd, r in results if r.resumed]
     fallbacks: dict[str, int] = {}
     for _, _, r in results:
@@ -319,11 +536,11 @@ def _summarize(
         client_p50_ms=round(statistics.median(lat), 3) if lat else math.nan,
         client_p99_ms=round(_pct(lat, 0.99), 3),
         server_p50_ms_bucket=m.latency.quantile(0.5) * 1e3,
-        server_commits=int(m.commits.get("ok")),
-        commit_transactions=int(m.commit_batches.get()),
-        server_drops={k[0]: v for k, v in m.drops.values.items()},
+        server_commits=commits,
+        commit_transactions=sum(int(s.metrics.commit_batches.get()) for s in services),
+        server_drops=_drops(services),
         workdir=str(d),
-        generations_match=_generations_match(server_store, client_store, n_clients, time.time()),
+        generations_match=match,
         keys_match=keys_match,
         distinct_keys=len(keys),
         fingerprints=[s["key_i2r_fp"] for s in samples[:3]],
@@ -333,16 +550,30 @@ def _summarize(
     )
 
 
-def _generations_match(server: Store, client: Store, n: int, now: float) -> bool:
-    """Both caches agree on every pair's current handle (the ratchet stayed in step)."""
+def _drops(services: list[ResponderService]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for svc in services:
+        for k, v in svc.metrics.drops.values.items():
+            out[k[0]] = out.get(k[0], 0.0) + v
+    return out
+
+
+def _caches_agree(server: Store, client: Store, n: int, now: float) -> tuple[bool, int]:
+    """Whether both caches agree on every pair's current handle (the ratchet stayed in
+    step), and the responder's durable commits (its records' resumption counters: what a
+    stopped service flushed is counted too, unlike its metrics)."""
+    match, commits = True, 0
     for i in range(n):
         c = client.lookup_peer(ID_R, now, id_i=client_id(i))
         if c is None or c.credential is None:
-            return False
+            match = False
+            continue
         s = server.lookup(c.credential.handle, now)
         if s is None or s.credential is None or s.credential.generation != c.credential.generation:
-            return False
-    return True
+            match = False
+            continue
+        commits += s.counters.resumptions
+    return match, commits
 
 
 def run_loopback_demo(n_clients: int = 300, rounds: int = 2, **kw: Any) -> DemoSummary:
@@ -385,6 +616,21 @@ def print_summary(s: DemoSummary) -> None:
     t.add_row(
         "throughput", f"{s.resumptions_per_s:,.0f} resumptions/s ({s.wall_s:.2f} s, client-bound)"
     )
+    fo = s.failover
+    if fo is not None:
+        t.add_row(
+            "responder restarted mid-round",
+            f"after {fo.after_results} of round {s.rounds}'s {s.clients} clients, "
+            f"{fo.in_flight} exchanges under way; down {fo.down_ms:.0f} ms",
+        )
+        t.add_row(
+            "everyone resumed after the restart",
+            ("yes" if fo.recovered else "NO")
+            + f": the {fo.in_flight} interrupted attempts done {fo.recovered_ms:.0f} ms after "
+            f"the stop ({fo.new_attempts} timed out and were made again); "
+            f"{fo.message3_lost} whose message 3 died with the old process resumed again "
+            f"(previous generation) in {fo.retries_ms:.0f} ms",
+        )
     t.add_row("durable commits / transactions", f"{s.server_commits} / {s.commit_transactions}")
     t.add_row(
         "key exchanges (resumptions)",

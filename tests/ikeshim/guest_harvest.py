@@ -93,10 +93,15 @@ def _wait(pred: Any, what: str, timeout: float = 20.0) -> None:
     )
 
 
-def _established_s(charons: Charons, peer: Any, ike: str) -> int:
-    """Seconds the daemon says IKE SA ``ike`` has been established (-1 if it has none)."""
+def _installed_s(charons: Charons, peer: Any, ike: str) -> int:
+    """Seconds the daemon says the CHILD_SA of IKE SA ``ike`` has been installed (-1: none).
+
+    The harvester records the CHILD_SA's install time (child-updown's ``install-time``), not
+    the IKE_SA's age: the child may be installed a fraction of a second after the IKE_SA is
+    established, so waiting on the IKE_SA's "established 1s ago" can still record 0 s.
+    """
     out = charons.swanctl(peer, "--list-sas", "--ike", ike)
-    found = re.search(r"established (\d+)s ago", out)
+    found = re.search(r"installed (\d+)s ago", out)
     return int(found.group(1)) if found else -1
 
 
@@ -199,9 +204,9 @@ def check_3_disconnect_records_the_session() -> dict[str, Any]:
     # No wait for --counter-interval: the final byte counts come with the child-updown
     # events strongSwan sends after ike-updown.
     charons: Charons = _state["charons"]
-    # The record's connected time is what the daemon reports at ike-updown, in whole
-    # seconds: let it reach 1 s on both sides first, however fast this host is.
-    _wait(lambda: all(_established_s(charons, p, "ike6") >= 1 for p in (A, B)), "ike6 for 1 s")
+    # The record's connected time is what the daemon reports at child-updown, in whole
+    # seconds: let the CHILD_SA's reach 1 s on both sides first, however fast this host is.
+    _wait(lambda: all(_installed_s(charons, p, "ike6") >= 1 for p in (A, B)), "tun6 for 1 s")
     charons.terminate_ike("ike6")
 
     def sessions(peer: Any) -> dict[str, dict[str, str]]:

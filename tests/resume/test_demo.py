@@ -46,7 +46,10 @@ def test_cli_default_is_the_loopback_service(
     assert rc == EXIT_OK and rep["ok"]
     assert rep["resumed"] == 24 and rep["fallbacks"] == {}
     assert rep["keys_match"] and rep["generations_match"] and rep["distinct_keys"] == 48
-    assert rep["server_commits"] == 24 and rep["listen"].startswith("127.0.0.1:")
+    fo = rep["failover"]
+    assert fo["recovered"] and fo["after_results"] == 6
+    assert rep["server_commits"] == 24 + fo["message3_late"]
+    assert rep["listen"].startswith("127.0.0.1:")
     assert (tmp_path / "responder.db").exists() and (tmp_path / "initiators.db").exists()
     assert all(len(s["key_i2r_fp"]) == 16 and s["responder_agrees"] for s in rep["samples"])
 
@@ -56,6 +59,7 @@ def test_cli_demo_text_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--clients", "3", "--rounds", "1"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "result: OK" in out and "key fp" in out and "resumptions/s" in out
+    assert "restarted mid-round" in out
     assert "removed" in out
 
 
@@ -68,6 +72,7 @@ def test_cli_demo_text_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
         ["--clients", "0"],
         ["--rounds", "0", "--in-process"],
         ["--in-process", "--workdir", "/tmp"],
+        ["--in-process", "--no-restart"],
     ],
 )
 def test_cli_demo_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,14 @@ async def test_demo_small(tmp_path: Path) -> None:
         25, 2, workdir=tmp_path, progress=lambda n, _t: seen.append(n)
     )
     assert s.resumed == 50 and s.fallbacks == {} and s.ok
-    assert s.server_commits == 50
+    # the responder was stopped mid-round 2 (no drain) and replaced: everyone came back
+    fo = s.failover
+    assert fo is not None and fo.recovered and fo.after_results == 12
+    # message 3s sent before the stop but not committed yet died too: up to the round
+    assert 0 <= fo.message3_lost <= 25 and 0 <= fo.in_flight <= 13
+    # each resumption committed once; a message 3 judged lost but committed late is the
+    # one attempt that commits twice (its client resumed again)
+    assert s.server_commits == 50 + fo.message3_late
     assert 1 <= s.commit_transactions <= 50
     assert s.generations_match and s.keys_match
     assert s.distinct_keys == 100  # fresh keys every time, both directions
@@ -29,6 +36,12 @@ async def test_demo_small(tmp_path: Path) -> None:
     # the exit status follows: one missing resumption or disagreement fails the demo
     assert not replace(s, resumed=49).ok
     assert not replace(s, keys_match=False).ok and not replace(s, generations_match=False).ok
+    assert not replace(s, failover=replace(fo, recovered=False)).ok
+
+
+async def test_demo_without_restart(tmp_path: Path) -> None:
+    s = await run_loopback_demo_async(10, 2, workdir=tmp_path, restart=False)
+    assert s.ok and s.failover is None and s.server_commits == 20
 
 
 def test_client_addresses_are_distinct_loopback() -> None:
