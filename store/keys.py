@@ -181,6 +181,11 @@ class Keyring:
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._by_id
 
+    def material(self) -> list[tuple[str, bytes]]:
+        """(key id, key) of every key, the current (wrapping) one first: what the native
+        store (``resume._native``) is handed to unwrap and wrap with the same keys."""
+        return [(k.key_id, k.key) for k in self._keys]
+
     # -- loading ---------------------------------------------------------------------
     @classmethod
     def from_text(cls, text: str, *, source: str = "key text") -> Keyring:

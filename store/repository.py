@@ -400,6 +400,11 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def sqlite_file(self) -> tuple[str, str, float] | None:
+        """(path, synchronous, busy timeout in s) of an embedded SQLite store, else None:
+        what the native store (``resume._native``) opens its own connections with."""
+        return self._sqlite_args
+
     @property
     def url_display(self) -> str:
         if self._engine is None and self._sqlite_args is not None:

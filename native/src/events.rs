@@ -45,12 +45,15 @@ pub enum ResponderEvent<A> {
         addr: A,
     },
     /// Compare-and-set generation `generation` of `handle` to `successor`; answer
-    /// `commit_result(token, ok)`.  Only `ok` completes.
+    /// `commit_result(token, ok)`.  Only `ok` completes.  `sa` is the pair the completion
+    /// will report: an application that installs SAs commits it with the ratchet (the
+    /// install outbox, spec 6.2.1).
     CommitNeeded {
         token: u64,
         handle: Vec<u8>,
         generation: u32,
         successor: Credential,
+        sa: Box<SaPair>,
     },
     Complete(Box<Completion<A>>),
     /// Local only (metrics): why a well-formed attempt was refused; the peer saw the NACK.

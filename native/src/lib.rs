@@ -30,8 +30,11 @@ pub mod rng;
 #[cfg(feature = "crypto")]
 pub mod stats;
 
-#[cfg(feature = "udp")]
-pub mod udp;
-
 #[cfg(feature = "python")]
 mod python;
+
+#[cfg(feature = "store")]
+pub mod store;
+
+#[cfg(feature = "server")]
+pub mod server;

@@ -33,6 +33,10 @@ use crate::rng::RandomSource;
 use crate::stats::Stats;
 use crate::wire::{self, DecodeError, Header};
 
+#[cfg(feature = "server")]
+#[path = "python_server.rs"]
+mod server;
+
 create_exception!(
     _native,
     NativePanic,
@@ -452,6 +456,7 @@ fn responder_event_py<'py>(
             handle,
             generation,
             successor,
+            ..
         } => PyTuple::new(
             py,
             [
@@ -1373,5 +1378,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(f)?;
     }
     m.add("ESP_SPI_MIN", msg::MIN_ESP_SPI)?;
+    #[cfg(feature = "server")]
+    server::register(m)?;
     Ok(())
 }

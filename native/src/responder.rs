@@ -235,6 +235,8 @@ pub struct Responder<A: PeerAddr> {
     response_cache: OrderedMap<CacheKey<A>, CachedResponse>,
     completed: OrderedMap<Box<[u8]>, ()>,
     committing: hashbrown::HashSet<Box<[u8]>>,
+    /// successors' handles of the commits in flight (`states.SlotTable._committing_next`)
+    committing_next: hashbrown::HashSet<Box<[u8]>>,
     cred_cache: OrderedMap<Box<[u8]>, (Credential, Lifetimes, f64)>,
     pub stats: Stats,
 }
@@ -267,6 +269,7 @@ impl<A: PeerAddr> Responder<A> {
             response_cache: OrderedMap::new(),
             completed: OrderedMap::new(),
             committing: hashbrown::HashSet::new(),
+            committing_next: hashbrown::HashSet::new(),
             cred_cache: OrderedMap::new(),
             stats: Stats::default(),
         })
@@ -365,7 +368,7 @@ impl<A: PeerAddr> Responder<A> {
                 SlotState::AwaitCredential1 => Stat::ExpiredAwaitCredential1,
                 SlotState::AwaitCredential3 => Stat::ExpiredAwaitCredential3,
                 SlotState::AwaitCommit => {
-                    self.committing.remove(&slot.handle[..]);
+                    self.commit_ended(&slot);
                     Stat::ExpiredAwaitCommit
                 }
             };
@@ -396,6 +399,12 @@ impl<A: PeerAddr> Responder<A> {
         };
         let lt = lifetimes.unwrap_or(self.config.default_lifetimes);
         let Some(cred) = credential else {
+            if slot.state == SlotState::AwaitCredential1 && self.being_committed(&slot.handle) {
+                // the handle's commit started after this message 1 was read: not
+                // "unknown", only "not yet" -- the peer retransmits (resume/responder.py)
+                self.stats.inc(Stat::DropCommitting);
+                return Ok(());
+            }
             self.refuse(&slot, "unknown_or_refused");
             return Ok(());
         };
@@ -412,7 +421,7 @@ impl<A: PeerAddr> Responder<A> {
         let Some(mut slot) = self.take_slot(token, true, "commit_result")? else {
             return Ok(());
         };
-        self.committing.remove(&slot.handle[..]);
+        self.commit_ended(&slot);
         let commit = slot.commit.take();
         let Some(commit) = commit.filter(|_| ok) else {
             self.stats.inc(Stat::CommitFailed);
@@ -436,6 +445,11 @@ impl<A: PeerAddr> Responder<A> {
                 ke: c.ke,
             })));
         Ok(())
+    }
+
+    /// The peer of an outstanding request (None once answered or expired).
+    pub fn slot_addr(&self, token: u64) -> Option<A> {
+        self.slots.get(&token).map(|s| s.addr.clone())
     }
 
     /// Outstanding requests to the application.
@@ -782,6 +796,12 @@ impl<A: PeerAddr> Responder<A> {
         if self.cached_response(addr, &compact1, now) {
             return;
         }
+        if self.being_committed(req.handle) {
+            // a commit in flight consumes or creates this handle: answered now, the
+            // store's view would be stale (resume/responder.py, _on_hardened_init)
+            self.stats.inc(Stat::DropCommitting);
+            return;
+        }
         let required_missing = if req.ke.is_none() && self.config.require_x25519 {
             Some("x25519_required")
         } else if req.mlkem.is_none() && self.config.require_mlkem {
@@ -911,6 +931,19 @@ impl<A: PeerAddr> Responder<A> {
         None
     }
 
+    /// A commit in flight consumes `handle` or creates it (its successor).
+    fn being_committed(&self, handle: &[u8]) -> bool {
+        self.committing.contains(handle) || self.committing_next.contains(handle)
+    }
+
+    /// The commit of `slot` (AwaitCommit) is over: answered or expired.
+    fn commit_ended(&mut self, slot: &Slot<A>) {
+        self.committing.remove(&slot.handle[..]);
+        if let Some(c) = &slot.commit {
+            self.committing_next.remove(c.successor.handle());
+        }
+    }
+
     fn replayed(&self, handle: &[u8]) -> bool {
         self.completed.contains_key(handle) || self.committing.contains(handle)
     }
@@ -981,6 +1014,8 @@ impl<A: PeerAddr> Responder<A> {
                 slot.deadline = now + self.config.lookup_timeout;
                 let (handle, generation) = (slot.handle.clone(), commit.generation);
                 let successor = commit.successor.clone();
+                let sa = Box::new(commit.sa.clone());
+                self.committing_next.insert(successor.handle().into());
                 slot.commit = Some(commit);
                 self.slots.insert(token, slot);
                 self.committing.insert(handle.clone().into_boxed_slice());
@@ -990,6 +1025,7 @@ impl<A: PeerAddr> Responder<A> {
                     handle,
                     generation,
                     successor,
+                    sa,
                 });
             }
         }

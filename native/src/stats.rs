@@ -50,9 +50,10 @@ pub enum Stat {
     NackMlkemBusy,
     NackMlkemStateMissing,
     PqRefused,
+    DropCommitting,
 }
 
-pub const N_STATS: usize = 46;
+pub const N_STATS: usize = 47;
 
 impl Stat {
     pub const ALL: [Stat; N_STATS] = [
@@ -102,6 +103,7 @@ impl Stat {
         Stat::NackMlkemBusy,
         Stat::NackMlkemStateMissing,
         Stat::PqRefused,
+        Stat::DropCommitting,
     ];
 
     pub fn name(self) -> &'static str {
@@ -152,6 +154,7 @@ impl Stat {
             Stat::NackLineage => "nack_lineage",
             Stat::NackMlkemRequired => "nack_mlkem_required",
             Stat::NackPaperDisabled => "nack_paper_disabled",
+            Stat::DropCommitting => "drop_committing",
         }
     }
 

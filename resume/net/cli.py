@@ -149,7 +149,7 @@ def _serve(cfg: Any, args: argparse.Namespace) -> int:
 
     from resume.net import logs
     from resume.net.config import ConfigError
-    from resume.net.server import ResponderService
+    from resume.net.service import make_service
     from store.errors import MasterKeyError, StoreConfigError, StoreError
     from store.keys import Keyring
     from store.repository import Store
@@ -182,7 +182,7 @@ def _serve(cfg: Any, args: argparse.Namespace) -> int:
         cfg = replace(cfg, http=replace(cfg.http, listen=f"{host}:{port}"))
 
     async def main() -> None:
-        service = ResponderService(cfg, store, reuse_port=cfg.server.workers > 1)
+        service = make_service(cfg, store, reuse_port=cfg.server.workers > 1)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
             async with trio.open_nursery() as nursery:
 

@@ -115,6 +115,7 @@ class ServerSection:
     server_secret_file: str = "/var/lib/ikeresume/server.key"  # noqa: S105 (a path)
     shutdown_grace: float = 5.0
     ipsec_bypass: bool = True
+    engine: str = "auto"
     message3_affinity: str = ""
 
 
@@ -192,6 +193,7 @@ _CHOICES = {
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("log", "format"): ("json", "text"),
     ("store", "sqlite_synchronous"): ("FULL", "NORMAL"),
+    ("server", "engine"): ("auto", "native", "python"),
     ("server", "message3_affinity"): ("", "same-process", "accept-retry"),
 }
 _POSITIVE = {"workers", "recv_batch", "group_commit_max", "max_sources", "max_pending"}

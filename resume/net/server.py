@@ -82,7 +82,13 @@ class OutboxReplay:
 
 
 class ResponderService:
-    """The deployed responder: sockets, overload control, store, installer, metrics."""
+    """The deployed responder: sockets, overload control, store, installer, metrics.
+
+    This class runs the per-datagram path in Python (the reference core, trio).  The
+    native engine -- the same service with that path in Rust -- is its subclass
+    :class:`resume.net.native_service.NativeResponderService`;
+    :func:`resume.net.service.make_service` picks one from ``[server] engine``.
+    """
 
     def __init__(
         self,
@@ -99,6 +105,8 @@ class ResponderService:
         """``inline_lookups``: answer lookups on the event loop (default: SQLite only).
         ``gc_threshold``: the collector's thresholds while serving (:mod:`.gctune`; ``None``
         leaves them alone)."""
+        #: "python" here, "native" for the subclass with the Rust core
+        self.engine = "python"
         self.gc_threshold = gc_threshold
         self.config = config
         self.store = store

@@ -3,9 +3,11 @@
 They are forked from a ``multiprocessing`` fork server that imported this module (and with
 it trio, the service, the store and the client) once, so a kill and a restart cost a
 ``fork``, not an interpreter start: hundreds of SIGKILLs fit in CI's budget.  Each child
-runs the real code paths -- :class:`resume.net.server.ResponderService` with a Python
-install hook, :func:`resume.net.client.resume_with_store_blocking` -- against real SQLite
-files or a real PostgreSQL server.
+runs the real code paths -- the responder service ``ikeresume serve`` runs (the engine
+:func:`resume.net.service.make_service` picks: native by default, ``IKERESUME_CORE=python``
+for the reference engine) with a Python install hook,
+:func:`resume.net.client.resume_with_store_blocking` -- against real SQLite files or a real
+PostgreSQL server.
 
 Two records the service itself does not keep are added here, both as appends to a file
 (``O_APPEND``; what was written survives the SIGKILL of its writer):
@@ -14,7 +16,9 @@ Two records the service itself does not keep are added here, both as appends to 
   ``fdatasync``'d, as an installer that must be durable would be);
 * the responder's store records every compare-and-set it won, after the commit returned
   (a kill in between loses the line, never invents one): the ledger from which "no
-  generation was accepted twice" is checked.
+  generation was accepted twice" is checked.  On the native engine with SQLite the Rust
+  group committer commits, not the Python store: its durable commits reach Python as
+  "committed" items (the pair to install), and the service records those instead.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ from resume.net.client import (
     resume_with_store_blocking,
     write_ahead,
 )
-from resume.net.config import from_mapping
+from resume.net.config import from_mapping, responder_config
+from resume.net.native_service import NativeResponderService
 from resume.net.server import ResponderService
+from resume.net.service import wants_native
 from store.keys import Keyring
 from store.policy import Policy
 from store.repository import RatchetRequest, Store
@@ -121,6 +127,19 @@ class LedgerStore(Store):
         return results
 
 
+class LedgerNativeService(NativeResponderService):
+    """The native service, plus a ledger line per durable compare-and-set of the Rust
+    committer (each reaches Python with its SA pair to install)."""
+
+    ledger = ""
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "committed" and self.ledger:
+            _kind, _uid, handle, generation, succ = item[:5]
+            _append(self.ledger, f"{handle.hex()} {generation} {succ.handle.hex()}\n", False)
+        super()._handle(item)
+
+
 @dataclass(frozen=True)
 class Setup:
     """Everything a child needs (picklable: sent through the fork server)."""
@@ -163,12 +182,19 @@ def responder_main(setup: Setup, ready: Connection) -> None:
     store.ledger = os.path.join(setup.work, "ledger.log")
 
     async def main() -> None:
-        service = ResponderService(cfg, store)
+        service: ResponderService
+        if wants_native(cfg, responder_config(cfg.protocol)):
+            service = LedgerNativeService(cfg, store)
+            service.ledger = store.ledger
+        else:
+            service = ResponderService(cfg, store)
         with trio.open_signal_receiver(signal.SIGTERM) as sigs:
             async with trio.open_nursery() as nursery:
                 await nursery.start(service.run)
                 r = service.outbox_replay
-                ready.send(("ready", r.installed, r.failed, r.expired, r.unreadable))
+                ready.send(
+                    ("ready", r.installed, r.failed, r.expired, r.unreadable, service.engine)
+                )
                 async for _ in sigs:
                     service.shutdown()  # run() returns once drained; the nursery waits
                     break

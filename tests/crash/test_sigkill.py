@@ -115,6 +115,7 @@ class Tally:
     replay_failed: int = 0
     expired: int = 0
     unreadable: int = 0
+    engines: set[str] = field(default_factory=set)  # the responder service's engine
 
 
 class Harness:
@@ -134,8 +135,9 @@ class Harness:
         send.close()
         msg = _receive(recv, proc)
         recv.close()
-        _, installed, failed, expired, unreadable = msg
+        _, installed, failed, expired, unreadable, engine = msg
         t = self.tally
+        t.engines.add(str(engine))
         t.replayed += installed
         t.replay_failed += failed
         t.expired += expired
@@ -159,9 +161,7 @@ class Harness:
 
     # -- clients -------------------------------------------------------------------------
     def start_client(self, i: int, final: bool = False, stall: str = "") -> BaseProcess:
-        proc = self.ctx.Process(
-            target=client_main, args=(self.setup, i, final, stall), daemon=True
-        )
+        proc = self.ctx.Process(target=client_main, args=(self.setup, i, final, stall), daemon=True)
         proc.start()
         return proc
 
@@ -342,9 +342,7 @@ def test_sigkill_anywhere_strands_no_client_and_loses_no_install(
                 time.sleep(0.01)
 
     # -- no old generation is acceptable -----------------------------------------------------
-    accepted = [
-        line.split() for line in (tmp_path / "ledger.log").read_text().splitlines() if line
-    ]
+    accepted = [line.split() for line in (tmp_path / "ledger.log").read_text().splitlines() if line]
     consumed = Counter((old, gen) for old, gen, _new in accepted)
     twice = [k for k, n in consumed.items() if n > 1]
     still_there = [old for old, _g in consumed if responder.lookup(bytes.fromhex(old), NOW())]
@@ -369,8 +367,11 @@ def test_sigkill_anywhere_strands_no_client_and_loses_no_install(
     h.start_responder()
     h.stop_responder()
     with responder.engine.connect() as conn:
-        commits = int(conn.exec_driver_sql(
-            "SELECT sum(resumptions) FROM credentials WHERE role = 'responder'").scalar_one())
+        commits = int(
+            conn.exec_driver_sql(
+                "SELECT sum(resumptions) FROM credentials WHERE role = 'responder'"
+            ).scalar_one()
+        )
         outbox_left = int(conn.exec_driver_sql(
             "SELECT count(*) FROM install_outbox").scalar_one())  # fmt: skip
     responder.close()
@@ -384,6 +385,7 @@ def test_sigkill_anywhere_strands_no_client_and_loses_no_install(
     t = h.tally
     summary = {
         "store": "postgresql" if setup.responder_url.startswith("postgresql") else "sqlite",
+        "engine": "/".join(sorted(t.engines)),
         "seed": seed,
         "clients": CLIENTS,
         "client_kills": t.client_kills,

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resume import native
 from resume.credential import Credential
 from resume.events import CommitNeeded, FallbackToFullIKE, ResumptionComplete, SaveSuccessor
 from resume.initiator import Initiator, InitiatorConfig
@@ -160,7 +161,8 @@ def test_a_crash_at_any_point_never_strands_the_client(ke: str, points: list[str
     assert len(accepted) == len(set(accepted))
 
 
-def test_a_restarted_client_does_not_race_its_own_message3() -> None:
+@pytest.mark.parametrize("core", ["python", "native"])
+def test_a_restarted_client_does_not_race_its_own_message3(core: str) -> None:
     """Killed right after sending message 3 and started again at once, a client's first
     message 1 (with g+1) can reach the responder while that message 3's commit is still in
     flight.  Answered from the store then, it would be NACKed (g+1 not there yet), the
@@ -171,7 +173,12 @@ def test_a_restarted_client_does_not_race_its_own_message3() -> None:
     cred = simulated_full_ike()
     table = MemoryTable()
     table.add(cred)
-    resp = Responder(ResponderConfig(credential_cache_size=16), b"S" * 32)
+    rcfg = ResponderConfig(credential_cache_size=16)
+    if core == "native" and not native.available():
+        pytest.skip("the native core is not built")
+    resp = (
+        native.NativeResponder(rcfg, b"S" * 32) if core == "native" else Responder(rcfg, b"S" * 32)
+    )
     first = Initiator(cred)
     first.initiate(NOW)
     [(m1, _)] = first.datagrams_to_send(NOW)

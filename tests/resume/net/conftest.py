@@ -17,6 +17,7 @@ from resume.initiator import InitiatorConfig
 from resume.net.config import ServeConfig, from_mapping
 from resume.net.hooks import Installer
 from resume.net.server import ResponderService
+from resume.net.service import make_service
 from resume.sa import SAPair
 from resume.testing import simulated_full_ike
 from store.keys import Keyring, MasterKey
@@ -105,7 +106,7 @@ class Env:
         cfg: ServeConfig | None = None,
         installer: Installer | None = None,
     ) -> ResponderService:
-        svc = ResponderService(cfg or self.config(), self.server_store, installer=installer)
+        svc = make_service(cfg or self.config(), self.server_store, installer=installer)
         started: ResponderService = await nursery.start(svc.run)
         return started
 

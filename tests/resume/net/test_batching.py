@@ -14,7 +14,7 @@ from resume.net.admission import Admission
 from resume.net.client import ClientOptions, resume_with_store
 from resume.net.config import LimitsSection, ListenAddr
 from resume.net.lane import Lane
-from resume.net.server import ResponderService
+from resume.net.service import make_service
 from resume.net.udp import UdpEndpoint
 from resume.responder import Responder, ResponderConfig
 from resume.wire import EXCHANGE_IKE_RESUME, FLAG_INITIATOR, FLAG_RESPONSE
@@ -117,7 +117,7 @@ async def test_thread_lookups_batched_success_nack_and_failure(
     """The non-inline path (PostgreSQL's): resumes, NACKs unknown handles, fails closed."""
     env.seed(6)
     env.seed(1, server=False)  # the server never saw client 6
-    svc = ResponderService(env.config(), env.server_store, inline_lookups=False)
+    svc = make_service(env.config(), env.server_store, inline_lookups=False)
     await nursery.start(svc.run)
     assert not svc.link.inline
     results = {}
