@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,9 +30,16 @@ from collections.abc import Iterator
 #: sockets, threads or subprocesses against a deadline.
 DEFAULT_TARGETS = ("tests/resume/net", "tests/ikeshim/test_initiator_flow.py")
 
-_SPIN = (
-    "import signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\nwhile True: pass\n"
-)
+#: A busy loop that also ends when the wrapper is gone (its parent changes): a wrapper killed
+#: without running its ``finally`` (SIGKILL, a killed terminal) must not leave loops behind.
+_SPIN = """\
+import os, signal, sys
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
 
 
 @contextlib.contextmanager
@@ -65,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     pytest_args = pytest_args or ["-q", *DEFAULT_TARGETS]
     loops = a.per_core * (os.cpu_count() or 1)
     passed = 0
+    # SIGTERM (kill, pkill) unwinds through busy_loops' finally like Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with busy_loops(loops):
         for run in range(1, a.runs + 1):
             start = time.monotonic()
