@@ -48,8 +48,8 @@ class ListenAddr:
         return f"[{self.host}]:{self.port}" if self.family_v6 else f"{self.host}:{self.port}"
 
 
-def parse_hostport(value: str, default_port: int) -> ListenAddr:
-    """``"0.0.0.0:4501"``, ``"[::]:4501"``, ``"::1"``, ``"127.0.0.1"`` -> :class:`ListenAddr`."""
+def _split_hostport(value: str) -> tuple[str, str | None]:
+    """``"h:p"``, ``"[v6]:p"``, ``"h"``, ``"v6"`` -> (host, port text or None)."""
     v = value.strip()
     host, port_s = v, None
     if v.startswith("["):
@@ -63,16 +63,31 @@ def parse_hostport(value: str, default_port: int) -> ListenAddr:
             port_s = rest[1:]
     elif v.count(":") == 1:
         host, port_s = v.split(":")
+    return host, port_s
+
+
+def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        raise ValueError(f"{host!r} is not an IP address (names are not resolved)") from None
-    port = default_port
-    if port_s is not None:
-        if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-            raise ValueError(f"bad port {port_s!r} in {value!r}")
-        port = int(port_s)
-    return ListenAddr(host, port)
+        return False
+    return True
+
+
+def _port(port_s: str | None, default_port: int, value: str) -> int:
+    if port_s is None:
+        return default_port
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"bad port {port_s!r} in {value!r}")
+    return int(port_s)
+
+
+def parse_hostport(value: str, default_port: int) -> ListenAddr:
+    """``"0.0.0.0:4501"``, ``"[::]:4501"``, ``"::1"``, ``"127.0.0.1"`` -> :class:`ListenAddr`."""
+    host, port_s = _split_hostport(value)
+    if not _is_ip(host):
+        raise ValueError(f"{host!r} is not an IP address (names are not resolved)")
+    return ListenAddr(host, _port(port_s, default_port, value))
 
 
 def resolve_hostport(value: str, default_port: int) -> ListenAddr:
@@ -83,17 +98,10 @@ def resolve_hostport(value: str, default_port: int) -> ListenAddr:
     ``ikeresume resume --server vpn.example.net`` works.  A name that does not resolve is a
     ``ValueError`` (exit 2), never a late failure inside the exchange.
     """
-    try:
-        return parse_hostport(value, default_port)
-    except ValueError as first:
-        if "names are not resolved" not in str(first):
-            raise
-    host, _, port_s = value.strip().rpartition(":")
-    if not host or not port_s.isdigit():
-        host, port_s = value.strip(), str(default_port)
-    port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"bad port {port_s!r} in {value!r}")
+    host, port_s = _split_hostport(value)
+    port = _port(port_s, default_port, value)
+    if _is_ip(host):
+        return ListenAddr(host, port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except (OSError, UnicodeError) as e:
